@@ -1,0 +1,1 @@
+"""The simulated billing system: TMF REST accounts, bills, balances and payments."""

@@ -1,0 +1,1 @@
+"""The simulated BOSS: SOAP 1.1 BossService (WSDL, XSD, operations, store)."""

@@ -1,0 +1,1 @@
+"""The simulated care system: TMF REST parties, trouble tickets and interactions."""

@@ -1,0 +1,195 @@
+"""Materialise the dataset into boss.db, billing.db and care.db of a data dir.
+
+Customers are generated in chunks (in worker processes for large counts: generation is pure
+Python and the bulk of the cost), and the chunks are written in index order with executemany
+inside one transaction per store, journal and fsync off. Indexes are built once at the end,
+then the stores switch to WAL for serving. Each store is written under a temporary name and
+renamed when complete, and carries a ``sim_meta`` marker (seed, count, dataset version), so a
+half-seeded dir never looks seeded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from simulators.billing import store as billing_store
+from simulators.boss import store as boss_store
+from simulators.care import store as care_store
+from simulators.dataset import DATASET_VERSION, MAX_CUSTOMERS, generate
+from simulators.storage import (
+    SYSTEMS,
+    StoreMeta,
+    open_for_loading,
+    read_meta,
+    store_path,
+    write_meta,
+)
+
+Progress = Callable[[int], None]
+"""Called with the number of customers written since the previous call."""
+
+CHUNK = 2_000
+PARALLEL_FROM = 20_000  # below this, worker start-up costs more than it saves
+
+_TABLES = {"boss": boss_store.TABLES, "billing": billing_store.TABLES, "care": care_store.TABLES}
+_INDEXES = {
+    "boss": boss_store.INDEXES,
+    "billing": billing_store.INDEXES,
+    "care": care_store.INDEXES,
+}
+# (store, insert statement) for each row list a chunk produces, in chunk order.
+_INSERTS = (
+    ("boss", boss_store.INSERT_CUSTOMER),
+    ("boss", boss_store.INSERT_SUBSCRIBER),
+    ("billing", billing_store.INSERT_ACCOUNT),
+    ("billing", billing_store.INSERT_SERVICE_NUMBER),
+    ("care", care_store.INSERT_PARTY),
+    ("care", care_store.INSERT_TICKET),
+    ("care", care_store.INSERT_INTERACTION),
+)
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    data_dir: Path
+    customers: int
+    seed: int
+    seconds: float
+    skipped: bool
+
+
+def seeded_meta(data_dir: Path) -> StoreMeta | None:
+    """The common marker of the three stores of ``data_dir``, or None unless all agree."""
+    metas = [read_meta(store_path(data_dir, system)) for system in SYSTEMS]
+    if any(m is None for m in metas):
+        return None
+    first = metas[0]
+    assert first is not None
+    for system, meta in zip(SYSTEMS, metas, strict=True):
+        assert meta is not None
+        same = (meta.seed, meta.customers, meta.dataset_version) == (
+            first.seed,
+            first.customers,
+            first.dataset_version,
+        )
+        if meta.system != system or not same:
+            return None
+    return first
+
+
+def is_seeded(data_dir: Path, customers: int, seed: int) -> bool:
+    meta = seeded_meta(data_dir)
+    return (
+        meta is not None
+        and meta.seed == seed
+        and meta.customers == customers
+        and meta.dataset_version == DATASET_VERSION
+    )
+
+
+def chunk_rows(seed: int, start: int, stop: int) -> list[list[tuple]]:
+    """The rows of customers [start, stop) for each entry of ``_INSERTS``."""
+    bundles = [generate(seed, i) for i in range(start, stop)]
+    return [*boss_store.rows(bundles), *billing_store.rows(bundles), *care_store.rows(bundles)]
+
+
+def _chunk_rows_args(args: tuple[int, int, int]) -> tuple[int, list[list[tuple]]]:
+    seed, start, stop = args
+    return stop - start, chunk_rows(seed, start, stop)
+
+
+def _chunks(seed: int, customers: int, workers: int) -> Iterator[tuple[int, list[list[tuple]]]]:
+    ranges = [(seed, start, min(start + CHUNK, customers)) for start in range(0, customers, CHUNK)]
+    if workers <= 1:
+        for args in ranges:
+            yield _chunk_rows_args(args)
+        return
+    # spawn, not fork: the caller may have threads (a test runner, an event loop).
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        # imap keeps index order, so the stores are byte-identical whatever the worker count.
+        yield from pool.imap(_chunk_rows_args, ranges, chunksize=1)
+
+
+def _temporary(data_dir: Path, system: str) -> Path:
+    return data_dir / f"{system}.db.seeding"
+
+
+def _remove(path: Path) -> None:
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        candidate.unlink(missing_ok=True)
+
+
+def _finish(conn: sqlite3.Connection, meta: StoreMeta) -> None:
+    """Index, mark, commit and switch a freshly loaded store to WAL for serving."""
+    for ddl in _INDEXES[meta.system]:
+        conn.execute(ddl)
+    write_meta(conn, meta)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA locking_mode=NORMAL")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+
+
+def seed_dataset(
+    data_dir: Path,
+    customers: int,
+    seed: int,
+    progress: Progress | None = None,
+    force: bool = False,
+    workers: int | None = None,
+) -> SeedResult:
+    """Write the three stores of ``customers`` customers of dataset ``seed`` into ``data_dir``.
+
+    Skips (``skipped=True``) when the dir already holds that seed and count, unless ``force``.
+    """
+    if not 1 <= customers <= MAX_CUSTOMERS:
+        raise ValueError(f"customers must be between 1 and {MAX_CUSTOMERS}")
+    data_dir = Path(data_dir)
+    started = time.perf_counter()
+    if not force and is_seeded(data_dir, customers, seed):
+        return SeedResult(data_dir, customers, seed, 0.0, skipped=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if customers >= PARALLEL_FROM else 1
+
+    conns: dict[str, sqlite3.Connection] = {}
+    try:
+        for system in SYSTEMS:
+            path = _temporary(data_dir, system)
+            _remove(path)
+            conn = open_for_loading(path)
+            conn.execute("BEGIN")
+            for ddl in _TABLES[system]:
+                conn.execute(ddl)
+            conns[system] = conn
+        for count, row_lists in _chunks(seed, customers, workers):
+            for (system, insert), rows in zip(_INSERTS, row_lists, strict=True):
+                conns[system].executemany(insert, rows)
+            if progress is not None:
+                progress(count)
+        # One thread per store: SQLite releases the GIL while it sorts, so the index builds
+        # of the three files overlap.
+        with ThreadPoolExecutor(len(conns)) as pool:
+            finishing = [
+                pool.submit(_finish, conn, StoreMeta(system, seed, customers, DATASET_VERSION))
+                for system, conn in conns.items()
+            ]
+            for future in finishing:
+                future.result()
+        conns.clear()
+        for system in SYSTEMS:
+            final = store_path(data_dir, system)
+            _remove(final)
+            os.replace(_temporary(data_dir, system), final)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return SeedResult(data_dir, customers, seed, time.perf_counter() - started, skipped=False)
