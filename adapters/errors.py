@@ -1,0 +1,58 @@
+"""The error taxonomy every adapter speaks instead of library exceptions.
+
+An adapter turns whatever its transport raises (httpx, zeep, lxml, JSON) into one of these. The
+schema layer maps them to GraphQL errors with a stable ``extensions.code``. Messages are built by
+the adapter from codes and system names only: a backend's own message may quote personal data,
+so it is never copied into one.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AdapterError(Exception):
+    """A call to a legacy system did not give a usable answer."""
+
+    code: ClassVar[str] = "BACKEND_ERROR"
+    #: Whether the same call may succeed if tried again (only ever used for idempotent reads).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, system: str, message: str, *, backend_code: str | None = None) -> None:
+        super().__init__(f"{system}: {message}")
+        self.system = system
+        self.message = message
+        #: The backend's own error code (e.g. a BOSS ResultCode), safe to log and show.
+        self.backend_code = backend_code
+
+
+class NotFound(AdapterError):
+    """The system does not know the record asked for."""
+
+    code = "NOT_FOUND"
+
+
+class BusinessRejected(AdapterError):
+    """The system understood the request and refused it by its business rules."""
+
+    code = "BUSINESS_REJECTED"
+
+
+class Unavailable(AdapterError):
+    """The system could not be reached or answered that it cannot serve now."""
+
+    code = "BACKEND_UNAVAILABLE"
+    retryable = True
+
+
+class TimedOut(AdapterError):
+    """The system did not answer within the call's timeout."""
+
+    code = "BACKEND_TIMEOUT"
+    retryable = True
+
+
+class BadResponse(AdapterError):
+    """The system answered something the adapter cannot read (not XML/JSON, wrong shape)."""
+
+    code = "BACKEND_BAD_RESPONSE"
