@@ -95,11 +95,13 @@ class BossAdapter:
         self._http = make_http_client(endpoint)
         self._service: Any = None
         self._sequence = itertools.count(1)
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        if self._service is None:
-            # zeep fetches and compiles the WSDL synchronously: keep it off the event loop.
-            self._service = await asyncio.to_thread(self._load_service)
+        async with self._starting:
+            if self._service is None:
+                # zeep fetches and compiles the WSDL synchronously: keep it off the event loop.
+                self._service = await asyncio.to_thread(self._load_service)
 
     def _load_service(self) -> AsyncServiceProxy:
         wsdl_http = httpx.Client(timeout=self._endpoint.timeout_s * 5)
@@ -122,8 +124,6 @@ class BossAdapter:
         await self._http.aclose()
 
     async def ping(self) -> None:
-        if self._service is None:
-            await self.start()
         await self._call("QueryOfferings", {"OfferingId": ["OF0000"]})
 
     # --- reads ------------------------------------------------------------------------------
@@ -231,7 +231,8 @@ class BossAdapter:
     async def _call(self, operation: str, request: dict[str, Any]) -> etree._Element:
         """Send one operation; the ``<Op>Result`` element, or an AdapterError."""
         if self._service is None:
-            raise Unavailable(self.name, "adapter was not started")
+            # BOSS was down when the hub started: load the WSDL now (once, under the lock).
+            await self.start()
         header = {
             "Version": "1.0",
             "BusinessCode": operation,

@@ -1,0 +1,245 @@
+"""The hub's identity crosswalk: a stable hub customer id and each system's keys for it.
+
+Stored with SQLAlchemy (SQLite by default, PostgreSQL when scaled). Resolution is recorded per
+customer and system, so a system that could not be asked stays unresolved and is asked again
+later, while what was settled is never re-guessed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+metadata = MetaData()
+
+identity_customer = Table(
+    "identity_customer",
+    metadata,
+    Column("hub_id", String(32), primary_key=True),
+    Column("customer_no", String(32), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+identity_link = Table(
+    "identity_link",
+    metadata,
+    Column("system", String(16), primary_key=True),
+    Column("external_key", String(64), primary_key=True),
+    Column("hub_id", String(32), ForeignKey("identity_customer.hub_id"), nullable=False),
+    Column("matched_on", String(32), nullable=False),
+    Index("ix_identity_link_hub_id", "hub_id"),
+)
+
+identity_resolution = Table(
+    "identity_resolution",
+    metadata,
+    Column("hub_id", String(32), ForeignKey("identity_customer.hub_id"), primary_key=True),
+    Column("system", String(16), primary_key=True),
+    Column("outcome", String(16), nullable=False),  # linked | absent | conflict
+    Column("resolved_at", DateTime(timezone=True), nullable=False),
+)
+
+identity_conflict = Table(
+    "identity_conflict",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hub_id", String(32), ForeignKey("identity_customer.hub_id"), nullable=False),
+    Column("system", String(16), nullable=False),
+    Column("kind", String(48), nullable=False),
+    # Names record ids of the systems only, never personal data.
+    Column("detail", String(256), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+    Index("ix_identity_conflict_hub_id", "hub_id"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    system: str
+    key: str
+    matched_on: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    system: str
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SystemResolution:
+    """What resolving one customer against one system found."""
+
+    system: str
+    links: tuple[Link, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+
+    @property
+    def outcome(self) -> str:
+        if self.conflicts:
+            return "conflict"
+        return "linked" if self.links else "absent"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """One customer as the hub knows them across systems."""
+
+    hub_id: str
+    customer_no: str
+    links: tuple[Link, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def keys(self, system: str) -> tuple[str, ...]:
+        return tuple(link.key for link in self.links if link.system == system)
+
+    def is_resolved(self, system: str) -> bool:
+        return system in self.outcomes
+
+    def conflicts_in(self, system: str) -> tuple[Conflict, ...]:
+        return tuple(c for c in self.conflicts if c.system == system)
+
+
+def new_hub_id() -> str:
+    # Random, not derived from any system's key: it must outlive renumbering in any of them.
+    return "cus_" + secrets.token_hex(10)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class IdentityStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def by_hub_ids(self, hub_ids: Sequence[str]) -> dict[str, Identity]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(identity_customer).where(identity_customer.c.hub_id.in_(hub_ids))
+            )
+            pairs = {r.hub_id: r.customer_no for r in rows}
+            return await self._assemble(conn, pairs)
+
+    async def by_customer_nos(self, customer_nos: Sequence[str]) -> dict[str, Identity]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(identity_customer).where(identity_customer.c.customer_no.in_(customer_nos))
+            )
+            pairs = {r.hub_id: r.customer_no for r in rows}
+            identities = await self._assemble(conn, pairs)
+        return {i.customer_no: i for i in identities.values()}
+
+    async def ensure_customers(self, customer_nos: Iterable[str]) -> dict[str, str]:
+        """The hub id of each customer number, minting ids for new ones (race-safe)."""
+        wanted = list(dict.fromkeys(customer_nos))
+        if not wanted:
+            return {}
+        async with self._engine.begin() as conn:
+            rows = [
+                {"hub_id": new_hub_id(), "customer_no": no, "created_at": _now()} for no in wanted
+            ]
+            # A concurrent request may mint the same customer: the unique customer number
+            # decides, and everyone reads back the winner's id.
+            await conn.execute(self._insert_ignoring_duplicates(identity_customer), rows)
+            found = await conn.execute(
+                select(identity_customer.c.customer_no, identity_customer.c.hub_id).where(
+                    identity_customer.c.customer_no.in_(wanted)
+                )
+            )
+            return {r.customer_no: r.hub_id for r in found}
+
+    async def record(self, found: Mapping[str, Iterable[SystemResolution]]) -> None:
+        """Store, in one transaction, what resolution found per hub id and system."""
+        now = _now()
+        links, conflicts, outcomes = [], [], []
+        for hub_id, resolutions in found.items():
+            for resolution in resolutions:
+                links += [
+                    {
+                        "system": link.system,
+                        "external_key": link.key,
+                        "hub_id": hub_id,
+                        "matched_on": link.matched_on,
+                    }
+                    for link in resolution.links
+                ]
+                conflicts += [
+                    {
+                        "hub_id": hub_id,
+                        "system": c.system,
+                        "kind": c.kind,
+                        "detail": c.detail,
+                        "detected_at": now,
+                    }
+                    for c in resolution.conflicts
+                ]
+                outcomes.append(
+                    {
+                        "hub_id": hub_id,
+                        "system": resolution.system,
+                        "outcome": resolution.outcome,
+                        "resolved_at": now,
+                    }
+                )
+        if not outcomes:
+            return
+        async with self._engine.begin() as conn:
+            if links:
+                await conn.execute(self._insert_ignoring_duplicates(identity_link), links)
+            if conflicts:
+                await conn.execute(identity_conflict.insert(), conflicts)
+            await conn.execute(self._insert_ignoring_duplicates(identity_resolution), outcomes)
+
+    def _insert_ignoring_duplicates(self, table: Table):  # type: ignore[no-untyped-def]
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    @staticmethod
+    async def _assemble(conn: AsyncConnection, pairs: dict[str, str]) -> dict[str, Identity]:
+        if not pairs:
+            return {}
+        ids = list(pairs)
+        links: dict[str, list[Link]] = {h: [] for h in ids}
+        for r in await conn.execute(select(identity_link).where(identity_link.c.hub_id.in_(ids))):
+            links[r.hub_id].append(Link(r.system, r.external_key, r.matched_on))
+        conflicts: dict[str, list[Conflict]] = {h: [] for h in ids}
+        for r in await conn.execute(
+            select(identity_conflict)
+            .where(identity_conflict.c.hub_id.in_(ids))
+            .order_by(identity_conflict.c.id)
+        ):
+            conflicts[r.hub_id].append(Conflict(r.system, r.kind, r.detail))
+        outcomes: dict[str, dict[str, str]] = {h: {} for h in ids}
+        for r in await conn.execute(
+            select(identity_resolution).where(identity_resolution.c.hub_id.in_(ids))
+        ):
+            outcomes[r.hub_id][r.system] = r.outcome
+        return {
+            hub_id: Identity(
+                hub_id=hub_id,
+                customer_no=customer_no,
+                links=tuple(links[hub_id]),
+                conflicts=tuple(conflicts[hub_id]),
+                outcomes=outcomes[hub_id],
+            )
+            for hub_id, customer_no in pairs.items()
+        }

@@ -1,0 +1,203 @@
+"""The ASGI application: /graphql, /healthz, /readyz, with authentication in front.
+
+Wiring is explicit: settings -> database engine -> adapters -> schema -> routes, all built in
+``create_app`` and started in the lifespan, so tests and workers build the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from adapters import identity_store
+from adapters.errors import AdapterError
+from gateway import auth
+from gateway.auth import ApiKeyStore
+from gateway.backends import build_backends
+from gateway.database import create_engine, create_tables
+from gateway.settings import Settings, load_settings
+from schema.build import build_schema
+from schema.context import Backends, RequestContext, new_request_context
+
+log = logging.getLogger("switchboard.gateway")
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+READINESS_TIMEOUT_S = 3.0
+
+
+class SwitchboardGraphQL(GraphQL):
+    """Strawberry's ASGI view with the hub's per-request context."""
+
+    def __init__(self, backends: Backends, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._backends = backends
+
+    async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
+        return new_request_context(
+            request.scope["switchboard.principal"],
+            self._backends,
+            request.scope["switchboard.request_id"],
+        )
+
+
+def _unauthenticated(message: str) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
+        status_code=401,
+        headers={"WWW-Authenticate": 'ApiKey header="X-Api-Key"'},
+    )
+
+
+class Authenticate:
+    """Resolves the caller's API key into a principal before the GraphQL view runs."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeyStore, *, graphiql: bool) -> None:
+        self.app = app
+        self.keys = keys
+        self.graphiql = graphiql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self.graphiql and request.method == "GET" and "query" not in request.query_params:
+            # The GraphiQL page itself is static HTML; the queries it sends carry the key.
+            await self.app(scope, receive, send)
+            return
+        key = request.headers.get("x-api-key")
+        authorization = request.headers.get("authorization", "")
+        if key is None and authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+        if not key:
+            response = _unauthenticated(
+                "Missing API key: send it in the X-Api-Key header (or Authorization: Bearer)."
+            )
+            await response(scope, receive, send)
+            return
+        principal = await self.keys.authenticate(key)
+        if principal is None:
+            await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
+            return
+        scope["switchboard.principal"] = principal
+        await self.app(scope, receive, send)
+
+
+class RequestIds:
+    """Gives every request an id (the caller's if it is safe), echoed back and logged.
+
+    The log line names method, path, status and time only: query strings and bodies may hold
+    personal data and are never logged.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = Request(scope).headers.get("x-request-id", "")
+        request_id = offered if REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        scope["switchboard.request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s %.1fms request_id=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                request_id,
+            )
+
+
+async def _probe(name: str, ping: Any) -> tuple[str, dict[str, str]]:
+    try:
+        await asyncio.wait_for(ping(), READINESS_TIMEOUT_S)
+    except AdapterError as error:
+        return name, {"status": "down", "code": error.code}
+    except TimeoutError:
+        return name, {"status": "down", "code": "BACKEND_TIMEOUT"}
+    return name, {"status": "up"}
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+    engine = create_engine(settings.database_url)
+    backends = build_backends(settings, engine)
+    keys = ApiKeyStore(engine)
+    graphql = SwitchboardGraphQL(
+        backends,
+        schema=build_schema(settings.graphql.document_cache_size),
+        graphql_ide="graphiql" if settings.graphql.graphiql else None,
+        allow_queries_via_get=True,
+    )
+    adapters = (backends.boss, backends.billing, backends.care)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await create_tables(engine, identity_store.metadata, auth.metadata)
+        for adapter in adapters:
+            try:
+                await adapter.start()
+            except AdapterError as error:
+                # A backend down at start-up must not keep the hub down: it is retried on use
+                # and reported by /readyz.
+                log.warning("%s not started: %s", adapter.name, error.code)
+        yield
+        for adapter in adapters:
+            await adapter.close()
+        await engine.dispose()
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        probes = await asyncio.gather(*(_probe(a.name, a.ping) for a in adapters))
+        report = dict(probes)
+        ready = all(p["status"] == "up" for p in report.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "degraded", "backends": report},
+            status_code=200 if ready else 503,
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route(
+                "/graphql",
+                Authenticate(graphql, keys, graphiql=settings.graphql.graphiql),
+                methods=["GET", "POST"],
+            ),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = keys
+    return RequestIds(app)  # type: ignore[return-value]

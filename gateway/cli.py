@@ -1,0 +1,207 @@
+"""The `switchboard` command: demo, serve, simulators, seed and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from gateway.settings import STATE_DIR, Settings, load_settings
+
+DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
+DEMO_CUSTOMERS = 2000
+DEMO_SEED = 42
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    if getattr(args, "workers", None):
+        overrides["workers"] = args.workers
+    return load_settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(args)
+    uvicorn.run(
+        "gateway.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        # uvloop: with several workers the default loop stalls keep-alive requests ~45 ms.
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import DemoOptions, run_demo
+
+    settings = _settings(args).model_copy(
+        update={"graphql": _settings(args).graphql.model_copy(update={"graphiql": True})}
+    )
+    return run_demo(
+        settings,
+        DemoOptions(customers=args.customers, seed=args.seed, data_dir=Path(args.data_dir)),
+    )
+
+
+def _simulators(args: argparse.Namespace) -> int:
+    from simulators.cli import main as simulators_main
+
+    return simulators_main(
+        [
+            "serve",
+            "--data-dir",
+            args.data_dir,
+            "--host",
+            args.host,
+            "--boss-port",
+            str(args.boss_port),
+            "--billing-port",
+            str(args.billing_port),
+            "--care-port",
+            str(args.care_port),
+        ]
+    )
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from simulators.cli import main as simulators_main
+
+    argv = ["seed", "--data-dir", args.data_dir, "--customers", str(args.customers)]
+    argv += ["--seed", str(args.seed)] + (["--force"] if args.force else [])
+    return simulators_main(argv)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from adapters import identity_store
+    from gateway import auth
+    from gateway.auth import ApiKeyStore
+    from gateway.database import create_engine, create_tables
+
+    async def issue() -> str:
+        engine = create_engine(load_settings().database_url)
+        try:
+            await create_tables(engine, identity_store.metadata, auth.metadata)
+            issued = await ApiKeyStore(engine).issue(
+                subject=args.subject,
+                role=args.role,
+                channel=args.channel,
+                scopes=args.scope,
+                partner=args.partner,
+                label=args.label,
+            )
+            return issued.key
+        finally:
+            await engine.dispose()
+
+    print(asyncio.run(issue()))
+    print("Store this key now: only its hash is kept.", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="GraphQL integration hub in front of an operator's BOSS, billing and care.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="seed a demo dataset, start the simulators and the gateway with GraphiQL",
+        description="Seed the demo dataset (once), start the three legacy simulators and the "
+        "gateway on loopback, print GraphiQL's address and one API key per demo channel "
+        f"(also written to {STATE_DIR / 'demo-keys.json'}).",
+    )
+    demo.add_argument("--customers", type=int, default=DEMO_CUSTOMERS, help="dataset size")
+    demo.add_argument("--seed", type=int, default=DEMO_SEED, help="dataset seed")
+    demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="simulator stores")
+    demo.add_argument("--host", help="gateway address (default from settings: 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="gateway port (default from settings: 8000)")
+    demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (settings from SWITCHBOARD_* and switchboard.toml)",
+        description="Run the gateway with uvicorn. Backends, database and limits come from "
+        "environment variables (SWITCHBOARD_*) and the config file (switchboard.toml or "
+        "SWITCHBOARD_CONFIG).",
+    )
+    serve.add_argument("--host", help="listen address")
+    serve.add_argument("--port", type=int, help="listen port")
+    serve.add_argument("--workers", type=int, help="worker processes")
+    serve.set_defaults(run=_serve)
+
+    sims = commands.add_parser(
+        "simulators",
+        help="run the BOSS (SOAP), billing and care (REST) simulators",
+        description="Run the three legacy simulators in one process over a seeded data dir.",
+    )
+    sims.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="seeded stores")
+    sims.add_argument("--host", default="127.0.0.1")
+    sims.add_argument("--boss-port", type=int, default=8101)
+    sims.add_argument("--billing-port", type=int, default=8102)
+    sims.add_argument("--care-port", type=int, default=8103)
+    sims.set_defaults(run=_simulators)
+
+    seed = commands.add_parser(
+        "seed",
+        help="generate the simulators' dataset (deterministic from a seed)",
+        description="Generate the deterministic dataset into the simulators' stores, with a "
+        "progress bar. Skips a data dir that already holds the same seed and size.",
+    )
+    seed.add_argument("--customers", type=int, default=DEMO_CUSTOMERS)
+    seed.add_argument("--seed", type=int, default=DEMO_SEED)
+    seed.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    seed.add_argument("--force", action="store_true", help="re-seed even if it matches")
+    seed.set_defaults(run=_seed)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser(
+        "create",
+        help="issue an API key for a principal (prints it once)",
+        description="Issue an API key. The key is printed once; only its hash is stored.",
+    )
+    create.add_argument("--subject", required=True, help="who holds the key")
+    create.add_argument("--role", required=True, help="e.g. agent, clerk, partner, auditor")
+    create.add_argument("--channel", required=True, help="e.g. app, web, store, agent, partner")
+    create.add_argument("--scope", action="append", default=[], help="repeatable")
+    create.add_argument("--partner", help="partner organisation, for partner keys")
+    create.add_argument("--label", default="", help="free label for operators")
+    create.set_defaults(run=_keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request URL at INFO, and backend URLs carry MSISDNs and ID-card
+    # numbers in their filters: personal data never goes to logs.
+    for noisy in ("httpx", "httpcore", "zeep"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ValidationError as error:
+        print(f"switchboard: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""`switchboard demo`: the simulators, a seeded dataset, demo keys and the gateway, in one go."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.auth import ApiKeyStore
+from gateway.database import create_engine, create_tables
+from gateway.settings import STATE_DIR, Settings
+
+KEYS_FILE = STATE_DIR / "demo-keys.json"
+DEMO_LABEL = "demo"
+
+# One principal per demo channel: what a real deployment would issue to each integration.
+DEMO_PRINCIPALS: dict[str, dict[str, object]] = {
+    "app": {"role": "customer", "scopes": ["customer:read"]},
+    "web": {"role": "customer", "scopes": ["customer:read"]},
+    "store": {"role": "clerk", "scopes": ["customer:read", "order:write"]},
+    "agent": {"role": "agent", "scopes": ["customer:read", "ticket:write", "order:write"]},
+    "ivr": {"role": "ivr", "scopes": ["customer:read"]},
+    "sms": {"role": "sms", "scopes": ["customer:read"]},
+    "partner": {
+        "role": "partner",
+        "scopes": ["customer:read", "order:write"],
+        "partner": "demo-reseller",
+    },
+    "auditor": {"role": "auditor", "scopes": ["audit:read"], "channel": "audit"},
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    customers: int
+    seed: int
+    data_dir: Path
+
+
+async def issue_demo_keys(settings: Settings) -> dict[str, str]:
+    """Revoke the previous demo keys and issue one per channel; write them to KEYS_FILE."""
+    from adapters import identity_store
+    from gateway import auth
+
+    engine = create_engine(settings.database_url)
+    try:
+        await create_tables(engine, identity_store.metadata, auth.metadata)
+        store = ApiKeyStore(engine)
+        await store.revoke_where_label(DEMO_LABEL)
+        keys: dict[str, str] = {}
+        for name, spec in DEMO_PRINCIPALS.items():
+            issued = await store.issue(
+                subject=f"demo-{name}",
+                role=str(spec["role"]),
+                channel=str(spec.get("channel", name)),
+                scopes=list(spec["scopes"]),  # type: ignore[call-overload]
+                partner=spec.get("partner"),  # type: ignore[arg-type]
+                label=DEMO_LABEL,
+            )
+            keys[name] = issued.key
+    finally:
+        await engine.dispose()
+    KEYS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    KEYS_FILE.write_text(json.dumps(keys, indent=2) + "\n")
+    os.chmod(KEYS_FILE, 0o600)
+    return keys
+
+
+def start_simulators(data_dir: Path, settings: Settings) -> subprocess.Popen[str]:
+    """Start the three simulators in a child process and wait until they listen."""
+    from urllib.parse import urlparse
+
+    ports = {
+        name: str(urlparse(getattr(settings, name).base_url).port)
+        for name in ("boss", "billing", "care")
+    }
+    process = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
+        [
+            sys.executable,
+            "-m",
+            "simulators",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--boss-port",
+            ports["boss"],
+            "--billing-port",
+            ports["billing"],
+            "--care-port",
+            ports["care"],
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        if line.startswith("simulators ready"):
+            return process
+    raise SystemExit(f"the simulators did not start (exit code {process.wait()})")
+
+
+def print_banner(settings: Settings, keys: dict[str, str]) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    print()
+    print(f"  GraphiQL:   {base}/graphql   (add the header X-Api-Key: <key> in its Headers tab)")
+    print(f"  Readiness:  {base}/readyz")
+    print(f"  Keys file:  {KEYS_FILE}")
+    for name, key in keys.items():
+        print(f"    {name:<8} {key}")
+    print()
+    print("  Try the 360 query from README.md; stop with Ctrl-C.")
+    print(flush=True)
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> int:
+    import uvicorn
+
+    from simulators.cli import main as simulators_main
+
+    code = simulators_main(
+        [
+            "seed",
+            "--data-dir",
+            str(options.data_dir),
+            "--customers",
+            str(options.customers),
+            "--seed",
+            str(options.seed),
+        ]
+    )
+    if code != 0:
+        return code
+    simulators = start_simulators(options.data_dir, settings)
+    try:
+        keys = asyncio.run(issue_demo_keys(settings))
+        print_banner(settings, keys)
+        from gateway.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_level="info",
+        )
+    finally:
+        simulators.terminate()
+        try:
+            simulators.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            simulators.kill()
+    return 0

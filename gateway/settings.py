@@ -1,0 +1,100 @@
+"""Settings of the hub: environment variables over a TOML config file over defaults.
+
+Every value has an embedded default so that `switchboard demo` needs nothing else. Environment
+variables use the prefix ``SWITCHBOARD_`` and ``__`` for nesting
+(``SWITCHBOARD_BILLING__TIMEOUT_S=2``). The config file is ``switchboard.toml`` in the working
+directory, or the path in ``SWITCHBOARD_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+STATE_DIR = Path(".switchboard")
+
+
+class BackendSettings(BaseModel):
+    """How the hub reaches one legacy system."""
+
+    base_url: str
+    timeout_s: float = Field(default=2.0, gt=0, description="Per-call timeout, connect included.")
+    max_connections: int = Field(default=50, ge=1)
+    retry_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts for idempotent reads (1 = no retry)."
+    )
+    retry_backoff_s: float = Field(default=0.05, ge=0)
+
+
+class BossSettings(BackendSettings):
+    base_url: str = "http://127.0.0.1:8101"
+    wsdl_path: str = "/boss/services/BossService?wsdl"
+    service_path: str = "/boss/services/BossService"
+    login_system_code: str = "SWITCHBOARD"
+
+
+class BillingSettings(BackendSettings):
+    base_url: str = "http://127.0.0.1:8102"
+
+
+class CareSettings(BackendSettings):
+    base_url: str = "http://127.0.0.1:8103"
+
+
+class GraphQLSettings(BaseModel):
+    graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
+    max_page_size: int = Field(default=200, ge=1, le=1000)
+    document_cache_size: int = Field(default=1024, ge=0)
+
+
+class Settings(BaseSettings):
+    """The hub's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{STATE_DIR}/hub.db",
+        description="The hub's own state (identity crosswalk, API keys). SQLite or PostgreSQL.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    boss: BossSettings = Field(default_factory=BossSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
+    care: CareSettings = Field(default_factory=CareSettings)
+    graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the TOML file.
+        toml_path = Path(os.environ.get("SWITCHBOARD_CONFIG", "switchboard.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; raise pydantic.ValidationError naming the bad key on bad input."""
+    return Settings(**overrides)

@@ -1,0 +1,26 @@
+"""Who is asking: the principal every request carries from authentication onwards.
+
+It lives in policies (not in the gateway) because the rules that decide what a caller may see
+are written in its terms; the gateway only builds it from a credential.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The channels the hub knows out of the box; operators may add their own.
+KNOWN_CHANNELS = ("app", "web", "store", "agent", "ivr", "sms", "partner", "audit")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    role: str
+    channel: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    partner: str | None = None
+    #: Which credential authenticated the request (an API key's public id, never the key).
+    credential_id: str = ""
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

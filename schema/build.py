@@ -1,0 +1,33 @@
+"""Assembles the executable schema with its document caches and error handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.types import ExecutionContext
+
+from schema.errors import CodedErrors
+from schema.query import Query
+
+
+class GraphSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # CodedErrors logs what needs logging without the messages (they may hold data);
+        # strawberry's default would log every error with its message and stack.
+        return None
+
+
+def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
+    extensions: list[Any] = [CodedErrors]
+    if document_cache_size:
+        # Parsing and validation cost more than execution: cache both per document.
+        extensions += [
+            ParserCache(maxsize=document_cache_size),
+            ValidationCache(maxsize=document_cache_size),
+        ]
+    return GraphSchema(query=Query, extensions=extensions)

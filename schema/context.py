@@ -1,0 +1,48 @@
+"""What every resolver can reach: the caller, the backends and this request's loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.contract import BillingSystem, CareSystem, CustomerSystem
+from adapters.identity import IdentityResolver
+from adapters.identity_store import IdentityStore
+from policies.principal import Principal
+from schema.loaders import Loaders
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """The process-wide adapters and identity services, built once at start-up."""
+
+    boss: CustomerSystem
+    billing: BillingSystem
+    care: CareSystem
+    identity_store: IdentityStore
+    identity_resolver: IdentityResolver
+    max_page_size: int = 200
+
+
+@dataclass(slots=True)
+class RequestContext:
+    principal: Principal
+    backends: Backends
+    loaders: Loaders
+    request_id: str
+
+
+def new_request_context(
+    principal: Principal, backends: Backends, request_id: str
+) -> RequestContext:
+    return RequestContext(
+        principal=principal,
+        backends=backends,
+        loaders=Loaders(
+            boss=backends.boss,
+            billing=backends.billing,
+            care=backends.care,
+            identity_store=backends.identity_store,
+            identity_resolver=backends.identity_resolver,
+        ),
+        request_id=request_id,
+    )

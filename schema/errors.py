@@ -1,0 +1,99 @@
+"""Errors the graph returns: a stable ``extensions.code`` and a message safe to show.
+
+Adapter errors become GraphQL errors at the path of the field that needed the backend, so the
+rest of the answer still comes back. Anything unexpected is masked: callers get a code and a
+request-independent message, never a stack trace or a backend's own words.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from adapters.errors import AdapterError
+
+log = logging.getLogger("switchboard.schema")
+
+
+class GraphError(Exception):
+    """An error the graph raises itself (bad input, unknown id), with its code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def bad_input(message: str) -> GraphError:
+    return GraphError("BAD_USER_INPUT", message)
+
+
+def not_found(what: str) -> GraphError:
+    return GraphError("NOT_FOUND", f"No {what} with that identifier.")
+
+
+def identity_conflict(system: str) -> GraphError:
+    return GraphError(
+        "IDENTITY_CONFLICT",
+        f"The customer's records in {system} disagree with the customer system; "
+        "the hub does not guess. See identity.conflicts.",
+    )
+
+
+def identity_unresolved(system: str) -> GraphError:
+    return GraphError(
+        "BACKEND_UNAVAILABLE",
+        f"The customer's {system} records could not be looked up; try again later.",
+    )
+
+
+def _coded(error: GraphQLError, code: str, message: str, **extra: str) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions={"code": code, **extra},
+    )
+
+
+def to_coded_error(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if original is None:
+        # Syntax and validation errors: about the document the caller sent.
+        code = (
+            "GRAPHQL_PARSE_FAILED"
+            if "Syntax Error" in error.message
+            else "GRAPHQL_VALIDATION_FAILED"
+        )
+        return _coded(error, (error.extensions or {}).get("code", code), error.message)
+    if isinstance(original, GraphError):
+        return _coded(error, original.code, original.message)
+    if isinstance(original, AdapterError):
+        extra = {"system": original.system}
+        if original.backend_code:
+            extra["backendCode"] = original.backend_code
+        return _coded(error, original.code, f"{original.system} {original.message}.", **extra)
+    # Unknown: log the type and where it happened, but not its message (it may hold data).
+    log.error(
+        "internal error at %s: %s\n%s",
+        ".".join(str(p) for p in error.path or ()),
+        type(original).__name__,
+        "".join(traceback.format_tb(original.__traceback__)),
+    )
+    return _coded(error, "INTERNAL_ERROR", "Internal error.")
+
+
+class CodedErrors(SchemaExtension):
+    """Rewrites every error of a result into its coded, safe form."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [to_coded_error(e) for e in result.errors]

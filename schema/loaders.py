@@ -1,0 +1,119 @@
+"""Per-request DataLoaders: every backend read of a request goes through one of these.
+
+Resolvers ask for one key at a time; the loaders collect the keys asked for in the same tick
+and make one batched backend call for them, so a page of N customers costs a bounded number of
+calls per backend, not N per field. They live for one request only, so nothing one caller
+loaded is ever served to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from strawberry.dataloader import DataLoader
+
+from adapters.contract import BillingSystem, CareSystem, CustomerSystem
+from adapters.errors import AdapterError
+from adapters.identity import CustomerKeys, IdentityResolver
+from adapters.identity_store import Identity, IdentityStore
+from adapters.records import (
+    Balance,
+    BillingAccount,
+    CustomerProfile,
+    Interaction,
+    Subscription,
+    Ticket,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+SYSTEMS_TO_RESOLVE = ("billing", "care")
+
+
+def _keyed(
+    fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]], default: V | None = None
+) -> Callable[[list[str]], Awaitable[list[V | None]]]:
+    """Adapt a batch method returning a mapping to the list-in-key-order a DataLoader wants."""
+
+    async def load(keys: list[str]) -> list[V | None]:
+        found = await fetch(keys)
+        return [found.get(key, default) for key in keys]
+
+    return load
+
+
+class Loaders:
+    def __init__(
+        self,
+        *,
+        boss: CustomerSystem,
+        billing: BillingSystem,
+        care: CareSystem,
+        identity_store: IdentityStore,
+        identity_resolver: IdentityResolver,
+    ) -> None:
+        self._store = identity_store
+        self._resolver = identity_resolver
+        self.profiles = DataLoader[str, CustomerProfile | None](_keyed(boss.get_customers))
+        self.subscriptions = DataLoader[str, Sequence[Subscription]](
+            _keyed(boss.get_subscriptions, ())
+        )
+        self.billing_accounts = DataLoader[str, BillingAccount | None](_keyed(billing.get_accounts))
+        self.balances = DataLoader[str, Balance | None](_keyed(billing.get_balances))
+        self.tickets = DataLoader[str, Sequence[Ticket]](_keyed(care.get_tickets, ()))
+        self.interactions = DataLoader[str, Sequence[Interaction]](
+            _keyed(care.get_interactions, ())
+        )
+        self.identity_by_customer_no = DataLoader[str, Identity | None](self._identities)
+        self.identity_by_hub_id = DataLoader[str, Identity | None](self._identities_by_hub_id)
+
+    def prime_profiles(self, profiles: Sequence[CustomerProfile]) -> None:
+        """Reuse profiles a search already returned instead of asking BOSS again."""
+        for profile in profiles:
+            self.profiles.prime(profile.customer_no, profile)
+
+    async def _identities(self, customer_nos: list[str]) -> list[Identity | None]:
+        known = await self._store.by_customer_nos(customer_nos)
+        unsettled = [
+            no
+            for no in customer_nos
+            if no not in known or not all(known[no].is_resolved(s) for s in SYSTEMS_TO_RESOLVE)
+        ]
+        if unsettled:
+            try:
+                known.update(await self._resolve(unsettled))
+            except AdapterError:
+                # The customer system cannot tell us the matching keys now. Customers the
+                # crosswalk already knows are still served from it; new ones fail below.
+                if any(no not in known for no in customer_nos):
+                    raise
+        return [known.get(no) for no in customer_nos]
+
+    async def _resolve(self, customer_nos: list[str]) -> dict[str, Identity]:
+        profiles = await self.profiles.load_many(customer_nos)
+        lines = await self.subscriptions.load_many(customer_nos)
+        keys = [
+            CustomerKeys(
+                customer_no=profile.customer_no,
+                certificate_no=profile.certificate_no,
+                msisdns=tuple(line.msisdn for line in customer_lines),
+            )
+            for profile, customer_lines in zip(profiles, lines, strict=True)
+            if profile is not None
+        ]
+        return await self._resolver.resolve(keys) if keys else {}
+
+    async def _identities_by_hub_id(self, hub_ids: list[str]) -> list[Identity | None]:
+        known = await self._store.by_hub_ids(hub_ids)
+        unsettled = [
+            identity.customer_no
+            for identity in known.values()
+            if not all(identity.is_resolved(s) for s in SYSTEMS_TO_RESOLVE)
+        ]
+        if unsettled:
+            for identity in await self.identity_by_customer_no.load_many(unsettled):
+                if identity is not None:
+                    known[identity.hub_id] = identity
+        return [known.get(hub_id) for hub_id in hub_ids]

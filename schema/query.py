@@ -1,0 +1,103 @@
+"""Entry points of the graph: one customer by hub id or by MSISDN, and a paged search."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import strawberry
+
+from adapters.records import StarLevel as RecordStarLevel
+from schema.errors import bad_input, not_found
+from schema.types import (
+    Customer,
+    CustomerConnection,
+    GraphInfo,
+    Offering,
+    PageInfo,
+    StarLevel,
+)
+
+HUB_ID = re.compile(r"cus_[0-9a-f]{20}")
+MSISDN = re.compile(r"1[3-9][0-9]{9}")
+CURSOR_PREFIX = "offset:"
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{offset}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if not text.startswith(CURSOR_PREFIX):
+            raise ValueError(cursor)
+        offset = int(text.removeprefix(CURSOR_PREFIX))
+    except ValueError:
+        raise bad_input("after is not a cursor this API issued.") from None
+    if offset < 0:
+        raise bad_input("after is not a cursor this API issued.")
+    return offset
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One customer by the hub's customer id (cus_...).")
+    async def customer(self, info: GraphInfo, id: strawberry.ID) -> Customer | None:
+        if not HUB_ID.fullmatch(id):
+            raise bad_input("id must be a hub customer id (cus_ followed by 20 hex digits).")
+        identity = await info.context.loaders.identity_by_hub_id.load(str(id))
+        if identity is None:
+            raise not_found("customer")
+        return Customer.of(identity)
+
+    @strawberry.field(description="The customer who holds a line, by its 11-digit MSISDN.")
+    async def customer_by_msisdn(self, info: GraphInfo, msisdn: str) -> Customer | None:
+        # The value is never echoed: an MSISDN is personal data.
+        if not MSISDN.fullmatch(msisdn):
+            raise bad_input("msisdn must be 11 digits starting with 13-19.")
+        line = await info.context.backends.boss.find_subscription_by_msisdn(msisdn)
+        identity = await info.context.loaders.identity_by_customer_no.load(line.customer_no)
+        if identity is None:
+            raise not_found("customer")
+        return Customer.of(identity)
+
+    @strawberry.field(description="Customers page by page, in the customer system's order.")
+    async def customers(
+        self,
+        info: GraphInfo,
+        first: int = 20,
+        after: str | None = None,
+        star_level: StarLevel | None = None,
+        name_prefix: str | None = None,
+    ) -> CustomerConnection:
+        limit = info.context.backends.max_page_size
+        if not 1 <= first <= limit:
+            raise bad_input(f"first must be between 1 and {limit}.")
+        if name_prefix is not None and not 1 <= len(name_prefix) <= 16:
+            raise bad_input("namePrefix must be 1 to 16 characters.")
+        offset = decode_cursor(after) if after else 0
+        page = await info.context.backends.boss.search_customers(
+            offset,
+            first,
+            star_level=RecordStarLevel(star_level.value) if star_level else None,
+            name_prefix=name_prefix,
+        )
+        loaders = info.context.loaders
+        loaders.prime_profiles(page.items)
+        identities = await loaders.identity_by_customer_no.load_many(
+            [p.customer_no for p in page.items]
+        )
+        end = offset + len(page.items)
+        return CustomerConnection(
+            total_count=page.total,
+            nodes=[Customer.of(i) for i in identities if i is not None],
+            page_info=PageInfo(
+                has_next_page=end < page.total,
+                end_cursor=encode_cursor(end) if page.items else None,
+            ),
+        )
+
+    @strawberry.field(description="The offering catalogue of the customer system.")
+    async def offerings(self, info: GraphInfo) -> list[Offering]:
+        return [Offering.of(o) for o in await info.context.backends.boss.get_offerings()]
