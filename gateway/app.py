@@ -21,6 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
 
 from adapters import identity_store
 from adapters.errors import AdapterError
@@ -31,6 +33,7 @@ from gateway.database import create_engine, create_tables
 from gateway.settings import Settings, load_settings
 from schema.build import build_schema
 from schema.context import Backends, RequestContext, new_request_context
+from schema.errors import to_coded_error
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -51,6 +54,15 @@ class SwitchboardGraphQL(GraphQL):
             self._backends,
             request.scope["switchboard.request_id"],
         )
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:  # type: ignore[override]
+        # Parse errors raised inside the parser cache skip the schema's extensions: code them
+        # here, where every answer passes (coding is idempotent).
+        if result.errors:
+            result.errors = [to_coded_error(e) for e in result.errors]
+        return process_result(result)
 
 
 def _unauthenticated(message: str) -> JSONResponse:

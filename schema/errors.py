@@ -22,10 +22,11 @@ log = logging.getLogger("switchboard.schema")
 class GraphError(Exception):
     """An error the graph raises itself (bad input, unknown id), with its code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **extensions: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extensions = extensions
 
 
 def bad_input(message: str) -> GraphError:
@@ -41,6 +42,7 @@ def identity_conflict(system: str) -> GraphError:
         "IDENTITY_CONFLICT",
         f"The customer's records in {system} disagree with the customer system; "
         "the hub does not guess. See identity.conflicts.",
+        system=system,
     )
 
 
@@ -48,6 +50,7 @@ def identity_unresolved(system: str) -> GraphError:
     return GraphError(
         "BACKEND_UNAVAILABLE",
         f"The customer's {system} records could not be looked up; try again later.",
+        system=system,
     )
 
 
@@ -65,15 +68,17 @@ def _coded(error: GraphQLError, code: str, message: str, **extra: str) -> GraphQ
 def to_coded_error(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if original is None:
-        # Syntax and validation errors: about the document the caller sent.
-        code = (
-            "GRAPHQL_PARSE_FAILED"
-            if "Syntax Error" in error.message
-            else "GRAPHQL_VALIDATION_FAILED"
-        )
-        return _coded(error, (error.extensions or {}).get("code", code), error.message)
+        # Syntax and validation errors (about the document the caller sent), or an error
+        # coded already: keep what it carries, add a code where it has none.
+        extensions = dict(error.extensions or {})
+        if "code" not in extensions:
+            parse_failed = "Syntax Error" in error.message
+            extensions["code"] = (
+                "GRAPHQL_PARSE_FAILED" if parse_failed else "GRAPHQL_VALIDATION_FAILED"
+            )
+        return _coded(error, extensions.pop("code"), error.message, **extensions)
     if isinstance(original, GraphError):
-        return _coded(error, original.code, original.message)
+        return _coded(error, original.code, original.message, **original.extensions)
     if isinstance(original, AdapterError):
         extra = {"system": original.system}
         if original.backend_code:
@@ -94,6 +99,11 @@ class CodedErrors(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
+        # Parse and validation errors are answered from pre_execution_errors, possibly in
+        # another list holding the same objects: code those in place.
+        for error in self.execution_context.pre_execution_errors or ():
+            if error.original_error is None:
+                error.extensions = to_coded_error(error).extensions
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [to_coded_error(e) for e in result.errors]

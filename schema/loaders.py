@@ -83,7 +83,7 @@ class Loaders:
         ]
         if unsettled:
             try:
-                known.update(await self._resolve(unsettled))
+                known.update(await self._resolve(unsettled, customer_nos))
             except AdapterError:
                 # The customer system cannot tell us the matching keys now. Customers the
                 # crosswalk already knows are still served from it; new ones fail below.
@@ -91,9 +91,12 @@ class Loaders:
                     raise
         return [known.get(no) for no in customer_nos]
 
-    async def _resolve(self, customer_nos: list[str]) -> dict[str, Identity]:
+    async def _resolve(self, customer_nos: list[str], batch: list[str]) -> dict[str, Identity]:
         profiles = await self.profiles.load_many(customer_nos)
-        lines = await self.subscriptions.load_many(customer_nos)
+        # Lines of the whole batch in the one call resolution needs anyway: the subscriptions
+        # field of the customers already known would otherwise cost a second call.
+        all_lines = dict(zip(batch, await self.subscriptions.load_many(batch), strict=True))
+        lines = [all_lines[no] for no in customer_nos]
         keys = [
             CustomerKeys(
                 customer_no=profile.customer_no,

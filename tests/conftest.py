@@ -1,0 +1,172 @@
+"""Shared fixtures: one seeded dataset, the real simulators and the real gateway.
+
+Scaled-mode tests need PostgreSQL (127.0.0.1:5432). Without it they skip with the reason, on a
+developer's machine; with SWITCHBOARD_REQUIRE_SERVICES=1 (set by .ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulators.dataset import CustomerBundle, generate, has_certificate_typo
+from simulators.seed import seed_dataset
+from tests.harness import (
+    SimulatorUrls,
+    gateway_env,
+    issue_key,
+    running_gateway,
+    running_simulators,
+)
+
+HUB_SEED = 4242
+HUB_CUSTOMERS = 400
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SWITCHBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_SERVICES = os.environ.get("SWITCHBOARD_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(scope="session")
+def hub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hubdata")
+    seed_dataset(path, HUB_CUSTOMERS, HUB_SEED)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sims(hub_data_dir: Path) -> Iterator[SimulatorUrls]:
+    with running_simulators(hub_data_dir) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def sim_client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+class SimControl:
+    """Tells the simulators how to misbehave, and reads what they served."""
+
+    def __init__(self, sims: SimulatorUrls, client: httpx.Client) -> None:
+        self.sims = sims
+        self.client = client
+
+    def set(self, system: str, **state: object) -> None:
+        self.client.post(f"{self.sims.of(system)}/_sim/control", json=state).raise_for_status()
+
+    def reset(self) -> None:
+        for system in ("boss", "billing", "care"):
+            self.client.post(f"{self.sims.of(system)}/_sim/reset").raise_for_status()
+
+    def calls(self, system: str) -> dict[str, int]:
+        response = self.client.get(f"{self.sims.of(system)}/_sim/stats")
+        return response.json()["calls"]
+
+    def total(self, system: str) -> int:
+        return sum(self.calls(system).values())
+
+
+@pytest.fixture
+def control(sims: SimulatorUrls, sim_client: httpx.Client) -> Iterator[SimControl]:
+    ctl = SimControl(sims, sim_client)
+    ctl.reset()
+    yield ctl
+    ctl.reset()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    keys: dict[str, str]
+    database_path: Path
+
+    def query(
+        self, document: str, variables: dict | None = None, *, channel: str = "agent"
+    ) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/graphql",
+            json={"query": document, "variables": variables or {}},
+            headers={"X-Api-Key": self.keys[channel]},
+            timeout=30,
+        )
+
+
+@pytest.fixture(scope="session")
+def gateway(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    state = tmp_path_factory.mktemp("hubstate")
+    database = state / "hub.db"
+    env = gateway_env(
+        sims,
+        f"sqlite+aiosqlite:///{database}",
+        # Short timeouts keep failure tests quick; retries stay on to be exercised.
+        SWITCHBOARD_BILLING__TIMEOUT_S="1.0",
+        SWITCHBOARD_CARE__TIMEOUT_S="1.0",
+        SWITCHBOARD_BOSS__TIMEOUT_S="1.0",
+    )
+    keys = {
+        "agent": issue_key(env, channel="agent", role="agent", scopes=("customer:read",)),
+        "app": issue_key(env, channel="app", role="customer", scopes=("customer:read",)),
+    }
+    with running_gateway(env, state / "gateway.log") as url:
+        yield Gateway(url=url, keys=keys, database_path=database)
+
+
+@pytest.fixture(scope="session")
+def customers() -> list[CustomerBundle]:
+    return [generate(HUB_SEED, i) for i in range(HUB_CUSTOMERS)]
+
+
+@pytest.fixture(scope="session")
+def typo_customer(customers: list[CustomerBundle]) -> CustomerBundle:
+    """A customer whose billing account carries a mistyped ID-card number."""
+    return next(c for c in customers if has_certificate_typo(HUB_SEED, c.customer.index))
+
+
+def _postgres_unavailable_reason() -> str | None:
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        return f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {type(error).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL for this test session, dropped afterwards."""
+    import asyncpg
+
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{reason} (SWITCHBOARD_REQUIRE_SERVICES=1: CI must not skip)")
+        pytest.skip(reason)
+    name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,147 @@
+"""Starts the real simulators and the real gateway as subprocesses on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+SWITCHBOARD = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass(frozen=True)
+class SimulatorUrls:
+    boss: str
+    billing: str
+    care: str
+
+    def of(self, system: str) -> str:
+        return getattr(self, system)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_simulators(data_dir: Path) -> Iterator[SimulatorUrls]:
+    boss, billing, care = free_ports(3)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulators",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--boss-port",
+            str(boss),
+            "--billing-port",
+            str(billing),
+            "--care-port",
+            str(care),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("simulators ready"), f"simulators did not start: {line!r}"
+        yield SimulatorUrls(
+            boss=f"http://127.0.0.1:{boss}",
+            billing=f"http://127.0.0.1:{billing}",
+            care=f"http://127.0.0.1:{care}",
+        )
+    finally:
+        stop(process)
+
+
+def gateway_env(sims: SimulatorUrls, database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(
+        SWITCHBOARD_CONFIG="/nonexistent/switchboard.toml",
+        SWITCHBOARD_DATABASE_URL=database_url,
+        SWITCHBOARD_BOSS__BASE_URL=sims.boss,
+        SWITCHBOARD_BILLING__BASE_URL=sims.billing,
+        SWITCHBOARD_CARE__BASE_URL=sims.care,
+        **extra,
+    )
+    return env
+
+
+def issue_key(env: dict[str, str], *, channel: str, role: str, scopes: tuple[str, ...] = ()) -> str:
+    argv = [
+        *SWITCHBOARD,
+        "keys",
+        "create",
+        "--subject",
+        f"test-{channel}",
+        "--role",
+        role,
+        "--channel",
+        channel,
+    ]
+    for scope in scopes:
+        argv += ["--scope", scope]
+    done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@contextmanager
+def running_gateway(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    (port,) = free_ports(1)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*SWITCHBOARD, "serve", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        stop(process)
