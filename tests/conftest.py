@@ -10,6 +10,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,12 @@ def typo_customer(customers: list[CustomerBundle]) -> CustomerBundle:
     return next(c for c in customers if has_certificate_typo(HUB_SEED, c.customer.index))
 
 
+def _run_aside(coroutine_factory) -> object:
+    """Run a coroutine to completion on a loop of its own (callers may be inside a loop)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
+
+
 def _postgres_unavailable_reason() -> str | None:
     import asyncpg
 
@@ -139,7 +146,7 @@ def _postgres_unavailable_reason() -> str | None:
         await conn.close()
 
     try:
-        asyncio.run(probe())
+        _run_aside(probe)
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         return f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {type(error).__name__}"
     return None
@@ -164,9 +171,9 @@ def postgres_url() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    _run_aside(lambda: admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run_aside(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,200 @@
+"""Adapters against the real simulators: the error taxonomy, retries and idempotency keys."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from adapters.billing import BillingAdapter
+from adapters.boss import BossAdapter
+from adapters.care import CareAdapter
+from adapters.errors import BadResponse, BusinessRejected, NotFound, TimedOut, Unavailable
+from adapters.records import Money, StarLevel
+from adapters.resilience import Endpoint
+from tests.harness import free_ports
+
+
+def boss_adapter(url: str, **endpoint: object) -> BossAdapter:
+    return BossAdapter(
+        Endpoint("boss", url, **endpoint),  # type: ignore[arg-type]
+        wsdl_path="/boss/services/BossService?wsdl",
+        service_path="/boss/services/BossService",
+        login_system_code="SWITCHBOARD",
+    )
+
+
+@pytest.fixture
+async def boss(sims):
+    adapter = boss_adapter(sims.boss, timeout_s=1.0)
+    await adapter.start()
+    yield adapter
+    await adapter.close()
+
+
+@pytest.fixture
+async def billing(sims):
+    adapter = BillingAdapter(Endpoint("billing", sims.billing, timeout_s=1.0))
+    yield adapter
+    await adapter.close()
+
+
+@pytest.fixture
+async def care(sims):
+    adapter = CareAdapter(Endpoint("care", sims.care, timeout_s=1.0))
+    yield adapter
+    await adapter.close()
+
+
+async def test_boss_reads_through_the_published_wsdl(boss, control, customers):
+    bundle = customers[3]
+    profiles = await boss.get_customers([bundle.customer.customer_no, "1999999999"])
+    assert list(profiles) == [bundle.customer.customer_no]
+    assert profiles[bundle.customer.customer_no].certificate_no == bundle.customer.cert_no
+    lines = await boss.get_subscriptions([bundle.customer.customer_no])
+    assert {s.msisdn for s in lines[bundle.customer.customer_no]} == {
+        s.msisdn for s in bundle.subscribers
+    }
+    page = await boss.search_customers(0, 5, star_level=StarLevel.GOLD)
+    assert page.total > 0 and all(p.star_level is StarLevel.GOLD for p in page.items)
+    assert control.calls("boss") == {
+        "QueryCustomer": 1,
+        "QuerySubscribers": 1,
+        "QueryCustomerList": 1,
+    }
+
+
+async def test_a_non_zero_result_code_is_not_found(boss):
+    with pytest.raises(NotFound) as raised:
+        await boss.find_subscription_by_msisdn("13000000000")
+    assert raised.value.backend_code == "102010002"
+
+
+async def test_a_soap_client_fault_becomes_the_taxonomy(boss, customers):
+    with pytest.raises(NotFound) as raised:
+        await boss.get_order("ORD2026010100000000")
+    assert raised.value.backend_code == "103030004"
+    line = customers[1].subscribers[0]
+    with pytest.raises(BusinessRejected) as rejected:
+        await boss.change_offering(line.subscriber_no, "OF9999", "key-unknown-offering")
+    assert rejected.value.backend_code == "103020010"
+
+
+async def test_reads_are_retried_but_writes_never_are(boss, control, customers):
+    control.set("boss", failure_rate=1.0)
+    with pytest.raises(Unavailable):
+        await boss.get_customers([customers[0].customer.customer_no])
+    assert control.calls("boss") == {"QueryCustomer": 3}
+
+    control.reset()
+    control.set("boss", failure_rate=1.0)
+    line = customers[0].subscribers[0]
+    with pytest.raises(Unavailable):
+        await boss.change_offering(line.subscriber_no, "OF0011", f"key-{uuid.uuid4()}")
+    assert control.calls("boss") == {"ChangeOffering": 1}
+
+
+async def test_change_offering_is_idempotent_per_key(boss, control, customers):
+    line = next(
+        s
+        for c in customers[40:]
+        for s in c.subscribers
+        if s.status == "A" and s.offering_id != "OF0011"
+    )
+    key = f"key-{uuid.uuid4()}"
+    first = await boss.change_offering(line.subscriber_no, "OF0011", key)
+    again = await boss.change_offering(line.subscriber_no, "OF0011", key)
+    assert first.id == again.id and first.new_offering_id == "OF0011"
+    cancelled = await boss.cancel_order(first.id, f"cancel-{key}")
+    assert cancelled.status == "CANCELLED"
+
+
+async def test_a_slow_backend_times_out_within_its_budget(sims, control, customers):
+    adapter = boss_adapter(sims.boss, timeout_s=0.3)
+    await adapter.start()
+    try:
+        control.set("boss", latency_ms=[800, 800])
+        with pytest.raises(TimedOut):
+            await adapter.get_customers([customers[0].customer.customer_no])
+        # The time budget covers retries: one attempt used it all.
+        assert control.calls("boss") == {"QueryCustomer": 1}
+    finally:
+        await adapter.close()
+
+
+async def test_garbage_and_outages_are_classified(boss, billing, care, control, customers):
+    control.set("boss", bad_response=True)
+    with pytest.raises(BadResponse):
+        await boss.get_offerings()
+    control.set("billing", bad_response=True)
+    with pytest.raises(BadResponse):
+        await billing.get_balances([customers[0].account.id])
+    control.set("care", down=True)
+    with pytest.raises(Unavailable):
+        await care.get_tickets([customers[0].party.id])
+
+
+async def test_an_unreachable_backend_is_unavailable():
+    (port,) = free_ports(1)
+    adapter = BillingAdapter(Endpoint("billing", f"http://127.0.0.1:{port}", timeout_s=0.5))
+    try:
+        with pytest.raises(Unavailable):
+            await adapter.get_accounts(["BA0000000001"])
+    finally:
+        await adapter.close()
+
+
+async def test_a_boss_unreachable_at_start_is_unavailable_not_fatal():
+    (port,) = free_ports(1)
+    adapter = boss_adapter(f"http://127.0.0.1:{port}", timeout_s=0.5)
+    try:
+        with pytest.raises(Unavailable):
+            await adapter.start()
+    finally:
+        await adapter.close()
+
+
+async def test_the_wsdl_is_loaded_on_first_use_when_start_was_missed(sims, customers):
+    adapter = boss_adapter(sims.boss, timeout_s=1.0)
+    try:
+        profiles = await adapter.get_customers([customers[0].customer.customer_no])
+        assert customers[0].customer.customer_no in profiles
+    finally:
+        await adapter.close()
+
+
+async def test_billing_and_care_map_tmf_resources(billing, care, customers):
+    bundle = customers[2]
+    (account,) = await billing.find_accounts(certificate_nos=[bundle.account.certificate_number])
+    assert account.id == bundle.account.id
+    bills = await billing.list_bills(account.id, 0, 5)
+    assert bills.total == 12 and len(bills.items) == 5
+    balance = (await billing.get_balances([account.id]))[account.id]
+    assert balance.amount.currency == "CNY"
+    with pytest.raises(NotFound):
+        await billing.adjust_balance("BA0000000000", Money(Decimal("1.00")), "test", "k-404")
+    (party,) = await care.find_parties(id_card_numbers=[bundle.customer.cert_no])
+    assert party.id == bundle.party.id
+    key = f"ticket-{uuid.uuid4()}"
+    created = await care.create_ticket(
+        party.id,
+        ticket_type="complaint",
+        name="test",
+        description="signal drops at home",
+        severity="minor",
+        channel="app",
+        idempotency_key=key,
+    )
+    repeated = await care.create_ticket(
+        party.id,
+        ticket_type="complaint",
+        name="test",
+        description="signal drops at home",
+        severity="minor",
+        channel="app",
+        idempotency_key=key,
+    )
+    assert repeated.id == created.id
+    updated = await care.update_ticket(created.id, status="inProgress", note="looking")
+    assert updated.status == "inProgress" and updated.notes[-1].text == "looking"

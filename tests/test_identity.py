@@ -1,0 +1,79 @@
+"""The identity crosswalk, on SQLite and on PostgreSQL (the scaled mode), and the matching rules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapters.identity import Candidate, CustomerKeys, match
+from adapters.identity_store import IdentityStore, Link, SystemResolution, metadata
+from gateway.database import create_engine, create_tables
+
+CUSTOMER = CustomerKeys("1000000001", "110101199001011234", ("13800000001", "13800000002"))
+
+
+def test_certificate_and_msisdn_agreeing_link():
+    found = match(
+        "billing", CUSTOMER, [Candidate("BA1", (CUSTOMER.certificate_no,), ("13800000002",))], []
+    )
+    assert found.links == (Link("billing", "BA1", "certificate+msisdn"),)
+    assert found.outcome == "linked"
+
+
+def test_a_number_held_under_another_certificate_is_a_conflict_not_a_link():
+    other = Candidate("BA9", ("110101199001019999",), ("13800000001",))
+    found = match("billing", CUSTOMER, [], [other])
+    assert found.links == ()
+    assert [c.kind for c in found.conflicts] == ["msisdn_under_other_certificate"]
+    assert "110101" not in found.conflicts[0].detail  # no personal data in the record
+
+
+def test_a_certificate_without_any_common_number_is_a_conflict():
+    stranger = Candidate("P1", (CUSTOMER.certificate_no,), ("13900000000",))
+    found = match("care", CUSTOMER, [stranger], [])
+    assert found.outcome == "conflict" and found.links == ()
+
+
+def test_nothing_found_is_absent():
+    assert match("care", CUSTOMER, [], []).outcome == "absent"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    await create_tables(engine, metadata)
+    async with engine.begin() as conn:  # a clean slate per test on the shared database
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(table.delete())
+    yield IdentityStore(engine)
+    await engine.dispose()
+
+
+async def test_concurrent_first_sightings_mint_one_hub_id(store):
+    minted = await asyncio.gather(*(store.ensure_customers(["1000000042"]) for _ in range(8)))
+    assert len({m["1000000042"] for m in minted}) == 1
+
+
+async def test_resolutions_are_recorded_per_system_and_read_back(store):
+    hub_id = (await store.ensure_customers(["1000000007"]))["1000000007"]
+    await store.record(
+        {
+            hub_id: [
+                SystemResolution("billing", (Link("billing", "BA7", "certificate+msisdn"),)),
+            ]
+        }
+    )
+    identity = (await store.by_customer_nos(["1000000007"]))["1000000007"]
+    assert identity.keys("billing") == ("BA7",)
+    assert identity.is_resolved("billing") and not identity.is_resolved("care")
+    assert (await store.by_hub_ids([hub_id]))[hub_id] == identity
+    # Recording the same resolution twice (two requests racing) changes nothing.
+    await store.record(
+        {hub_id: [SystemResolution("billing", (Link("billing", "BA7", "certificate+msisdn"),))]}
+    )
+    assert (await store.by_hub_ids([hub_id]))[hub_id].links == identity.links
