@@ -31,6 +31,7 @@ from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
 from gateway.settings import Settings, load_settings
+from policies.principal import Principal
 from schema.build import build_schema
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
@@ -39,6 +40,7 @@ log = logging.getLogger("switchboard.gateway")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 READINESS_TIMEOUT_S = 3.0
+IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 
 
 class SwitchboardGraphQL(GraphQL):
@@ -49,8 +51,10 @@ class SwitchboardGraphQL(GraphQL):
         self._backends = backends
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
+        # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
+        # else through), and rendering it executes no operation.
         return new_request_context(
-            request.scope["switchboard.principal"],
+            request.scope.get("switchboard.principal", IDE_VISITOR),
             self._backends,
             request.scope["switchboard.request_id"],
         )

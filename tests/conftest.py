@@ -112,6 +112,7 @@ def gateway(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> It
         SWITCHBOARD_BILLING__TIMEOUT_S="1.0",
         SWITCHBOARD_CARE__TIMEOUT_S="1.0",
         SWITCHBOARD_BOSS__TIMEOUT_S="1.0",
+        SWITCHBOARD_GRAPHQL__GRAPHIQL="true",
     )
     keys = {
         "agent": issue_key(env, channel="agent", role="agent", scopes=("customer:read",)),

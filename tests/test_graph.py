@@ -279,3 +279,10 @@ def test_readiness_reports_each_backend(gateway, control):
         "code": "BACKEND_UNAVAILABLE",
     }
     assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+
+
+def test_graphiql_page_is_served_but_its_queries_need_a_key(gateway):
+    page = httpx.get(f"{gateway.url}/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "graphiql" in page.text.lower()
+    query = httpx.get(f"{gateway.url}/graphql", params={"query": "{ offerings { id } }"})
+    assert query.status_code == 401
