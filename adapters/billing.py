@@ -5,36 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.parsing import chunks, csv, reading, to_date, to_datetime, to_money, unique
+from adapters.parsing import reading, to_date, to_datetime, to_money, unique
 from adapters.records import Balance, Bill, BillingAccount, Money, Page, Payment
-from adapters.resilience import CallPolicy, Endpoint
-from adapters.rest import RestClient
+from adapters.rest import RestBackend
 
 ACCOUNTS = "/tmf-api/accountManagement/v4/billingAccount"
 BILLS = "/tmf-api/customerBillManagement/v4/customerBill"
 BALANCES = "/tmf-api/prepayBalanceManagement/v4/accountBalance"
 ADJUSTMENTS = "/tmf-api/prepayBalanceManagement/v4/adjustBalance"
 PAYMENTS = "/tmf-api/paymentManagement/v4/payment"
-MAX_FILTER_VALUES = 100
 
 
-class BillingAdapter:
+class BillingAdapter(RestBackend):
     """Implements adapters.contract.BillingSystem over the billing REST API."""
 
     name = "billing"
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self._rest = RestClient(endpoint)
-        self._policy = CallPolicy(endpoint)
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self._rest.close()
-
-    async def ping(self) -> None:
-        await self._rest.ping(f"{ACCOUNTS}?id=BA0000000000&limit=1")
+    ping_path = f"{ACCOUNTS}?id=BA0000000000&limit=1"
 
     async def find_accounts(
         self, *, certificate_nos: Sequence[str] = (), msisdns: Sequence[str] = ()
@@ -53,13 +39,9 @@ class BillingAdapter:
 
     async def get_balances(self, account_ids: Sequence[str]) -> Mapping[str, Balance]:
         balances: dict[str, Balance] = {}
-        for batch in chunks(unique(account_ids), MAX_FILTER_VALUES):
-            items = await self._policy.read(
-                self._rest.get_all, BALANCES, {"billingAccount.id": csv(batch)}
-            )
-            for item in items:
-                balance = _balance(item)
-                balances.setdefault(balance.account_id, balance)
+        for item in await self._read_filtered(BALANCES, "billingAccount.id", account_ids):
+            balance = _balance(item)
+            balances.setdefault(balance.account_id, balance)
         return balances
 
     async def list_bills(self, account_id: str, offset: int, limit: int) -> Page[Bill]:
@@ -94,11 +76,7 @@ class BillingAdapter:
             return str(created["id"])
 
     async def _list_accounts(self, filter_name: str, values: list[str]) -> list[BillingAccount]:
-        accounts: list[BillingAccount] = []
-        for batch in chunks(values, MAX_FILTER_VALUES):
-            items = await self._policy.read(self._rest.get_all, ACCOUNTS, {filter_name: csv(batch)})
-            accounts.extend(_account(i) for i in items)
-        return accounts
+        return [_account(i) for i in await self._read_filtered(ACCOUNTS, filter_name, values)]
 
 
 def _account(item: dict[str, Any]) -> BillingAccount:

@@ -6,34 +6,20 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.parsing import chunks, csv, reading, to_datetime, unique
+from adapters.parsing import reading, to_datetime
 from adapters.records import Interaction, Party, Ticket, TicketNote
-from adapters.resilience import CallPolicy, Endpoint
-from adapters.rest import RestClient
+from adapters.rest import RestBackend
 
 PARTIES = "/tmf-api/partyManagement/v4/individual"
 TICKETS = "/tmf-api/troubleTicket/v4/troubleTicket"
 INTERACTIONS = "/tmf-api/partyInteraction/v4/partyInteraction"
-MAX_FILTER_VALUES = 100
 
 
-class CareAdapter:
+class CareAdapter(RestBackend):
     """Implements adapters.contract.CareSystem over the care REST API."""
 
     name = "care"
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self._rest = RestClient(endpoint)
-        self._policy = CallPolicy(endpoint)
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        await self._rest.close()
-
-    async def ping(self) -> None:
-        await self._rest.ping(f"{PARTIES}?id=P000000000000&limit=1")
+    ping_path = f"{PARTIES}?id=P000000000000&limit=1"
 
     async def find_parties(
         self, *, id_card_numbers: Sequence[str] = (), msisdns: Sequence[str] = ()
@@ -43,13 +29,9 @@ class CareAdapter:
             ("identificationId", id_card_numbers),
             ("phoneNumber", msisdns),
         ):
-            for batch in chunks(unique(values), MAX_FILTER_VALUES):
-                items = await self._policy.read(
-                    self._rest.get_all, PARTIES, {filter_name: csv(batch)}
-                )
-                for item in items:
-                    party = _party(item)
-                    found.setdefault(party.id, party)
+            for item in await self._read_filtered(PARTIES, filter_name, values):
+                party = _party(item)
+                found.setdefault(party.id, party)
         return list(found.values())
 
     async def get_tickets(self, party_ids: Sequence[str]) -> Mapping[str, Sequence[Ticket]]:
@@ -105,13 +87,9 @@ class CareAdapter:
 
     async def _by_party(self, path: str, party_ids: Sequence[str], parse: Any) -> dict[str, list]:
         grouped: dict[str, list] = defaultdict(list)
-        for batch in chunks(unique(party_ids), MAX_FILTER_VALUES):
-            items = await self._policy.read(
-                self._rest.get_all, path, {"relatedParty.id": csv(batch)}
-            )
-            for item in items:
-                record = parse(item)
-                grouped[record.party_id].append(record)
+        for item in await self._read_filtered(path, "relatedParty.id", party_ids):
+            record = parse(item)
+            grouped[record.party_id].append(record)
         return {party_id: grouped.get(party_id, []) for party_id in party_ids}
 
 

@@ -7,15 +7,24 @@ comma-separated filters, TMF error bodies) and turns every failure into the erro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from adapters.errors import AdapterError, BadResponse, BusinessRejected, NotFound
-from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
+from adapters.parsing import chunks, csv, unique
+from adapters.resilience import (
+    CallPolicy,
+    Endpoint,
+    make_http_client,
+    status_error,
+    transport_error,
+)
 
 JsonObject = dict[str, Any]
+#: TMF filters take comma-separated values; the backends accept at most this many per call.
+MAX_FILTER_VALUES = 100
 
 
 class RestClient:
@@ -115,3 +124,33 @@ class RestClient:
         if not isinstance(value, dict):
             raise BadResponse(self.system, "answered with JSON of the wrong shape")
         return value
+
+
+class RestBackend:
+    """What every adapter over a TMF-style REST API shares: life cycle and filtered reads."""
+
+    name: str
+    #: A cheap GET that proves the backend answers (used by /readyz).
+    ping_path: str
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._rest = RestClient(endpoint)
+        self._policy = CallPolicy(endpoint)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self._rest.close()
+
+    async def ping(self) -> None:
+        await self._rest.ping(self.ping_path)
+
+    async def _read_filtered(
+        self, path: str, filter_name: str, values: Sequence[str]
+    ) -> list[JsonObject]:
+        """Every item matching any of the values, in as few calls as the filter limit allows."""
+        items: list[JsonObject] = []
+        for batch in chunks(unique(values), MAX_FILTER_VALUES):
+            items += await self._policy.read(self._rest.get_all, path, {filter_name: csv(batch)})
+        return items

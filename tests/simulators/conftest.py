@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import zeep
 
 from simulators.dataset import CustomerBundle, generate
 from simulators.seed import seed_dataset
+from tests.harness import free_ports as _free_ports
 
 SEED = 20261123
 CUSTOMERS = 300
@@ -33,19 +33,6 @@ class Simulators:
 
     def all(self) -> list[str]:
         return [self.boss, self.billing, self.care]
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture
