@@ -30,9 +30,10 @@ from gateway import auth
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
+from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.settings import Settings, load_settings
 from policies.principal import Principal
-from schema.build import build_schema
+from schema.build import build_schema, operation_names
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
 
@@ -46,9 +47,10 @@ IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 class SwitchboardGraphQL(GraphQL):
     """Strawberry's ASGI view with the hub's per-request context."""
 
-    def __init__(self, backends: Backends, **kwargs: Any) -> None:
+    def __init__(self, backends: Backends, policies: PolicyStore, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._backends = backends
+        self._policies = policies
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
@@ -57,6 +59,8 @@ class SwitchboardGraphQL(GraphQL):
             request.scope.get("switchboard.principal", IDE_VISITOR),
             self._backends,
             request.scope["switchboard.request_id"],
+            self._policies.current,
+            request.scope.get("switchboard.purpose"),
         )
 
     async def process_result(
@@ -67,6 +71,12 @@ class SwitchboardGraphQL(GraphQL):
         if result.errors:
             result.errors = [to_coded_error(e) for e in result.errors]
         return process_result(result)
+
+
+def _refused(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
+    )
 
 
 def _unauthenticated(message: str) -> JSONResponse:
@@ -80,9 +90,12 @@ def _unauthenticated(message: str) -> JSONResponse:
 class Authenticate:
     """Resolves the caller's API key into a principal before the GraphQL view runs."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeyStore, *, graphiql: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: ApiKeyStore, policies: PolicyStore, *, graphiql: bool
+    ) -> None:
         self.app = app
         self.keys = keys
+        self.policies = policies
         self.graphiql = graphiql
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,7 +121,27 @@ class Authenticate:
         if principal is None:
             await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
             return
+        claimed = request.headers.get("x-channel")
+        if claimed is not None and claimed != principal.channel:
+            # The channel comes from the credential; a caller claiming another is refused.
+            log.warning(
+                "channel mismatch refused: credential=%s request_id=%s",
+                principal.credential_id,
+                scope.get("switchboard.request_id"),
+            )
+            await _refused(
+                403, "CHANNEL_MISMATCH", "X-Channel does not match this credential's channel."
+            )(scope, receive, send)
+            return
+        purpose = request.headers.get("x-purpose") or None
+        if purpose is not None and purpose not in self.policies.current.purposes:
+            known = ", ".join(sorted(self.policies.current.purposes))
+            await _refused(400, "BAD_PURPOSE", f"X-Purpose must be one of: {known}.")(
+                scope, receive, send
+            )
+            return
         scope["switchboard.principal"] = principal
+        scope["switchboard.purpose"] = purpose
         await self.app(scope, receive, send)
 
 
@@ -167,9 +200,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     engine = create_engine(settings.database_url)
     backends = build_backends(settings, engine)
     keys = ApiKeyStore(engine)
+    schema = build_schema(settings.graphql.document_cache_size)
+    policies = PolicyStore(settings.policy_file or DEFAULT_POLICY_FILE, operation_names(schema))
     graphql = SwitchboardGraphQL(
         backends,
-        schema=build_schema(settings.graphql.document_cache_size),
+        policies,
+        schema=schema,
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
         allow_queries_via_get=True,
     )
@@ -185,7 +221,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # A backend down at start-up must not keep the hub down: it is retried on use
                 # and reported by /readyz.
                 log.warning("%s not started: %s", adapter.name, error.code)
+        policies.start_watching(settings.policy_reload_interval_s)
         yield
+        await policies.stop_watching()
         for adapter in adapters:
             await adapter.close()
         await engine.dispose()
@@ -208,7 +246,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             Route(
                 "/graphql",
-                Authenticate(graphql, keys, graphiql=settings.graphql.graphiql),
+                Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
                 methods=["GET", "POST"],
             ),
         ],
@@ -216,4 +254,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.keys = keys
+    app.state.policies = policies
     return RequestIds(app)  # type: ignore[return-value]

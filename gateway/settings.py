@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///{STATE_DIR}/hub.db",
         description="The hub's own state (identity crosswalk, API keys). SQLite or PostgreSQL.",
     )
+    policy_file: Path | None = Field(
+        default=None,
+        description="Channel and disclosure rules (YAML); the bundled default when unset.",
+    )
+    policy_reload_interval_s: float = Field(default=2.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -9,6 +9,7 @@ from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
+from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors
 from schema.query import Query
 
@@ -23,7 +24,7 @@ class GraphSchema(strawberry.Schema):
 
 
 def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
-    extensions: list[Any] = [CodedErrors]
+    extensions: list[Any] = [CodedErrors, ChannelRules]
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
         extensions += [
@@ -31,3 +32,13 @@ def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
             ValidationCache(maxsize=document_cache_size),
         ]
     return GraphSchema(query=Query, extensions=extensions)
+
+
+def operation_names(schema: strawberry.Schema) -> set[str]:
+    """The root fields a channel profile may list (queries, and mutations when there are)."""
+    graphql_schema = schema._schema
+    names: set[str] = set()
+    for root in (graphql_schema.query_type, graphql_schema.mutation_type):
+        if root is not None:
+            names |= set(root.fields)
+    return names

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
+from policies.disclosure import Disclosure
+from policies.model import Policy
 from policies.principal import Principal
 from schema.loaders import Loaders
 
@@ -29,10 +31,15 @@ class RequestContext:
     backends: Backends
     loaders: Loaders
     request_id: str
+    disclosure: Disclosure
 
 
 def new_request_context(
-    principal: Principal, backends: Backends, request_id: str
+    principal: Principal,
+    backends: Backends,
+    request_id: str,
+    policy: Policy,
+    purpose: str | None = None,
 ) -> RequestContext:
     return RequestContext(
         principal=principal,
@@ -45,4 +52,5 @@ def new_request_context(
             identity_resolver=backends.identity_resolver,
         ),
         request_id=request_id,
+        disclosure=Disclosure(policy, principal, purpose),
     )

@@ -16,6 +16,8 @@ from strawberry.types import Info
 
 from adapters import records
 from adapters.identity_store import Identity
+from policies.masks import DataClass
+from schema.classified import classified
 from schema.context import RequestContext
 from schema.errors import bad_input, identity_conflict, identity_unresolved
 
@@ -44,13 +46,13 @@ class Money:
 @strawberry.type(description="The customer as the customer system (BOSS) holds them.")
 class CustomerProfile:
     customer_no: str
-    name: str
+    name: str | None = classified(DataClass.NAME)
     gender: str
     certificate_type: str
-    certificate_number: str
-    birth_date: date | None
-    address: str
-    email: str | None
+    certificate_number: str | None = classified(DataClass.ID_CARD)
+    birth_date: date | None = classified(DataClass.BIRTH_DATE)
+    address: str | None = classified(DataClass.ADDRESS)
+    email: str | None = classified(DataClass.EMAIL)
     star_level: StarLevel
     segment: str
     customer_since: date | None
@@ -99,9 +101,9 @@ class OfferingRef:
 @strawberry.type(description="A line (subscriber) of the customer.")
 class Subscription:
     subscriber_no: str
-    msisdn: str
-    imsi: str
-    iccid: str
+    msisdn: str | None = classified(DataClass.MOBILE)
+    imsi: str | None = classified(DataClass.DEVICE_ID)
+    iccid: str | None = classified(DataClass.DEVICE_ID)
     status: str
     activated_on: date | None
     offering: OfferingRef
@@ -222,11 +224,11 @@ def _check_page(first: int, offset: int, limit: int = 200) -> None:
 @strawberry.type(description="An account in the billing system.")
 class BillingAccount:
     id: str
-    holder_name: str
+    holder_name: str | None = classified(DataClass.NAME)
     state: str
     account_type: str
     payment_method: str
-    bank_card_number: str | None
+    bank_card_number: str | None = classified(DataClass.BANK_CARD)
     credit_limit: Money
 
     @classmethod
@@ -282,14 +284,14 @@ class BillingAccount:
 class TicketNote:
     date: datetime | None
     author: str
-    text: str
+    text: str | None = classified(DataClass.FREE_TEXT)
 
 
 @strawberry.type(description="A trouble ticket (complaint, inquiry, fault) in the care system.")
 class Ticket:
     id: str
-    name: str
-    description: str
+    name: str | None = classified(DataClass.FREE_TEXT)
+    description: str | None = classified(DataClass.FREE_TEXT)
     type: str
     severity: str
     priority: str
@@ -324,7 +326,7 @@ class Interaction:
     channel: str
     direction: str
     reason: str
-    description: str
+    description: str | None = classified(DataClass.FREE_TEXT)
     status: str
 
     @classmethod

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.policy_store import DEFAULT_POLICY_FILE
 from simulators.dataset import CustomerBundle, generate, has_certificate_typo
 from simulators.seed import seed_dataset
 from tests.harness import (
@@ -89,14 +90,24 @@ class Gateway:
     url: str
     keys: dict[str, str]
     database_path: Path
+    policy_file: Path
 
     def query(
-        self, document: str, variables: dict | None = None, *, channel: str = "agent"
+        self,
+        document: str,
+        variables: dict | None = None,
+        *,
+        channel: str = "agent",
+        purpose: str | None = "service",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        sent = {"X-Api-Key": self.keys[channel], **(headers or {})}
+        if purpose:
+            sent["X-Purpose"] = purpose
         return httpx.post(
             f"{self.url}/graphql",
             json={"query": document, "variables": variables or {}},
-            headers={"X-Api-Key": self.keys[channel]},
+            headers=sent,
             timeout=30,
         )
 
@@ -105,6 +116,8 @@ class Gateway:
 def gateway(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     state = tmp_path_factory.mktemp("hubstate")
     database = state / "hub.db"
+    policy_file = state / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY_FILE.read_text())
     env = gateway_env(
         sims,
         f"sqlite+aiosqlite:///{database}",
@@ -113,13 +126,21 @@ def gateway(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> It
         SWITCHBOARD_CARE__TIMEOUT_S="1.0",
         SWITCHBOARD_BOSS__TIMEOUT_S="1.0",
         SWITCHBOARD_GRAPHQL__GRAPHIQL="true",
+        SWITCHBOARD_POLICY_FILE=str(policy_file),
+        SWITCHBOARD_POLICY_RELOAD_INTERVAL_S="0.2",
     )
     keys = {
-        "agent": issue_key(env, channel="agent", role="agent", scopes=("customer:read",)),
-        "app": issue_key(env, channel="app", role="customer", scopes=("customer:read",)),
+        channel: issue_key(env, channel=channel, role=role, scopes=("customer:read",))
+        for channel, role in (
+            ("agent", "agent"),
+            ("app", "customer"),
+            ("store", "clerk"),
+            ("partner", "partner"),
+            ("ivr", "ivr"),
+        )
     }
     with running_gateway(env, state / "gateway.log") as url:
-        yield Gateway(url=url, keys=keys, database_path=database)
+        yield Gateway(url=url, keys=keys, database_path=database, policy_file=policy_file)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,38 @@
+"""One request's view of the policy: decisions for its caller, and what it disclosed.
+
+It pins the policy in force when the request started (a reload mid-request never mixes two
+versions) and records, per field path, the level at which data went out, for the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.masks import DataClass
+from policies.model import Decision, Level, Policy
+from policies.principal import Principal
+
+_RANK = {Level.DENIED: 0, Level.MASKED: 1, Level.CLEAR: 2}
+
+
+@dataclass
+class Disclosure:
+    policy: Policy
+    principal: Principal
+    purpose: str | None = None
+    #: Field path (list indices dropped) -> the most revealing level it went out at.
+    disclosed: dict[str, Level] = field(default_factory=dict)
+
+    def decide(self, data_class: DataClass) -> Decision:
+        return self.policy.decide(data_class, self.principal, self.purpose)
+
+    def may_search(self, data_class: DataClass) -> bool:
+        return self.policy.may_search(data_class, self.principal)
+
+    def record(self, path: str, level: Level) -> None:
+        known = self.disclosed.get(path)
+        if known is None or _RANK[level] > _RANK[known]:
+            self.disclosed[path] = level
+
+    def clear_paths(self) -> list[str]:
+        return sorted(p for p, level in self.disclosed.items() if level is Level.CLEAR)

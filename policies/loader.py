@@ -1,0 +1,286 @@
+"""Reads a policy file (YAML) into a Policy, or says exactly what is wrong and where.
+
+Every problem names the file and the line, so `switchboard policy check` reads like a compiler.
+Problems are errors (the file is refused: a running hub keeps its current policy) or warnings
+(overlapping rules: legal, first match wins, but worth a look).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policies.masks import DataClass
+from policies.model import ChannelProfile, Level, Policy, Rule, SearchGrant
+
+LINE = "__line__"
+TOP_KEYS = {"version", "purposes", "channels", "search", "disclosure"}
+CHANNEL_KEYS = {"operations", "introspection", "rate_limit_per_minute", "rendering"}
+RULE_KEYS = {"id", "class", "channel", "role", "purpose", "decision"}
+SEARCH_KEYS = {"class", "channel", "role"}
+RENDERINGS = {"standard", "full", "speech", "text"}
+CLASSES = {c.value: c for c in DataClass}
+LEVELS = {level.value: level for level in Level}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+
+
+class PolicyInvalid(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of every mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=True)
+        mapping[LINE] = node.start_mark.line + 1
+        return mapping
+
+
+class _Reader:
+    def __init__(self, file: str, known_operations: Collection[str] | None) -> None:
+        self.file = file
+        self.known_operations = known_operations
+        self.problems: list[Problem] = []
+
+    def error(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.file, line, message))
+
+    def warn(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.file, line, message, "warning"))
+
+    def keys(self, mapping: dict, allowed: set[str], what: str) -> None:
+        for key in mapping:
+            if key != LINE and key not in allowed:
+                self.error(mapping[LINE], f"unknown key '{key}' in {what}")
+
+    def names(self, value: Any, line: int, what: str) -> frozenset[str] | None:
+        """A name or a list of names; absent means any."""
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            self.error(line, f"{what} must be a name or a list of names")
+            return frozenset()
+        return frozenset(items)
+
+    def classes(self, value: Any, line: int) -> frozenset[DataClass] | None:
+        names = self.names(value, line, "class")
+        if names is None:
+            return None
+        for name in sorted(names - CLASSES.keys()):
+            self.error(line, f"unknown data class '{name}' (known: {', '.join(sorted(CLASSES))})")
+        return frozenset(CLASSES[n] for n in names if n in CLASSES)
+
+    def channel(self, name: str, spec: Any, line: int) -> ChannelProfile | None:
+        if not isinstance(spec, dict):
+            self.error(line, f"channel '{name}' must be a mapping")
+            return None
+        self.keys(spec, CHANNEL_KEYS, f"channel '{name}'")
+        line = spec[LINE]
+        operations = spec.get("operations", "*")
+        allowed = None if operations == "*" else self.names(operations, line, "operations")
+        if allowed is not None and self.known_operations is not None:
+            for op in sorted(allowed - set(self.known_operations)):
+                self.error(line, f"channel '{name}' allows unknown operation '{op}'")
+        rendering = spec.get("rendering", "standard")
+        if rendering not in RENDERINGS:
+            self.error(
+                line, f"unknown rendering '{rendering}' (known: {', '.join(sorted(RENDERINGS))})"
+            )
+        limit = spec.get("rate_limit_per_minute")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            self.error(line, "rate_limit_per_minute must be a positive integer")
+        introspection = spec.get("introspection", False)
+        if not isinstance(introspection, bool):
+            self.error(line, "introspection must be true or false")
+        return ChannelProfile(name, allowed, bool(introspection), limit, str(rendering))
+
+    def rule(
+        self, index: int, spec: Any, purposes: frozenset[str], channels: set[str]
+    ) -> Rule | None:
+        if not isinstance(spec, dict):
+            self.error(0, f"disclosure rule #{index + 1} must be a mapping")
+            return None
+        line = spec[LINE]
+        self.keys(spec, RULE_KEYS, "a disclosure rule")
+        rule_id = str(spec.get("id") or f"rule-{index + 1}")
+        decision = LEVELS.get(str(spec.get("decision")))
+        if decision is None:
+            self.error(line, f"rule '{rule_id}': decision must be one of clear, masked, denied")
+            return None
+        rule_channels = self.names(spec.get("channel"), line, "channel")
+        for name in sorted((rule_channels or frozenset()) - channels):
+            self.error(line, f"rule '{rule_id}' names unknown channel '{name}'")
+        rule_purposes = self.names(spec.get("purpose"), line, "purpose")
+        for name in sorted((rule_purposes or frozenset()) - purposes):
+            self.error(line, f"rule '{rule_id}' names unknown purpose '{name}'")
+        return Rule(
+            id=rule_id,
+            decision=decision,
+            classes=self.classes(spec.get("class"), line),
+            channels=rule_channels,
+            roles=self.names(spec.get("role"), line, "role"),
+            purposes=rule_purposes,
+            line=line,
+        )
+
+
+def _covers(outer: frozenset | None, inner: frozenset | None) -> bool:
+    return outer is None or (inner is not None and inner <= outer)
+
+
+def _meets(a: frozenset | None, b: frozenset | None) -> bool:
+    return a is None or b is None or bool(a & b)
+
+
+def analyse(rules: Iterable[Rule], file: str) -> list[Problem]:
+    """Unreachable rules (errors) and overlapping rules with other decisions (warnings)."""
+    problems: list[Problem] = []
+    earlier: list[Rule] = []
+    for rule in rules:
+        shadow = next(
+            (
+                e
+                for e in earlier
+                if all(
+                    _covers(o, i) for o, i in zip(e.dimensions(), rule.dimensions(), strict=True)
+                )
+            ),
+            None,
+        )
+        if shadow is not None:
+            problems.append(
+                Problem(
+                    file,
+                    rule.line,
+                    f"rule '{rule.id}' is unreachable: rule '{shadow.id}' (line {shadow.line}) "
+                    "matches everything it does",
+                )
+            )
+        else:
+            for e in earlier:
+                if e.decision != rule.decision and all(
+                    _meets(a, b) for a, b in zip(e.dimensions(), rule.dimensions(), strict=True)
+                ):
+                    problems.append(
+                        Problem(
+                            file,
+                            rule.line,
+                            f"rule '{rule.id}' overlaps rule '{e.id}' (line {e.line}), which "
+                            f"decides {e.decision.value} first where both match",
+                            "warning",
+                        )
+                    )
+        earlier.append(rule)
+    return problems
+
+
+def parse_policy(
+    text: str, file: str = "<policy>", known_operations: Collection[str] | None = None
+) -> tuple[Policy, list[Problem]]:
+    """The policy and its warnings; PolicyInvalid listing every error otherwise."""
+    reader = _Reader(file, known_operations)
+    try:
+        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        raise PolicyInvalid(
+            [Problem(file, line, f"not valid YAML: {getattr(error, 'problem', error)}")]
+        ) from None
+    if not isinstance(document, dict):
+        raise PolicyInvalid([Problem(file, 1, "a policy file is a mapping")])
+    reader.keys(document, TOP_KEYS, "the policy")
+    version = document.get("version")
+    if not isinstance(version, str | int | float) or not str(version):
+        reader.error(document[LINE], "version is required (a string operators bump on change)")
+    purposes = reader.names(document.get("purposes", []), document[LINE], "purposes") or frozenset()
+
+    channels: dict[str, ChannelProfile] = {}
+    channel_specs = document.get("channels") or {}
+    if not isinstance(channel_specs, dict):
+        reader.error(document[LINE], "channels must be a mapping of channel name -> profile")
+        channel_specs = {}
+    for name, spec in channel_specs.items():
+        if name == LINE:
+            continue
+        profile = reader.channel(str(name), spec, channel_specs[LINE])
+        if profile is not None:
+            channels[profile.name] = profile
+
+    grants: list[SearchGrant] = []
+    for spec in document.get("search") or []:
+        if not isinstance(spec, dict):
+            reader.error(document[LINE], "search entries must be mappings")
+            continue
+        reader.keys(spec, SEARCH_KEYS, "a search grant")
+        classes = reader.classes(spec.get("class"), spec[LINE])
+        if not classes:
+            reader.error(spec[LINE], "a search grant must name the classes it allows")
+            continue
+        grant_channels = reader.names(spec.get("channel"), spec[LINE], "channel")
+        for name in sorted((grant_channels or frozenset()) - channels.keys()):
+            reader.error(spec[LINE], f"search grant names unknown channel '{name}'")
+        grants.append(
+            SearchGrant(classes, grant_channels, reader.names(spec.get("role"), spec[LINE], "role"))
+        )
+
+    disclosure = document.get("disclosure") or {}
+    if not isinstance(disclosure, dict):
+        reader.error(document[LINE], "disclosure must be a mapping with default and rules")
+        disclosure = {LINE: document[LINE]}
+    default = LEVELS.get(str(disclosure.get("default", "masked")))
+    if default is None:
+        reader.error(disclosure[LINE], "disclosure default must be one of clear, masked, denied")
+        default = Level.MASKED
+    rules = [
+        r
+        for i, spec in enumerate(disclosure.get("rules") or [])
+        if (r := reader.rule(i, spec, purposes, set(channels))) is not None
+    ]
+    seen: dict[str, int] = {}
+    for r in rules:
+        if r.id in seen:
+            reader.error(r.line, f"rule id '{r.id}' is used twice (first on line {seen[r.id]})")
+        seen.setdefault(r.id, r.line)
+    problems = reader.problems + analyse(rules, file)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise PolicyInvalid(errors)
+    policy = Policy(
+        version=str(version),
+        source=file,
+        purposes=purposes,
+        channels=channels,
+        rules=tuple(rules),
+        default=default,
+        search=tuple(grants),
+    )
+    return policy, problems
+
+
+def load_policy(
+    path: Path, known_operations: Collection[str] | None = None
+) -> tuple[Policy, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PolicyInvalid([Problem(str(path), 0, f"cannot read: {error.strerror}")]) from None
+    return parse_policy(text, str(path), known_operations)

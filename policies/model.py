@@ -1,0 +1,116 @@
+"""The policy: channel profiles, search grants and disclosure rules, as plain data.
+
+Disclosure rules are an ordered list, first match wins, like a firewall: an operator reads them
+top to bottom and `switchboard policy explain` names the rule that decided. A rule leaves a
+dimension open by not naming it; naming it restricts the rule to the values listed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from policies.masks import DataClass
+from policies.principal import Principal
+
+
+class Level(enum.Enum):
+    CLEAR = "clear"
+    MASKED = "masked"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    level: Level
+    rule_id: str  # "default" when no rule matched
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelProfile:
+    name: str
+    #: Root fields (queries, mutations) the channel may use; None means all.
+    operations: frozenset[str] | None
+    introspection: bool = False
+    rate_limit_per_minute: int | None = None
+    #: How answers are adapted: "standard", "full", "speech" (IVR), "text" (SMS).
+    rendering: str = "standard"
+
+    def allows(self, operation: str) -> bool:
+        return self.operations is None or operation in self.operations
+
+
+def _open_or_in(allowed: frozenset[str] | None, value: str | None) -> bool:
+    return allowed is None or (value is not None and value in allowed)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    decision: Level
+    classes: frozenset[DataClass] | None = None
+    channels: frozenset[str] | None = None
+    roles: frozenset[str] | None = None
+    purposes: frozenset[str] | None = None
+    line: int = 0
+
+    def matches(self, data_class: DataClass, channel: str, role: str, purpose: str | None) -> bool:
+        return (
+            (self.classes is None or data_class in self.classes)
+            and _open_or_in(self.channels, channel)
+            and _open_or_in(self.roles, role)
+            and _open_or_in(self.purposes, purpose)
+        )
+
+    def dimensions(self) -> tuple[frozenset | None, ...]:
+        return (self.classes, self.channels, self.roles, self.purposes)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchGrant:
+    """Who may look a customer up by the full value of a class (e.g. a whole MSISDN)."""
+
+    classes: frozenset[DataClass]
+    channels: frozenset[str] | None = None
+    roles: frozenset[str] | None = None
+
+    def grants(self, data_class: DataClass, principal: Principal) -> bool:
+        return (
+            data_class in self.classes
+            and _open_or_in(self.channels, principal.channel)
+            and _open_or_in(self.roles, principal.role)
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    source: str
+    purposes: frozenset[str]
+    channels: dict[str, ChannelProfile]
+    rules: tuple[Rule, ...]
+    default: Level = Level.MASKED
+    search: tuple[SearchGrant, ...] = ()
+    _decisions: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def decide(self, data_class: DataClass, principal: Principal, purpose: str | None) -> Decision:
+        key = (data_class, principal.channel, principal.role, purpose)
+        found = self._decisions.get(key)
+        if found is None:
+            found = next(
+                (
+                    Decision(rule.decision, rule.id)
+                    for rule in self.rules
+                    if rule.matches(data_class, principal.channel, principal.role, purpose)
+                ),
+                Decision(self.default, "default"),
+            )
+            # Bounded: classes x channels x roles x purposes of one policy.
+            self._decisions[key] = found
+        return found
+
+    def may_search(self, data_class: DataClass, principal: Principal) -> bool:
+        return any(grant.grants(data_class, principal) for grant in self.search)
+
+    def channel(self, name: str) -> ChannelProfile | None:
+        return self.channels.get(name)

@@ -1,0 +1,76 @@
+"""Fields that carry personal data, and the extension that applies the policy to them.
+
+The extension sits on the field itself, so every way of reaching the value (aliases,
+fragments, variables, lists, nesting) goes through it: there is no second path to the data.
+A denied field is null with a FIELD_DENIED error at its path; classified fields are nullable
+so that a denial never blanks the object around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from strawberry.extensions import FieldExtension
+from strawberry.types import Info
+
+from policies.masks import DataClass, mask
+from policies.model import Level
+from schema.errors import GraphError
+
+
+def field_path(info: Info) -> str:
+    """The response path without list indices or aliases: parent type names, then fields."""
+    names: list[str] = []
+    path = info.path
+    while path is not None:
+        if isinstance(path.key, str):
+            names.append(path.key)
+        path = path.prev
+    # Aliases are in the response path; the field name is what policy and audit care about.
+    names[0] = info.field_name
+    return ".".join(reversed(names))
+
+
+def denied(info: Info) -> GraphError:
+    return GraphError(
+        "FIELD_DENIED",
+        f"{info.field_name} is not disclosed to this caller.",
+    )
+
+
+class Classified(FieldExtension):
+    """Applies the request's disclosure decision for one data class to a field's value."""
+
+    def __init__(self, data_class: DataClass) -> None:
+        super().__init__()
+        self.data_class = data_class
+
+    def _apply(self, value: Any, info: Info) -> Any:
+        disclosure = info.context.disclosure
+        decision = disclosure.decide(self.data_class)
+        disclosure.record(field_path(info), decision.level)
+        if decision.level is Level.DENIED:
+            raise denied(info)
+        if decision.level is Level.MASKED:
+            return mask(self.data_class, value)
+        return value
+
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        return self._apply(next_(source, info, **kwargs), info)
+
+    async def resolve_async(
+        self,
+        next_: Callable[..., Awaitable[Any]],
+        source: Any,
+        info: Info,
+        **kwargs: Any,
+    ) -> Any:
+        return self._apply(await next_(source, info, **kwargs), info)
+
+
+def classified(data_class: DataClass, description: str | None = None) -> Any:
+    """A strawberry field carrying personal data of a class."""
+    import strawberry
+
+    return strawberry.field(extensions=[Classified(data_class)], description=description)
