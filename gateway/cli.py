@@ -113,6 +113,69 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_path(args: argparse.Namespace) -> Path:
+    from gateway.policy_store import DEFAULT_POLICY_FILE
+
+    if args.file:
+        return Path(args.file)
+    return load_settings().policy_file or DEFAULT_POLICY_FILE
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from policies.loader import PolicyInvalid, load_policy
+    from schema.build import build_schema, operation_names
+
+    path = _policy_path(args)
+    try:
+        policy, warnings = load_policy(path, operation_names(build_schema(0)))
+    except PolicyInvalid as invalid:
+        for problem in invalid.problems:
+            print(problem)
+        print(f"{path}: refused ({len(invalid.problems)} error(s))")
+        return 1
+    for warning in warnings:
+        print(warning)
+    print(
+        f"{path}: ok, version {policy.version}: {len(policy.channels)} channels, "
+        f"{len(policy.rules)} rules, {len(policy.search)} search grants, "
+        f"{len(warnings)} warning(s)"
+    )
+    return 0
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from policies.loader import PolicyInvalid, load_policy
+    from policies.principal import Principal
+    from schema.build import build_schema, operation_names
+    from schema.explain import explain
+
+    schema = build_schema(0)
+    path = _policy_path(args)
+    try:
+        policy, _ = load_policy(path, operation_names(schema))
+    except PolicyInvalid as invalid:
+        print(invalid, file=sys.stderr)
+        return 1
+    if args.purpose and args.purpose not in policy.purposes:
+        print(f"unknown purpose '{args.purpose}' (known: {', '.join(sorted(policy.purposes))})")
+        return 2
+    principal = Principal(subject="explain", role=args.role, channel=args.channel)
+    refusals, verdicts = explain(
+        schema, policy, principal, args.purpose, Path(args.query).read_text(encoding="utf-8")
+    )
+    purpose = args.purpose or "none stated"
+    print(
+        f"policy {policy.version} ({path}); channel {args.channel}, role {args.role}, "
+        f"purpose {purpose}"
+    )
+    for refusal in refusals:
+        print(f"REFUSED  {refusal}")
+    width = max((len(v.path) for v in verdicts), default=10)
+    for verdict in verdicts:
+        print(f"  {verdict.path:<{width}}  {verdict.outcome:<17}  {verdict.reason}")
+    return 1 if refusals else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -170,6 +233,31 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--force", action="store_true", help="re-seed even if it matches")
     seed.set_defaults(run=_seed)
 
+    policy = commands.add_parser("policy", help="check and explain the channel and privacy rules")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    check = policy_commands.add_parser(
+        "check",
+        help="validate a policy file",
+        description="Validate a policy file: unknown keys, classes, channels, purposes and "
+        "operations, unreachable rules (errors) and overlapping rules (warnings), each with "
+        "file and line. Exit code 1 when the file would be refused.",
+    )
+    check.add_argument("file", nargs="?", help="policy file (default: the configured one)")
+    check.set_defaults(run=_policy_check)
+    explain = policy_commands.add_parser(
+        "explain",
+        help="show, per field of a query, what a caller would get and which rule decided",
+        description="Print, for each field of the query, whether a caller of this channel and "
+        "role (and stated purpose) would get it clear, masked or denied, and which rule "
+        "decided; and whether the operation itself is refused.",
+    )
+    explain.add_argument("--channel", required=True)
+    explain.add_argument("--role", required=True)
+    explain.add_argument("--purpose", help="the purpose the caller states (X-Purpose)")
+    explain.add_argument("--query", required=True, help="file holding the GraphQL document")
+    explain.add_argument("--file", help="policy file (default: the configured one)")
+    explain.set_defaults(run=_policy_explain)
+
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_commands.add_parser(
@@ -201,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head and the like
+        return 141
 
 
 if __name__ == "__main__":

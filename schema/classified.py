@@ -74,3 +74,15 @@ def classified(data_class: DataClass, description: str | None = None) -> Any:
     import strawberry
 
     return strawberry.field(extensions=[Classified(data_class)], description=description)
+
+
+def classified_fields(schema: Any) -> dict[tuple[str, str], DataClass]:
+    """(type name, field name) -> data class, for every classified field of a schema."""
+    found: dict[tuple[str, str], DataClass] = {}
+    for type_name, graphql_type in schema._schema.type_map.items():
+        for field_name, field in (getattr(graphql_type, "fields", None) or {}).items():
+            definition = (field.extensions or {}).get("strawberry-definition")
+            for extension in getattr(definition, "extensions", None) or ():
+                if isinstance(extension, Classified):
+                    found[(type_name, field_name)] = extension.data_class
+    return found
