@@ -31,6 +31,7 @@ from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
+from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
 from policies.principal import Principal
 from schema.build import build_schema, operation_names
@@ -97,6 +98,7 @@ class Authenticate:
         self.keys = keys
         self.policies = policies
         self.graphiql = graphiql
+        self.limiter = RateLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,6 +134,17 @@ class Authenticate:
             await _refused(
                 403, "CHANNEL_MISMATCH", "X-Channel does not match this credential's channel."
             )(scope, receive, send)
+            return
+        profile = self.policies.current.channel(principal.channel)
+        allowed, retry_after = self.limiter.allow(
+            principal.credential_id, profile.rate_limit_per_minute if profile else None
+        )
+        if not allowed:
+            response = _refused(
+                429, "RATE_LIMITED", "Too many requests for this credential; slow down."
+            )
+            response.headers["Retry-After"] = str(retry_after)
+            await response(scope, receive, send)
             return
         purpose = request.headers.get("x-purpose") or None
         if purpose is not None and purpose not in self.policies.current.purposes:

@@ -137,6 +137,7 @@ def gateway(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> It
             ("store", "clerk"),
             ("partner", "partner"),
             ("ivr", "ivr"),
+            ("web", "customer"),
         )
     }
     with running_gateway(env, state / "gateway.log") as url:

@@ -247,3 +247,14 @@ def test_rules_reload_on_change_and_a_broken_file_is_refused(gateway, customers)
         assert _eventually(
             lambda: _name_seen_by_app(gateway, bundle) == mask_name(bundle.customer.name)
         )
+
+
+def test_a_channel_over_its_rate_limit_gets_429_with_retry_after(gateway):
+    # web allows 120 a minute; 241 requests inside one minute cross the limit in some window.
+    for _ in range(241):
+        response = gateway.query("{ offerings { id } }", channel="web", purpose=None)
+        if response.status_code == 429:
+            break
+    assert response.status_code == 429
+    assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert int(response.headers["Retry-After"]) >= 1
