@@ -176,6 +176,22 @@ def _policy_explain(args: argparse.Namespace) -> int:
     return 1 if refusals else 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from gateway.compare import compare, load_keys
+
+    purposes = dict(item.split("=", 1) for item in args.purpose)
+    print(
+        compare(
+            args.url,
+            load_keys(Path(args.keys)),
+            args.msisdn,
+            args.channels.split(","),
+            purposes,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -257,6 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--query", required=True, help="file holding the GraphQL document")
     explain.add_argument("--file", help="policy file (default: the configured one)")
     explain.set_defaults(run=_policy_explain)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the same 360 query through several channels, side by side (what differs)",
+        description="Ask a running gateway for one customer's 360 view through each channel's "
+        "key and print the fields whose answers differ.",
+    )
+    compare.add_argument("--msisdn", default="18899407311", help="a line of the customer")
+    compare.add_argument("--channels", default="app,store,partner")
+    compare.add_argument(
+        "--purpose",
+        action="append",
+        default=["store=identity_verification", "agent=service"],
+        metavar="CHANNEL=PURPOSE",
+        help="purpose a channel states (repeatable)",
+    )
+    compare.add_argument("--url", default="http://127.0.0.1:8000")
+    compare.add_argument("--keys", default=str(STATE_DIR / "demo-keys.json"))
+    compare.set_defaults(run=_compare)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -113,7 +113,9 @@ def print_banner(settings: Settings, keys: dict[str, str]) -> None:
     for name, key in keys.items():
         print(f"    {name:<8} {key}")
     print()
-    print("  Try the 360 query from README.md; stop with Ctrl-C.")
+    print("  Try the 360 query from README.md. To see one customer through the app, the store")
+    print("  and a partner side by side:  .venv/bin/switchboard compare")
+    print("  Stop with Ctrl-C.")
     print(flush=True)
 
 

@@ -258,3 +258,21 @@ def test_a_channel_over_its_rate_limit_gets_429_with_retry_after(gateway):
     assert response.status_code == 429
     assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_compare_shows_what_differs_between_channels(gateway, customers):
+    from gateway.compare import compare
+
+    bundle = customers[1]
+    table = compare(
+        gateway.url,
+        gateway.keys,
+        msisdn_of(bundle),
+        ["app", "store", "partner"],
+        {"store": "identity_verification"},
+    )
+    rows = {line.split()[0]: line for line in table.splitlines()[1:-1]}
+    assert "(denied)" in rows["profile.certificateNumber"]
+    assert bundle.customer.name in rows["profile.name"]  # the store, after the ID check
+    assert mask_name(bundle.customer.name) in rows["profile.name"]  # the app and the partner
+    assert "profile.starLevel" not in rows

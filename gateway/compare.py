@@ -1,0 +1,89 @@
+"""`switchboard compare`: the same 360 query through several channels, side by side.
+
+It calls a running gateway over HTTP with each channel's key (the demo writes them to
+.switchboard/demo-keys.json) and prints only the fields whose answers differ, which is what a
+policy makes of one customer in each channel.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+QUERY_BY_ID = """
+query Customer360($id: ID!) {
+  customer(id: $id) {
+    profile { name certificateNumber birthDate address email starLevel }
+    subscriptions { msisdn imsi iccid offering { name } }
+    billingAccounts { holderName bankCardNumber balance { amount { amount } } }
+    tickets(first: 3) { description }
+  }
+}
+"""
+FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
+DENIED = "(denied)"
+
+
+def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _flatten(item, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def _answer(client: httpx.Client, url: str, key: str, purpose: str | None, hub_id: str) -> dict:
+    headers = {"X-Api-Key": key, **({"X-Purpose": purpose} if purpose else {})}
+    body = client.post(
+        f"{url}/graphql", json={"query": QUERY_BY_ID, "variables": {"id": hub_id}}, headers=headers
+    ).json()
+    flat = dict(_flatten((body.get("data") or {}).get("customer") or {}))
+    for error in body.get("errors", []):
+        path = ".".join(
+            f"[{p}]" if isinstance(p, int) else p for p in error.get("path", [])[1:]
+        ).replace(".[", "[")
+        flat[path] = (
+            DENIED if error["extensions"]["code"] == "FIELD_DENIED" else error["extensions"]["code"]
+        )
+    return flat
+
+
+def compare(
+    url: str, keys: dict[str, str], msisdn: str, channels: list[str], purposes: dict[str, str]
+) -> str:
+    with httpx.Client(timeout=30) as client:
+        found = client.post(
+            f"{url}/graphql",
+            json={"query": FIND, "variables": {"m": msisdn}},
+            headers={"X-Api-Key": keys["agent"], "X-Purpose": "service"},
+        ).json()
+        customer = (found.get("data") or {}).get("customerByMsisdn")
+        if customer is None:
+            raise SystemExit(f"no customer found for that MSISDN: {found.get('errors')}")
+        answers = {
+            channel: _answer(client, url, keys[channel], purposes.get(channel), customer["id"])
+            for channel in channels
+        }
+    paths = sorted({p for a in answers.values() for p in a})
+    differing = [p for p in paths if len({str(a.get(p)) for a in answers.values()}) > 1]
+    width = max((len(p) for p in differing), default=10)
+    columns = [f"{c} ({purposes.get(c) or 'no purpose'})" for c in channels]
+    col = max(24, *(len(c) for c in columns))
+    lines = [f"{'field':<{width}}  " + "  ".join(f"{c:<{col}}" for c in columns)]
+    for path in differing:
+        cells = [str(answers[c].get(path, "")) for c in channels]
+        lines.append(f"{path:<{width}}  " + "  ".join(f"{v:<{col}}" for v in cells))
+    same = len(paths) - len(differing)
+    lines.append(f"({same} other fields are the same in every channel)")
+    return "\n".join(lines)
+
+
+def load_keys(path: Path) -> dict[str, str]:
+    return json.loads(path.read_text())
