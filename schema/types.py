@@ -17,6 +17,7 @@ from strawberry.types import Info
 from adapters import records
 from adapters.identity_store import Identity
 from policies.masks import DataClass
+from policies.rendering import render_amount, render_date
 from schema.classified import classified
 from schema.context import RequestContext
 from schema.errors import bad_input, identity_conflict, identity_unresolved
@@ -33,10 +34,24 @@ class StarLevel(enum.Enum):
     PREMIUM = "premium"
 
 
+def rendering_of(info: GraphInfo) -> str:
+    """How the caller's channel wants amounts and dates (policy: the channel's rendering)."""
+    context = info.context
+    profile = context.disclosure.policy.channel(context.principal.channel)
+    return profile.rendering if profile is not None else "standard"
+
+
 @strawberry.type
 class Money:
     amount: Decimal
     currency: str
+
+    @strawberry.field(
+        description="The amount as the caller's channel renders it: spoken Chinese for IVR, "
+        "short text (¥389.89) elsewhere."
+    )
+    def display(self, info: GraphInfo) -> str:
+        return render_amount(self.amount, self.currency, rendering_of(info))
 
     @classmethod
     def of(cls, money: records.Money) -> Money:
@@ -176,6 +191,10 @@ class Bill:
     remaining: Money
     due_date: date | None
     state: str
+
+    @strawberry.field(description="The due date as the caller's channel renders it.")
+    def due_date_display(self, info: GraphInfo) -> str | None:
+        return render_date(self.due_date, rendering_of(info)) if self.due_date else None
 
     @classmethod
     def of(cls, b: records.Bill) -> Bill:

@@ -276,3 +276,33 @@ def test_compare_shows_what_differs_between_channels(gateway, customers):
     assert bundle.customer.name in rows["profile.name"]  # the store, after the ID check
     assert mask_name(bundle.customer.name) in rows["profile.name"]  # the app and the partner
     assert "profile.starLevel" not in rows
+
+
+def test_ivr_hears_amounts_and_dates_the_agent_reads_figures(gateway, customers):
+    bundle = customers[2]
+    document = """query($m: String!) { customerByMsisdn(msisdn: $m) { billingAccounts {
+        balance { amount { amount display } } bills(first: 1) { items { dueDateDisplay } } } } }"""
+    spoken, _ = answer(gateway.query(document, {"m": msisdn_of(bundle)}, channel="ivr"))
+    read, _ = answer(gateway.query(document, {"m": msisdn_of(bundle)}))
+    spoken_account = spoken["customerByMsisdn"]["billingAccounts"][0]
+    read_account = read["customerByMsisdn"]["billingAccounts"][0]
+    assert spoken_account["balance"]["amount"]["display"].endswith(("分", "角", "整"))
+    assert read_account["balance"]["amount"]["display"].startswith(("¥", "-¥"))
+    assert spoken_account["bills"]["items"][0]["dueDateDisplay"].endswith("日")
+    assert read_account["bills"]["items"][0]["dueDateDisplay"].count("-") == 2
+
+
+def test_the_readme_360_query_runs(gateway, customers):
+    import re
+
+    from tests.harness import REPO
+
+    readme = (REPO / "README.md").read_text()
+    document = re.search(r"```graphql\n(.*?)```", readme, re.S).group(1)
+    demo_msisdn = re.search(r'msisdn: "(\d{11})"', document).group(1)
+    bundle = customers[2]
+    data, codes = answer(
+        gateway.query(document.replace(demo_msisdn, msisdn_of(bundle)), purpose="service")
+    )
+    assert not codes
+    assert data["customerByMsisdn"]["profile"]["name"] == bundle.customer.name

@@ -119,3 +119,34 @@ def test_yaml_syntax_errors_name_the_line():
     with pytest.raises(PolicyInvalid) as raised:
         parse_policy("version: 1\nchannels: [unclosed\n", "bad.yaml")
     assert str(raised.value).startswith("bad.yaml:")
+
+
+@pytest.mark.parametrize(
+    ("amount", "spoken"),
+    [
+        ("389.89", "三百八十九元八角九分"),
+        ("10", "十元整"),
+        ("1001.5", "一千零一元五角"),
+        ("-90.91", "负九十元九角一分"),
+        ("0.05", "五分"),
+        ("120000", "十二万元整"),
+    ],
+)
+def test_amounts_are_spoken_for_ivr(amount, spoken):
+    from decimal import Decimal
+
+    from policies.rendering import render_amount
+
+    assert render_amount(Decimal(amount), "CNY", "speech") == spoken
+
+
+def test_amounts_and_dates_are_short_text_for_sms():
+    from datetime import date
+    from decimal import Decimal
+
+    from policies.rendering import render_amount, render_date
+
+    assert render_amount(Decimal("-90.9"), "CNY", "text") == "-¥90.90"
+    assert render_date(date(2026, 11, 21), "text") == "11月21日"
+    assert render_date(date(2026, 11, 21), "speech") == "十一月二十一日"
+    assert render_date(date(2026, 11, 21), "standard") == "2026-11-21"
