@@ -127,26 +127,56 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Systems whose resolution settles an identity for good (see IdentityStore's cache).
+SETTLED_WHEN_RESOLVED = ("billing", "care")
+SETTLED_CACHE_SIZE = 200_000
+
+
 class IdentityStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Identities resolved in every system never change afterwards (links are only added
+        # for a system still unresolved), so they are kept in memory: the crosswalk then costs
+        # no database round trip on the hot path, in every replica alike.
+        self._settled_by_hub_id: dict[str, Identity] = {}
+        self._settled_by_customer_no: dict[str, Identity] = {}
 
     async def by_hub_ids(self, hub_ids: Sequence[str]) -> dict[str, Identity]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(identity_customer).where(identity_customer.c.hub_id.in_(hub_ids))
-            )
-            pairs = {r.hub_id: r.customer_no for r in rows}
-            return await self._assemble(conn, pairs)
+        cached = self._settled_by_hub_id
+        found = {h: cached[h] for h in hub_ids if h in cached}
+        missing = [h for h in hub_ids if h not in found]
+        if missing:
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    select(identity_customer).where(identity_customer.c.hub_id.in_(missing))
+                )
+                pairs = {r.hub_id: r.customer_no for r in rows}
+                found.update(self._remember(await self._assemble(conn, pairs)))
+        return found
 
     async def by_customer_nos(self, customer_nos: Sequence[str]) -> dict[str, Identity]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(identity_customer).where(identity_customer.c.customer_no.in_(customer_nos))
-            )
-            pairs = {r.hub_id: r.customer_no for r in rows}
-            identities = await self._assemble(conn, pairs)
-        return {i.customer_no: i for i in identities.values()}
+        cached = self._settled_by_customer_no
+        found = {no: cached[no] for no in customer_nos if no in cached}
+        missing = [no for no in customer_nos if no not in found]
+        if missing:
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    select(identity_customer).where(identity_customer.c.customer_no.in_(missing))
+                )
+                pairs = {r.hub_id: r.customer_no for r in rows}
+                identities = self._remember(await self._assemble(conn, pairs))
+            found.update({i.customer_no: i for i in identities.values()})
+        return found
+
+    def _remember(self, identities: dict[str, Identity]) -> dict[str, Identity]:
+        if len(self._settled_by_hub_id) > SETTLED_CACHE_SIZE:
+            self._settled_by_hub_id.clear()
+            self._settled_by_customer_no.clear()
+        for identity in identities.values():
+            if all(identity.is_resolved(s) for s in SETTLED_WHEN_RESOLVED):
+                self._settled_by_hub_id[identity.hub_id] = identity
+                self._settled_by_customer_no[identity.customer_no] = identity
+        return identities
 
     async def ensure_customers(self, customer_nos: Iterable[str]) -> dict[str, str]:
         """The hub id of each customer number, minting ids for new ones (race-safe)."""
