@@ -10,7 +10,7 @@ VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: env demo test lint format clean
+.PHONY: env demo test lint format clean bench
 
 env: $(VENV)/.synced
 
@@ -40,3 +40,7 @@ format: env
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .ruff_cache
+
+# The benchmark: real gateway, real simulators, loopback, bounded; a few minutes.
+bench: env
+	$(VENV)/bin/python -m bench

@@ -48,10 +48,18 @@ IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 class SwitchboardGraphQL(GraphQL):
     """Strawberry's ASGI view with the hub's per-request context."""
 
-    def __init__(self, backends: Backends, policies: PolicyStore, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        policies: PolicyStore,
+        *,
+        enforce_policy: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._backends = backends
         self._policies = policies
+        self._enforce_policy = enforce_policy
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
@@ -62,6 +70,7 @@ class SwitchboardGraphQL(GraphQL):
             request.scope["switchboard.request_id"],
             self._policies.current,
             request.scope.get("switchboard.purpose"),
+            self._enforce_policy,
         )
 
     async def process_result(
@@ -218,6 +227,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     graphql = SwitchboardGraphQL(
         backends,
         policies,
+        enforce_policy=settings.policy_enforcement,
         schema=schema,
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
         allow_queries_via_get=True,

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         description="Channel and disclosure rules (YAML); the bundled default when unset.",
     )
     policy_reload_interval_s: float = Field(default=2.0, gt=0)
+    policy_enforcement: bool = Field(
+        default=True,
+        description="Off only to measure the policy's cost (bench/): every field goes out clear.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

@@ -20,6 +20,8 @@ class Disclosure:
     policy: Policy
     principal: Principal
     purpose: str | None = None
+    #: False only to measure what enforcement costs (the benchmark); everything goes out clear.
+    enforced: bool = True
     #: Field path (list indices dropped) -> the most revealing level it went out at.
     disclosed: dict[str, Level] = field(default_factory=dict)
 

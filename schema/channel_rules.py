@@ -76,7 +76,7 @@ class ChannelRules(SchemaExtension):
         principal = context.context.principal
         profile = context.context.disclosure.policy.channel(principal.channel)
         document = context.graphql_document
-        if document is not None:
+        if document is not None and context.context.disclosure.enforced:
             roots, introspects = operation_fields(document, context.operation_name)
             if profile is None:
                 raise GraphError(

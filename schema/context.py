@@ -40,6 +40,7 @@ def new_request_context(
     request_id: str,
     policy: Policy,
     purpose: str | None = None,
+    enforce_policy: bool = True,
 ) -> RequestContext:
     return RequestContext(
         principal=principal,
@@ -52,5 +53,5 @@ def new_request_context(
             identity_resolver=backends.identity_resolver,
         ),
         request_id=request_id,
-        disclosure=Disclosure(policy, principal, purpose),
+        disclosure=Disclosure(policy, principal, purpose, enforced=enforce_policy),
     )

@@ -1,0 +1,77 @@
+"""A small closed-loop load generator: N concurrent clients, bounded in time and requests."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    errors: int
+    elapsed_s: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "throughput_rps": round(self.throughput, 1),
+            "p50_ms": round(self.percentile(50), 2),
+            "p95_ms": round(self.percentile(95), 2),
+            "p99_ms": round(self.percentile(99), 2),
+            "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0,
+        }
+
+
+async def run_load(
+    url: str,
+    headers: dict[str, str],
+    body_for: Callable[[int], dict],
+    *,
+    concurrency: int,
+    duration_s: float,
+    max_requests: int,
+) -> LoadResult:
+    """Drive POSTs until the time or the request budget runs out; stops by itself."""
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    deadline = time.perf_counter() + duration_s
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal errors, issued
+            while time.perf_counter() < deadline and issued < max_requests:
+                number = issued
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, json=body_for(number))
+                    ok = response.status_code == 200 and "errors" not in response.json()
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += 0 if ok else 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return LoadResult(len(latencies), errors, elapsed, latencies)
