@@ -8,7 +8,7 @@ later, while what was settled is never re-guessed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -142,30 +142,34 @@ class IdentityStore:
         self._settled_by_customer_no: dict[str, Identity] = {}
 
     async def by_hub_ids(self, hub_ids: Sequence[str]) -> dict[str, Identity]:
-        cached = self._settled_by_hub_id
-        found = {h: cached[h] for h in hub_ids if h in cached}
-        missing = [h for h in hub_ids if h not in found]
-        if missing:
-            async with self._engine.connect() as conn:
-                rows = await conn.execute(
-                    select(identity_customer).where(identity_customer.c.hub_id.in_(missing))
-                )
-                pairs = {r.hub_id: r.customer_no for r in rows}
-                found.update(self._remember(await self._assemble(conn, pairs)))
-        return found
+        return await self._lookup(
+            identity_customer.c.hub_id, hub_ids, self._settled_by_hub_id, lambda i: i.hub_id
+        )
 
     async def by_customer_nos(self, customer_nos: Sequence[str]) -> dict[str, Identity]:
-        cached = self._settled_by_customer_no
-        found = {no: cached[no] for no in customer_nos if no in cached}
-        missing = [no for no in customer_nos if no not in found]
+        return await self._lookup(
+            identity_customer.c.customer_no,
+            customer_nos,
+            self._settled_by_customer_no,
+            lambda i: i.customer_no,
+        )
+
+    async def _lookup(
+        self,
+        column: Column,
+        keys: Sequence[str],
+        settled: dict[str, Identity],
+        key_of: Callable[[Identity], str],
+    ) -> dict[str, Identity]:
+        """Identities by one of their keys: settled ones from memory, the rest from the table."""
+        found = {k: settled[k] for k in keys if k in settled}
+        missing = [k for k in keys if k not in found]
         if missing:
             async with self._engine.connect() as conn:
-                rows = await conn.execute(
-                    select(identity_customer).where(identity_customer.c.customer_no.in_(missing))
-                )
+                rows = await conn.execute(select(identity_customer).where(column.in_(missing)))
                 pairs = {r.hub_id: r.customer_no for r in rows}
                 identities = self._remember(await self._assemble(conn, pairs))
-            found.update({i.customer_no: i for i in identities.values()})
+            found.update({key_of(i): i for i in identities.values()})
         return found
 
     def _remember(self, identities: dict[str, Identity]) -> dict[str, Identity]:
