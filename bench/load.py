@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -41,37 +41,46 @@ class LoadResult:
 
 
 async def run_load(
-    url: str,
-    headers: dict[str, str],
-    body_for: Callable[[int], dict],
+    operation: Callable[[int], Awaitable[bool]],
     *,
     concurrency: int,
     duration_s: float,
     max_requests: int,
 ) -> LoadResult:
-    """Drive POSTs until the time or the request budget runs out; stops by itself."""
+    """Run `operation(n)` from N concurrent workers until the time or request budget runs out.
+
+    The operation returns whether it succeeded; the loop stops by itself either way.
+    """
     latencies: list[float] = []
     errors = 0
     issued = 0
     deadline = time.perf_counter() + duration_s
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
 
-        async def worker() -> None:
-            nonlocal errors, issued
-            while time.perf_counter() < deadline and issued < max_requests:
-                number = issued
-                issued += 1
-                started = time.perf_counter()
-                try:
-                    response = await client.post(url, json=body_for(number))
-                    ok = response.status_code == 200 and "errors" not in response.json()
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append((time.perf_counter() - started) * 1000)
-                errors += 0 if ok else 1
+    async def worker() -> None:
+        nonlocal errors, issued
+        while time.perf_counter() < deadline and issued < max_requests:
+            number = issued
+            issued += 1
+            started = time.perf_counter()
+            try:
+                ok = await operation(number)
+            except httpx.HTTPError:
+                ok = False
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += 0 if ok else 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return LoadResult(len(latencies), errors, elapsed, latencies)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(len(latencies), errors, time.perf_counter() - started, latencies)
+
+
+def graphql_operation(
+    client: httpx.AsyncClient, url: str, body_for: Callable[[int], dict]
+) -> Callable[[int], Awaitable[bool]]:
+    """One GraphQL POST per operation; success means HTTP 200 and no errors in the answer."""
+
+    async def operation(number: int) -> bool:
+        response = await client.post(url, json=body_for(number))
+        return response.status_code == 200 and "errors" not in response.json()
+
+    return operation

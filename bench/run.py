@@ -10,17 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import tempfile
 import time
+from collections.abc import Awaitable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
-from bench.load import LoadResult, run_load
+from adapters.billing import ACCOUNTS, BALANCES, BILLS
+from adapters.care import TICKETS
+from bench.load import LoadResult, graphql_operation, run_load
 from simulators.dataset import generate, has_certificate_typo
 from simulators.seed import seed_dataset
 from tests.harness import REPO, gateway_env, issue_key, running_gateway, running_simulators
@@ -32,9 +36,9 @@ QUERY_360 = """query($id: ID!) { customer(id: $id) {
     bills(first: 3) { items { amountDue { amount } } } }
   tickets(first: 5) { id status description }
 } }"""
-PAGE_50 = """query($after: String) { customers(first: 50, after: $after) {
+PAGE = """query($first: Int!) { customers(first: $first) {
   nodes { id profile { name starLevel } subscriptions { msisdn }
-    billingAccounts { balance { amount { amount } } } }
+    billingAccounts { balance { amount { amount } } } tickets(first: 3) { id } }
   pageInfo { endCursor } } }"""
 FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
 
@@ -48,27 +52,148 @@ def combine(results: list[LoadResult]) -> LoadResult:
     )
 
 
-async def resolve_ids(url: str, key: str, msisdns: list[str]) -> list[str]:
-    headers = {"X-Api-Key": key, "X-Purpose": "service"}
-    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
-        semaphore = asyncio.Semaphore(8)
+async def resolve_ids(client: httpx.AsyncClient, url: str, msisdns: list[str]) -> list[str]:
+    semaphore = asyncio.Semaphore(8)
 
-        async def one(msisdn: str) -> str | None:
-            async with semaphore:
-                body = (
-                    await client.post(url, json={"query": FIND, "variables": {"m": msisdn}})
-                ).json()
-            found = (body.get("data") or {}).get("customerByMsisdn")
-            return found["id"] if found else None
+    async def one(msisdn: str) -> str | None:
+        async with semaphore:
+            body = (await client.post(url, json={"query": FIND, "variables": {"m": msisdn}})).json()
+        found = (body.get("data") or {}).get("customerByMsisdn")
+        return found["id"] if found else None
 
-        return [i for i in await asyncio.gather(*(one(m) for m in msisdns)) if i]
+    return [i for i in await asyncio.gather(*(one(m) for m in msisdns)) if i]
 
 
-def backend_calls(client: httpx.Client, sims) -> dict[str, int]:
+SOAP = (
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:b="http://boss.simulator.switchboard/crm/v1"><soapenv:Body><b:{op}RequestMsg>'
+    "<b:RequestHeader><b:Version>1.0</b:Version><b:BusinessCode>{op}</b:BusinessCode>"
+    "<b:MessageSeq>bench</b:MessageSeq><b:LoginSystemCode>BENCH</b:LoginSystemCode>"
+    "</b:RequestHeader><b:{op}Request><b:CustomerNo>{no}</b:CustomerNo></b:{op}Request>"
+    "</b:{op}RequestMsg></soapenv:Body></soapenv:Envelope>"
+)
+
+
+def floor_operation(clients: dict[str, httpx.AsyncClient], sims, bundles: list) -> object:
+    """The same six backend calls as the 360 query, all at once, from a plain client.
+
+    One pooled client per backend, as the gateway has: httpx's pool slows down sharply with
+    many connections in one pool (measured: 367 req/s at 10 connections, 103 at 60).
+    """
+    boss = f"{sims.boss}/boss/services/BossService"
+    billing, care = clients["billing"], clients["care"]
+
+    def soap(op: str, customer_no: str) -> Awaitable[httpx.Response]:
+        return clients["boss"].post(
+            boss,
+            content=SOAP.format(op=op, no=customer_no),
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
+        )
+
+    async def operation(number: int) -> bool:
+        bundle = bundles[number % len(bundles)]
+        account, party = bundle.account.id, bundle.party.id
+        answers = await asyncio.gather(
+            soap("QueryCustomer", bundle.customer.customer_no),
+            soap("QuerySubscribers", bundle.customer.customer_no),
+            billing.get(f"{sims.billing}{ACCOUNTS}", params={"id": account}),
+            billing.get(f"{sims.billing}{BALANCES}", params={"billingAccount.id": account}),
+            billing.get(
+                f"{sims.billing}{BILLS}", params={"billingAccount.id": account, "limit": 3}
+            ),
+            care.get(f"{sims.care}{TICKETS}", params={"relatedParty.id": party}),
+        )
+        for answer in answers[2:]:
+            answer.json()
+        return all(a.status_code == 200 for a in answers)
+
+    return operation
+
+
+async def backend_calls(client: httpx.AsyncClient, sims) -> dict[str, int]:
     return {
-        name: client.get(f"{sims.of(name)}/_sim/stats").json()["total"]
+        name: (await client.get(f"{sims.of(name)}/_sim/stats")).json()["total"]
         for name in ("boss", "billing", "care")
     }
+
+
+async def page_scale(client: httpx.AsyncClient, url: str, sims, sizes: list[int]) -> list[dict]:
+    """Latency and backend calls per page as the page grows (known customers)."""
+    rows = []
+    for size in sizes:
+        variables = {"first": size}
+        await client.post(url, json={"query": PAGE, "variables": variables})  # resolve first
+        before = await backend_calls(client, sims)
+        started = time.perf_counter()
+        repeats = 3
+        for _ in range(repeats):
+            response = await client.post(url, json={"query": PAGE, "variables": variables})
+            response.raise_for_status()
+        elapsed_ms = (time.perf_counter() - started) * 1000 / repeats
+        after = await backend_calls(client, sims)
+        rows.append(
+            {
+                "page_size": size,
+                "mean_ms": round(elapsed_ms, 1),
+                "backend_calls_per_page": {k: (after[k] - before[k]) / repeats for k in after},
+            }
+        )
+    return rows
+
+
+async def measure(args: argparse.Namespace, sims, gateways: dict, bundles: list) -> dict:
+    msisdns = [
+        next(s.msisdn for s in b.subscribers if s.status != "D")
+        for b in bundles
+        if any(s.status != "D" for s in b.subscribers)
+    ]
+    clients = {
+        name: httpx.AsyncClient(
+            headers={"X-Api-Key": key, "X-Purpose": "service"},
+            limits=httpx.Limits(max_connections=args.concurrency),
+            timeout=30,
+        )
+        for name, (url, key) in gateways.items()
+    }
+    pool = args.concurrency * 2
+    plain = {
+        system: httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool), timeout=30
+        )
+        for system in ("boss", "billing", "care")
+    }
+    try:
+        ids = {
+            name: await resolve_ids(clients[name], gateways[name][0], msisdns) for name in gateways
+        }
+        operations = {
+            name: graphql_operation(
+                clients[name],
+                gateways[name][0],
+                lambda n, h=ids[name]: {"query": QUERY_360, "variables": {"id": h[n % len(h)]}},
+            )
+            for name in gateways
+        }
+        operations["floor"] = floor_operation(plain, sims, bundles)
+        phases: dict[str, list[LoadResult]] = {name: [] for name in operations}
+        for _round in range(args.rounds):
+            for name, operation in operations.items():
+                phases[name].append(
+                    await run_load(
+                        operation,
+                        concurrency=args.concurrency,
+                        duration_s=args.duration,
+                        max_requests=args.max_requests,
+                    )
+                )
+        results = {name: combine(found) for name, found in phases.items()}
+        scale = await page_scale(
+            clients["policies-on"], gateways["policies-on"][0], sims, args.page_sizes
+        )
+    finally:
+        for client in (*clients.values(), *plain.values()):
+            await client.aclose()
+    return {"load": results, "page_scale": scale}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -82,11 +207,7 @@ def run(args: argparse.Namespace) -> dict:
         for i in (rng.randrange(args.customers) for _ in range(args.sample))
         if not has_certificate_typo(args.seed, i)
     ]
-    msisdns = [
-        next((s.msisdn for s in generate(args.seed, i).subscribers if s.status != "D"), None)
-        for i in sample
-    ]
-    msisdns = [m for m in msisdns if m]
+    bundles = [generate(args.seed, i) for i in sample]
     with ExitStack() as stack:
         sims = stack.enter_context(running_simulators(data_dir))
         state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -100,53 +221,17 @@ def run(args: argparse.Namespace) -> dict:
             key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
             url = stack.enter_context(running_gateway(env, state / f"{name}.log"))
             gateways[name] = (f"{url}/graphql", key)
+        measured = asyncio.run(measure(args, sims, gateways, bundles))
 
-        ids = {
-            name: asyncio.run(resolve_ids(url, key, msisdns))
-            for name, (url, key) in gateways.items()
-        }
-        phases: dict[str, list[LoadResult]] = {name: [] for name in gateways}
-        for _round in range(args.rounds):
-            for name, (url, key) in gateways.items():
-                hub_ids = ids[name]
-                phases[name].append(
-                    asyncio.run(
-                        run_load(
-                            url,
-                            {"X-Api-Key": key, "X-Purpose": "service"},
-                            lambda n, h=hub_ids: {
-                                "query": QUERY_360,
-                                "variables": {"id": h[n % len(h)]},
-                            },
-                            concurrency=args.concurrency,
-                            duration_s=args.duration,
-                            max_requests=args.max_requests,
-                        )
-                    )
-                )
-        on, off = combine(phases["policies-on"]), combine(phases["policies-off"])
-
-        # A page of 50 customers: backend calls per page, on known customers.
-        url, key = gateways["policies-on"]
-        with httpx.Client(headers={"X-Api-Key": key, "X-Purpose": "service"}, timeout=60) as client:
-            client.post(url, json={"query": PAGE_50, "variables": {}})  # first sight: resolve
-            before = backend_calls(client, sims)
-            started = time.perf_counter()
-            pages = 5
-            for _ in range(pages):
-                client.post(url, json={"query": PAGE_50, "variables": {}}).raise_for_status()
-            page_ms = (time.perf_counter() - started) * 1000 / pages
-            after = backend_calls(client, sims)
-        calls_per_page = {k: (after[k] - before[k]) / pages for k in after}
-
+    on, off, floor = (measured["load"][k] for k in ("policies-on", "policies-off", "floor"))
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
         },
-        "dataset": {"customers": args.customers, "seed": args.seed, "sampled": len(msisdns)},
+        "dataset": {"customers": args.customers, "seed": args.seed, "sampled": len(bundles)},
         "load": {
             "concurrency": args.concurrency,
             "rounds": args.rounds,
@@ -155,14 +240,16 @@ def run(args: argparse.Namespace) -> dict:
         "scenarios": {
             "360, policies on": on.summary(),
             "360, policies off": off.summary(),
-            "page of 50 (known customers)": {
-                "mean_ms": round(page_ms, 1),
-                "backend_calls_per_page": calls_per_page,
-            },
+            "floor: the same 6 backend calls, direct and concurrent": floor.summary(),
         },
+        "page_scale": measured["page_scale"],
         "ratios": {
             "policies on/off, p50 latency": round(on.percentile(50) / off.percentile(50), 3),
             "policies on/off, throughput": round(on.throughput / off.throughput, 3),
+            "gateway/floor, p50 latency": round(on.percentile(50) / floor.percentile(50), 2),
+            "gateway p50 minus floor p50, ms (target < 3, warm)": round(
+                on.percentile(50) - floor.percentile(50), 1
+            ),
         },
     }
 
@@ -178,12 +265,14 @@ def table(result: dict) -> str:
                 f"| {name} | {s['throughput_rps']} | {s['p50_ms']} | {s['p95_ms']} | "
                 f"{s['p99_ms']} | {s['errors']} |"
             )
-    page = result["scenarios"]["page of 50 (known customers)"]
-    lines.append("")
-    lines.append(
-        f"Page of 50 known customers: {page['mean_ms']} ms per page, backend calls per page: "
-        + ", ".join(f"{k} {v:g}" for k, v in page["backend_calls_per_page"].items())
-    )
+    lines += ["", "| page size | ms per page | BOSS calls | billing calls | care calls |"]
+    lines.append("|---|---|---|---|---|")
+    for row in result["page_scale"]:
+        calls = row["backend_calls_per_page"]
+        lines.append(
+            f"| {row['page_size']} | {row['mean_ms']} | {calls['boss']:g} | "
+            f"{calls['billing']:g} | {calls['care']:g} |"
+        )
     lines.append("")
     for name, value in result["ratios"].items():
         lines.append(f"- {name}: **{value}**")
@@ -199,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per side")
     parser.add_argument("--max-requests", type=int, default=20_000, help="per phase")
+    parser.add_argument(
+        "--page-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 10, 50, 200]
+    )
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     result = run(args)
