@@ -1,15 +1,19 @@
-"""How the hub calls a backend: per-call timeout, pooled connections and retries for reads.
+"""How the hub calls a backend: one time budget, a breaker, a bulkhead, and retries for reads.
 
-Retries apply to idempotent reads only, and only to errors that may pass (unavailable, timed
-out), with jittered exponential backoff, inside one time budget per call so that a dead backend
-costs the caller at most its timeout. Writes are never retried here: they carry idempotency keys
-and are repeated, if at all, by the durable workflow that owns them.
+Every call, read or write, gets a deadline (the endpoint's timeout) and passes the backend's
+guard: the circuit breaker (fail fast while the system is down, probe it back) and the bulkhead
+(at most ``max_concurrency`` calls in flight; waiting for a slot spends the same budget).
+Reads are retried, and only for errors that may pass (unavailable, timed out), with jittered
+exponential backoff; attempts, backoff sleeps and slot waits all fit inside the one deadline,
+so a slow or dead backend costs the caller at most its timeout. Writes are never retried here:
+they carry idempotency keys and are repeated, if at all, by the durable workflow that owns them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import httpx
@@ -17,14 +21,137 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_random_exponential,
 )
 
+from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
 from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Counters of one backend since start (for /metrics)."""
+
+    #: Attempts that went to the backend (each retry counts).
+    attempts: int = 0
+    #: Attempts that ended unavailable or timed out.
+    failures: int = 0
+    #: Calls refused at once by the open circuit.
+    rejected: int = 0
+    #: Calls that found no free slot before their deadline.
+    slot_timeouts: int = 0
+
+
+class BackendGuard:
+    """The breaker, bulkhead and counters of one backend.
+
+    One per backend, shared by every call to it and read by /readyz and /metrics. The wiring
+    (``gateway/backends.py``) builds it and hands it over in the ``Endpoint``; an adapter built
+    without one (tests, scripts) gets its own from the endpoint's settings.
+    """
+
+    def __init__(
+        self,
+        system: str,
+        *,
+        failure_threshold: int = 5,
+        reset_s: float = 5.0,
+        max_concurrency: int = 50,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.system = system
+        self.breaker = breaker or CircuitBreaker(
+            system, failure_threshold=failure_threshold, reset_s=reset_s
+        )
+        self.bulkhead = Bulkhead(system, max_concurrency)
+        self.stats = CallStats()
+
+    @classmethod
+    def for_endpoint(cls, endpoint: Endpoint) -> BackendGuard:
+        return cls(
+            endpoint.system,
+            failure_threshold=endpoint.breaker_failure_threshold,
+            reset_s=endpoint.breaker_reset_s,
+            max_concurrency=endpoint.max_concurrency,
+        )
+
+    async def attempt(
+        self,
+        deadline: float,
+        call: Callable[P, Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """One attempt of a call: breaker, then a bulkhead slot, then the call, by ``deadline``."""
+        try:
+            probe = self.breaker.admit()
+        except AdapterError:
+            self.stats.rejected += 1
+            raise
+        try:
+            async with self.bulkhead.slot(deadline):
+                self.stats.attempts += 1
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        result = await call(*args, **kwargs)
+                except TimeoutError:
+                    # Our own deadline, not the transport's: the budget ran out mid-call.
+                    raise TimedOut(self.system, "did not answer within the timeout") from None
+        except AdapterError as error:
+            self._settle(probe, error)
+            raise
+        except BaseException:
+            # Cancelled by the caller: says nothing about the backend.
+            self.breaker.abandoned(probe)
+            raise
+        self.breaker.succeeded(probe)
+        return result
+
+    async def probe(self, ping: Callable[[], Awaitable[None]], timeout_s: float) -> None:
+        """A readiness probe that respects the breaker, outside the bulkhead.
+
+        An open circuit answers ``CircuitOpen`` without touching the network. Once the
+        cool-down is over, the ping is the half-open probe itself: a hub taken out of rotation
+        by its readiness check gets no traffic that could close the circuit, so the check has
+        to. While the circuit is closed the ping only reports: a cheap ping that passes must
+        not reset the count of real calls that keep failing.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        probe = self.breaker.admit()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await ping()
+        except TimeoutError:
+            if probe:
+                self.breaker.failed(probe)
+            raise TimedOut(self.system, "did not answer within the timeout") from None
+        except AdapterError as error:
+            if probe:
+                self._settle(probe, error, count=False)
+            raise
+        except BaseException:
+            self.breaker.abandoned(probe)
+            raise
+        if probe:
+            self.breaker.succeeded(probe)
+
+    def _settle(self, probe: bool, error: AdapterError, *, count: bool = True) -> None:
+        if is_failure(error):
+            if count:
+                self.stats.failures += 1
+            self.breaker.failed(probe)
+        elif isinstance(error, NoFreeSlot):
+            # The call never reached the backend.
+            if count:
+                self.stats.slot_timeouts += 1
+            self.breaker.abandoned(probe)
+        else:
+            # Not found, refused, unreadable: the system answered.
+            self.breaker.succeeded(probe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +164,14 @@ class Endpoint:
     max_connections: int = 50
     retry_attempts: int = 3
     retry_backoff_s: float = 0.05
+    #: Consecutive failed attempts (unavailable, timed out) that open the circuit.
+    breaker_failure_threshold: int = 5
+    #: Cool-down of an open circuit before one probe call may try the system again.
+    breaker_reset_s: float = 5.0
+    #: Bulkhead: calls in flight at once; more wait for a slot within their timeout.
+    max_concurrency: int = 50
+    #: The backend's shared guard; None builds one from the fields above.
+    guard: BackendGuard | None = field(default=None, compare=False, repr=False)
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -44,22 +179,33 @@ def _is_retryable(error: BaseException) -> bool:
 
 
 class CallPolicy:
-    """Runs calls to one backend: reads with retries, writes once."""
+    """Runs calls to one backend: reads with retries, writes once, all through its guard."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        self.guard = endpoint.guard or BackendGuard.for_endpoint(endpoint)
+        self._timeout_s = endpoint.timeout_s
         self._template = AsyncRetrying(
-            stop=stop_after_attempt(endpoint.retry_attempts) | stop_after_delay(endpoint.timeout_s),
+            # stop_before_delay counts the coming backoff sleep: no retry that would start
+            # after the budget is spent. Each attempt is also cut at the deadline itself.
+            stop=stop_after_attempt(endpoint.retry_attempts)
+            | stop_before_delay(endpoint.timeout_s),
             wait=wait_random_exponential(multiplier=endpoint.retry_backoff_s, max=1.0),
             retry=retry_if_exception(_is_retryable),
             reraise=True,
         )
 
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._timeout_s
+
     async def read(self, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+        deadline = self._deadline()
         # A copy per call: a retrying object keeps per-call state and calls run concurrently.
-        return await self._template.copy()(call, *args, **kwargs)
+        return await self._template.copy()(self.guard.attempt, deadline, call, *args, **kwargs)
 
     async def write(self, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
-        return await call(*args, **kwargs)
+        # Once, never retried: a timed-out write may have happened; its workflow repeats it
+        # with the same idempotency key.
+        return await self.guard.attempt(self._deadline(), call, *args, **kwargs)
 
 
 def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:

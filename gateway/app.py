@@ -1,4 +1,4 @@
-"""The ASGI application: /graphql, /healthz, /readyz, with authentication in front.
+"""The ASGI application: /graphql, /healthz, /readyz, /metrics, with authentication in front.
 
 Wiring is explicit: settings -> database engine -> adapters -> schema -> routes, all built in
 ``create_app`` and started in the lifespan, so tests and workers build the same thing.
@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -26,7 +26,8 @@ from strawberry.types import ExecutionResult
 
 from adapters import identity_store
 from adapters.errors import AdapterError
-from gateway import auth
+from adapters.resilience import BackendGuard
+from gateway import auth, metrics
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
@@ -207,20 +208,31 @@ class RequestIds:
             )
 
 
-async def _probe(name: str, ping: Any) -> tuple[str, dict[str, str]]:
+async def _probe(name: str, ping: Any, guard: BackendGuard) -> tuple[str, dict[str, Any]]:
+    """A backend's readiness: its ping through its circuit breaker, and the breaker's state.
+
+    An open circuit reports the backend down without touching the network; after the
+    cool-down the ping is the half-open probe, so readiness also brings a circuit back.
+    """
     try:
-        await asyncio.wait_for(ping(), READINESS_TIMEOUT_S)
-    except AdapterError as error:
-        return name, {"status": "down", "code": error.code}
-    except TimeoutError:
-        return name, {"status": "down", "code": "BACKEND_TIMEOUT"}
-    return name, {"status": "up"}
+        await guard.probe(ping, READINESS_TIMEOUT_S)
+    except AdapterError as error:  # CircuitOpen included: down, and no network call made
+        report: dict[str, Any] = {"status": "down", "code": error.code}
+    else:
+        report = {"status": "up"}
+    snapshot = guard.breaker.snapshot()
+    report["circuit"] = snapshot.state.value
+    report["consecutive_failures"] = snapshot.consecutive_failures
+    if snapshot.opened_at is not None:
+        report["opened_at"] = snapshot.opened_at.isoformat()
+    return name, report
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     engine = create_engine(settings.database_url)
-    backends = build_backends(settings, engine)
+    wiring = build_backends(settings, engine)
+    backends = wiring.backends
     keys = ApiKeyStore(engine)
     schema = build_schema(settings.graphql.document_cache_size)
     policies = PolicyStore(settings.policy_file or DEFAULT_POLICY_FILE, operation_names(schema))
@@ -247,15 +259,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         policies.start_watching(settings.policy_reload_interval_s)
         yield
         await policies.stop_watching()
-        for adapter in adapters:
-            await adapter.close()
+        await wiring.close()
         await engine.dispose()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        probes = await asyncio.gather(*(_probe(a.name, a.ping) for a in adapters))
+        probes = await asyncio.gather(
+            *(_probe(a.name, a.ping, wiring.guards[a.name]) for a in adapters)
+        )
         report = dict(probes)
         ready = all(p["status"] == "up" for p in report.values())
         return JSONResponse(
@@ -263,10 +276,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             status_code=200 if ready else 503,
         )
 
+    async def metrics_page(request: Request) -> PlainTextResponse:
+        # Backend names and cache kinds only: nothing here identifies a customer.
+        return PlainTextResponse(
+            metrics.render(wiring.guards, wiring.cache), media_type=metrics.CONTENT_TYPE
+        )
+
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_page),
             Route(
                 "/graphql",
                 Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),

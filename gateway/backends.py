@@ -1,41 +1,103 @@
-"""Builds the adapters and identity services from settings: the one place they are wired."""
+"""Builds the adapters and identity services from settings: the one place they are wired.
+
+Each backend gets one guard (circuit breaker, bulkhead, counters) handed to its adapter in the
+``Endpoint`` and kept here for /readyz and /metrics. With the cache on, every adapter is wrapped
+in its cached counterpart, sharing one ``RecordCache``; the identity resolver gets the wrapped
+ones too (its lookups pass through uncached).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.billing import BillingAdapter
 from adapters.boss import BossAdapter
+from adapters.cache import (
+    CachedBillingSystem,
+    CachedCareSystem,
+    CachedCustomerSystem,
+    RecordCache,
+)
 from adapters.care import CareAdapter
+from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
-from adapters.resilience import Endpoint
-from gateway.settings import BackendSettings, Settings
+from adapters.resilience import BackendGuard, Endpoint
+from gateway.settings import BackendSettings, CacheSettings, Settings
 from schema.context import Backends
 
 
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What ``build_backends`` made: the schema's backends, plus what /readyz and /metrics read."""
+
+    backends: Backends
+    #: One guard per backend, by system name ("boss", "billing", "care").
+    guards: Mapping[str, BackendGuard]
+    #: The shared read-through cache; None when ``cache.enabled`` is false.
+    cache: RecordCache | None
+
+    async def close(self) -> None:
+        for adapter in (self.backends.boss, self.backends.billing, self.backends.care):
+            await adapter.close()
+        if self.cache is not None:
+            await self.cache.close()
+
+
 def _endpoint(system: str, backend: BackendSettings) -> Endpoint:
-    return Endpoint(
+    endpoint = Endpoint(
         system=system,
         base_url=backend.base_url,
         timeout_s=backend.timeout_s,
         max_connections=backend.max_connections,
         retry_attempts=backend.retry_attempts,
         retry_backoff_s=backend.retry_backoff_s,
+        breaker_failure_threshold=backend.breaker_failure_threshold,
+        breaker_reset_s=backend.breaker_reset_s,
+        max_concurrency=backend.max_concurrency,
     )
+    # The guard is built here, not in the adapter, so that /readyz and /metrics can see it.
+    return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
 
 
-def build_backends(settings: Settings, engine: AsyncEngine) -> Backends:
-    boss = BossAdapter(
-        _endpoint("boss", settings.boss),
+def build_cache(settings: CacheSettings) -> RecordCache | None:
+    if not settings.enabled:
+        return None
+    ttls = settings.ttl_s.model_dump()
+    if settings.backend == "redis":
+        return RecordCache.on_redis(
+            settings.redis_url,
+            timeout_s=settings.operation_timeout_s,
+            ttls=ttls,
+            namespace=settings.namespace,
+        )
+    return RecordCache.in_memory(ttls=ttls, namespace=settings.namespace)
+
+
+def build_backends(settings: Settings, engine: AsyncEngine) -> Wiring:
+    endpoints = {
+        "boss": _endpoint("boss", settings.boss),
+        "billing": _endpoint("billing", settings.billing),
+        "care": _endpoint("care", settings.care),
+    }
+    boss: CustomerSystem = BossAdapter(
+        endpoints["boss"],
         wsdl_path=settings.boss.wsdl_path,
         service_path=settings.boss.service_path,
         login_system_code=settings.boss.login_system_code,
     )
-    billing = BillingAdapter(_endpoint("billing", settings.billing))
-    care = CareAdapter(_endpoint("care", settings.care))
+    billing: BillingSystem = BillingAdapter(endpoints["billing"])
+    care: CareSystem = CareAdapter(endpoints["care"])
+    cache = build_cache(settings.cache)
+    if cache is not None:
+        boss = CachedCustomerSystem(boss, cache)
+        billing = CachedBillingSystem(billing, cache)
+        care = CachedCareSystem(care, cache)
     store = IdentityStore(engine)
-    return Backends(
+    backends = Backends(
         boss=boss,
         billing=billing,
         care=care,
@@ -43,3 +105,5 @@ def build_backends(settings: Settings, engine: AsyncEngine) -> Backends:
         identity_resolver=IdentityResolver(store, billing, care),
         max_page_size=settings.graphql.max_page_size,
     )
+    guards = {name: endpoint.guard for name, endpoint in endpoints.items() if endpoint.guard}
+    return Wiring(backends=backends, guards=guards, cache=cache)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -33,6 +33,21 @@ class BackendSettings(BaseModel):
         default=3, ge=1, le=10, description="Attempts for idempotent reads (1 = no retry)."
     )
     retry_backoff_s: float = Field(default=0.05, ge=0)
+    max_concurrency: int = Field(
+        default=50,
+        ge=1,
+        description="Bulkhead: calls in flight at once; more wait for a slot within the timeout.",
+    )
+    breaker_failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive failed attempts (unavailable, timed out) that open the circuit.",
+    )
+    breaker_reset_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Cool-down of an open circuit before one probe call tries the system again.",
+    )
 
 
 class BossSettings(BackendSettings):
@@ -54,6 +69,40 @@ class GraphQLSettings(BaseModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
     document_cache_size: int = Field(default=1024, ge=0)
+
+
+class CacheTtlSettings(BaseModel):
+    """Seconds a cached record of each kind is served; 0 leaves that kind uncached."""
+
+    profile: float = Field(default=300, ge=0)
+    subscriptions: float = Field(default=60, ge=0)
+    line_by_msisdn: float = Field(default=60, ge=0, description="The line customerByMsisdn finds.")
+    offerings: float = Field(default=3600, ge=0)
+    billing_account: float = Field(default=300, ge=0)
+    balance: float = Field(default=30, ge=0)
+    bills: float = Field(default=300, ge=0)
+    payments: float = Field(default=300, ge=0)
+    tickets: float = Field(default=30, ge=0)
+    interactions: float = Field(default=60, ge=0)
+
+
+class CacheSettings(BaseModel):
+    """The read-through cache in front of the backends (adapters/cache.py)."""
+
+    enabled: bool = Field(default=True, description="Off to measure the cache's effect (bench/).")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: per process; redis: shared (scaled mode)."
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    namespace: str = Field(
+        default="switchboard",
+        min_length=1,
+        description="Prefix of every cache key (hubs sharing one Redis need the same one).",
+    )
+    operation_timeout_s: float = Field(
+        default=0.25, gt=0, description="A Redis operation slower than this is a miss."
+    )
+    ttl_s: CacheTtlSettings = Field(default_factory=CacheTtlSettings)
 
 
 class Settings(BaseSettings):
@@ -85,6 +134,7 @@ class Settings(BaseSettings):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     care: CareSettings = Field(default_factory=CareSettings)
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -125,6 +125,9 @@ def gateway(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> It
         SWITCHBOARD_BILLING__TIMEOUT_S="1.0",
         SWITCHBOARD_CARE__TIMEOUT_S="1.0",
         SWITCHBOARD_BOSS__TIMEOUT_S="1.0",
+        # These tests inject failures per request and count backend calls: no read-through
+        # cache in between (tests/test_cache.py runs a gateway with it on).
+        SWITCHBOARD_CACHE__ENABLED="false",
         SWITCHBOARD_GRAPHQL__GRAPHIQL="true",
         SWITCHBOARD_POLICY_FILE=str(policy_file),
         SWITCHBOARD_POLICY_RELOAD_INTERVAL_S="0.2",
@@ -200,3 +203,30 @@ def postgres_url() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         _run_aside(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _redis_unavailable_reason() -> str | None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (OSError, redis.RedisError) as error:
+        return f"Redis not reachable at {REDIS_URL}: {type(error).__name__}"
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis (scaled mode); tests keep to a key namespace of their own."""
+    reason = _redis_unavailable_reason()
+    if reason:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{reason} (SWITCHBOARD_REQUIRE_SERVICES=1: CI must not skip)")
+        pytest.skip(reason)
+    return REDIS_URL
