@@ -621,7 +621,7 @@ query($id: ID!) { customer(id: $id) {
 FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
 
 
-def _issue_key_in_process(database_url: str) -> str:
+def _issue_key_in_process(database_url: str, role: str = "agent", channel: str = "agent") -> str:
     """Like `switchboard keys create`, without paying a CLI process start."""
 
     async def issue() -> str:
@@ -629,7 +629,7 @@ def _issue_key_in_process(database_url: str) -> str:
         try:
             await create_tables(engine, identity_store.metadata, auth.metadata)
             issued = await ApiKeyStore(engine).issue(
-                subject="test-cache", role="agent", channel="agent", scopes=("customer:read",)
+                subject="test-cache", role=role, channel=channel, scopes=("customer:read",)
             )
             return issued.key
         finally:
@@ -637,6 +637,9 @@ def _issue_key_in_process(database_url: str) -> str:
 
     with ThreadPoolExecutor(max_workers=1) as pool:  # the test may run inside a loop
         return pool.submit(asyncio.run, issue()).result()
+
+
+CACHED_GATEWAY_APP_KEYS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -651,7 +654,9 @@ def cached_gateway(sims, tmp_path_factory):
         SWITCHBOARD_BILLING__BREAKER_RESET_S="600",
     )
     key = _issue_key_in_process(f"sqlite+aiosqlite:///{state}/hub.db")
+    app_key = _issue_key_in_process(f"sqlite+aiosqlite:///{state}/hub.db", "customer", "app")
     with running_gateway(env, state / "gateway.log") as url:
+        CACHED_GATEWAY_APP_KEYS[url] = app_key
         yield url, {"X-Api-Key": key, "X-Purpose": "service"}
 
 
@@ -713,3 +718,24 @@ def test_the_gateway_opens_billings_circuit_and_reports_it(cached_gateway, contr
     assert control.total("billing") == calls  # an open circuit is not probed
     assert metric(cached_gateway, 'switchboard_backend_circuit_state{backend="billing"}') == 2
     assert metric(cached_gateway, 'switchboard_backend_rejected_total{backend="billing"}') >= 1
+
+
+def test_a_masked_channel_never_gets_a_clear_value_from_the_cache(
+    cached_gateway, control, customers
+):
+    bundle = customers[37]
+    line = active_line(bundle).msisdn
+    hub_id = ask(cached_gateway, FIND, {"m": line})["data"]["customerByMsisdn"]["id"]
+    clear = ask(cached_gateway, QUERY_360, {"id": hub_id})  # the agent, purpose service
+    assert bundle.customer.name in str(clear)
+    control.reset()
+    url, _ = cached_gateway
+    app = (url, {"X-Api-Key": CACHED_GATEWAY_APP_KEYS[url]})
+    masked = ask(app, QUERY_360, {"id": hub_id})
+    assert {s: control.total(s) for s in ("boss", "billing", "care")} == {
+        "boss": 0,
+        "billing": 0,
+        "care": 0,
+    }  # the app's answer came from the cache the agent filled...
+    assert bundle.customer.name not in str(masked)  # ...and still went through the policy
+    assert line not in str(masked)
