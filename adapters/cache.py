@@ -83,6 +83,7 @@ from adapters.records import (
 log = logging.getLogger("switchboard.cache")
 
 V = TypeVar("V")
+B = TypeVar("B", CustomerSystem, BillingSystem, CareSystem)
 
 #: Bills and payments cached per account: the newest this many, one backend page.
 LIST_WINDOW = 50
@@ -457,10 +458,10 @@ class RecordCache:
 # --- the wrappers -----------------------------------------------------------------------------
 
 
-class CachedCustomerSystem:
-    """A CustomerSystem whose reads go through the cache; writes evict what they change."""
+class _CachedBackend(Generic[B]):
+    """The life cycle every cached wrapper passes through to the adapter it wraps."""
 
-    def __init__(self, inner: CustomerSystem, cache: RecordCache) -> None:
+    def __init__(self, inner: B, cache: RecordCache) -> None:
         self.inner = inner
         self.name = inner.name
         self._cache = cache
@@ -473,6 +474,10 @@ class CachedCustomerSystem:
 
     async def ping(self) -> None:
         await self.inner.ping()
+
+
+class CachedCustomerSystem(_CachedBackend[CustomerSystem]):
+    """A CustomerSystem whose reads go through the cache; writes evict what they change."""
 
     async def get_customers(self, customer_nos: Sequence[str]) -> Mapping[str, CustomerProfile]:
         return await self._cache.many(PROFILE, customer_nos, self.inner.get_customers)
@@ -550,22 +555,8 @@ class CachedCustomerSystem:
         return await self.inner.get_order(order_id)
 
 
-class CachedBillingSystem:
+class CachedBillingSystem(_CachedBackend[BillingSystem]):
     """A BillingSystem whose reads go through the cache; adjustments evict the account."""
-
-    def __init__(self, inner: BillingSystem, cache: RecordCache) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self._cache = cache
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
 
     async def find_accounts(
         self, *, certificate_nos: Sequence[str] = (), msisdns: Sequence[str] = ()
@@ -628,22 +619,8 @@ async def _windowed(
     return await list_page(account_id, offset, limit)
 
 
-class CachedCareSystem:
+class CachedCareSystem(_CachedBackend[CareSystem]):
     """A CareSystem whose reads go through the cache; ticket writes evict the party's tickets."""
-
-    def __init__(self, inner: CareSystem, cache: RecordCache) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self._cache = cache
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
 
     async def find_parties(
         self, *, id_card_numbers: Sequence[str] = (), msisdns: Sequence[str] = ()
