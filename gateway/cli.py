@@ -49,8 +49,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import DemoOptions, run_demo
 
-    settings = _settings(args).model_copy(
-        update={"graphql": _settings(args).graphql.model_copy(update={"graphiql": True})}
+    configured = _settings(args)
+    # The demo always serves GraphiQL, whatever the configuration says.
+    settings = configured.model_copy(
+        update={"graphql": configured.graphql.model_copy(update={"graphiql": True})}
     )
     return run_demo(
         settings,
