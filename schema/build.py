@@ -7,11 +7,26 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors
-from schema.query import Query
+from schema.query import Query as CustomerQuery
+
+# Each feature keeps its root fields in its own module; the roots are merged here so that a
+# new feature adds one entry to a tuple instead of editing another feature's class.
+QUERY_ROOTS: tuple[type, ...] = (CustomerQuery,)
+MUTATION_ROOTS: tuple[type, ...] = ()
+SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
+
+
+def _merged(name: str, roots: tuple[type, ...]) -> type | None:
+    if not roots:
+        return None
+    if len(roots) == 1:
+        return roots[0]
+    return merge_types(name, roots)
 
 
 class GraphSchema(strawberry.Schema):
@@ -31,14 +46,23 @@ def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
             ParserCache(maxsize=document_cache_size),
             ValidationCache(maxsize=document_cache_size),
         ]
-    return GraphSchema(query=Query, extensions=extensions)
+    return GraphSchema(
+        query=_merged("Query", QUERY_ROOTS),
+        mutation=_merged("Mutation", MUTATION_ROOTS),
+        subscription=_merged("Subscription", SUBSCRIPTION_ROOTS),
+        extensions=extensions,
+    )
 
 
 def operation_names(schema: strawberry.Schema) -> set[str]:
-    """The root fields a channel profile may list (queries, and mutations when there are)."""
+    """The root fields a channel profile may list: queries, mutations and subscriptions."""
     graphql_schema = schema._schema
     names: set[str] = set()
-    for root in (graphql_schema.query_type, graphql_schema.mutation_type):
+    for root in (
+        graphql_schema.query_type,
+        graphql_schema.mutation_type,
+        graphql_schema.subscription_type,
+    ):
         if root is not None:
             names |= set(root.fields)
     return names
