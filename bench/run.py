@@ -3,6 +3,11 @@
 Run with `make bench` (or `python -m bench --help`). Figures on a shared 2-core machine are
 noisy: what to read are the ratios, each measured in one run with the phases interleaved
 (A, B, A, B) so that drift hits both sides alike.
+
+Throughput rows are driven by wrk when it is installed (a separate C process; Debian package
+`wrk`), else by the Python generator in `bench/load.py`, which shares the cores with what it
+measures. Latency-overhead rows are sequential (one client), where the generator's own cost
+does not distort what it measures.
 """
 
 from __future__ import annotations
@@ -14,22 +19,30 @@ import os
 import platform
 import random
 import tempfile
-import time
-from collections.abc import Awaitable
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+import aiohttp
 import yaml
 
-from adapters.billing import ACCOUNTS, BALANCES, BILLS
-from adapters.care import TICKETS
+from bench import wrk
+from bench.floor import floor_operation
 from bench.load import LoadResult, graphql_operation, run_load
+from bench.report import table
 from gateway.policy_store import DEFAULT_POLICY_FILE
-from simulators.dataset import generate, has_certificate_typo
+from simulators.dataset import CustomerBundle, generate, has_certificate_typo
 from simulators.seed import seed_dataset
-from tests.harness import REPO, gateway_env, issue_key, running_gateway, running_simulators
+from tests.harness import (
+    REPO,
+    SimulatorUrls,
+    gateway_env,
+    issue_key,
+    running_gateway,
+    running_simulators,
+)
 
 QUERY_360 = """query($id: ID!) { customer(id: $id) {
   id profile { name certificateNumber starLevel segment }
@@ -43,6 +56,279 @@ PAGE = """query($first: Int!) { customers(first: $first) {
     billingAccounts { balance { amount { amount } } } tickets(first: 3) { id } }
   pageInfo { endCursor } } }"""
 FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
+SYSTEMS = ("boss", "billing", "care")
+#: Latencies the issue calls realistic for the legacy systems, per call (min, max ms).
+REALISTIC_LATENCY_MS = {"boss": [30, 80], "billing": [10, 40], "care": [10, 30]}
+#: The targets of the resilience-and-caching issue, against the peer's measured figures.
+PEER_RPS, PEER_P99_MS = 345.0, 55.0
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    url: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Api-Key": self.key, "X-Purpose": "service"}
+
+
+def sample_bundles(customers: int, seed: int, size: int) -> list[CustomerBundle]:
+    """Customers the load cycles over, without those with a planted identity conflict.
+
+    Those answer with a (correct) coded error and would count as failed requests.
+    """
+    rng = random.Random(seed)
+    picked = (rng.randrange(customers) for _ in range(size))
+    return [generate(seed, i) for i in picked if not has_certificate_typo(seed, i)]
+
+
+def active_msisdns(bundles: list[CustomerBundle]) -> list[str]:
+    return [
+        next(s.msisdn for s in b.subscribers if s.status != "D")
+        for b in bundles
+        if any(s.status != "D" for s in b.subscribers)
+    ]
+
+
+class Bench:
+    """The measuring side: one HTTP session, the simulators' counters, the load drivers."""
+
+    def __init__(self, args: argparse.Namespace, sims: SimulatorUrls) -> None:
+        self.args = args
+        self.sims = sims
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def post(self, gateway: Gateway, body: dict) -> dict:
+        async with self.session.post(gateway.url, json=body, headers=gateway.headers) as answer:
+            return await answer.json()
+
+    async def resolve_ids(self, gateway: Gateway, msisdns: list[str]) -> list[str]:
+        semaphore = asyncio.Semaphore(8)
+
+        async def one(msisdn: str) -> str | None:
+            async with semaphore:
+                body = await self.post(gateway, {"query": FIND, "variables": {"m": msisdn}})
+            found = (body.get("data") or {}).get("customerByMsisdn")
+            return found["id"] if found else None
+
+        return [i for i in await asyncio.gather(*(one(m) for m in msisdns)) if i]
+
+    async def calls(self, sims: SimulatorUrls | None = None) -> dict[str, int]:
+        sims = sims or self.sims
+        totals = {}
+        for system in SYSTEMS:
+            async with self.session.get(f"{sims.of(system)}/_sim/stats") as answer:
+                totals[system] = (await answer.json())["total"]
+        return totals
+
+    async def ready(self, gateway: Gateway, timeout_s: float = 30.0) -> None:
+        """Wait until the gateway reports every backend up (its circuits closed again)."""
+        readyz = gateway.url.removesuffix("/graphql") + "/readyz"
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            async with self.session.get(readyz) as answer:
+                if answer.status == 200:
+                    return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"{gateway.name} did not become ready again")
+
+    async def control(self, system: str, body: dict) -> None:
+        async with self.session.post(f"{self.sims.of(system)}/_sim/control", json=body) as answer:
+            answer.raise_for_status()
+
+    async def counted(
+        self, measure: Callable[[], Awaitable[dict]], sims: SimulatorUrls | None = None
+    ) -> dict:
+        """A measurement with the backend calls it caused, per operation."""
+        before = await self.calls(sims)
+        row = await measure()
+        after = await self.calls(sims)
+        done = max(1, row["requests"])
+        row["calls_per_op"] = {k: round((after[k] - before[k]) / done, 2) for k in after}
+        return row
+
+    async def throughput(self, gateway: Gateway, bodies: list[dict]) -> dict:
+        """Closed-loop load at the configured concurrency, bounded in time and requests."""
+        args = self.args
+        if wrk.available() and not args.python_load:
+            return await asyncio.to_thread(
+                wrk.run_wrk,
+                gateway.url,
+                gateway.headers,
+                bodies,
+                connections=args.concurrency,
+                duration_s=args.duration,
+                max_requests=args.max_requests,
+            )
+        operation = graphql_operation(
+            self.session, gateway.url, gateway.headers, lambda n: bodies[n % len(bodies)]
+        )
+        result = await run_load(
+            operation,
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            max_requests=args.max_requests,
+        )
+        return result.summary()
+
+    async def sequential(self, operation: Callable[[int], Awaitable[bool]]) -> LoadResult:
+        """One client, one request at a time: latency without queueing."""
+        return await run_load(
+            operation,
+            concurrency=1,
+            duration_s=self.args.sequential_duration,
+            max_requests=self.args.sequential_requests,
+        )
+
+    def query(self, gateway: Gateway, bodies: list[dict]) -> Callable[[int], Awaitable[bool]]:
+        return graphql_operation(
+            self.session, gateway.url, gateway.headers, lambda n: bodies[n % len(bodies)]
+        )
+
+
+def bodies_360(ids: list[str]) -> list[dict]:
+    return [{"query": QUERY_360, "variables": {"id": i}} for i in ids]
+
+
+def partial_360(bench: Bench, gateway: Gateway, bodies: list[dict]) -> Callable:
+    """The 360 query where one backend is down: a success is the other systems' fields."""
+
+    async def operation(number: int) -> bool:
+        answer = await bench.post(gateway, bodies[number % len(bodies)])
+        customer = (answer.get("data") or {}).get("customer") or {}
+        return bool(customer.get("profile")) and customer.get("tickets") is not None
+
+    return operation
+
+
+async def page_scale(bench: Bench, gateway: Gateway, sizes: list[int]) -> list[dict]:
+    """Latency and backend calls per page as the page grows (known customers)."""
+    rows = []
+    for size in sizes:
+        body = {"query": PAGE, "variables": {"first": size}}
+        await bench.post(gateway, body)  # resolve the page's identities first
+        operation = bench.query(gateway, [body])
+        row = await bench.counted(lambda op=operation: _repeated(op))
+        rows.append({"page_size": size, **row})
+    return rows
+
+
+async def _summary(running: Awaitable[LoadResult]) -> dict:
+    return (await running).summary()
+
+
+async def _repeated(operation: Callable[[int], Awaitable[bool]], times: int = 5) -> dict:
+    """A few sequential runs of one operation (for rows about calls and growth, not load)."""
+    return await _summary(run_load(operation, concurrency=1, duration_s=30, max_requests=times))
+
+
+async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list) -> dict:
+    args = bench.args
+    msisdns = active_msisdns(bundles)
+    bodies = {
+        name: bodies_360(await bench.resolve_ids(gw, msisdns)) for name, gw in gateways.items()
+    }
+    on, cached = gateways["policies-on"], gateways["cache-on"]
+    floor = floor_operation(bench.session, bench.sims, bundles)
+
+    # Warm the cache-on gateway (every worker) before it is measured.
+    await bench.throughput(cached, bodies["cache-on"])
+
+    # Throughput: interleaved rounds, so drift hits each side alike.
+    phases: dict[str, list[dict]] = {name: [] for name in gateways}
+    for _round in range(args.rounds):
+        for name, gateway in gateways.items():
+            phases[name].append(
+                await bench.counted(lambda g=gateway, b=bodies[name]: bench.throughput(g, b))
+            )
+    throughput = {name: merge_rows(rows) for name, rows in phases.items()}
+
+    # Latency overhead, sequential: the floor against the gateway, cold and warm.
+    sequential = {}
+    for name, operation in (
+        ("floor", floor),
+        ("policies-on", bench.query(on, bodies["policies-on"])),
+        ("cache-on", bench.query(cached, bodies["cache-on"])),
+        ("floor", floor),
+        ("policies-on", bench.query(on, bodies["policies-on"])),
+        ("cache-on", bench.query(cached, bodies["cache-on"])),
+    ):
+        sequential.setdefault(name, []).append(await bench.sequential(operation))
+    overhead = {name: combine(results).summary() for name, results in sequential.items()}
+
+    page_body = [{"query": PAGE, "variables": {"first": 50}}]
+    await bench.post(on, page_body[0])
+    page_50 = await bench.counted(lambda: bench.throughput(on, page_body))
+
+    # One backend down: the other systems' fields, sequential, against the same query up.
+    normal = await bench.sequential(partial_360(bench, on, bodies["policies-on"]))
+    await bench.control("billing", {"down": True})
+    try:
+        await bench.sequential(partial_360(bench, on, bodies["policies-on"][:20]))  # open it
+        down = await bench.sequential(partial_360(bench, on, bodies["policies-on"]))
+    finally:
+        await bench.control("billing", {"down": False})
+        await bench.ready(on)
+
+    # Realistic backend latencies.
+    for system, latency in REALISTIC_LATENCY_MS.items():
+        await bench.control(system, {"latency_ms": latency})
+    try:
+        realistic = await bench.counted(lambda: bench.throughput(on, bodies["policies-on"]))
+        realistic_cached = await bench.counted(lambda: bench.throughput(cached, bodies["cache-on"]))
+        realistic_floor = await bench.sequential(floor)
+    finally:
+        for system in SYSTEMS:
+            await bench.control(system, {"latency_ms": None})
+
+    scale = await page_scale(bench, on, args.page_sizes)
+    return {
+        "throughput": throughput,
+        "sequential": overhead,
+        "page_50": page_50,
+        "billing_down": {"normal": normal.summary(), "down": down.summary()},
+        "realistic": {
+            "360, cache off": realistic,
+            "360, cache on": realistic_cached,
+            "floor, sequential": realistic_floor.summary(),
+        },
+        "page_scale": scale,
+    }
+
+
+async def measure_dataset(bench: Bench, sims: SimulatorUrls, gateway: Gateway, bundles) -> dict:
+    """How the 360 query and a page of 50 behave on a dataset of another size."""
+    ids = await bench.resolve_ids(gateway, active_msisdns(bundles))
+    query = bench.query(gateway, bodies_360(ids))
+    row_360 = await bench.counted(lambda: _summary(bench.sequential(query)), sims)
+    page = {"query": PAGE, "variables": {"first": 50}}
+    await bench.post(gateway, page)
+    row_page = await bench.counted(lambda: _repeated(bench.query(gateway, [page])), sims)
+    return {"360, sequential": row_360, "page of 50, sequential": row_page}
+
+
+def merge_rows(rows: list[dict]) -> dict:
+    """Rounds of one scenario as one row (requests summed, latencies averaged)."""
+    total = sum(r["requests"] for r in rows)
+    merged = {
+        "requests": total,
+        "errors": sum(r["errors"] for r in rows),
+        "throughput_rps": round(sum(r["throughput_rps"] for r in rows) / len(rows), 1),
+    }
+    for key in ("p50_ms", "p95_ms", "p99_ms", "mean_ms"):
+        merged[key] = round(sum(r[key] * r["requests"] for r in rows) / max(1, total), 2)
+    merged["calls_per_op"] = {
+        k: round(sum(r["calls_per_op"][k] * r["requests"] for r in rows) / max(1, total), 2)
+        for k in SYSTEMS
+    }
+    return merged
 
 
 def combine(results: list[LoadResult]) -> LoadResult:
@@ -54,192 +340,128 @@ def combine(results: list[LoadResult]) -> LoadResult:
     )
 
 
-async def resolve_ids(client: httpx.AsyncClient, url: str, msisdns: list[str]) -> list[str]:
-    semaphore = asyncio.Semaphore(8)
-
-    async def one(msisdn: str) -> str | None:
-        async with semaphore:
-            body = (await client.post(url, json={"query": FIND, "variables": {"m": msisdn}})).json()
-        found = (body.get("data") or {}).get("customerByMsisdn")
-        return found["id"] if found else None
-
-    return [i for i in await asyncio.gather(*(one(m) for m in msisdns)) if i]
+def seeded(customers: int, seed: int) -> Path:
+    data_dir = REPO / "bench" / ".data" / f"{customers}-{seed}"
+    seed_dataset(data_dir, customers, seed, progress=None)
+    return data_dir
 
 
-SOAP = (
-    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
-    'xmlns:b="http://boss.simulator.switchboard/crm/v1"><soapenv:Body><b:{op}RequestMsg>'
-    "<b:RequestHeader><b:Version>1.0</b:Version><b:BusinessCode>{op}</b:BusinessCode>"
-    "<b:MessageSeq>bench</b:MessageSeq><b:LoginSystemCode>BENCH</b:LoginSystemCode>"
-    "</b:RequestHeader><b:{op}Request><b:CustomerNo>{no}</b:CustomerNo></b:{op}Request>"
-    "</b:{op}RequestMsg></soapenv:Body></soapenv:Envelope>"
-)
-
-
-def floor_operation(clients: dict[str, httpx.AsyncClient], sims, bundles: list) -> object:
-    """The same six backend calls as the 360 query, all at once, from a plain client.
-
-    One pooled client per backend, as the gateway has: httpx's pool slows down sharply with
-    many connections in one pool (measured: 367 req/s at 10 connections, 103 at 60).
-    """
-    boss = f"{sims.boss}/boss/services/BossService"
-    billing, care = clients["billing"], clients["care"]
-
-    def soap(op: str, customer_no: str) -> Awaitable[httpx.Response]:
-        return clients["boss"].post(
-            boss,
-            content=SOAP.format(op=op, no=customer_no),
-            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": op},
-        )
-
-    async def operation(number: int) -> bool:
-        bundle = bundles[number % len(bundles)]
-        account, party = bundle.account.id, bundle.party.id
-        answers = await asyncio.gather(
-            soap("QueryCustomer", bundle.customer.customer_no),
-            soap("QuerySubscribers", bundle.customer.customer_no),
-            billing.get(f"{sims.billing}{ACCOUNTS}", params={"id": account}),
-            billing.get(f"{sims.billing}{BALANCES}", params={"billingAccount.id": account}),
-            billing.get(
-                f"{sims.billing}{BILLS}", params={"billingAccount.id": account, "limit": 3}
-            ),
-            care.get(f"{sims.care}{TICKETS}", params={"relatedParty.id": party}),
-        )
-        for answer in answers[2:]:
-            answer.json()
-        return all(a.status_code == 200 for a in answers)
-
-    return operation
-
-
-async def backend_calls(client: httpx.AsyncClient, sims) -> dict[str, int]:
-    return {
-        name: (await client.get(f"{sims.of(name)}/_sim/stats")).json()["total"]
-        for name in ("boss", "billing", "care")
+@contextmanager
+def started_gateways(
+    args: argparse.Namespace, sims: SimulatorUrls, state: Path, kinds: tuple[str, ...]
+) -> Iterator[dict[str, Gateway]]:
+    # The agent channel's rate limit (600 a minute) would turn the load into 429s: the
+    # benchmark runs the bundled policy without it.
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    policy["channels"]["agent"].pop("rate_limit_per_minute", None)
+    policy_file = state / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
+    # name -> (policy enforcement, read cache)
+    settings = {
+        "policies-on": ("true", "false"),
+        "policies-off": ("false", "false"),
+        "cache-on": ("true", "true"),
     }
-
-
-async def page_scale(client: httpx.AsyncClient, url: str, sims, sizes: list[int]) -> list[dict]:
-    """Latency and backend calls per page as the page grows (known customers)."""
-    rows = []
-    for size in sizes:
-        variables = {"first": size}
-        await client.post(url, json={"query": PAGE, "variables": variables})  # resolve first
-        before = await backend_calls(client, sims)
-        started = time.perf_counter()
-        repeats = 3
-        for _ in range(repeats):
-            response = await client.post(url, json={"query": PAGE, "variables": variables})
-            response.raise_for_status()
-        elapsed_ms = (time.perf_counter() - started) * 1000 / repeats
-        after = await backend_calls(client, sims)
-        rows.append(
-            {
-                "page_size": size,
-                "mean_ms": round(elapsed_ms, 1),
-                "backend_calls_per_page": {k: (after[k] - before[k]) / repeats for k in after},
-            }
-        )
-    return rows
-
-
-async def measure(args: argparse.Namespace, sims, gateways: dict, bundles: list) -> dict:
-    msisdns = [
-        next(s.msisdn for s in b.subscribers if s.status != "D")
-        for b in bundles
-        if any(s.status != "D" for s in b.subscribers)
-    ]
-    clients = {
-        name: httpx.AsyncClient(
-            headers={"X-Api-Key": key, "X-Purpose": "service"},
-            limits=httpx.Limits(max_connections=args.concurrency),
-            timeout=30,
-        )
-        for name, (url, key) in gateways.items()
-    }
-    pool = args.concurrency * 2
-    plain = {
-        system: httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool), timeout=30
-        )
-        for system in ("boss", "billing", "care")
-    }
-    try:
-        ids = {
-            name: await resolve_ids(clients[name], gateways[name][0], msisdns) for name in gateways
-        }
-        operations = {
-            name: graphql_operation(
-                clients[name],
-                gateways[name][0],
-                lambda n, h=ids[name]: {"query": QUERY_360, "variables": {"id": h[n % len(h)]}},
-            )
-            for name in gateways
-        }
-        operations["floor"] = floor_operation(plain, sims, bundles)
-        phases: dict[str, list[LoadResult]] = {name: [] for name in operations}
-        for _round in range(args.rounds):
-            for name, operation in operations.items():
-                phases[name].append(
-                    await run_load(
-                        operation,
-                        concurrency=args.concurrency,
-                        duration_s=args.duration,
-                        max_requests=args.max_requests,
-                    )
-                )
-        results = {name: combine(found) for name, found in phases.items()}
-        scale = await page_scale(
-            clients["policies-on"], gateways["policies-on"][0], sims, args.page_sizes
-        )
-    finally:
-        for client in (*clients.values(), *plain.values()):
-            await client.aclose()
-    return {"load": results, "page_scale": scale}
-
-
-def run(args: argparse.Namespace) -> dict:
-    data_dir = REPO / "bench" / ".data" / f"{args.customers}-{args.seed}"
-    seed_dataset(data_dir, args.customers, args.seed, progress=None)
-    rng = random.Random(args.seed)
-    # Customers with a planted identity conflict answer with a (correct) coded error: they
-    # would count as failed requests, so the load cycles over the others.
-    sample = [
-        i
-        for i in (rng.randrange(args.customers) for _ in range(args.sample))
-        if not has_certificate_typo(args.seed, i)
-    ]
-    bundles = [generate(args.seed, i) for i in sample]
     with ExitStack() as stack:
-        sims = stack.enter_context(running_simulators(data_dir))
-        state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        # The agent channel's rate limit (600 a minute) would turn the load into 429s: the
-        # benchmark runs the bundled policy without it.
-        policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
-        policy["channels"]["agent"].pop("rate_limit_per_minute", None)
-        policy_file = state / "policy.yaml"
-        policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
-        gateways: dict[str, tuple[str, str]] = {}
-        for name, enforce, cache in (
-            ("policies-on", "true", "false"),
-            ("policies-off", "false", "false"),
-            ("cache-on", "true", "true"),
-        ):
+        gateways = {}
+        for name in kinds:
             env = gateway_env(
                 sims,
                 f"sqlite+aiosqlite:///{state}/{name}.db",
-                SWITCHBOARD_POLICY_ENFORCEMENT=enforce,
-                SWITCHBOARD_CACHE__ENABLED=cache,
                 SWITCHBOARD_POLICY_FILE=str(policy_file),
+                SWITCHBOARD_WORKERS=str(args.workers),
+                SWITCHBOARD_POLICY_ENFORCEMENT=settings[name][0],
+                SWITCHBOARD_CACHE__ENABLED=settings[name][1],
             )
             key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
             url = stack.enter_context(running_gateway(env, state / f"{name}.log"))
-            gateways[name] = (f"{url}/graphql", key)
-        measured = asyncio.run(measure(args, sims, gateways, bundles))
+            gateways[name] = Gateway(name, f"{url}/graphql", key)
+        yield gateways
 
-    on, off, cached, floor = (
-        measured["load"][k] for k in ("policies-on", "policies-off", "cache-on", "floor")
-    )
+
+def run(args: argparse.Namespace) -> dict:
+    bundles = sample_bundles(args.customers, args.seed, args.sample)
+    main_data = seeded(args.customers, args.seed)
+    others = [n for n in args.dataset_sizes if n != args.customers]
+    other_data = {n: seeded(n, args.seed) for n in others}
+    datasets: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        state = Path(folder)
+        with (
+            running_simulators(main_data) as sims,
+            started_gateways(
+                args, sims, state, ("policies-on", "policies-off", "cache-on")
+            ) as gateways,
+        ):
+            measured, datasets[args.customers] = asyncio.run(
+                measure_main_and_dataset(args, sims, gateways, bundles)
+            )
+        for size, data_dir in other_data.items():
+            sized = state / f"{size}"
+            sized.mkdir()
+            with (
+                running_simulators(data_dir) as sims,
+                started_gateways(args, sims, sized, ("policies-on",)) as gateways,
+            ):
+                sample = sample_bundles(size, args.seed, args.sample)
+                datasets[size] = asyncio.run(
+                    measure_dataset_only(args, sims, gateways["policies-on"], sample)
+                )
+    return report(args, bundles, measured, datasets)
+
+
+async def measure_main_and_dataset(
+    args: argparse.Namespace, sims: SimulatorUrls, gateways: dict[str, Gateway], bundles: list
+) -> tuple[dict, dict]:
+    bench = Bench(args, sims)
+    try:
+        measured = await measure_main(bench, gateways, bundles)
+        dataset = await measure_dataset(bench, sims, gateways["policies-on"], bundles)
+    finally:
+        await bench.close()
+    return measured, dataset
+
+
+async def measure_dataset_only(
+    args: argparse.Namespace, sims: SimulatorUrls, gateway: Gateway, bundles: list
+) -> dict:
+    bench = Bench(args, sims)
+    try:
+        return await measure_dataset(bench, sims, gateway, bundles)
+    finally:
+        await bench.close()
+
+
+def report(args: argparse.Namespace, bundles: list, measured: dict, datasets: dict) -> dict:
+    throughput, sequential = measured["throughput"], measured["sequential"]
+    on, off, cached = (throughput[k] for k in ("policies-on", "policies-off", "cache-on"))
+    floor_p50 = sequential["floor"]["p50_ms"]
+    down = measured["billing_down"]
+    page_50_calls = next(r for r in measured["page_scale"] if r["page_size"] == 50)["calls_per_op"]
+    targets = {
+        "360 throughput, cache off (target >= 2x peer = 690 req/s)": [
+            on["throughput_rps"],
+            on["throughput_rps"] >= 2 * PEER_RPS,
+        ],
+        "360 throughput, cache on (target >= 690 req/s)": [
+            cached["throughput_rps"],
+            cached["throughput_rps"] >= 2 * PEER_RPS,
+        ],
+        "360 p99 ms, cache off (target <= 55)": [on["p99_ms"], on["p99_ms"] <= PEER_P99_MS],
+        "360 p99 ms, cache on (target <= 55)": [cached["p99_ms"], cached["p99_ms"] <= PEER_P99_MS],
+        "warm 360 p50 over the floor, ms (target < 3)": [
+            round(sequential["cache-on"]["p50_ms"] - floor_p50, 2),
+            sequential["cache-on"]["p50_ms"] - floor_p50 < 3,
+        ],
+        "page of 50, calls per backend (target <= 2)": [
+            max(page_50_calls.values()),
+            max(page_50_calls.values()) <= 2,
+        ],
+        "billing down: p50 over normal, ms (target <= 10)": [
+            round(down["down"]["p50_ms"] - down["normal"]["p50_ms"], 2),
+            down["down"]["p50_ms"] - down["normal"]["p50_ms"] <= 10,
+        ],
+    }
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -249,64 +471,64 @@ def run(args: argparse.Namespace) -> dict:
         },
         "dataset": {"customers": args.customers, "seed": args.seed, "sampled": len(bundles)},
         "load": {
+            "generator": "wrk" if wrk.available() and not args.python_load else "python",
             "concurrency": args.concurrency,
             "rounds": args.rounds,
             "seconds_per_phase": args.duration,
+            "gateway_workers": args.workers,
         },
         "scenarios": {
-            "360, policies on": on.summary(),
-            "360, policies off": off.summary(),
-            "360, policies on, cache on (warm)": cached.summary(),
-            "floor: the same 6 backend calls, direct and concurrent": floor.summary(),
+            "360, policies on, cache off": on,
+            "360, policies off, cache off": off,
+            "360, policies on, cache on (warm)": cached,
+            "page of 50, cache off": measured["page_50"],
+            "360, realistic backend latency, cache off": measured["realistic"]["360, cache off"],
+            "360, realistic backend latency, cache on": measured["realistic"]["360, cache on"],
+        },
+        "sequential": {
+            "floor: the 6 backend calls, direct and concurrent": sequential["floor"],
+            "360, cache off": sequential["policies-on"],
+            "360, cache on (warm)": sequential["cache-on"],
+            "360 with billing up (BOSS and care fields)": down["normal"],
+            "360 with billing down (BOSS and care fields)": down["down"],
+            "floor with realistic backend latency": measured["realistic"]["floor, sequential"],
         },
         "page_scale": measured["page_scale"],
+        "datasets": {str(k): v for k, v in sorted(datasets.items())},
         "ratios": {
-            "policies on/off, p50 latency": round(on.percentile(50) / off.percentile(50), 3),
-            "policies on/off, throughput": round(on.throughput / off.throughput, 3),
-            "cache on/off, p50 latency": round(cached.percentile(50) / on.percentile(50), 3),
-            "cache on/off, throughput": round(cached.throughput / on.throughput, 3),
-            "gateway/floor, p50 latency": round(on.percentile(50) / floor.percentile(50), 2),
-            "gateway p50 minus floor p50, ms (cache off)": round(
-                on.percentile(50) - floor.percentile(50), 1
+            "policies on/off, p50 latency": round(on["p50_ms"] / off["p50_ms"], 3),
+            "policies on/off, throughput": round(on["throughput_rps"] / off["throughput_rps"], 3),
+            "cache on/off, p50 latency": round(cached["p50_ms"] / on["p50_ms"], 3),
+            "cache on/off, throughput": round(cached["throughput_rps"] / on["throughput_rps"], 3),
+            "gateway/floor, sequential p50 (cache off)": round(
+                sequential["policies-on"]["p50_ms"] / floor_p50, 2
+            ),
+            "gateway/floor, sequential p50 (cache on)": round(
+                sequential["cache-on"]["p50_ms"] / floor_p50, 2
             ),
         },
+        "targets": targets,
     }
-
-
-def table(result: dict) -> str:
-    lines = [
-        "| scenario | req/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in result["scenarios"].items():
-        if "throughput_rps" in s:
-            lines.append(
-                f"| {name} | {s['throughput_rps']} | {s['p50_ms']} | {s['p95_ms']} | "
-                f"{s['p99_ms']} | {s['errors']} |"
-            )
-    lines += ["", "| page size | ms per page | BOSS calls | billing calls | care calls |"]
-    lines.append("|---|---|---|---|---|")
-    for row in result["page_scale"]:
-        calls = row["backend_calls_per_page"]
-        lines.append(
-            f"| {row['page_size']} | {row['mean_ms']} | {calls['boss']:g} | "
-            f"{calls['billing']:g} | {calls['care']:g} |"
-        )
-    lines.append("")
-    for name, value in result["ratios"].items():
-        lines.append(f"- {name}: **{value}**")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument(
+        "--dataset-sizes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[10_000, 100_000, 1_000_000],
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sample", type=int, default=300, help="customers the load cycles over")
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per side")
-    parser.add_argument("--max-requests", type=int, default=20_000, help="per phase")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="per phase")
+    parser.add_argument("--sequential-duration", type=float, default=4.0)
+    parser.add_argument("--sequential-requests", type=int, default=300)
+    parser.add_argument("--python-load", action="store_true", help="never use wrk")
     parser.add_argument(
         "--page-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 10, 50, 200]
     )

@@ -1,0 +1,110 @@
+"""An httpx transport that sends over aiohttp's connection pool.
+
+The adapters speak httpx (and zeep's async transport is built on it), but httpx's own pool
+(httpcore over anyio) costs about 1.3 ms of CPU per request against a loopback backend, where
+aiohttp's costs under 0.1 ms: measured with 10 concurrent GETs against the billing simulator,
+and the profile of the gateway under load put 60 % of its time in httpx when the cache is off.
+This transport keeps the httpx API for the adapters and moves the connection handling to
+aiohttp (C-accelerated HTTP parser, cheap keep-alive pool). Bodies are read whole: backend
+answers are small documents that are parsed at once anyway.
+
+Failures are re-raised as the httpx exceptions the adapters already translate
+(``adapters.resilience.transport_error``), so the error taxonomy is the same on either pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import httpx
+
+#: How long an idle keep-alive connection to a backend is kept.
+KEEPALIVE_S = 30.0
+
+
+def _translated(error: Exception) -> httpx.HTTPError:
+    """The httpx exception that stands for an aiohttp failure (messages may quote the URL)."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout("connecting timed out")
+    if isinstance(error, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return httpx.ReadTimeout("reading the answer timed out")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return httpx.ConnectError("could not connect")
+    if isinstance(error, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return httpx.ReadError("the connection broke while reading")
+    if isinstance(error, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError("the answer was not valid HTTP")
+    return httpx.NetworkError("the request failed on the network")
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp pool behind one httpx client; the session is made on first use.
+
+    The session is created lazily because aiohttp binds it to the running event loop, and
+    adapters are built before the loop starts (in ``create_app``).
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    keepalive_timeout=KEEPALIVE_S,
+                ),
+                # httpx already set every header it wants; aiohttp must not add its own.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        body = await request.aread()
+        try:
+            async with self._client().request(
+                request.method,
+                str(request.url),
+                headers=[
+                    (k, v)
+                    for k, v in request.headers.multi_items()
+                    # aiohttp frames the body itself.
+                    if k.lower() not in ("transfer-encoding", "content-length")
+                ],
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as answer:
+                content = await answer.read()
+                return httpx.Response(
+                    status_code=answer.status,
+                    headers=[
+                        (k, v)
+                        for k, v in answer.raw_headers
+                        # The body is handed over decoded and whole.
+                        if k.lower()
+                        not in (b"content-encoding", b"content-length", b"transfer-encoding")
+                    ],
+                    content=content,
+                    request=request,
+                )
+        except aiohttp.ClientError as error:
+            raise _translated(error) from None
+        except TimeoutError as error:
+            raise _translated(error) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
