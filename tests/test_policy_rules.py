@@ -10,7 +10,15 @@ from policies.masks import DataClass, mask, scrub_free_text
 from policies.model import Level
 from policies.principal import Principal
 
-OPERATIONS = {"customer", "customerByMsisdn", "customers", "offerings"}
+OPERATIONS = {
+    "customer",
+    "customerByMsisdn",
+    "customers",
+    "offerings",
+    "startOtp",
+    "confirmOtp",
+    "checkIdCard",
+}
 
 
 @pytest.mark.parametrize(
