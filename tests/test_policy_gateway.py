@@ -233,7 +233,7 @@ def test_rules_reload_on_change_and_a_broken_file_is_refused(gateway, customers)
         "  rules:\n    - id: app-sees-names\n      class: name\n      channel: app\n"
         "      decision: clear\n",
         1,
-    ).replace('version: "2026-11-23.1"', 'version: "test-reload"')
+    ).replace('version: "2026-11-23.2"', 'version: "test-reload"')
     try:
         assert _name_seen_by_app(gateway, bundle) == mask_name(bundle.customer.name)
         gateway.policy_file.write_text(opened)
