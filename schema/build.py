@@ -13,12 +13,12 @@ from strawberry.types import ExecutionContext
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors
 from schema.query import Query as CustomerQuery
-from schema.verification import VerificationMutation
+from schema.verification import VerificationMutation, VerificationQuery
 from schema.verification_rules import VerificationRules
 
 # Each feature keeps its root fields in its own module; the roots are merged here so that a
 # new feature adds one entry to a tuple instead of editing another feature's class.
-QUERY_ROOTS: tuple[type, ...] = (CustomerQuery,)
+QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, VerificationQuery)
 MUTATION_ROOTS: tuple[type, ...] = (VerificationMutation,)
 SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
 

@@ -125,6 +125,30 @@ async def _issue(
     )
 
 
+@strawberry.type(description="The verification this request presented, as it counts here.")
+class CurrentVerification:
+    customer_id: strawberry.ID
+    level: str = strawberry.field(description="The level in this channel (continuity caps it).")
+    obtained_in: str = strawberry.field(description="The channel that obtained it.")
+
+
+@strawberry.type
+class VerificationQuery:
+    @strawberry.field(
+        description="The verification this request presented (X-Verification), as it counts "
+        "in the caller's channel; null without one."
+    )
+    def verification(self, info: GraphInfo) -> CurrentVerification | None:
+        verified = info.context.principal.verification
+        if verified is None:
+            return None
+        return CurrentVerification(
+            customer_id=strawberry.ID(verified.customer_id),
+            level=verified.level,
+            obtained_in=verified.obtained_in,
+        )
+
+
 @strawberry.type
 class VerificationMutation:
     @strawberry.mutation(

@@ -15,6 +15,7 @@ OPERATIONS = {
     "customerByMsisdn",
     "customers",
     "offerings",
+    "verification",
     "startOtp",
     "confirmOtp",
     "checkIdCard",
