@@ -162,13 +162,22 @@ def _policy_explain(args: argparse.Namespace) -> int:
         print(f"unknown purpose '{args.purpose}' (known: {', '.join(sorted(policy.purposes))})")
         return 2
     principal = Principal(subject="explain", role=args.role, channel=args.channel)
+    if args.verified and args.verified not in policy.verification_levels:
+        known = ", ".join(policy.verification_levels)
+        print(f"unknown verification level '{args.verified}' (known: {known})")
+        return 2
     refusals, verdicts = explain(
-        schema, policy, principal, args.purpose, Path(args.query).read_text(encoding="utf-8")
+        schema,
+        policy,
+        principal,
+        args.purpose,
+        Path(args.query).read_text(encoding="utf-8"),
+        args.verified,
     )
     purpose = args.purpose or "none stated"
     print(
         f"policy {policy.version} ({path}); channel {args.channel}, role {args.role}, "
-        f"purpose {purpose}"
+        f"purpose {purpose}, verified {args.verified or policy.unverified}"
     )
     for refusal in refusals:
         print(f"REFUSED  {refusal}")
@@ -273,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--role", required=True)
     explain.add_argument("--purpose", help="the purpose the caller states (X-Purpose)")
     explain.add_argument("--query", required=True, help="file holding the GraphQL document")
+    explain.add_argument(
+        "--verified",
+        help="the verification level held for the customer read (X-Verification); "
+        "other customers' data is decided as unverified",
+    )
     explain.add_argument("--file", help="policy file (default: the configured one)")
     explain.set_defaults(run=_policy_explain)
 
