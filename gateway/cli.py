@@ -191,6 +191,7 @@ def _compare(args: argparse.Namespace) -> int:
     from gateway.compare import compare, load_keys
 
     purposes = dict(item.split("=", 1) for item in args.purpose)
+    phone = args.phone or load_settings().care.base_url
     print(
         compare(
             args.url,
@@ -198,6 +199,8 @@ def _compare(args: argparse.Namespace) -> int:
             args.msisdn,
             args.channels.split(","),
             purposes,
+            verify_by_otp_in=tuple(c for c in args.verify_by_otp.split(",") if c),
+            phone_url=phone,
         )
     )
     return 0
@@ -307,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--url", default="http://127.0.0.1:8000")
     compare.add_argument("--keys", default=str(STATE_DIR / "demo-keys.json"))
+    compare.add_argument(
+        "--verify-by-otp",
+        default="app",
+        metavar="CHANNELS",
+        help="channels that first verify the customer by an OTP read off the simulated phone "
+        "(self-service channels act for their verified customer only)",
+    )
+    compare.add_argument(
+        "--phone", help="the care simulator whose outbox shows the OTP (default: settings)"
+    )
     compare.set_defaults(run=_compare)
 
     keys = commands.add_parser("keys", help="manage API keys")

@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Annotated
 
 import strawberry
 
@@ -24,6 +25,7 @@ from schema.types import GraphInfo
 
 HUB_ID = re.compile(r"cus_[0-9a-f]{20}")
 CHALLENGE_ID = re.compile(r"otp_[0-9a-f]{24}")
+MSISDN = re.compile(r"1[3-9][0-9]{9}")
 OTP_CODE = re.compile(r"[0-9]{6}")
 ID_CARD = re.compile(r"[0-9]{17}[0-9Xx]")
 
@@ -154,14 +156,37 @@ class VerificationMutation:
     @strawberry.mutation(
         description="Send a one-time code to the customer's line (through the care system)."
     )
-    async def start_otp(self, info: GraphInfo, customer_id: strawberry.ID) -> OtpStarted:
+    async def start_otp(
+        self,
+        info: GraphInfo,
+        customer_id: strawberry.ID,
+        msisdn: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Which of the customer's active lines gets the code (default: the "
+                "first). Never echoed back."
+            ),
+        ] = None,
+    ) -> OtpStarted:
         store = _store(info)
         _level(info, "otp")
+        if msisdn is not None and not MSISDN.fullmatch(msisdn):
+            raise bad_input("msisdn must be 11 digits starting with 13-19.")
         customer_no = await _customer_no(info, str(customer_id))
         lines = await info.context.loaders.subscriptions.load(customer_no)
-        line = next((s for s in lines if s.status == ACTIVE_LINE), None)
+        line = next(
+            (
+                s
+                for s in lines
+                if s.status == ACTIVE_LINE
+                and (msisdn is None or hmac.compare_digest(s.msisdn, msisdn))
+            ),
+            None,
+        )
         if line is None:
-            raise GraphError("NO_ACTIVE_LINE", "The customer has no active line to send a code to.")
+            raise GraphError(
+                "NO_ACTIVE_LINE", "The customer has no such active line to send a code to."
+            )
         now = time.time()
         challenge_id = f"otp_{secrets.token_hex(12)}"
         code = f"{secrets.randbelow(10**6):06d}"
