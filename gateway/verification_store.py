@@ -53,6 +53,7 @@ otp_challenge = Table(
     Column("expires_at", Float, nullable=False),
     Column("attempts_left", Integer, nullable=False),
     Column("used", Boolean, nullable=False, default=False),
+    Index("ix_otp_challenge_customer", "customer_id", "created_at"),
 )
 
 verification_failure = Table(
@@ -141,6 +142,18 @@ class SqlVerificationStore:
             attempts_left=row.attempts_left,
             used=bool(row.used),
         )
+
+    async def challenges_since(self, customer_id: str, since: float) -> int:
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count())
+                .select_from(otp_challenge)
+                .where(
+                    otp_challenge.c.customer_id == customer_id,
+                    otp_challenge.c.created_at >= since,
+                )
+            )
+        return int(count or 0)
 
     async def take_attempt(self, challenge_id: str, now: float) -> bool:
         # One conditional UPDATE: two concurrent guesses can never share the last attempt.

@@ -72,6 +72,9 @@ class VerificationStore(Protocol):
 
     async def challenge(self, challenge_id: str) -> OtpChallenge | None: ...
 
+    async def challenges_since(self, customer_id: str, since: float) -> int:
+        """How many codes were sent to a customer since then (a limit on SMS bombing)."""
+
     async def take_attempt(self, challenge_id: str, now: float) -> bool:
         """Use up one attempt of a live, unused challenge; False if none is left."""
 

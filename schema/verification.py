@@ -31,6 +31,10 @@ ID_CARD = re.compile(r"[0-9]{17}[0-9Xx]")
 
 OTP_TTL_S = 300.0
 OTP_ATTEMPTS = 3
+#: Codes sent to one customer in the window before startOtp refuses (nobody's phone is
+#: flooded through the hub, whichever channels and keys ask).
+OTP_SENDS = 5
+OTP_SEND_WINDOW_S = 600.0
 #: How long a verification proves who the customer is, in the channel that obtained it.
 VERIFICATION_TTL_S = 30 * 60.0
 #: Failed ID-card checks of one customer tolerated in the window before checks are refused.
@@ -188,6 +192,11 @@ class VerificationMutation:
                 "NO_ACTIVE_LINE", "The customer has no such active line to send a code to."
             )
         now = time.time()
+        if await store.challenges_since(str(customer_id), now - OTP_SEND_WINDOW_S) >= OTP_SENDS:
+            raise GraphError(
+                "OTP_RATE_LIMITED",
+                "Too many codes were sent to this customer recently; try again later.",
+            )
         challenge_id = f"otp_{secrets.token_hex(12)}"
         code = f"{secrets.randbelow(10**6):06d}"
         principal = info.context.principal

@@ -455,3 +455,14 @@ def test_a_row_scoped_channel_may_not_page_through_customers(gateway, sims, cust
             token=token,
         )
         assert data_of(own)["customer"]["id"] == hub_id
+
+
+def test_codes_to_one_customer_are_limited(gateway, sims, customers):
+    bundle = with_active_line(customers, 70)[0]
+    hub_id = hub_id_of(gateway, bundle)
+    for _ in range(5):
+        assert data_of(post(gateway, START, {"id": hub_id}, channel="app"))
+    sent = sum(len(inbox(sims, s.msisdn)) for s in bundle.subscribers)
+    refused = post(gateway, START, {"id": hub_id}, channel="ivr")  # any channel counts
+    assert error_of(refused)["extensions"]["code"] == "OTP_RATE_LIMITED"
+    assert sum(len(inbox(sims, s.msisdn)) for s in bundle.subscribers) == sent == 5

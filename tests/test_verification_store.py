@@ -65,3 +65,12 @@ async def test_failures_are_counted_per_customer_and_method_in_a_window(store):
     await store.add_failure("cus_2", "id_card", "store", NOW)
     assert await store.failures_since("cus_1", "id_card", NOW - 100) == 2
     assert await store.failures_since("cus_1", "otp", NOW - 100) == 0
+
+
+async def test_codes_sent_are_counted_per_customer_in_a_window(store):
+    for index, at in enumerate((NOW - 1000, NOW - 10, NOW - 5)):
+        await store.add_challenge(
+            OtpChallenge(f"otp_{index}", "cus_1", "d", "app", "k1", at, at + 300, 3, False)
+        )
+    assert await store.challenges_since("cus_1", NOW - 100) == 2
+    assert await store.challenges_since("cus_2", NOW - 100) == 0
