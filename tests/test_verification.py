@@ -215,6 +215,14 @@ def test_an_id_card_check_matches_or_fails_without_echoing_the_number(gateway, c
     malformed = post(gateway, CHECK, {"id": hub_id, "n": "12345"}, channel="store")
     assert error_of(malformed)["extensions"]["code"] == "BAD_USER_INPUT"
     assert "12345" not in error_of(malformed)["message"]
+    with database(gateway) as conn:
+        (unchanged,) = conn.execute(
+            "SELECT count(*) FROM verification_failure WHERE customer_id = ?", (hub_id,)
+        ).fetchone()
+        issued = conn.execute(
+            "SELECT count(*) FROM verification WHERE customer_id = ?", (hub_id,)
+        ).fetchone()[0]
+    assert unchanged == after and issued == 0  # bad input is not a failed check
 
     matched = post(gateway, CHECK, {"id": hub_id, "n": bundle.customer.cert_no}, channel="store")
     token = data_of(matched)["checkIdCard"]
