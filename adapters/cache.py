@@ -671,6 +671,9 @@ class CachedCareSystem(_CachedBackend[CareSystem]):
         finally:
             await self._cache.evict([(TICKETS, party_id)])
 
+    async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
+        return await self.inner.send_message(msisdn, text, idempotency_key)
+
     async def update_ticket(
         self,
         ticket_id: str,

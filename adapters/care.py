@@ -13,6 +13,7 @@ from adapters.rest import RestBackend
 PARTIES = "/tmf-api/partyManagement/v4/individual"
 TICKETS = "/tmf-api/troubleTicket/v4/troubleTicket"
 INTERACTIONS = "/tmf-api/partyInteraction/v4/partyInteraction"
+MESSAGES = "/tmf-api/communicationManagement/v4/communicationMessage"
 
 
 class CareAdapter(RestBackend):
@@ -84,6 +85,21 @@ class CareAdapter(RestBackend):
             patch["note"] = [{"text": note, "author": "switchboard"}]
         item = await self._policy.write(self._rest.patch, f"{TICKETS}/{ticket_id}", patch)
         return _ticket(item)
+
+    async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
+        """TMF681: one SMS to one line. Never retried blindly: the key makes a repeat safe."""
+        body = {
+            "@type": "CommunicationMessage",
+            "messageType": "SMS",
+            "content": text,
+            "receiver": [{"phoneNumber": msisdn}],
+            "sender": {"name": "switchboard"},
+        }
+        item = await self._policy.write(
+            self._rest.post, MESSAGES, body, {"X-Idempotency-Key": idempotency_key}
+        )
+        with reading("care", "communication message"):
+            return str(item["id"])
 
     async def _by_party(self, path: str, party_ids: Sequence[str], parse: Any) -> dict[str, list]:
         grouped: dict[str, list] = defaultdict(list)

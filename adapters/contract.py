@@ -145,3 +145,9 @@ class CareSystem(Backend, Protocol):
         priority: str | None = None,
         note: str | None = None,
     ) -> Ticket: ...
+
+    async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
+        """Send an SMS to a line (once per key); the system's message id.
+
+        The text may hold a one-time code: adapters must never log it.
+        """

@@ -27,14 +27,16 @@ from strawberry.types import ExecutionResult
 from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
-from gateway import auth, metrics
+from gateway import auth, metrics, verification_store
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
+from gateway.verification_gate import resolve_verification
 from policies.principal import Principal
+from policies.verification import VerificationStore
 from schema.build import build_schema, operation_names
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
@@ -102,13 +104,20 @@ class Authenticate:
     """Resolves the caller's API key into a principal before the GraphQL view runs."""
 
     def __init__(
-        self, app: ASGIApp, keys: ApiKeyStore, policies: PolicyStore, *, graphiql: bool
+        self,
+        app: ASGIApp,
+        keys: ApiKeyStore,
+        policies: PolicyStore,
+        *,
+        graphiql: bool,
+        verifications: VerificationStore | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.policies = policies
         self.graphiql = graphiql
         self.limiter = RateLimiter()
+        self.verifications = verifications
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,6 +171,15 @@ class Authenticate:
             await _refused(400, "BAD_PURPOSE", f"X-Purpose must be one of: {known}.")(
                 scope, receive, send
             )
+            return
+        principal, refusal = await resolve_verification(
+            request.headers.get("x-verification"),
+            principal,
+            self.policies.current,
+            self.verifications,
+        )
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         scope["switchboard.principal"] = principal
         scope["switchboard.purpose"] = purpose
@@ -248,7 +266,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await create_tables(engine, identity_store.metadata, auth.metadata)
+        await create_tables(
+            engine, identity_store.metadata, auth.metadata, verification_store.metadata
+        )
         for adapter in adapters:
             try:
                 await adapter.start()
@@ -289,7 +309,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics_page),
             Route(
                 "/graphql",
-                Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
+                Authenticate(
+                    graphql,
+                    keys,
+                    policies,
+                    graphiql=settings.graphql.graphiql,
+                    verifications=backends.verifications,
+                ),
                 methods=["GET", "POST"],
             ),
         ],

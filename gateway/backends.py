@@ -27,6 +27,7 @@ from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
 from adapters.resilience import BackendGuard, Endpoint
 from gateway.settings import BackendSettings, CacheSettings, Settings
+from gateway.verification_store import SqlVerificationStore
 from schema.context import Backends
 
 
@@ -104,6 +105,7 @@ def build_backends(settings: Settings, engine: AsyncEngine) -> Wiring:
         identity_store=store,
         identity_resolver=IdentityResolver(store, billing, care),
         max_page_size=settings.graphql.max_page_size,
+        verifications=SqlVerificationStore(engine),
     )
     guards = {name: endpoint.guard for name, endpoint in endpoints.items() if endpoint.guard}
     return Wiring(backends=backends, guards=guards, cache=cache)

@@ -162,13 +162,22 @@ def _policy_explain(args: argparse.Namespace) -> int:
         print(f"unknown purpose '{args.purpose}' (known: {', '.join(sorted(policy.purposes))})")
         return 2
     principal = Principal(subject="explain", role=args.role, channel=args.channel)
+    if args.verified and args.verified not in policy.verification_levels:
+        known = ", ".join(policy.verification_levels)
+        print(f"unknown verification level '{args.verified}' (known: {known})")
+        return 2
     refusals, verdicts = explain(
-        schema, policy, principal, args.purpose, Path(args.query).read_text(encoding="utf-8")
+        schema,
+        policy,
+        principal,
+        args.purpose,
+        Path(args.query).read_text(encoding="utf-8"),
+        args.verified,
     )
     purpose = args.purpose or "none stated"
     print(
         f"policy {policy.version} ({path}); channel {args.channel}, role {args.role}, "
-        f"purpose {purpose}"
+        f"purpose {purpose}, verified {args.verified or policy.unverified}"
     )
     for refusal in refusals:
         print(f"REFUSED  {refusal}")
@@ -182,6 +191,7 @@ def _compare(args: argparse.Namespace) -> int:
     from gateway.compare import compare, load_keys
 
     purposes = dict(item.split("=", 1) for item in args.purpose)
+    phone = args.phone or load_settings().care.base_url
     print(
         compare(
             args.url,
@@ -189,6 +199,8 @@ def _compare(args: argparse.Namespace) -> int:
             args.msisdn,
             args.channels.split(","),
             purposes,
+            verify_by_otp_in=tuple(c for c in args.verify_by_otp.split(",") if c),
+            phone_url=phone,
         )
     )
     return 0
@@ -273,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--role", required=True)
     explain.add_argument("--purpose", help="the purpose the caller states (X-Purpose)")
     explain.add_argument("--query", required=True, help="file holding the GraphQL document")
+    explain.add_argument(
+        "--verified",
+        help="the verification level held for the customer read (X-Verification); "
+        "other customers' data is decided as unverified",
+    )
     explain.add_argument("--file", help="policy file (default: the configured one)")
     explain.set_defaults(run=_policy_explain)
 
@@ -293,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--url", default="http://127.0.0.1:8000")
     compare.add_argument("--keys", default=str(STATE_DIR / "demo-keys.json"))
+    compare.add_argument(
+        "--verify-by-otp",
+        default="app",
+        metavar="CHANNELS",
+        help="channels that first verify the customer by an OTP read off the simulated phone "
+        "(self-service channels act for their verified customer only)",
+    )
+    compare.add_argument(
+        "--phone", help="the care simulator whose outbox shows the OTP (default: settings)"
+    )
     compare.set_defaults(run=_compare)
 
     keys = commands.add_parser("keys", help="manage API keys")

@@ -8,6 +8,7 @@ policy makes of one customer in each channel.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ query Customer360($id: ID!) {
 }
 """
 FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
+START_OTP = """mutation($id: ID!, $m: String!) {
+  startOtp(customerId: $id, msisdn: $m) { challengeId } }"""
+CONFIRM_OTP = """mutation($c: String!, $code: String!) {
+  confirmOtp(challengeId: $c, code: $code) { token } }"""
 DENIED = "(denied)"
 
 
@@ -39,8 +44,17 @@ def _flatten(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
-def _answer(client: httpx.Client, url: str, key: str, purpose: str | None, hub_id: str) -> dict:
+def _answer(
+    client: httpx.Client,
+    url: str,
+    key: str,
+    purpose: str | None,
+    hub_id: str,
+    verification: str | None = None,
+) -> dict:
     headers = {"X-Api-Key": key, **({"X-Purpose": purpose} if purpose else {})}
+    if verification:
+        headers["X-Verification"] = verification
     body = client.post(
         f"{url}/graphql", json={"query": QUERY_BY_ID, "variables": {"id": hub_id}}, headers=headers
     ).json()
@@ -55,9 +69,53 @@ def _answer(client: httpx.Client, url: str, key: str, purpose: str | None, hub_i
     return flat
 
 
-def compare(
-    url: str, keys: dict[str, str], msisdn: str, channels: list[str], purposes: dict[str, str]
+def verify_by_otp(
+    client: httpx.Client, url: str, key: str, hub_id: str, msisdn: str, phone_url: str
 ) -> str:
+    """Demo only: an OTP sent to the line, read back from the care simulator's outbox.
+
+    Self-service channels act for their verified customer only; this is how the demo shows
+    the app's view of the customer the way the customer would get it.
+    """
+    headers = {"X-Api-Key": key}
+    started = client.post(
+        f"{url}/graphql",
+        json={"query": START_OTP, "variables": {"id": hub_id, "m": msisdn}},
+        headers=headers,
+    ).json()
+    if "errors" in started:
+        raise SystemExit(f"could not start an OTP: {started['errors'][0]['extensions']}")
+    sent = client.get(f"{phone_url}/_sim/messages", params={"msisdn": msisdn}).json()
+    code = re.search(r"(?<![0-9])[0-9]{6}(?![0-9])", sent[-1]["content"]) if sent else None
+    if code is None:
+        raise SystemExit("no one-time code arrived at the line (is the care simulator running?)")
+    confirmed = client.post(
+        f"{url}/graphql",
+        json={
+            "query": CONFIRM_OTP,
+            "variables": {"c": started["data"]["startOtp"]["challengeId"], "code": code.group(0)},
+        },
+        headers=headers,
+    ).json()
+    if "errors" in confirmed:
+        raise SystemExit(f"could not confirm the OTP: {confirmed['errors'][0]['extensions']}")
+    return confirmed["data"]["confirmOtp"]["token"]
+
+
+def compare(
+    url: str,
+    keys: dict[str, str],
+    msisdn: str,
+    channels: list[str],
+    purposes: dict[str, str],
+    verifications: dict[str, str] | None = None,
+    verify_by_otp_in: tuple[str, ...] = (),
+    phone_url: str | None = None,
+) -> str:
+    """The differing fields; `verifications` holds X-Verification tokens per channel (the app
+    acts for its OTP-verified customer only, so without one it sees nothing of the customer);
+    channels in `verify_by_otp_in` get one by an OTP read from the simulator at `phone_url`."""
+    verifications = dict(verifications or {})
     with httpx.Client(timeout=30) as client:
         found = client.post(
             f"{url}/graphql",
@@ -67,8 +125,20 @@ def compare(
         customer = (found.get("data") or {}).get("customerByMsisdn")
         if customer is None:
             raise SystemExit(f"no customer found for that MSISDN: {found.get('errors')}")
+        for channel in verify_by_otp_in:
+            if channel in channels and channel not in verifications and phone_url:
+                verifications[channel] = verify_by_otp(
+                    client, url, keys[channel], customer["id"], msisdn, phone_url
+                )
         answers = {
-            channel: _answer(client, url, keys[channel], purposes.get(channel), customer["id"])
+            channel: _answer(
+                client,
+                url,
+                keys[channel],
+                purposes.get(channel),
+                customer["id"],
+                verifications.get(channel),
+            )
             for channel in channels
         }
     paths = sorted({p for a in answers.values() for p in a})

@@ -24,9 +24,19 @@ class Disclosure:
     enforced: bool = True
     #: Field path (list indices dropped) -> the most revealing level it went out at.
     disclosed: dict[str, Level] = field(default_factory=dict)
+    #: Response path of each customer object -> its hub id (filled only for a verified
+    #: request): a verification raises decisions for data under its own customer only.
+    owners: dict[object, str] = field(default_factory=dict)
 
-    def decide(self, data_class: DataClass) -> Decision:
-        return self.policy.decide(data_class, self.principal, self.purpose)
+    def decide(self, data_class: DataClass, owner: str | None = None) -> Decision:
+        """The decision for data of a class belonging to customer `owner` (a hub id).
+
+        A verification counts only for the customer it names: data of anyone else, or of no
+        known customer, is decided as unverified.
+        """
+        verified = self.principal.verification
+        level = verified.level if verified is not None and verified.customer_id == owner else None
+        return self.policy.decide(data_class, self.principal, self.purpose, level)
 
     def may_search(self, data_class: DataClass) -> bool:
         return self.policy.may_search(data_class, self.principal)

@@ -15,12 +15,31 @@ from typing import Any
 import yaml
 
 from policies.masks import DataClass
-from policies.model import ChannelProfile, Level, Policy, Rule, SearchGrant
+from policies.model import (
+    ROWS_ALL,
+    ROWS_VERIFIED_CUSTOMER,
+    ChannelProfile,
+    Continuity,
+    Level,
+    Policy,
+    Rule,
+    SearchGrant,
+)
 
 LINE = "__line__"
-TOP_KEYS = {"version", "purposes", "channels", "search", "disclosure"}
-CHANNEL_KEYS = {"operations", "introspection", "rate_limit_per_minute", "rendering"}
-RULE_KEYS = {"id", "class", "channel", "role", "purpose", "decision"}
+TOP_KEYS = {"version", "purposes", "verification_levels", "channels", "search", "disclosure"}
+CHANNEL_KEYS = {
+    "operations",
+    "introspection",
+    "rate_limit_per_minute",
+    "rendering",
+    "requires_verification",
+    "continuity",
+    "rows",
+}
+CONTINUITY_KEYS = {"from", "max_age_minutes", "carries"}
+ROWS = {ROWS_ALL, ROWS_VERIFIED_CUSTOMER}
+RULE_KEYS = {"id", "class", "channel", "role", "purpose", "verified", "decision"}
 SEARCH_KEYS = {"class", "channel", "role"}
 RENDERINGS = {"standard", "full", "speech", "text"}
 CLASSES = {c.value: c for c in DataClass}
@@ -58,6 +77,7 @@ class _Reader:
         self.file = file
         self.known_operations = known_operations
         self.problems: list[Problem] = []
+        self.levels: tuple[str, ...] = ("none",)
 
     def error(self, line: int, message: str) -> None:
         self.problems.append(Problem(self.file, line, message))
@@ -110,7 +130,81 @@ class _Reader:
         introspection = spec.get("introspection", False)
         if not isinstance(introspection, bool):
             self.error(line, "introspection must be true or false")
-        return ChannelProfile(name, allowed, bool(introspection), limit, str(rendering))
+        rows = spec.get("rows", ROWS_ALL)
+        if rows not in ROWS:
+            self.error(line, f"rows must be one of {', '.join(sorted(ROWS))}")
+        return ChannelProfile(
+            name,
+            allowed,
+            bool(introspection),
+            limit,
+            str(rendering),
+            requires_verification=self.requirements(name, spec.get("requires_verification"), line),
+            continuity=self.continuity(name, spec.get("continuity"), line),
+            rows=str(rows),
+        )
+
+    def level(self, value: Any, line: int, what: str) -> str | None:
+        if not isinstance(value, str) or value not in self.levels:
+            self.error(
+                line, f"{what} must be a verification level (known: {', '.join(self.levels)})"
+            )
+            return None
+        return value
+
+    def requirements(self, name: str, spec: Any, line: int) -> dict[str, str]:
+        """requires_verification: {operation: minimum level}."""
+        if spec is None:
+            return {}
+        if not isinstance(spec, dict):
+            self.error(line, f"channel '{name}': requires_verification maps operation -> level")
+            return {}
+        line = spec[LINE]
+        found: dict[str, str] = {}
+        for operation, level in spec.items():
+            if operation == LINE:
+                continue
+            known = self.known_operations
+            if known is not None and operation not in known:
+                self.error(
+                    line,
+                    f"channel '{name}' requires verification for unknown operation '{operation}'",
+                )
+            checked = self.level(
+                level, line, f"channel '{name}': requires_verification.{operation}"
+            )
+            if checked is not None:
+                found[str(operation)] = checked
+        return found
+
+    def continuity(self, name: str, spec: Any, line: int) -> tuple[Continuity, ...]:
+        """continuity: [{from: channel, max_age_minutes: N, carries: level}, ...]."""
+        if spec is None:
+            return ()
+        if not isinstance(spec, list):
+            self.error(line, f"channel '{name}': continuity must be a list of entries")
+            return ()
+        found: list[Continuity] = []
+        for entry in spec:
+            if not isinstance(entry, dict):
+                self.error(line, f"channel '{name}': each continuity entry must be a mapping")
+                continue
+            at = entry[LINE]
+            self.keys(entry, CONTINUITY_KEYS, f"a continuity entry of channel '{name}'")
+            source = entry.get("from")
+            age = entry.get("max_age_minutes")
+            carries = self.level(entry.get("carries"), at, f"channel '{name}': continuity carries")
+            if not isinstance(source, str) or not source:
+                self.error(at, f"channel '{name}': continuity needs 'from' (a channel)")
+                continue
+            if source == name:
+                self.error(at, f"channel '{name}': continuity from itself is implied")
+            if isinstance(age, bool) or not isinstance(age, int) or age < 1:
+                self.error(at, f"channel '{name}': max_age_minutes must be a positive integer")
+                continue
+            if carries is not None:
+                found.append(Continuity(source, age, carries, at))
+        return tuple(found)
 
     def rule(
         self, index: int, spec: Any, purposes: frozenset[str], channels: set[str]
@@ -131,7 +225,17 @@ class _Reader:
         rule_purposes = self.names(spec.get("purpose"), line, "purpose")
         for name in sorted((rule_purposes or frozenset()) - purposes):
             self.error(line, f"rule '{rule_id}' names unknown purpose '{name}'")
+        verified_min = None
+        verified = None
+        if "verified" in spec:
+            verified_min = self.level(spec["verified"], line, f"rule '{rule_id}': verified")
+            if verified_min is not None:
+                # A minimum, held as the set of levels at or above it, so that the checks for
+                # unreachable and overlapping rules treat it like any other dimension.
+                verified = frozenset(self.levels[self.levels.index(verified_min) :])
         return Rule(
+            verified=verified,
+            verified_min=verified_min,
             id=rule_id,
             decision=decision,
             classes=self.classes(spec.get("class"), line),
@@ -212,6 +316,20 @@ def parse_policy(
     if not isinstance(version, str | int | float) or not str(version):
         reader.error(document[LINE], "version is required (a string operators bump on change)")
     purposes = reader.names(document.get("purposes", []), document[LINE], "purposes") or frozenset()
+    levels = document.get("verification_levels", ["none"])
+    if (
+        not isinstance(levels, list)
+        or not levels
+        or not all(isinstance(level, str) and level for level in levels)
+        or len(set(levels)) != len(levels)
+    ):
+        reader.error(
+            document[LINE],
+            "verification_levels must be a list of distinct names, weakest first "
+            "(e.g. [none, otp, id_card])",
+        )
+    else:
+        reader.levels = tuple(levels)
 
     channels: dict[str, ChannelProfile] = {}
     channel_specs = document.get("channels") or {}
@@ -224,6 +342,14 @@ def parse_policy(
         profile = reader.channel(str(name), spec, channel_specs[LINE])
         if profile is not None:
             channels[profile.name] = profile
+    for profile in channels.values():
+        for entry in profile.continuity:
+            if entry.from_channel not in channels:
+                reader.error(
+                    entry.line,
+                    f"channel '{profile.name}': continuity from unknown channel "
+                    f"'{entry.from_channel}'",
+                )
 
     grants: list[SearchGrant] = []
     for spec in document.get("search") or []:
@@ -272,6 +398,7 @@ def parse_policy(
         rules=tuple(rules),
         default=default,
         search=tuple(grants),
+        verification_levels=reader.levels,
     )
     return policy, problems
 

@@ -27,6 +27,22 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Continuity:
+    """A verification obtained in another channel that the receiving channel accepts."""
+
+    from_channel: str
+    max_age_minutes: int
+    #: The highest level it counts at here (a weaker channel's OTP never becomes an ID check).
+    carries: str
+    line: int = 0
+
+
+#: Row scopes: a channel reads any customer, or only the customer its request is verified for.
+ROWS_ALL = "all"
+ROWS_VERIFIED_CUSTOMER = "verified_customer"
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelProfile:
     name: str
     #: Root fields (queries, mutations) the channel may use; None means all.
@@ -35,6 +51,12 @@ class ChannelProfile:
     rate_limit_per_minute: int | None = None
     #: How answers are adapted: "standard", "full", "speech" (IVR), "text" (SMS).
     rendering: str = "standard"
+    #: Operation -> the minimum verification level a request must present to use it.
+    requires_verification: dict[str, str] = field(default_factory=dict)
+    #: Verifications from other channels this channel accepts, and within which limits.
+    continuity: tuple[Continuity, ...] = ()
+    #: ROWS_ALL, or ROWS_VERIFIED_CUSTOMER: callers act for their verified customer only.
+    rows: str = ROWS_ALL
 
     def allows(self, operation: str) -> bool:
         return self.operations is None or operation in self.operations
@@ -53,17 +75,28 @@ class Rule:
     roles: frozenset[str] | None = None
     purposes: frozenset[str] | None = None
     line: int = 0
+    #: `verified:` the minimum level, as the set of levels at or above it (None: any level).
+    verified: frozenset[str] | None = None
+    verified_min: str | None = None
 
-    def matches(self, data_class: DataClass, channel: str, role: str, purpose: str | None) -> bool:
+    def matches(
+        self,
+        data_class: DataClass,
+        channel: str,
+        role: str,
+        purpose: str | None,
+        verified: str | None = None,
+    ) -> bool:
         return (
             (self.classes is None or data_class in self.classes)
             and _open_or_in(self.channels, channel)
             and _open_or_in(self.roles, role)
             and _open_or_in(self.purposes, purpose)
+            and _open_or_in(self.verified, verified)
         )
 
     def dimensions(self) -> tuple[frozenset | None, ...]:
-        return (self.classes, self.channels, self.roles, self.purposes)
+        return (self.classes, self.channels, self.roles, self.purposes, self.verified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,26 +124,42 @@ class Policy:
     rules: tuple[Rule, ...]
     default: Level = Level.MASKED
     search: tuple[SearchGrant, ...] = ()
+    #: Verification levels, weakest first; the first is what an unverified request has.
+    verification_levels: tuple[str, ...] = ("none",)
     _decisions: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def decide(self, data_class: DataClass, principal: Principal, purpose: str | None) -> Decision:
-        key = (data_class, principal.channel, principal.role, purpose)
+    def decide(
+        self,
+        data_class: DataClass,
+        principal: Principal,
+        purpose: str | None,
+        verified: str | None = None,
+    ) -> Decision:
+        """The decision for a field; `verified` is the level held for the data's own customer."""
+        verified = verified if verified in self.verification_levels else self.unverified
+        key = (data_class, principal.channel, principal.role, purpose, verified)
         found = self._decisions.get(key)
         if found is None:
             found = next(
                 (
                     Decision(rule.decision, rule.id)
                     for rule in self.rules
-                    if rule.matches(data_class, principal.channel, principal.role, purpose)
+                    if rule.matches(
+                        data_class, principal.channel, principal.role, purpose, verified
+                    )
                 ),
                 Decision(self.default, "default"),
             )
-            # Bounded: classes x channels x roles x purposes of one policy.
+            # Bounded: classes x channels x roles x purposes x levels of one policy.
             self._decisions[key] = found
         return found
 
     def may_search(self, data_class: DataClass, principal: Principal) -> bool:
         return any(grant.grants(data_class, principal) for grant in self.search)
+
+    @property
+    def unverified(self) -> str:
+        return self.verification_levels[0]
 
     def channel(self, name: str) -> ChannelProfile | None:
         return self.channels.get(name)

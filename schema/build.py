@@ -13,18 +13,20 @@ from strawberry.types import ExecutionContext
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors
 from schema.query import Query as CustomerQuery
+from schema.verification import VerificationMutation, VerificationQuery
+from schema.verification_rules import VerificationRules
 
 # Each feature keeps its root fields in its own module; the roots are merged here so that a
 # new feature adds one entry to a tuple instead of editing another feature's class.
-QUERY_ROOTS: tuple[type, ...] = (CustomerQuery,)
-MUTATION_ROOTS: tuple[type, ...] = ()
+QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, VerificationQuery)
+MUTATION_ROOTS: tuple[type, ...] = (VerificationMutation,)
 SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
 
 
 def _merged(name: str, roots: tuple[type, ...]) -> type | None:
     if not roots:
         return None
-    if len(roots) == 1:
+    if len(roots) == 1 and roots[0].__name__ == name:
         return roots[0]
     return merge_types(name, roots)
 
@@ -39,7 +41,7 @@ class GraphSchema(strawberry.Schema):
 
 
 def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
-    extensions: list[Any] = [CodedErrors, ChannelRules]
+    extensions: list[Any] = [CodedErrors, ChannelRules, VerificationRules]
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
         extensions += [

@@ -16,6 +16,7 @@ from strawberry.types import Info
 
 from policies.masks import DataClass, mask
 from policies.model import Level
+from schema.customer_scope import owner_of
 from schema.errors import GraphError
 
 
@@ -50,7 +51,9 @@ class Classified(FieldExtension):
         disclosure = info.context.disclosure
         if not disclosure.enforced:
             return value
-        decision = disclosure.decide(self.data_class)
+        # Whose data this is matters only when the request is verified for some customer.
+        owner = owner_of(info) if disclosure.principal.verification is not None else None
+        decision = disclosure.decide(self.data_class, owner)
         disclosure.record(field_path(info), decision.level)
         if decision.level is Level.DENIED:
             raise denied(info)

@@ -10,6 +10,7 @@ from adapters.identity_store import IdentityStore
 from policies.disclosure import Disclosure
 from policies.model import Policy
 from policies.principal import Principal
+from policies.verification import VerificationStore
 from schema.loaders import Loaders
 
 
@@ -23,6 +24,8 @@ class Backends:
     identity_store: IdentityStore
     identity_resolver: IdentityResolver
     max_page_size: int = 200
+    #: Where verifications (OTP, ID-card checks) are kept; None where nothing verifies.
+    verifications: VerificationStore | None = None
 
 
 @dataclass(slots=True)

@@ -17,10 +17,12 @@ from graphql import (
     validate,
 )
 
-from policies.model import Policy
+from policies.model import ROWS_VERIFIED_CUSTOMER, Policy
 from policies.principal import Principal
+from policies.verification import rank
 from schema.channel_rules import operation_fields
 from schema.classified import classified_fields
+from schema.verification_rules import paging_roots
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,18 @@ class FieldVerdict:
 
 
 def explain(
-    schema: object, policy: Policy, principal: Principal, purpose: str | None, document_text: str
+    schema: object,
+    policy: Policy,
+    principal: Principal,
+    purpose: str | None,
+    document_text: str,
+    verified: str | None = None,
 ) -> tuple[list[str], list[FieldVerdict]]:
-    """Refusals of the whole operation (if any), and a verdict per field path."""
+    """Refusals of the whole operation (if any), and a verdict per field path.
+
+    `verified` is the level the caller holds for the customer whose data it reads (a
+    verification counts for that customer only: anyone else's data is decided as unverified).
+    """
     graphql_schema = schema._schema  # type: ignore[attr-defined]
     try:
         document = parse(document_text)
@@ -55,6 +66,20 @@ def explain(
         ]
         if introspects and not profile.introspection:
             refusals.append(f"channel '{principal.channel}' may not introspect")
+        levels = policy.verification_levels
+        for op in sorted(roots):
+            required = profile.requires_verification.get(op)
+            if required is not None and rank(levels, verified) < rank(levels, required):
+                refusals.append(
+                    f"operation '{op}' needs verification level {required} in channel "
+                    f"'{principal.channel}' (VERIFICATION_REQUIRED)"
+                )
+        if profile.rows == ROWS_VERIFIED_CUSTOMER:
+            refusals += [
+                f"operation '{op}' pages through customers; channel '{principal.channel}' acts "
+                "for its verified customer only (CUSTOMER_NOT_IN_SCOPE)"
+                for op in paging_roots(graphql_schema, roots)
+            ]
     classes = classified_fields(schema)
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
@@ -76,7 +101,7 @@ def explain(
                 elif data_class is None:
                     verdicts.setdefault(path, FieldVerdict(path, "not personal data", ""))
                 else:
-                    decision = policy.decide(data_class, principal, purpose)
+                    decision = policy.decide(data_class, principal, purpose, verified)
                     verdicts[path] = FieldVerdict(
                         path,
                         decision.level.value,

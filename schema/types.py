@@ -20,6 +20,7 @@ from policies.masks import DataClass
 from policies.rendering import render_amount, render_date
 from schema.classified import classified
 from schema.context import RequestContext
+from schema.customer_scope import CustomerScope
 from schema.errors import bad_input, identity_conflict, identity_unresolved
 
 GraphInfo = Info[RequestContext, None]
@@ -387,30 +388,35 @@ class CustomerIdentity:
 
 @strawberry.type(description="One customer, assembled live from every system that knows them.")
 class Customer:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(extensions=[CustomerScope()])
     _identity: strawberry.Private[Identity]
 
     @classmethod
     def of(cls, identity: Identity) -> Customer:
         return cls(id=strawberry.ID(identity.hub_id), _identity=identity)
 
-    @strawberry.field(description="The customer system's profile (BOSS).")
+    @strawberry.field(
+        description="The customer system's profile (BOSS).", extensions=[CustomerScope()]
+    )
     async def profile(self, info: GraphInfo) -> CustomerProfile | None:
         found = await info.context.loaders.profiles.load(self._identity.customer_no)
         return CustomerProfile.of(found) if found is not None else None
 
-    @strawberry.field(description="The customer's lines (BOSS).")
+    @strawberry.field(description="The customer's lines (BOSS).", extensions=[CustomerScope()])
     async def subscriptions(self, info: GraphInfo) -> list[Subscription] | None:
         lines = await info.context.loaders.subscriptions.load(self._identity.customer_no)
         return [Subscription.of(line) for line in lines]
 
-    @strawberry.field(description="The customer's billing accounts.")
+    @strawberry.field(description="The customer's billing accounts.", extensions=[CustomerScope()])
     async def billing_accounts(self, info: GraphInfo) -> list[BillingAccount] | None:
         keys = self._keys_of("billing")
         accounts = await info.context.loaders.billing_accounts.load_many(keys)
         return [BillingAccount.of(a) for a in accounts if a is not None]
 
-    @strawberry.field(description="Trouble tickets in the care system, newest first.")
+    @strawberry.field(
+        description="Trouble tickets in the care system, newest first.",
+        extensions=[CustomerScope()],
+    )
     async def tickets(self, info: GraphInfo, first: int = 10) -> list[Ticket] | None:
         _check_page(first, 0)
         per_party = await info.context.loaders.tickets.load_many(self._keys_of("care"))
@@ -421,7 +427,9 @@ class Customer:
         )
         return [Ticket.of(t) for t in tickets[:first]]
 
-    @strawberry.field(description="Interactions in the care system, newest first.")
+    @strawberry.field(
+        description="Interactions in the care system, newest first.", extensions=[CustomerScope()]
+    )
     async def interactions(self, info: GraphInfo, first: int = 10) -> list[Interaction] | None:
         _check_page(first, 0)
         per_party = await info.context.loaders.interactions.load_many(self._keys_of("care"))
@@ -432,7 +440,10 @@ class Customer:
         )
         return [Interaction.of(i) for i in found[:first]]
 
-    @strawberry.field(description="How this customer's records were linked across systems.")
+    @strawberry.field(
+        description="How this customer's records were linked across systems.",
+        extensions=[CustomerScope()],
+    )
     def identity(self) -> CustomerIdentity:
         i = self._identity
         return CustomerIdentity(

@@ -721,17 +721,24 @@ def test_the_gateway_opens_billings_circuit_and_reports_it(cached_gateway, contr
 
 
 def test_a_masked_channel_never_gets_a_clear_value_from_the_cache(
-    cached_gateway, control, customers
+    cached_gateway, control, customers, sims
 ):
+    from gateway.compare import verify_by_otp
+    from policies.masks import mask_name
+
     bundle = customers[37]
     line = active_line(bundle).msisdn
     hub_id = ask(cached_gateway, FIND, {"m": line})["data"]["customerByMsisdn"]["id"]
     clear = ask(cached_gateway, QUERY_360, {"id": hub_id})  # the agent, purpose service
     assert bundle.customer.name in str(clear)
-    control.reset()
     url, _ = cached_gateway
-    app = (url, {"X-Api-Key": CACHED_GATEWAY_APP_KEYS[url]})
+    # The app reads only the customer verified by OTP (the code goes out through care).
+    with httpx.Client(timeout=30) as client:
+        token = verify_by_otp(client, url, CACHED_GATEWAY_APP_KEYS[url], hub_id, line, sims.care)
+    control.reset()
+    app = (url, {"X-Api-Key": CACHED_GATEWAY_APP_KEYS[url], "X-Verification": token})
     masked = ask(app, QUERY_360, {"id": hub_id})
+    assert mask_name(bundle.customer.name) in str(masked)
     assert {s: control.total(s) for s in ("boss", "billing", "care")} == {
         "boss": 0,
         "billing": 0,

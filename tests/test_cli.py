@@ -72,3 +72,18 @@ def test_policy_explain_names_the_deciding_rule_per_field(tmp_path):
         "policy", "explain", "--channel", "partner", "--role", "partner", "--query", str(query)
     )
     assert refused.returncode == 1 and "REFUSED  operation 'customers'" in refused.stdout
+
+
+def test_policy_explain_shows_what_a_verification_level_changes(tmp_path):
+    query = tmp_path / "q.graphql"
+    query.write_text(
+        '{ customer(id: "cus_00000000000000000000") { profile { certificateNumber } } }'
+    )
+    common = ("policy", "explain", "--channel", "store", "--role", "clerk", "--query", str(query))
+    unverified = switchboard(*common)
+    verified = switchboard(*common, "--verified", "id_card")
+    assert "masked" in unverified.stdout.splitlines()[1]
+    line = verified.stdout.splitlines()[1]
+    assert "clear" in line and "store-clerk-id-card-after-id-check" in line
+    unknown = switchboard(*common, "--verified", "retina")
+    assert unknown.returncode == 2 and "unknown verification level" in unknown.stdout

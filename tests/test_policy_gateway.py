@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from policies.masks import mask_id_card, mask_mobile, mask_name
+from tests.verification_helpers import otp_token
 
 PROFILE = """
 query($msisdn: String!) {
@@ -30,6 +31,11 @@ def hub_id_of(gateway, bundle) -> str:
         "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }", {"m": msisdn_of(bundle)}
     ).json()
     return body["data"]["customerByMsisdn"]["id"]
+
+
+def app_verification(gateway, sims, bundle) -> dict[str, str]:
+    """The app acts for its OTP-verified customer only: headers proving this bundle's OTP."""
+    return {"X-Verification": otp_token(gateway, sims, bundle, hub_id_of(gateway, bundle))}
 
 
 def answer(response: httpx.Response) -> tuple[dict, dict[str, str]]:
@@ -122,23 +128,30 @@ BYPASSES = {
 
 
 @pytest.mark.parametrize("shape", sorted(BYPASSES))
-def test_masking_holds_whatever_shape_the_query_takes(gateway, customers, shape):
+def test_masking_holds_whatever_shape_the_query_takes(gateway, sims, customers, shape):
     bundle = customers[4]
     data, _ = answer(
-        gateway.query(BYPASSES[shape], {"m": msisdn_of(bundle)}, channel="app", purpose="service")
+        gateway.query(
+            BYPASSES[shape],
+            {"m": msisdn_of(bundle)},
+            channel="app",
+            purpose="service",
+            headers=app_verification(gateway, sims, bundle),
+        )
     )
     text = str(data)
     assert bundle.customer.name not in text
     assert mask_name(bundle.customer.name) in text
 
 
-def test_lists_of_lines_are_masked_item_by_item(gateway, customers):
+def test_lists_of_lines_are_masked_item_by_item(gateway, sims, customers):
     bundle = max(customers[:50], key=lambda c: len(c.subscribers))
     data, _ = answer(
         gateway.query(
             "query($m: String!) { customerByMsisdn(msisdn: $m) { subscriptions { msisdn } } }",
             {"m": msisdn_of(bundle)},
             channel="app",
+            headers=app_verification(gateway, sims, bundle),
         )
     )
     shown = [s["msisdn"] for s in data["customerByMsisdn"]["subscriptions"]]
@@ -204,13 +217,14 @@ def test_an_unknown_purpose_is_refused(gateway):
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_PURPOSE"
 
 
-def _name_seen_by_app(gateway, bundle) -> str:
+def _name_seen_by_app(gateway, bundle, verification: dict[str, str]) -> str:
     data, _ = answer(
         gateway.query(
             "query($m: String!) { customerByMsisdn(msisdn: $m) { profile { name } } }",
             {"m": msisdn_of(bundle)},
             channel="app",
             purpose="service",
+            headers=verification,
         )
     )
     return data["customerByMsisdn"]["profile"]["name"]
@@ -225,27 +239,32 @@ def _eventually(check, timeout_s: float = 10.0) -> bool:
     return False
 
 
-def test_rules_reload_on_change_and_a_broken_file_is_refused(gateway, customers):
+def test_rules_reload_on_change_and_a_broken_file_is_refused(gateway, sims, customers):
     bundle = customers[6]
+    verification = app_verification(gateway, sims, bundle)
     original = gateway.policy_file.read_text()
     opened = original.replace(
         "  rules:\n",
         "  rules:\n    - id: app-sees-names\n      class: name\n      channel: app\n"
         "      decision: clear\n",
         1,
-    ).replace('version: "2026-11-23.1"', 'version: "test-reload"')
+    ).replace('version: "2026-11-23.2"', 'version: "test-reload"')
     try:
-        assert _name_seen_by_app(gateway, bundle) == mask_name(bundle.customer.name)
+        assert _name_seen_by_app(gateway, bundle, verification) == mask_name(bundle.customer.name)
         gateway.policy_file.write_text(opened)
-        assert _eventually(lambda: _name_seen_by_app(gateway, bundle) == bundle.customer.name)
+        assert _eventually(
+            lambda: _name_seen_by_app(gateway, bundle, verification) == bundle.customer.name
+        )
 
         gateway.policy_file.write_text(opened + "\n  oops: [\n")
         time.sleep(1.0)  # several reload intervals: the broken file must not take effect
-        assert _name_seen_by_app(gateway, bundle) == bundle.customer.name
+        assert _name_seen_by_app(gateway, bundle, verification) == bundle.customer.name
     finally:
         gateway.policy_file.write_text(original)
         assert _eventually(
-            lambda: _name_seen_by_app(gateway, bundle) == mask_name(bundle.customer.name)
+            lambda: (
+                _name_seen_by_app(gateway, bundle, verification) == mask_name(bundle.customer.name)
+            )
         )
 
 
@@ -260,7 +279,7 @@ def test_a_channel_over_its_rate_limit_gets_429_with_retry_after(gateway):
     assert int(response.headers["Retry-After"]) >= 1
 
 
-def test_compare_shows_what_differs_between_channels(gateway, customers):
+def test_compare_shows_what_differs_between_channels(gateway, sims, customers):
     from gateway.compare import compare
 
     bundle = customers[1]
@@ -270,6 +289,10 @@ def test_compare_shows_what_differs_between_channels(gateway, customers):
         msisdn_of(bundle),
         ["app", "store", "partner"],
         {"store": "identity_verification"},
+        # The app acts for its verified customer only: compare verifies by an OTP first,
+        # read off the line through the care simulator, as the demo does.
+        verify_by_otp_in=("app",),
+        phone_url=sims.care,
     )
     rows = {line.split()[0]: line for line in table.splitlines()[1:-1]}
     assert "(denied)" in rows["profile.certificateNumber"]

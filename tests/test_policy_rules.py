@@ -10,7 +10,16 @@ from policies.masks import DataClass, mask, scrub_free_text
 from policies.model import Level
 from policies.principal import Principal
 
-OPERATIONS = {"customer", "customerByMsisdn", "customers", "offerings"}
+OPERATIONS = {
+    "customer",
+    "customerByMsisdn",
+    "customers",
+    "offerings",
+    "verification",
+    "startOtp",
+    "confirmOtp",
+    "checkIdCard",
+}
 
 
 @pytest.mark.parametrize(
@@ -150,3 +159,114 @@ def test_amounts_and_dates_are_short_text_for_sms():
     assert render_date(date(2026, 11, 21), "text") == "11月21日"
     assert render_date(date(2026, 11, 21), "speech") == "十一月二十一日"
     assert render_date(date(2026, 11, 21), "standard") == "2026-11-21"
+
+
+# --- verification levels, continuity, row scope ---------------------------------------------
+
+VERIFYING = """\
+version: "1"
+purposes: [service]
+verification_levels: [none, otp, id_card]
+channels:
+  app:
+    operations: [customer, startOtp, confirmOtp]
+    rows: verified_customer
+    requires_verification: {customer: otp}
+  store:
+    operations: "*"
+    continuity:
+      - {from: app, max_age_minutes: 30, carries: otp}
+disclosure:
+  rules:
+    - {id: clerk-after-id-check, class: id_card, channel: store, verified: id_card, decision: clear}
+    - {id: app-after-otp, class: bank_card, channel: app, verified: otp, decision: masked}
+    - {id: app-without, class: bank_card, channel: app, decision: denied}
+"""
+
+
+def test_verified_is_a_minimum_level_and_counts_only_when_held():
+    policy, _ = parse_policy(VERIFYING, "v.yaml", OPERATIONS)
+    clerk = Principal("t", "clerk", "store")
+    app = Principal("t", "customer", "app")
+    assert policy.decide(DataClass.ID_CARD, clerk, None).level is Level.MASKED
+    assert policy.decide(DataClass.ID_CARD, clerk, None, "otp").level is Level.MASKED
+    assert policy.decide(DataClass.ID_CARD, clerk, None, "id_card").level is Level.CLEAR
+    assert policy.decide(DataClass.BANK_CARD, app, None).level is Level.DENIED
+    assert policy.decide(DataClass.BANK_CARD, app, None, "otp").level is Level.MASKED
+    assert policy.decide(DataClass.BANK_CARD, app, None, "id_card").level is Level.MASKED
+    # A level the policy does not know proves nothing.
+    assert policy.decide(DataClass.BANK_CARD, app, None, "retina").level is Level.DENIED
+    assert policy.channel("app").rows == "verified_customer"
+    assert policy.channel("app").requires_verification == {"customer": "otp"}
+
+
+def test_a_verification_counts_where_and_as_far_as_continuity_says():
+    from policies.verification import Verification, standing
+
+    policy, _ = parse_policy(VERIFYING, "v.yaml", OPERATIONS)
+    now = 1_000_000.0
+
+    def made(channel: str, level: str, age_min: float = 1) -> Verification:
+        created = now - age_min * 60
+        return Verification("v", "cus_1", level, level, channel, "k", created, created + 3600)
+
+    assert standing(policy, made("app", "otp"), "app", now).level == "otp"
+    assert standing(policy, made("app", "otp"), "store", now).level == "otp"
+    assert standing(policy, made("app", "otp", 31), "store", now).code == (
+        "VERIFICATION_NOT_CARRIED"
+    )
+    assert standing(policy, made("app", "otp", 61), "app", now).code == "VERIFICATION_EXPIRED"
+    assert standing(policy, made("store", "id_card"), "app", now).code == (
+        "VERIFICATION_NOT_CARRIED"
+    )
+    capped = policy.channel("store").continuity[0]
+    assert capped.carries == "otp"
+    assert standing(policy, made("app", "id_card"), "store", now).level == "otp"
+    assert standing(policy, made("app", "otp"), "store", now, "cus_2").code == (
+        "CUSTOMER_NOT_VERIFIED"
+    )
+
+
+BROKEN_VERIFYING = """\
+version: "1"
+purposes: [service]
+verification_levels: [none, otp]
+channels:
+  app:
+    operations: [customer]
+    rows: everyone
+    requires_verification: {customer: retina, launchRockets: otp}
+  store:
+    continuity:
+      - {from: kiosk, max_age_minutes: 30, carries: otp}
+      - {from: app, max_age_minutes: -5, carries: otp, forever: true}
+      - {from: app, max_age_minutes: 5, carries: id_card}
+disclosure:
+  rules:
+    - {id: a, class: id_card, channel: store, verified: id_card, decision: clear}
+"""
+
+
+def test_check_names_file_and_line_of_bad_verification_keys():
+    with pytest.raises(PolicyInvalid) as raised:
+        parse_policy(BROKEN_VERIFYING, "v.yaml", OPERATIONS)
+    text = str(raised.value)
+    assert "v.yaml:6: error: rows must be one of all, verified_customer" in text
+    assert "v.yaml:8: error: channel 'app': requires_verification.customer must be a " in text
+    assert "v.yaml:8: error: channel 'app' requires verification for unknown operation " in text
+    assert "v.yaml:11: error: channel 'store': continuity from unknown channel 'kiosk'" in text
+    assert "v.yaml:12: error: unknown key 'forever' in a continuity entry" in text
+    assert "v.yaml:12: error: channel 'store': max_age_minutes must be a positive integer" in text
+    assert "v.yaml:13: error: channel 'store': continuity carries must be a verification" in text
+    assert "v.yaml:16: error: rule 'a': verified must be a verification level" in text
+
+
+def test_a_rule_for_a_higher_level_behind_a_lower_one_is_unreachable():
+    text = VERIFYING.replace(
+        "    - {id: app-without",
+        "    - {id: app-id-card, class: bank_card, channel: app, verified: id_card, "
+        "decision: clear}\n    - {id: app-without",
+    )
+    with pytest.raises(PolicyInvalid) as raised:
+        parse_policy(text, "v.yaml", OPERATIONS)
+    assert "rule 'app-id-card' is unreachable: rule 'app-after-otp'" in str(raised.value)

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from simulators.care.messages import MESSAGES, Outbox
 from simulators.care.store import CareStore, InteractionRow, PartyRow, TicketRow
 from simulators.control import SimControl
 from simulators.rest import (
@@ -309,6 +310,7 @@ def create_app(data_dir: Path) -> Starlette:
     conn = open_for_serving(store_path(data_dir, "care"))
     control = SimControl(injected_failure, GARBLED_BODY, JSON)
     api = CareApi(CareStore(conn))
+    outbox = Outbox()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -323,7 +325,9 @@ def create_app(data_dir: Path) -> Starlette:
             business_route(control, "PATCH", TICKETS + "/{id}", api.patch_ticket),
             business_route(control, "GET", INTERACTIONS, api.list_interactions),
             business_route(control, "POST", INTERACTIONS, api.create_interaction),
+            business_route(control, "POST", MESSAGES, outbox.send),
             *control.routes(),
+            *outbox.routes(),
         ],
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,

@@ -1,0 +1,77 @@
+"""Whose data a field is, and whether the request may see that customer at all.
+
+Every field of ``Customer`` carries ``CustomerScope``. It notes, per response path, which
+customer an object belongs to (so a verification raises decisions for its own customer's data
+only, wherever in the answer that data sits), and it enforces a channel's row scope: a channel
+whose profile says ``rows: verified_customer`` acts for one customer, and any other customer
+comes back null with CUSTOMER_NOT_IN_SCOPE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from strawberry.extensions import FieldExtension
+from strawberry.types import Info
+
+from policies.model import ROWS_VERIFIED_CUSTOMER
+from schema.errors import GraphError
+
+
+def not_in_scope() -> GraphError:
+    return GraphError(
+        "CUSTOMER_NOT_IN_SCOPE",
+        "This channel acts for the verified customer only; present a verification "
+        "(X-Verification) for this customer.",
+    )
+
+
+def owner_of(info: Info) -> str | None:
+    """The hub id of the customer whose object holds this field, if the request noted one."""
+    owners = info.context.disclosure.owners
+    if not owners:
+        return None
+    path = info.path.prev
+    while path is not None:
+        found = owners.get(path)
+        if found is not None:
+            return found
+        path = path.prev
+    return None
+
+
+class CustomerScope(FieldExtension):
+    """On each field of Customer: note the owner, and refuse customers out of row scope."""
+
+    def _check(self, source: Any, info: Info) -> None:
+        disclosure = info.context.disclosure
+        if not disclosure.enforced:
+            return
+        principal = disclosure.principal
+        verified = principal.verification
+        customer_id = str(source.id)
+        if verified is not None:
+            # The path of the customer object itself: every field below it is its data.
+            disclosure.owners[info.path.prev] = customer_id
+        profile = disclosure.policy.channel(principal.channel)
+        if (
+            profile is not None
+            and profile.rows == ROWS_VERIFIED_CUSTOMER
+            and (verified is None or verified.customer_id != customer_id)
+        ):
+            raise not_in_scope()
+
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        self._check(source, info)
+        return next_(source, info, **kwargs)
+
+    async def resolve_async(
+        self,
+        next_: Callable[..., Awaitable[Any]],
+        source: Any,
+        info: Info,
+        **kwargs: Any,
+    ) -> Any:
+        self._check(source, info)
+        return await next_(source, info, **kwargs)
