@@ -276,6 +276,10 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
     finally:
         await bench.control("billing", {"down": False})
         await bench.ready(on)
+        # /readyz reached one worker; the others close their own circuits on the first call
+        # after the cool-down (5 s by default).
+        await asyncio.sleep(6)
+        await bench.sequential(bench.query(on, bodies["policies-on"][:20]))
 
     # Realistic backend latencies.
     for system, latency in REALISTIC_LATENCY_MS.items():
@@ -522,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sample", type=int, default=300, help="customers the load cycles over")
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per side")
     parser.add_argument("--max-requests", type=int, default=50_000, help="per phase")
