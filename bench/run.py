@@ -279,7 +279,9 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
         # /readyz reached one worker; the others close their own circuits on the first call
         # after the cool-down (5 s by default).
         await asyncio.sleep(6)
-        await bench.sequential(bench.query(on, bodies["policies-on"][:20]))
+        await run_load(
+            bench.query(on, bodies["policies-on"]), concurrency=10, duration_s=10, max_requests=60
+        )
 
     # Realistic backend latencies.
     for system, latency in REALISTIC_LATENCY_MS.items():
