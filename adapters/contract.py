@@ -144,4 +144,6 @@ class CareSystem(Backend, Protocol):
         status: str | None = None,
         priority: str | None = None,
         note: str | None = None,
-    ) -> Ticket: ...
+        idempotency_key: str | None = None,
+    ) -> Ticket:
+        """Change a ticket; with a key, a repeat of the same key changes nothing again."""
