@@ -13,12 +13,13 @@ from strawberry.types import ExecutionContext
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors
 from schema.query import Query as CustomerQuery
+from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscription
 
 # Each feature keeps its root fields in its own module; the roots are merged here so that a
 # new feature adds one entry to a tuple instead of editing another feature's class.
-QUERY_ROOTS: tuple[type, ...] = (CustomerQuery,)
-MUTATION_ROOTS: tuple[type, ...] = ()
-SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
+QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, WorkflowQuery)
+MUTATION_ROOTS: tuple[type, ...] = (WorkflowMutation,)
+SUBSCRIPTION_ROOTS: tuple[type, ...] = (WorkflowSubscription,)
 
 
 def _merged(name: str, roots: tuple[type, ...]) -> type | None:

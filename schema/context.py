@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
+from orchestration.service import Workflows
 from policies.disclosure import Disclosure
 from policies.model import Policy
 from policies.principal import Principal
@@ -23,6 +25,8 @@ class Backends:
     identity_store: IdentityStore
     identity_resolver: IdentityResolver
     max_page_size: int = 200
+    #: Starts and signals workflows, reads requests; None when workflows are off.
+    workflows: Workflows | None = None
 
 
 @dataclass(slots=True)
@@ -32,6 +36,8 @@ class RequestContext:
     loaders: Loaders
     request_id: str
     disclosure: Disclosure
+    #: A websocket's connection_init payload (strawberry fills it in).
+    connection_params: dict[str, Any] | None = None
 
 
 def new_request_context(
