@@ -525,7 +525,8 @@ async def _known_signal(
     )
 
 
-@strawberry.type(name="Subscription")
+# "Subscription" is taken by the line type (schema/types.py).
+@strawberry.type(name="SubscriptionRoot")
 class WorkflowSubscription:
     @strawberry.subscription(
         description="State changes of one request, or of every request of "
