@@ -121,6 +121,9 @@ async def evict(customer_no: str, account_id: str | None) -> None:
     await current().evict(customer_no, [account_id] if account_id else [], [])
 
 
+#: Errors after which the order certainly was not placed.
+DEFINITE_REFUSALS = ("BUSINESS_REJECTED", "NOT_FOUND")
+
 #: Compensation must happen: its steps are tried again on a durable timer until they pass.
 COMPENSATION_ATTEMPTS = 8
 
@@ -166,6 +169,10 @@ async def plan_change(order: dict[str, Any]) -> dict[str, Any]:
     await record(request_id, "arrears", "ARREARS_CLEAR")
 
     placed = await place_order(order["subscriber_no"], order["offering_id"])
+    if not placed["ok"] and placed["code"] not in DEFINITE_REFUSALS:
+        # No clear answer (timed out, unreadable): the order may exist. The same key asks
+        # again until BOSS answers; a placed order comes back as the first one.
+        placed = await _until_done(place_order, order["subscriber_no"], order["offering_id"])
     if not placed["ok"]:
         await evict(order["customer_no"], account_id)
         return await _rejected(request_id, channel, "order", placed["code"])

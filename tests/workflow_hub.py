@@ -156,7 +156,9 @@ def care_tickets(data_dir: Path, request_id: str) -> list[tuple[str]]:
 def care_ticket(data_dir: Path, ticket_id: str) -> tuple[str, str, str]:
     """(status, priority, notes JSON) of a care ticket."""
     return _rows(
-        data_dir / "care.db", "SELECT status, priority, notes FROM ticket WHERE id = ?", (ticket_id,)
+        data_dir / "care.db",
+        "SELECT status, priority, notes FROM ticket WHERE id = ?",
+        (ticket_id,),
     )[0]
 
 
@@ -176,9 +178,7 @@ def clean_customers(seed: int, count: int) -> Iterator[CustomerBundle]:
         if bundle.party.id_card != bundle.customer.cert_no:
             continue
         lines = [
-            s
-            for s in bundle.subscribers
-            if s.status == "A" and s.msisdn in account.service_numbers
+            s for s in bundle.subscribers if s.status == "A" and s.msisdn in account.service_numbers
         ]
         if lines:
             yield bundle
