@@ -225,7 +225,8 @@ def test_plan_change_happy_path(world: Flows) -> None:
     assert len(billing_adjustments(world.data_dir, request_id)) == 1
     # The line now shows the new offering through the graph (nothing stale).
     lines = world.hub.data(
-        "query($m: String!) { customerByMsisdn(msisdn: $m) { subscriptions { msisdn offering { id } } } }",
+        "query($m: String!) { customerByMsisdn(msisdn: $m) {"
+        " subscriptions { msisdn offering { id } } } }",
         {"m": line.msisdn},
     )["customerByMsisdn"]["subscriptions"]
     moved = next(s for s in lines if s["msisdn"] == line.msisdn)

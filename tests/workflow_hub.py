@@ -100,7 +100,8 @@ REQUEST_FIELDS = "id kind customerId channel state status waitingFor detail"
 
 def request_state(hub: Hub, request_id: str) -> dict[str, Any]:
     return hub.data(
-        f"query($id: ID!) {{ request(id: $id) {{ {REQUEST_FIELDS} history {{ state channel actor detail }} notifications {{ channel kind detail }} }} }}",
+        f"query($id: ID!) {{ request(id: $id) {{ {REQUEST_FIELDS}"
+        " history { state channel actor detail } notifications { channel kind detail } } }",
         {"id": request_id},
     )["request"]
 
