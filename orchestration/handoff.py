@@ -64,8 +64,8 @@ async def handoff(request: dict[str, Any]) -> dict[str, Any]:
     check = await DBOS.recv_async(ID_CHECK_TOPIC, timeout_seconds=current().timings.handoff_wait_s)
     if check is None:
         await mirror_ticket(ticket_id, "m_expired", "expired: no ID check", status="closed")
-        await record(request_id, "expired", "EXPIRED", status="DONE")
         await notify(request_id, "expired", channel, "REQUEST_EXPIRED", {})
+        await record(request_id, "expired", "EXPIRED", status="DONE")
         return {"outcome": "EXPIRED"}
     clerk = str(check.get("actor", "store"))
     await record(
@@ -78,6 +78,7 @@ async def handoff(request: dict[str, Any]) -> dict[str, Any]:
     )
     await mirror_ticket(ticket_id, "m_verified", "ID card checked at a store", status="inProgress")
     await mirror_ticket(ticket_id, "m_fulfilled", "service request fulfilled", status="resolved")
-    await record(request_id, "fulfilled", "FULFILLED", status="DONE")
+    # Notified before the final state: whoever sees FULFILLED finds the notification too.
     await notify(request_id, "fulfilled", channel, "REQUEST_FULFILLED", {})
+    await record(request_id, "fulfilled", "FULFILLED", status="DONE")
     return {"outcome": "FULFILLED", "ticketId": ticket_id}

@@ -140,8 +140,8 @@ async def _until_done(run: Any, *args: Any) -> dict[str, Any]:
 
 
 async def _rejected(request_id: str, channel: str, key: str, code: str) -> dict[str, Any]:
-    await record(request_id, key, "REJECTED", status="REJECTED", detail={"reason": code})
     await notify(request_id, "rejected", channel, "PLAN_CHANGE_REJECTED", {"reason": code})
+    await record(request_id, key, "REJECTED", status="REJECTED", detail={"reason": code})
     return {"outcome": "REJECTED", "reason": code}
 
 
@@ -203,8 +203,9 @@ async def plan_change(order: dict[str, Any]) -> dict[str, Any]:
     verified = await verify_order(order_id) if adjustment["ok"] else adjustment
     if verified["ok"]:
         await evict(order["customer_no"], account_id)
-        await record(request_id, "confirm", "CONFIRMED", status="DONE")
+        # Notified before the final state: whoever sees CONFIRMED finds the notification too.
         await notify(request_id, "confirmed", channel, "PLAN_CHANGED", {"orderId": order_id})
+        await record(request_id, "confirm", "CONFIRMED", status="DONE")
         return {"outcome": "CONFIRMED", "orderId": order_id}
 
     # --- compensation, in reverse order of what was done ---
@@ -228,6 +229,7 @@ async def plan_change(order: dict[str, Any]) -> dict[str, Any]:
         detail={"orderId": order_id},
     )
     await evict(order["customer_no"], account_id)
+    await notify(request_id, "compensated", channel, "PLAN_CHANGE_FAILED", {"reason": failure})
     await record(
         request_id,
         "compensated",
@@ -235,5 +237,4 @@ async def plan_change(order: dict[str, Any]) -> dict[str, Any]:
         status="COMPENSATED",
         detail={"failed": failure},
     )
-    await notify(request_id, "compensated", channel, "PLAN_CHANGE_FAILED", {"reason": failure})
     return {"outcome": "COMPENSATED", "reason": failure}

@@ -9,9 +9,10 @@ from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from schema.channel_rules import ChannelRules
-from schema.errors import CodedErrors
+from schema.errors import CodedErrors, to_coded_error
 from schema.query import Query as CustomerQuery
 from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscription
 
@@ -36,6 +37,15 @@ class GraphSchema(strawberry.Schema):
     ) -> None:
         # CodedErrors logs what needs logging without the messages (they may hold data);
         # strawberry's default would log every error with its message and stack.
+        if execution_context is not None and (
+            execution_context.operation_type is OperationType.SUBSCRIPTION
+        ):
+            # Subscription results skip CodedErrors' rewrite: code them in place here.
+            for error in errors:
+                if "code" not in (error.extensions or {}):
+                    coded = to_coded_error(error)
+                    error.message = coded.message
+                    error.extensions = coded.extensions
         return None
 
 

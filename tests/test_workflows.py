@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from simulators.dataset import CustomerBundle
@@ -27,6 +28,8 @@ from tests.workflow_hub import (
     active_line,
     billing_adjustments,
     boss_orders,
+    care_ticket,
+    care_tickets,
     clean_customers,
     eventually,
     hub_id,
@@ -284,3 +287,389 @@ def test_plan_change_survives_a_kill_mid_step(world: Flows) -> None:
     ]
     assert len(billing_adjustments(world.data_dir, request_id)) == 1
     assert [e["state"] for e in done["history"]].count("ORDER_PLACED") == 1
+
+
+# --- complaints -------------------------------------------------------------------------------
+
+
+def file_complaint(
+    world: Flows, bundle: CustomerBundle, category: str, *, channel: str = "app", key: str = ""
+) -> str:
+    customer_id = hub_id(world.hub, active_line(bundle).msisdn)
+    return world.hub.data(
+        FILE_COMPLAINT,
+        {
+            "input": {
+                "customerId": customer_id,
+                "category": category,
+                "description": "No signal at home since Monday.",
+                "idempotencyKey": key or new_key(),
+            }
+        },
+        channel=channel,
+    )["fileComplaint"]["id"]
+
+
+def ticket_notes(world: Flows, ticket_id: str) -> list[str]:
+    return [n["text"] for n in json.loads(care_ticket(world.data_dir, ticket_id)[2])]
+
+
+def test_complaint_resolved_by_rule_waits_for_feedback_then_archives(world: Flows) -> None:
+    bundle = world.customer()
+    request_id = file_complaint(world, bundle, "outage_credit")
+    waiting = wait_state(world.hub, request_id, "FEEDBACK_REQUESTED")
+    assert waiting["status"] == "WAITING"
+    assert waiting["waitingFor"] == "FEEDBACK"
+    assert waiting["notifications"][-1] == {
+        "channel": "app",
+        "kind": "FEEDBACK_REQUESTED",
+        "detail": {},
+    }
+    # Any channel serving the customer sees it open, without asking the customer.
+    open_ids = [
+        r["id"]
+        for r in world.hub.data(
+            "query($c: ID!) { openRequests(customerId: $c) { id waitingFor } }",
+            {"c": waiting["customerId"]},
+            channel="store",
+        )["openRequests"]
+    ]
+    assert request_id in open_ids
+    world.hub.data(FEEDBACK, {"id": request_id, "rating": 4, "key": new_key()}, channel="app")
+    done = wait_state(world.hub, request_id, "ARCHIVED")
+    assert done["status"] == "DONE"
+    states = [e["state"] for e in done["history"]]
+    assert states == [
+        "RECEIVED",
+        "CLASSIFIED",
+        "INVESTIGATED",
+        "RESOLVED",
+        "FEEDBACK_REQUESTED",
+        "FEEDBACK_RECEIVED",
+        "ARCHIVED",
+    ]
+    # Care's ticket mirrors every state change once; billing granted the rule's credit once.
+    ticket_id = done["detail"]["ticketId"]
+    status, _priority, _ = care_ticket(world.data_dir, ticket_id)
+    assert status == "closed"
+    assert ticket_notes(world, ticket_id) == [
+        "classified: outage_credit",
+        "investigated: facts gathered",
+        "resolved",
+        "customer feedback: 4/5",
+        "archived",
+    ]
+    credits = [json.loads(doc) for _, doc in billing_adjustments(world.data_dir, request_id)]
+    assert [(c["adjustType"], c["amount"]["value"]) for c in credits] == [("credit", 10.0)]
+
+
+def test_complaint_sla_breach_escalates_then_an_agent_resolves(world: Flows) -> None:
+    bundle = world.customer()
+    request_id = file_complaint(world, bundle, "network")
+    # Nobody acts within the (3 s, test-configured) SLA: the recv times out and escalates.
+    escalated = wait_state(world.hub, request_id, "ESCALATED")
+    assert escalated["waitingFor"] == "AGENT"
+    assert {
+        "channel": "agent",
+        "kind": "COMPLAINT_ESCALATED",
+        "detail": {"reason": "SLA_BREACHED"},
+    } in escalated["notifications"]
+    ticket_id = escalated["detail"]["ticketId"]
+    assert care_ticket(world.data_dir, ticket_id)[1] == "high"
+    # The agent console resolves it with a credit.
+    world.hub.data(RESOLVE, {"id": request_id, "key": new_key(), "credit": "5.00"})
+    resolved = wait_state(world.hub, request_id, "FEEDBACK_REQUESTED")
+    resolution = next(e for e in resolved["history"] if e["state"] == "RESOLVED")["detail"]
+    assert resolution["credit"] == "5.00"
+    credits = [json.loads(doc) for _, doc in billing_adjustments(world.data_dir, request_id)]
+    assert [(c["adjustType"], c["amount"]["value"]) for c in credits] == [("credit", 5.0)]
+    assert care_ticket(world.data_dir, ticket_id)[0] == "resolved"
+
+
+def test_complaint_survives_a_kill_mid_step(world: Flows) -> None:
+    bundle = world.customer()
+    # Care answers slowly: the kill lands while the ticket is being opened.
+    world.control("care", latency_ms=[1500, 1500])
+    request_id = file_complaint(world, bundle, "outage_credit")
+    eventually(lambda: world.calls("care").get(TICKET_POST, 0) >= 1, "the ticket call")
+    world.hub.kill()
+    world.control("care", latency_ms=None)
+    world.hub.start()
+    waiting = wait_state(world.hub, request_id, "FEEDBACK_REQUESTED")
+    world.hub.data(FEEDBACK, {"id": request_id, "rating": 5, "key": new_key()}, channel="app")
+    done = wait_state(world.hub, request_id, "ARCHIVED")
+    assert waiting["detail"]["ticketId"] == done["detail"]["ticketId"]
+    # One ticket in care, one credit in billing, each note once.
+    assert care_tickets(world.data_dir, request_id) == [(done["detail"]["ticketId"],)]
+    assert len(billing_adjustments(world.data_dir, request_id)) == 1
+    notes = ticket_notes(world, done["detail"]["ticketId"])
+    assert len(notes) == len(set(notes))
+
+
+# --- hand-off between channels ----------------------------------------------------------------
+
+
+def start_service_request(world: Flows, bundle: CustomerBundle) -> str:
+    customer_id = hub_id(world.hub, active_line(bundle).msisdn)
+    return world.hub.data(
+        START_SERVICE,
+        {
+            "input": {
+                "customerId": customer_id,
+                "service": "SIM_REPLACEMENT",
+                "idempotencyKey": new_key(),
+            }
+        },
+        channel="app",
+    )["startServiceRequest"]["id"]
+
+
+def test_handoff_from_app_to_store(world: Flows) -> None:
+    bundle = world.customer()
+    stranger = world.customer()
+    request_id = start_service_request(world, bundle)
+    waiting = wait_state(world.hub, request_id, "AWAITING_ID_CHECK")
+    assert waiting["waitingFor"] == "STORE_ID_CHECK"
+    assert waiting["notifications"][-1]["kind"] == "VISIT_STORE"
+    # The store sees the request and its context without asking the customer again.
+    seen = world.hub.data(
+        "query($c: ID!) { openRequests(customerId: $c) { id kind channel waitingFor"
+        " history { state channel } } }",
+        {"c": waiting["customerId"]},
+        channel="store",
+    )["openRequests"]
+    mine = next(r for r in seen if r["id"] == request_id)
+    assert (mine["kind"], mine["channel"]) == ("handoff", "app")
+    # Only the store may continue it.
+    refused = world.hub.post(
+        CONTINUE,
+        {"id": request_id, "card": bundle.customer.cert_no, "key": new_key()},
+        channel="app",
+    )
+    assert refused["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+    # Another person's ID card is refused, and the request keeps waiting.
+    wrong = world.hub.post(
+        CONTINUE,
+        {"id": request_id, "card": stranger.customer.cert_no, "key": new_key()},
+        channel="store",
+    )
+    assert wrong["errors"][0]["extensions"]["code"] == "ID_CHECK_FAILED"
+    assert stranger.customer.cert_no not in json.dumps(wrong)
+    assert request_state(world.hub, request_id)["state"] == "AWAITING_ID_CHECK"
+    world.hub.data(
+        CONTINUE,
+        {"id": request_id, "card": bundle.customer.cert_no, "key": new_key()},
+        channel="store",
+    )
+    done = wait_state(world.hub, request_id, "FULFILLED")
+    verified = next(e for e in done["history"] if e["state"] == "ID_VERIFIED")
+    assert verified["channel"] == "store"
+    assert done["notifications"][-1] == {
+        "channel": "app",
+        "kind": "REQUEST_FULFILLED",
+        "detail": {},
+    }
+    assert care_ticket(world.data_dir, done["detail"]["ticketId"])[0] == "resolved"
+
+
+def test_handoff_survives_a_kill_mid_step(world: Flows) -> None:
+    bundle = world.customer()
+    world.control("care", latency_ms=[1500, 1500])
+    request_id = start_service_request(world, bundle)
+    eventually(lambda: world.calls("care").get(TICKET_POST, 0) >= 1, "the ticket call")
+    world.hub.kill()
+    world.control("care", latency_ms=None)
+    world.hub.start()
+    wait_state(world.hub, request_id, "AWAITING_ID_CHECK")
+    world.hub.data(
+        CONTINUE,
+        {"id": request_id, "card": bundle.customer.cert_no, "key": new_key()},
+        channel="store",
+    )
+    done = wait_state(world.hub, request_id, "FULFILLED")
+    assert care_tickets(world.data_dir, request_id) == [(done["detail"]["ticketId"],)]
+
+
+# --- idempotency, validation, scopes ----------------------------------------------------------
+
+
+def test_same_key_same_input_same_request_other_input_refused(world: Flows) -> None:
+    bundle = world.customer()
+    line = active_line(bundle)
+    customer_id = hub_id(world.hub, line.msisdn)
+    key = new_key()
+    variables = {
+        "input": {
+            "customerId": customer_id,
+            "msisdn": line.msisdn,
+            "offeringId": other_offering(line.offering_id),
+            "idempotencyKey": key,
+        }
+    }
+    first = world.hub.data(CHANGE_PLAN, variables, channel="web")["changePlan"]["id"]
+    again = world.hub.data(CHANGE_PLAN, variables, channel="web")["changePlan"]["id"]
+    assert again == first
+    variables["input"]["offeringId"] = "OF0009" if line.offering_id != "OF0009" else "OF0010"
+    reused = world.hub.post(CHANGE_PLAN, variables, channel="web")
+    assert reused["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    wait_state(world.hub, first, "CONFIRMED")
+    assert len(boss_orders(world.data_dir, line.subscriber_no)) == 1
+    # Another credential's identical key is its own.
+    other = world.hub.data(CHANGE_PLAN, variables, channel="app")["changePlan"]["id"]
+    assert other != first
+
+
+def test_bad_input_is_refused_with_a_code_and_starts_nothing(world: Flows) -> None:
+    bundle = world.customer()
+    stranger = world.customer()
+    line = active_line(bundle)
+    customer_id = hub_id(world.hub, line.msisdn)
+    good = {
+        "customerId": customer_id,
+        "msisdn": line.msisdn,
+        "offeringId": other_offering(line.offering_id),
+        "idempotencyKey": new_key(),
+    }
+    for change in (
+        {"msisdn": "12345"},
+        {"msisdn": active_line(stranger).msisdn},
+        {"offeringId": "OF9999"},
+        {"customerId": "cus_nothex"},
+        {"idempotencyKey": "short"},
+    ):
+        answer = world.hub.post(CHANGE_PLAN, {"input": {**good, **change}}, channel="app")
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", change
+        assert line.msisdn not in answer["errors"][0]["message"]
+    complaint = world.hub.post(
+        FILE_COMPLAINT,
+        {
+            "input": {
+                "customerId": customer_id,
+                "category": "weather",
+                "description": "x",
+                "idempotencyKey": new_key(),
+            }
+        },
+        channel="app",
+    )
+    assert complaint["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    open_requests = world.hub.data(
+        "query($c: ID!) { openRequests(customerId: $c) { id } }", {"c": customer_id}
+    )["openRequests"]
+    assert open_requests == []
+    assert boss_orders(world.data_dir, line.subscriber_no) == []
+
+
+def test_partner_needs_the_scope_of_each_mutation(world: Flows) -> None:
+    bundle = world.customer()
+    line = active_line(bundle)
+    customer_id = hub_id(world.hub, line.msisdn)
+    plan = {
+        "input": {
+            "customerId": customer_id,
+            "msisdn": line.msisdn,
+            "offeringId": other_offering(line.offering_id),
+            "idempotencyKey": new_key(),
+        }
+    }
+    refused = world.hub.post(CHANGE_PLAN, plan, channel="partner")
+    assert refused["errors"][0]["extensions"]["code"] == "SCOPE_REQUIRED"
+    assert "orders:write" in refused["errors"][0]["message"]
+    assert world.hub.data(CHANGE_PLAN, plan, channel="partner_writer")["changePlan"]["id"]
+    # Agent-console actions and store steps are not the partner's, whatever its scopes.
+    for document, variables in (
+        (RESOLVE, {"id": "complaint-" + "0" * 24, "key": new_key()}),
+        (CONTINUE, {"id": "handoff-" + "0" * 24, "card": "1" * 18, "key": new_key()}),
+    ):
+        answer = world.hub.post(document, variables, channel="partner_writer")
+        assert answer["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+def _ws_url(world: Flows) -> str:
+    return world.hub.url.replace("http://", "ws://") + "/graphql"
+
+
+def test_subscription_sees_the_request_move(world: Flows) -> None:
+    bundle = world.customer()
+    customer_id = hub_id(world.hub, active_line(bundle).msisdn)
+    with connect(
+        _ws_url(world),
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"X-Api-Key": world.hub.keys["app"]},
+        open_timeout=10,
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription($c: ID!) { requestUpdates(customerId: $c)"
+                        " { requestId state channel } }",
+                        "variables": {"c": customer_id},
+                    },
+                }
+            )
+        )
+        # The subscription is live once a request filed now shows up on it.
+        request_id = ""
+        seen: list[str] = []
+        while "ARCHIVED" not in seen:
+            if not request_id:
+                request_id = file_complaint(world, bundle, "outage_credit")
+            message = json.loads(ws.recv(timeout=30))
+            assert message["type"] == "next", message
+            update = message["payload"]["data"]["requestUpdates"]
+            assert update["requestId"] == request_id
+            seen.append(update["state"])
+            if update["state"] == "FEEDBACK_REQUESTED":
+                world.hub.data(
+                    FEEDBACK, {"id": request_id, "rating": 3, "key": new_key()}, channel="app"
+                )
+    assert seen[0] == "RECEIVED"
+    assert seen[-3:] == ["FEEDBACK_REQUESTED", "FEEDBACK_RECEIVED", "ARCHIVED"]
+
+
+def test_websocket_without_a_valid_key_is_refused(world: Flows) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    with pytest.raises(InvalidStatus):
+        connect(
+            _ws_url(world),
+            subprotocols=["graphql-transport-ws"],
+            additional_headers={"X-Api-Key": "sb_nope.nothing"},
+            open_timeout=10,
+        )
+    with connect(_ws_url(world), subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {"apiKey": "sb_nope.x"}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    # The key in connection_init works, and the channel's rules still apply.
+    with connect(_ws_url(world), subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(
+            json.dumps(
+                {"type": "connection_init", "payload": {"apiKey": world.hub.keys["partner"]}}
+            )
+        )
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": 'subscription { requestUpdates(requestId: "x") { state } }'
+                    },
+                }
+            )
+        )
+        message = json.loads(ws.recv(timeout=10))
+        assert message["type"] in ("error", "next")
+        errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
