@@ -37,8 +37,10 @@ class GraphSchema(strawberry.Schema):
     ) -> None:
         # CodedErrors logs what needs logging without the messages (they may hold data);
         # strawberry's default would log every error with its message and stack.
-        if execution_context is not None and (
-            execution_context.operation_type is OperationType.SUBSCRIPTION
+        if (
+            execution_context is not None
+            and execution_context.graphql_document is not None  # parse errors: none yet
+            and execution_context.operation_type is OperationType.SUBSCRIPTION
         ):
             # Subscription results skip CodedErrors' rewrite: code them in place here.
             for error in errors:
