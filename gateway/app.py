@@ -297,7 +297,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     backends = wiring.backends
     keys = ApiKeyStore(engine)
     workflows = build_workflows(
-        settings.database_url, settings.workflows, engine, wiring.backends, wiring.cache
+        settings.database_url,
+        settings.workflows,
+        engine,
+        wiring.backends,
+        wiring.cache,
+        workers=settings.workers,
     )
     if workflows is not None:
         backends = dataclasses.replace(backends, workflows=workflows.services)

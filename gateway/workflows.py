@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.cache import RecordCache
-from gateway.settings import WorkflowSettings
+from gateway.settings import STATE_DIR, WorkflowSettings
 from orchestration.engine import EngineConfig, WorkflowEngine, system_database_url
 from orchestration.runtime import EventBus, Runtime, Timings
 from orchestration.service import Workflows
@@ -22,12 +24,21 @@ class WorkflowWiring:
     services: Workflows
 
 
+def _state_dir(database_url: str) -> Path:
+    """The replica's local state dir: beside a SQLite hub database, else .switchboard/."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent
+    return STATE_DIR
+
+
 def build_workflows(
     settings_database_url: str,
     workflow_settings: WorkflowSettings,
     engine: AsyncEngine,
     backends: Backends,
     cache: RecordCache | None,
+    workers: int = 1,
 ) -> WorkflowWiring | None:
     if not workflow_settings.enabled:
         return None
@@ -58,6 +69,8 @@ def build_workflows(
         ),
         application_version=workflow_settings.application_version,
         executor_id=workflow_settings.executor_id,
+        workers=workers,
+        lock_dir=_state_dir(settings_database_url),
     )
     return WorkflowWiring(
         engine=WorkflowEngine(config, runtime),

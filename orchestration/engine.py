@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,33 @@ class EngineConfig:
     system_database_url: str
     application_version: str
     executor_id: str
+    #: uvicorn workers of this replica: with more than one, each claims a worker slot.
+    workers: int = 1
+    #: Where worker slots are locked (the replica's local state dir).
+    lock_dir: Path = Path(".switchboard")
+
+
+def claim_worker_slot(executor_id: str, lock_dir: Path, workers: int) -> tuple[str, int | None]:
+    """The executor id of this process, and the lock that holds its slot.
+
+    One worker keeps the configured id. Several workers of one replica read the same settings,
+    so each takes the lowest free slot (an exclusive lock on a file, released by the kernel when
+    the process dies, even by SIGKILL) and runs as ``<id>-w<slot>``: a worker that uvicorn
+    restarts takes the slot its predecessor freed and recovers that slot's workflows. Slots
+    past ``workers`` are only taken while a dying worker still holds its own.
+    """
+    if workers <= 1:
+        return executor_id, None
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for slot in range(workers * 2):
+        fd = os.open(lock_dir / f"executor-{executor_id}-{slot}.lock", os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return f"{executor_id}-w{slot}", fd
+    raise RuntimeError(f"no free workflow executor slot for {executor_id} in {lock_dir}")
 
 
 def system_database_url(hub_database_url: str, configured: str | None) -> str:
@@ -59,6 +88,8 @@ class WorkflowEngine:
         self.config = config
         self.runtime = runtime
         self._launched = False
+        self._slot_lock: int | None = None
+        self.executor_id = config.executor_id
 
     def launch(self) -> None:
         # Importing the workflow modules registers their workflows and steps with DBOS.
@@ -67,13 +98,16 @@ class WorkflowEngine:
         url = self.config.system_database_url
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.executor_id, self._slot_lock = claim_worker_slot(
+            self.config.executor_id, self.config.lock_dir, self.config.workers
+        )
         self.runtime.bus.bind(asyncio.get_running_loop())
         runtime_module.install(self.runtime)
         config: DBOSConfig = {
             "name": APP_NAME,
             "system_database_url": url,
             "application_version": self.config.application_version,
-            "executor_id": self.config.executor_id,
+            "executor_id": self.executor_id,
             "serializer": DBOSPortableJSON,
             "log_level": "WARNING",
             "notification_listener_polling_interval_sec": 0.2,
@@ -85,7 +119,7 @@ class WorkflowEngine:
         log.info(
             "workflow engine up: version=%s executor=%s",
             self.config.application_version,
-            self.config.executor_id,
+            self.executor_id,
         )
 
     def shutdown(self) -> None:
@@ -93,3 +127,6 @@ class WorkflowEngine:
             DBOS.destroy(workflow_completion_timeout_sec=0)
             self._launched = False
         runtime_module.install(None)
+        if self._slot_lock is not None:
+            os.close(self._slot_lock)  # frees the slot for this worker's successor
+            self._slot_lock = None
