@@ -240,7 +240,12 @@ async def _answer(info: GraphInfo, request_id: str) -> ServiceRequest:
 class WorkflowQuery:
     @strawberry.field(description="One request (complaint, plan change, hand-off) by its id.")
     async def request(self, info: GraphInfo, id: strawberry.ID) -> ServiceRequest:
-        return ServiceRequest.of(await _request(info, str(id)))
+        row = await _request(info, str(id))
+        principal = info.context.principal
+        if principal.channel == "partner" and row.started_by != _caller(principal):
+            # A partner follows the requests it started, not the operator's other ones.
+            raise not_found("request")
+        return ServiceRequest.of(row)
 
     @strawberry.field(description="A customer's requests that are still open, oldest first.")
     async def open_requests(

@@ -575,7 +575,12 @@ def test_partner_needs_the_scope_of_each_mutation(world: Flows) -> None:
     refused = world.hub.post(CHANGE_PLAN, plan, channel="partner")
     assert refused["errors"][0]["extensions"]["code"] == "SCOPE_REQUIRED"
     assert "orders:write" in refused["errors"][0]["message"]
-    assert world.hub.data(CHANGE_PLAN, plan, channel="partner_writer")["changePlan"]["id"]
+    started = world.hub.data(CHANGE_PLAN, plan, channel="partner_writer")["changePlan"]["id"]
+    # A partner follows its own requests, and no other credential's.
+    read = "query($id: ID!) { request(id: $id) { id state } }"
+    assert world.hub.data(read, {"id": started}, channel="partner_writer")["request"]["id"]
+    other = world.hub.post(read, {"id": started}, channel="partner")
+    assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     # Agent-console actions and store steps are not the partner's, whatever its scopes.
     for document, variables in (
         (RESOLVE, {"id": "complaint-" + "0" * 24, "key": new_key()}),
