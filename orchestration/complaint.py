@@ -115,6 +115,8 @@ async def evict(customer_no: str, account_id: str | None, party_id: str | None) 
 
 async def _escalate(request_id: str, ticket_id: str | None, n: int, reason: str) -> None:
     await mirror_ticket(ticket_id, f"escalate_{n}", f"escalated: {reason}", priority="high")
+    # The agents' notice first: whoever sees ESCALATED finds it.
+    await notify(request_id, f"escalated_{n}", "agent", "COMPLAINT_ESCALATED", {"reason": reason})
     await record(
         request_id,
         f"escalated_{n}",
@@ -124,7 +126,6 @@ async def _escalate(request_id: str, ticket_id: str | None, n: int, reason: str)
         detail={"reason": reason},
         merge={"escalations": n},
     )
-    await notify(request_id, f"escalated_{n}", "agent", "COMPLAINT_ESCALATED", {"reason": reason})
 
 
 @DBOS.workflow(name="complaint")
