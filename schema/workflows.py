@@ -530,6 +530,18 @@ async def _known_signal(
     )
 
 
+def _update(event: EventRow) -> RequestUpdate:
+    return RequestUpdate(
+        request_id=strawberry.ID(event.request_id),
+        customer_id=strawberry.ID(event.customer_id),
+        state=event.state,
+        at=event.at,
+        channel=event.channel,
+        actor=event.actor,
+        detail=event.detail,
+    )
+
+
 # "Subscription" is taken by the line type (schema/types.py).
 @strawberry.type(name="SubscriptionRoot")
 class WorkflowSubscription:
@@ -557,9 +569,16 @@ class WorkflowSubscription:
             if not HUB_ID.fullmatch(customer_id or ""):
                 raise bad_input("customerId must be a hub customer id.")
             customer = str(customer_id)
-            after = await store.last_seq()  # a customer's stream starts now
         waiter = workflows.bus.waiter()
         try:
+            if not request_ids:
+                # A customer's stream starts with where each open request stands now, then
+                # every change after that.
+                after = await store.last_seq()
+                for open_request in await store.open_requests(customer):
+                    latest = (await store.history(open_request.id))[-1:]
+                    if latest and latest[0].seq <= after:
+                        yield _update(latest[0])
             while True:
                 waiter.clear()
                 events = await store.events_after(
@@ -569,15 +588,7 @@ class WorkflowSubscription:
                 )
                 for event in events:
                     after = event.seq
-                    yield RequestUpdate(
-                        request_id=strawberry.ID(event.request_id),
-                        customer_id=strawberry.ID(event.customer_id),
-                        state=event.state,
-                        at=event.at,
-                        channel=event.channel,
-                        actor=event.actor,
-                        detail=event.detail,
-                    )
+                    yield _update(event)
                     if request_ids and event.state in TERMINAL_STATES:
                         return
                 # Look at the table anyway after poll_s: another replica may have written.
