@@ -52,6 +52,8 @@ async def handoff(request: dict[str, Any]) -> dict[str, Any]:
     channel = request["channel"]
     opened = await open_ticket(request.get("party_id"), request["service"], channel)
     ticket_id = opened.get("ticket_id")
+    # Every notification goes out before the state that implies it is recorded.
+    await notify(request_id, "visit_store", channel, "VISIT_STORE", {"service": request["service"]})
     await record(
         request_id,
         "awaiting_id_check",
@@ -60,7 +62,6 @@ async def handoff(request: dict[str, Any]) -> dict[str, Any]:
         waiting_for="STORE_ID_CHECK",
         merge={"ticketId": ticket_id, "service": request["service"]},
     )
-    await notify(request_id, "visit_store", channel, "VISIT_STORE", {"service": request["service"]})
     check = await DBOS.recv_async(ID_CHECK_TOPIC, timeout_seconds=current().timings.handoff_wait_s)
     if check is None:
         await mirror_ticket(ticket_id, "m_expired", "expired: no ID check", status="closed")

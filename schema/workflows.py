@@ -338,7 +338,11 @@ class WorkflowMutation:
                 amount = Decimal(credit)
             except InvalidOperation:
                 raise bad_input("credit must be an amount such as 10.00.") from None
-            if not (0 < amount <= MAX_CREDIT) or amount.as_tuple().exponent < -2:
+            if (
+                not amount.is_finite()
+                or not (0 < amount <= MAX_CREDIT)
+                or amount != amount.quantize(Decimal("0.01"))
+            ):
                 raise bad_input(f"credit must be above 0 and at most {MAX_CREDIT}, in cents.")
             message["credit"] = str(amount)
         row = await _request(info, str(request_id), "complaint")

@@ -553,6 +553,11 @@ def test_bad_input_is_refused_with_a_code_and_starts_nothing(world: Flows) -> No
         channel="app",
     )
     assert complaint["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    for credit in ("NaN", "5.001", "-3", "9999"):
+        resolved = world.hub.post(
+            RESOLVE, {"id": "complaint-" + "0" * 24, "key": new_key(), "credit": credit}
+        )
+        assert resolved["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", credit
     open_requests = world.hub.data(
         "query($c: ID!) { openRequests(customerId: $c) { id } }", {"c": customer_id}
     )["openRequests"]
