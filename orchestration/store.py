@@ -433,6 +433,39 @@ class RequestStore:
         async with self._engine.connect() as conn:
             return [_event(r) for r in await conn.execute(query)]
 
+    async def notifications_after(
+        self, after_seq: int, *, channel: str, customer_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Notifications to a channel newer than ``after_seq`` (of one customer, if named)."""
+        query = select(hub_notification).where(
+            hub_notification.c.seq > after_seq, hub_notification.c.channel == channel
+        )
+        if customer_id is not None:
+            query = query.where(hub_notification.c.customer_id == customer_id)
+        query = query.order_by(hub_notification.c.seq).limit(limit)
+        async with self._engine.connect() as conn:
+            return [
+                {
+                    "seq": r.seq,
+                    "request_id": r.request_id,
+                    "customer_id": r.customer_id,
+                    "channel": r.channel,
+                    "kind": r.kind,
+                    "detail": json.loads(r.detail or "{}"),
+                    "at": r.at,
+                }
+                for r in await conn.execute(query)
+            ]
+
+    async def last_notification_seq(self) -> int:
+        async with self._engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(hub_notification.c.seq).order_by(hub_notification.c.seq.desc()).limit(1)
+                )
+            ).scalar()
+        return int(value or 0)
+
     async def last_seq(self) -> int:
         async with self._engine.connect() as conn:
             value = (

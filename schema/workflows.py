@@ -203,6 +203,15 @@ class RequestUpdate:
     detail: JSON
 
 
+@strawberry.type(description="A notification to the caller's channel, as the hub sends it.")
+class ChannelNotification:
+    request_id: strawberry.ID
+    customer_id: strawberry.ID
+    kind: str
+    at: datetime
+    detail: JSON
+
+
 @strawberry.input
 class FileComplaintInput:
     customer_id: strawberry.ID
@@ -596,6 +605,43 @@ class WorkflowSubscription:
                     if request_ids and event.state in TERMINAL_STATES:
                         return
                 # Look at the table anyway after poll_s: another replica may have written.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), workflows.poll_s)
+        finally:
+            workflows.bus.drop(waiter)
+
+    @strawberry.subscription(
+        description="Notifications the hub sends the caller's channel from now on: a "
+        "customer's (customerId), or, for the agent console, every one addressed to agents."
+    )
+    async def channel_notifications(
+        self, info: GraphInfo, customer_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[ChannelNotification, None]:
+        principal = info.context.principal
+        if customer_id is None and principal.channel != "agent":
+            raise bad_input("customerId is required (only the agent console follows all).")
+        if customer_id is not None and not HUB_ID.fullmatch(customer_id):
+            raise bad_input("customerId must be a hub customer id.")
+        workflows = _workflows(info)
+        store = workflows.store
+        waiter = workflows.bus.waiter()
+        try:
+            after = await store.last_notification_seq()
+            while True:
+                waiter.clear()
+                for notice in await store.notifications_after(
+                    after,
+                    channel=principal.channel,
+                    customer_id=str(customer_id) if customer_id is not None else None,
+                ):
+                    after = notice["seq"]
+                    yield ChannelNotification(
+                        request_id=strawberry.ID(notice["request_id"]),
+                        customer_id=strawberry.ID(notice["customer_id"]),
+                        kind=notice["kind"],
+                        at=notice["at"],
+                        detail=notice["detail"],
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), workflows.poll_s)
         finally:

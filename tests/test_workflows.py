@@ -691,3 +691,38 @@ def test_websocket_without_a_valid_key_is_refused(world: Flows) -> None:
         assert message["type"] in ("error", "next")
         errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
         assert errors[0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+
+
+def test_agent_console_is_notified_of_a_breached_sla(world: Flows) -> None:
+    bundle = world.customer()
+    with connect(
+        _ws_url(world),
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"X-Api-Key": world.hub.keys["agent"]},
+        open_timeout=10,
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription { channelNotifications"
+                        " { requestId customerId kind detail } }"
+                    },
+                }
+            )
+        )
+        request_id = file_complaint(world, bundle, "network")
+        while True:
+            message = json.loads(ws.recv(timeout=30))
+            assert message["type"] == "next", message
+            notice = message["payload"]["data"]["channelNotifications"]
+            if notice["requestId"] == request_id:
+                break
+    assert notice["kind"] == "COMPLAINT_ESCALATED"
+    assert notice["detail"] == {"reason": "SLA_BREACHED"}
+    world.hub.data(RESOLVE, {"id": request_id, "key": new_key()})
+    wait_state(world.hub, request_id, "FEEDBACK_REQUESTED")
