@@ -726,3 +726,55 @@ def test_agent_console_is_notified_of_a_breached_sla(world: Flows) -> None:
     assert notice["detail"] == {"reason": "SLA_BREACHED"}
     world.hub.data(RESOLVE, {"id": request_id, "key": new_key()})
     wait_state(world.hub, request_id, "FEEDBACK_REQUESTED")
+
+
+def test_a_second_replica_follows_and_signals_the_first_ones_workflow(world: Flows) -> None:
+    """Two gateways on one database, each with its own executor id: B streams a request that
+    runs on A from the shared history table, and a signal sent through B reaches A's workflow."""
+    bundle = world.customer()
+    env = {
+        **world.hub.env,
+        "SWITCHBOARD_WORKFLOWS__EXECUTOR_ID": world.hub.env["SWITCHBOARD_WORKFLOWS__EXECUTOR_ID"]
+        + "-b",
+    }
+    replica = Hub(env=env, log_path=world.hub.log_path.with_name("replica-b.log"))
+    replica.keys = world.hub.keys
+    replica.start()
+    try:
+        customer_id = hub_id(world.hub, active_line(bundle).msisdn)
+        with connect(
+            replica.url.replace("http://", "ws://") + "/graphql",
+            subprotocols=["graphql-transport-ws"],
+            additional_headers={"X-Api-Key": world.hub.keys["app"]},
+            open_timeout=10,
+        ) as ws:
+            ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            request_id = file_complaint(world, bundle, "outage_credit")  # on A
+            ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {
+                            "query": "subscription($r: ID!) { requestUpdates(requestId: $r)"
+                            " { state } }",
+                            "variables": {"r": request_id},
+                        },
+                    }
+                )
+            )
+            seen: list[str] = []
+            while "ARCHIVED" not in seen:
+                message = json.loads(ws.recv(timeout=30))
+                assert message["type"] == "next", message
+                seen.append(message["payload"]["data"]["requestUpdates"]["state"])
+                if seen[-1] == "FEEDBACK_REQUESTED":
+                    replica.data(
+                        FEEDBACK, {"id": request_id, "rating": 5, "key": new_key()}, channel="app"
+                    )
+        assert seen[0] == "RECEIVED"
+        assert seen[-2:] == ["FEEDBACK_RECEIVED", "ARCHIVED"]
+        assert customer_id == request_state(replica, request_id)["customerId"]
+    finally:
+        replica.stop()
