@@ -21,7 +21,7 @@ from adapters.errors import AdapterError
 from adapters.records import Money
 from orchestration.rules_loader import load_categories
 from orchestration.runtime import current
-from orchestration.steps import call, failed, mirror_ticket, notify, record, step_key
+from orchestration.steps import bind_request, call, failed, mirror_ticket, notify, record, step_key
 
 AGENT_TOPIC = "agent"
 FEEDBACK_TOPIC = "feedback"
@@ -132,6 +132,7 @@ async def _escalate(request_id: str, ticket_id: str | None, n: int, reason: str)
 async def complaint(case: dict[str, Any]) -> dict[str, Any]:
     """``case``: request_id, channel, customer_no, account_id, party_id, category, description."""
     request_id = case["request_id"]
+    bind_request(request_id)
     channel = case["channel"]
     account_id = case.get("account_id")
     party_id = case.get("party_id")

@@ -18,7 +18,7 @@ from dbos import DBOS
 
 from adapters.errors import AdapterError
 from orchestration.runtime import current
-from orchestration.steps import call, failed, mirror_ticket, notify, record, step_key
+from orchestration.steps import bind_request, call, failed, mirror_ticket, notify, record, step_key
 
 ID_CHECK_TOPIC = "id_check"
 
@@ -49,6 +49,7 @@ async def open_ticket(party_id: str | None, service: str, channel: str) -> dict[
 async def handoff(request: dict[str, Any]) -> dict[str, Any]:
     """``request``: request_id, channel, customer_no, party_id, service."""
     request_id = request["request_id"]
+    bind_request(request_id)
     channel = request["channel"]
     opened = await open_ticket(request.get("party_id"), request["service"], channel)
     ticket_id = opened.get("ticket_id")

@@ -23,7 +23,7 @@ from dbos import DBOS
 from adapters.errors import AdapterError
 from adapters.records import Money
 from orchestration.runtime import current
-from orchestration.steps import call, failed, notify, record, step_key
+from orchestration.steps import bind_request, call, failed, notify, record, step_key
 
 #: Share of the monthly fee difference charged or credited for the rest of the month.
 PRORATION_SHARE = Decimal("0.5")
@@ -149,6 +149,7 @@ async def _rejected(request_id: str, channel: str, key: str, code: str) -> dict[
 async def plan_change(order: dict[str, Any]) -> dict[str, Any]:
     """``order``: request_id, channel, customer_no, subscriber_no, offering_id, account_id."""
     request_id = order["request_id"]
+    bind_request(request_id)
     channel = order["channel"]
     account_id = order.get("account_id")
 

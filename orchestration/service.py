@@ -93,4 +93,6 @@ class Workflows:
             dict(message),
             topic,
             idempotency_key=workflow_id("signal", caller, key),
+            # A request forked onto a new version (docs/workflows.md) hears it too.
+            send_to_forks=True,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dbos import DBOS
@@ -19,9 +20,22 @@ from orchestration.runtime import current
 T = TypeVar("T")
 
 
+#: The request a workflow serves. Bound at the top of every workflow (also when DBOS recovers
+#: or forks one), read by the steps it awaits (they run in the workflow's own context).
+_request_id: ContextVar[str | None] = ContextVar("switchboard_request_id", default=None)
+
+
+def bind_request(request_id: str) -> None:
+    _request_id.set(request_id)
+
+
 def step_key(step: str) -> str:
-    """The idempotency key of a legacy write: workflow id + step name (same on every repeat)."""
-    return f"{DBOS.workflow_id}:{step}"
+    """The idempotency key of a legacy write: request id + step name, the same on every repeat.
+
+    The request id is the original workflow id: a workflow forked onto a new version (a new
+    workflow id) repeats its legacy writes with the same keys, and gets the first answers.
+    """
+    return f"{_request_id.get() or DBOS.workflow_id}:{step}"
 
 
 async def call(make: Callable[[], Awaitable[T]]) -> T:

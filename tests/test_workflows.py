@@ -5,6 +5,8 @@ own gateway subprocess, which the crash tests SIGKILL and restart on the same da
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from gateway.policy_store import DEFAULT_POLICY_FILE
+from orchestration.engine import system_database_url
 from simulators.dataset import CustomerBundle
 from simulators.seed import seed_dataset
 from tests.conftest import (
@@ -778,3 +781,44 @@ def test_a_second_replica_follows_and_signals_the_first_ones_workflow(world: Flo
         assert customer_id == request_state(replica, request_id)["customerId"]
     finally:
         replica.stop()
+
+
+def _dbos(*args: str) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dbos")), "workflow", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+def test_a_forked_plan_change_repeats_no_side_effect(world: Flows) -> None:
+    """What a release does to move a workflow onto new code: fork it at a step. The fork has a
+    new workflow id, but its legacy keys come from the request id: BOSS and billing answer it
+    with their first results and hold each side effect once."""
+    bundle = world.customer()
+    line = active_line(bundle)
+    request_id = start_plan_change(world, bundle)
+    wait_state(world.hub, request_id, "CONFIRMED")
+    system_db = system_database_url(world.hub.env["SWITCHBOARD_DATABASE_URL"], None)
+    fork_id = f"{request_id}-fork"
+    # Step 5 is the order (1 eligibility, 2 record, 3 arrears, 4 record).
+    _dbos("fork", request_id, "--step", "5", "--forked-workflow-id", fork_id, "-s", system_db)
+    eventually(lambda: '"SUCCESS"' in _dbos("get", fork_id, "-s", system_db), "the fork to finish")
+    # The fork ran the order and the proration again (after the original's) and was answered
+    # with the original order and adjustment: same keys. (A new key would have been refused:
+    # the line already has the offering.)
+    original = {
+        s["function_name"]: s for s in json.loads(_dbos("steps", request_id, "-s", system_db))
+    }
+    forked = {s["function_name"]: s for s in json.loads(_dbos("steps", fork_id, "-s", system_db))}
+    for step in ("plan_change.order", "plan_change.adjust"):
+        assert forked[step]["started_at_epoch_ms"] > original[step]["completed_at_epoch_ms"]
+        assert forked[step]["output"] == original[step]["output"]
+        assert forked[step]["output"]["ok"] is True
+    assert len(boss_orders(world.data_dir, line.subscriber_no)) == 1
+    assert len(billing_adjustments(world.data_dir, request_id)) == 1
+    states = [e["state"] for e in request_state(world.hub, request_id)["history"]]
+    assert states.count("ORDER_PLACED") == 1 and states.count("CONFIRMED") == 1
