@@ -681,11 +681,16 @@ class CachedCareSystem(_CachedBackend[CareSystem]):
         status: str | None = None,
         priority: str | None = None,
         note: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Ticket:
         party_id: str | None = None
         try:
             ticket = await self.inner.update_ticket(
-                ticket_id, status=status, priority=priority, note=note
+                ticket_id,
+                status=status,
+                priority=priority,
+                note=note,
+                idempotency_key=idempotency_key,
             )
             party_id = ticket.party_id
             return ticket

@@ -75,6 +75,7 @@ class CareAdapter(RestBackend):
         status: str | None = None,
         priority: str | None = None,
         note: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Ticket:
         patch: dict[str, Any] = {}
         if status is not None:
@@ -83,7 +84,8 @@ class CareAdapter(RestBackend):
             patch["priority"] = priority
         if note is not None:
             patch["note"] = [{"text": note, "author": "switchboard"}]
-        item = await self._policy.write(self._rest.patch, f"{TICKETS}/{ticket_id}", patch)
+        headers = {"X-Idempotency-Key": idempotency_key} if idempotency_key else None
+        item = await self._policy.write(self._rest.patch, f"{TICKETS}/{ticket_id}", patch, headers)
         return _ticket(item)
 
     async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:

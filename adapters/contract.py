@@ -144,7 +144,9 @@ class CareSystem(Backend, Protocol):
         status: str | None = None,
         priority: str | None = None,
         note: str | None = None,
-    ) -> Ticket: ...
+        idempotency_key: str | None = None,
+    ) -> Ticket:
+        """Change a ticket; with a key, a repeat of the same key changes nothing again."""
 
     async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
         """Send an SMS to a line (once per key); the system's message id.

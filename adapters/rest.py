@@ -74,9 +74,14 @@ class RestClient:
         response = await self._send("POST", path, json=body, headers=headers)
         return self._object(self._decode(response))
 
-    async def patch(self, path: str, body: JsonObject) -> JsonObject:
+    async def patch(
+        self, path: str, body: JsonObject, headers: Mapping[str, str] | None = None
+    ) -> JsonObject:
         response = await self._send(
-            "PATCH", path, json=body, headers={"Content-Type": "application/merge-patch+json"}
+            "PATCH",
+            path,
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json", **(headers or {})},
         )
         return self._object(self._decode(response))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -18,10 +19,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from adapters import identity_store
@@ -35,6 +38,9 @@ from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
 from gateway.verification_gate import resolve_verification
+from gateway.workflows import build_workflows
+from orchestration import store as request_store
+from policies.disclosure import Disclosure
 from policies.principal import Principal
 from policies.verification import VerificationStore
 from schema.build import build_schema, operation_names
@@ -57,12 +63,14 @@ class SwitchboardGraphQL(GraphQL):
         policies: PolicyStore,
         *,
         enforce_policy: bool = True,
+        keys: ApiKeyStore | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._backends = backends
         self._policies = policies
         self._enforce_policy = enforce_policy
+        self._keys = keys
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
@@ -70,11 +78,40 @@ class SwitchboardGraphQL(GraphQL):
         return new_request_context(
             request.scope.get("switchboard.principal", IDE_VISITOR),
             self._backends,
-            request.scope["switchboard.request_id"],
+            # Websockets pass RequestIds untouched: one id per connection.
+            request.scope.get("switchboard.request_id") or uuid.uuid4().hex,
             self._policies.current,
             request.scope.get("switchboard.purpose"),
             self._enforce_policy,
         )
+
+    async def on_ws_connect(self, context: RequestContext) -> dict[str, object] | None:  # type: ignore[override]
+        """A websocket authenticated by its upgrade headers, or by its connection_init payload.
+
+        The key may come in the payload's ``X-Api-Key`` / ``apiKey``; the same channel rules
+        then apply to every subscription on the connection (ChannelRules runs per operation).
+        """
+        if context.principal is not IDE_VISITOR:
+            return None
+        params = context.connection_params or {}
+        key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
+        principal = (
+            await self._keys.authenticate(key)
+            if self._keys is not None and isinstance(key, str)
+            else None
+        )
+        if principal is None:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        if self._policies.current.channel(principal.channel) is None:
+            raise ConnectionRejectionError({"code": "CHANNEL_NOT_ALLOWED"})
+        context.principal = principal
+        context.disclosure = Disclosure(
+            self._policies.current,
+            principal,
+            context.disclosure.purpose,
+            enforced=context.disclosure.enforced,
+        )
+        return None
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -120,6 +157,9 @@ class Authenticate:
         self.verifications = verifications
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -183,6 +223,28 @@ class Authenticate:
             return
         scope["switchboard.principal"] = principal
         scope["switchboard.purpose"] = purpose
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A key in the upgrade request is checked here (refused before the socket opens);
+        without one, the view's on_ws_connect requires it in connection_init."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        key = headers.get("x-api-key")
+        authorization = headers.get("authorization", "")
+        if key is None and authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+        if key:
+            principal = await self.keys.authenticate(key)
+            claimed = headers.get("x-channel")
+            if principal is None or (claimed is not None and claimed != principal.channel):
+                await send({"type": "websocket.close", "code": 4401})
+                return
+            purpose = headers.get("x-purpose") or None
+            if purpose is not None and purpose not in self.policies.current.purposes:
+                await send({"type": "websocket.close", "code": 4400})
+                return
+            scope["switchboard.principal"] = principal
+            scope["switchboard.purpose"] = purpose
         await self.app(scope, receive, send)
 
 
@@ -252,13 +314,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     wiring = build_backends(settings, engine)
     backends = wiring.backends
     keys = ApiKeyStore(engine)
+    workflows = build_workflows(
+        settings.database_url,
+        settings.workflows,
+        engine,
+        wiring.backends,
+        wiring.cache,
+        workers=settings.workers,
+    )
+    if workflows is not None:
+        backends = dataclasses.replace(backends, workflows=workflows.services)
     schema = build_schema(settings.graphql.document_cache_size)
     policies = PolicyStore(settings.policy_file or DEFAULT_POLICY_FILE, operation_names(schema))
     graphql = SwitchboardGraphQL(
         backends,
         policies,
         enforce_policy=settings.policy_enforcement,
+        keys=keys,
         schema=schema,
+        subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
         allow_queries_via_get=True,
     )
@@ -267,7 +341,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await create_tables(
-            engine, identity_store.metadata, auth.metadata, verification_store.metadata
+            engine,
+            identity_store.metadata,
+            auth.metadata,
+            verification_store.metadata,
+            request_store.metadata,
         )
         for adapter in adapters:
             try:
@@ -276,9 +354,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # A backend down at start-up must not keep the hub down: it is retried on use
                 # and reported by /readyz.
                 log.warning("%s not started: %s", adapter.name, error.code)
+        if workflows is not None:
+            # After the adapters: recovered workflows resume their steps at once.
+            workflows.engine.launch()
         policies.start_watching(settings.policy_reload_interval_s)
         yield
         await policies.stop_watching()
+        if workflows is not None:
+            workflows.engine.shutdown()
         await wiring.close()
         await engine.dispose()
 
@@ -317,6 +400,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     verifications=backends.verifications,
                 ),
                 methods=["GET", "POST"],
+            ),
+            WebSocketRoute(
+                "/graphql",
+                Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
             ),
         ],
         lifespan=lifespan,

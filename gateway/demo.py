@@ -27,7 +27,8 @@ DEMO_PRINCIPALS: dict[str, dict[str, object]] = {
     "sms": {"role": "sms", "scopes": ["customer:read"]},
     "partner": {
         "role": "partner",
-        "scopes": ["customer:read", "order:write"],
+        # Workflow mutations a partner may call need their scope (schema/workflows.py).
+        "scopes": ["customer:read", "order:write", "orders:write", "complaints:write"],
         "partner": "demo-reseller",
     },
     "auditor": {"role": "auditor", "scopes": ["audit:read"], "channel": "audit"},

@@ -105,6 +105,35 @@ class CacheSettings(BaseModel):
     ttl_s: CacheTtlSettings = Field(default_factory=CacheTtlSettings)
 
 
+class WorkflowSettings(BaseModel):
+    """The durable workflow engine (DBOS Transact) and the workflows' waits (orchestration/)."""
+
+    enabled: bool = Field(default=True, description="Off: no engine, workflow mutations refused.")
+    database_url: str | None = Field(
+        default=None,
+        description="DBOS system database (sqlite:///... or postgresql://...); default: "
+        "workflows.sqlite beside a SQLite hub database, or the hub's own PostgreSQL database.",
+    )
+    application_version: str = Field(
+        default="2026.11.1",
+        min_length=1,
+        description="Pinned workflow code version: recovery only resumes workflows of it.",
+    )
+    executor_id: str = Field(
+        default="local",
+        min_length=1,
+        max_length=64,
+        description="This process's executor id: stable per replica, unique among replicas.",
+    )
+    complaint_sla_s: float | None = Field(
+        default=None, gt=0, description="Overrides every complaint category's SLA (tests)."
+    )
+    feedback_wait_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    handoff_wait_s: float = Field(default=14 * 24 * 3600.0, gt=0)
+    call_attempts: int = Field(default=3, ge=1, le=10)
+    subscription_poll_s: float = Field(default=1.0, gt=0)
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -135,6 +164,7 @@ class Settings(BaseSettings):
     care: CareSettings = Field(default_factory=CareSettings)
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
 
     @classmethod
     def settings_customise_sources(

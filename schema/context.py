@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
+from orchestration.service import Workflows
 from policies.disclosure import Disclosure
 from policies.model import Policy
 from policies.principal import Principal
@@ -26,6 +28,8 @@ class Backends:
     max_page_size: int = 200
     #: Where verifications (OTP, ID-card checks) are kept; None where nothing verifies.
     verifications: VerificationStore | None = None
+    #: Starts and signals workflows, reads requests; None when workflows are off.
+    workflows: Workflows | None = None
 
 
 @dataclass(slots=True)
@@ -35,6 +39,8 @@ class RequestContext:
     loaders: Loaders
     request_id: str
     disclosure: Disclosure
+    #: A websocket's connection_init payload (strawberry fills it in).
+    connection_params: dict[str, Any] | None = None
 
 
 def new_request_context(

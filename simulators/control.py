@@ -26,6 +26,9 @@ class ControlState:
     failure_rate: float = 0.0
     down: bool = False
     bad_response: bool = False
+    #: Operations (as counted in /_sim/stats) that always fail, whatever ``failure_rate`` says:
+    #: lets a test fail one kind of call only (e.g. billing's adjustment POST).
+    fail_operations: frozenset[str] = frozenset()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +36,7 @@ class ControlState:
             "failure_rate": self.failure_rate,
             "down": self.down,
             "bad_response": self.bad_response,
+            "fail_operations": sorted(self.fail_operations),
         }
 
 
@@ -57,10 +61,12 @@ def apply_control(state: ControlState, body: Any) -> ControlState:
     """A new state: ``state`` with the fields present in ``body`` changed (all validated first)."""
     if not isinstance(body, dict):
         raise ControlError("the body must be a JSON object")
-    unknown = set(body) - {"latency_ms", "failure_rate", "down", "bad_response"}
+    unknown = set(body) - {"latency_ms", "failure_rate", "down", "bad_response", "fail_operations"}
     if unknown:
         raise ControlError(f"unknown control fields: {', '.join(sorted(unknown))}")
-    new = ControlState(state.latency_ms, state.failure_rate, state.down, state.bad_response)
+    new = ControlState(
+        state.latency_ms, state.failure_rate, state.down, state.bad_response, state.fail_operations
+    )
     if "latency_ms" in body:
         new.latency_ms = _parse_latency(body["latency_ms"])
     if "failure_rate" in body:
@@ -68,6 +74,11 @@ def apply_control(state: ControlState, body: Any) -> ControlState:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
             raise ControlError("failure_rate must be a number between 0.0 and 1.0")
         new.failure_rate = float(rate)
+    if "fail_operations" in body:
+        names = body["fail_operations"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ControlError("fail_operations must be a list of operation names")
+        new.fail_operations = frozenset(names)
     for flag in ("down", "bad_response"):
         if flag in body:
             if not isinstance(body[flag], bool):
@@ -105,6 +116,8 @@ class SimControl:
             await asyncio.sleep(self._random.uniform(low, high) / 1000)
         if state.bad_response:
             return Response(self._garbage, status_code=200, media_type=self._garbage_media_type)
+        if operation in state.fail_operations:
+            return self._failure()
         if state.failure_rate > 0 and self._random.random() < state.failure_rate:
             return self._failure()
         return None

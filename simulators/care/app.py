@@ -238,6 +238,10 @@ class CareApi:
 
     async def patch_ticket(self, request: Request) -> Response:
         ticket = self._existing_ticket(request.path_params["id"])
+        key = _idempotency_key(request)
+        if key is not None and self._store.remembered("ticket_patch", key) is not None:
+            # A repeated patch (same key) changes nothing: its notes were appended once.
+            return json_response(ticket_item(ticket))
         body = await json_body(request)
         unknown = set(body) - {"status", "priority", "severity", "note"}
         if unknown:
@@ -254,7 +258,9 @@ class CareApi:
             if field in body:
                 changes[field] = _choice(body, field, allowed, "")
         notes = json.loads(ticket.notes) + _new_notes(body.get("note"))
-        self._store.update_ticket(ticket.id, changes, json.dumps(notes, ensure_ascii=False), _now())
+        self._store.update_ticket(
+            ticket.id, changes, json.dumps(notes, ensure_ascii=False), _now(), key
+        )
         return json_response(ticket_item(self._existing_ticket(ticket.id)))
 
     async def list_interactions(self, request: Request) -> Response:

@@ -209,14 +209,25 @@ class CareStore:
         return ticket_id
 
     def update_ticket(
-        self, ticket_id: str, changes: dict[str, str], notes: str, last_update: str
+        self,
+        ticket_id: str,
+        changes: dict[str, str],
+        notes: str,
+        last_update: str,
+        key: str | None = None,
     ) -> None:
         columns = ", ".join(f"{column} = ?" for column in changes)
         sets = f"{columns}, " if columns else ""
-        self._conn.execute(
-            f"UPDATE ticket SET {sets}notes = ?, last_update = ? WHERE id = ?",  # noqa: S608 - column names from a fixed set
-            (*changes.values(), notes, last_update, ticket_id),
-        )
+        with self._conn:  # the change and its idempotency key together or not at all
+            self._conn.execute("BEGIN")
+            self._conn.execute(
+                f"UPDATE ticket SET {sets}notes = ?, last_update = ? WHERE id = ?",  # noqa: S608 - column names from a fixed set
+                (*changes.values(), notes, last_update, ticket_id),
+            )
+            if key:
+                self._conn.execute(
+                    "INSERT INTO idempotency VALUES ('ticket_patch', ?, ?)", (key, ticket_id)
+                )
 
     def create_interaction(self, row: InteractionRow, key: str | None) -> str:
         with self._conn:

@@ -138,6 +138,7 @@ def test_control_state_round_trip_validation_and_reset(control, http) -> None:
         "failure_rate": 0.25,
         "down": False,
         "bad_response": False,
+        "fail_operations": [],
     }
     for bad in ({"failure_rate": 2}, {"latency_ms": [5, 1]}, {"down": "yes"}, {"speed": 1}):
         response = http.post(f"{control.care}/_sim/control", json=bad)
@@ -149,4 +150,5 @@ def test_control_state_round_trip_validation_and_reset(control, http) -> None:
         "failure_rate": 0.0,
         "down": False,
         "bad_response": False,
+        "fail_operations": [],
     }
