@@ -10,13 +10,15 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from schema.audit import AuditQuery
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors
+from schema.operation_facts import OperationFacts
 from schema.query import Query as CustomerQuery
 
 # Each feature keeps its root fields in its own module; the roots are merged here so that a
 # new feature adds one entry to a tuple instead of editing another feature's class.
-QUERY_ROOTS: tuple[type, ...] = (CustomerQuery,)
+QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, AuditQuery)
 MUTATION_ROOTS: tuple[type, ...] = ()
 SUBSCRIPTION_ROOTS: tuple[type, ...] = ()
 
@@ -39,7 +41,7 @@ class GraphSchema(strawberry.Schema):
 
 
 def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
-    extensions: list[Any] = [CodedErrors, ChannelRules]
+    extensions: list[Any] = [CodedErrors, ChannelRules, OperationFacts]
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
         extensions += [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.identity import IdentityResolver
@@ -10,6 +10,7 @@ from adapters.identity_store import IdentityStore
 from policies.disclosure import Disclosure
 from policies.model import Policy
 from policies.principal import Principal
+from schema.audit_reader import AuditReader
 from schema.loaders import Loaders
 
 
@@ -32,6 +33,13 @@ class RequestContext:
     loaders: Loaders
     request_id: str
     disclosure: Disclosure
+    # For the audit log (gateway/audit/): what this request did, filled as it runs.
+    audit: AuditReader | None = None  # the log, for the auditor's queries; None when off
+    backends_called: set[str] = field(default_factory=set)  # filled by the loaders
+    customers_touched: set[str] = field(default_factory=set)  # hub ids; hashed in the log
+    operation_type: str | None = None  # set by schema.operation_facts.OperationFacts
+    operation_name: str | None = None
+    document_sha256: str | None = None
 
 
 def new_request_context(
@@ -41,7 +49,9 @@ def new_request_context(
     policy: Policy,
     purpose: str | None = None,
     enforce_policy: bool = True,
+    audit: AuditReader | None = None,
 ) -> RequestContext:
+    backends_called: set[str] = set()
     return RequestContext(
         principal=principal,
         backends=backends,
@@ -51,7 +61,10 @@ def new_request_context(
             care=backends.care,
             identity_store=backends.identity_store,
             identity_resolver=backends.identity_resolver,
+            backends_called=backends_called,
         ),
         request_id=request_id,
         disclosure=Disclosure(policy, principal, purpose, enforced=enforce_policy),
+        audit=audit,
+        backends_called=backends_called,
     )
