@@ -28,6 +28,9 @@ from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
 from gateway import auth, metrics
+from gateway.audit.middleware import AuditTrail
+from gateway.audit.page import audit_page, audit_script
+from gateway.audit.service import AuditLog
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
@@ -55,24 +58,29 @@ class SwitchboardGraphQL(GraphQL):
         policies: PolicyStore,
         *,
         enforce_policy: bool = True,
+        audit: AuditLog | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._backends = backends
         self._policies = policies
         self._enforce_policy = enforce_policy
+        self._audit = audit
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
         # else through), and rendering it executes no operation.
-        return new_request_context(
+        context = new_request_context(
             request.scope.get("switchboard.principal", IDE_VISITOR),
             self._backends,
             request.scope["switchboard.request_id"],
             self._policies.current,
             request.scope.get("switchboard.purpose"),
             self._enforce_policy,
+            audit=self._audit.reader if self._audit is not None else None,
         )
+        request.scope["switchboard.context"] = context  # for the audit record (AuditTrail)
+        return context
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -81,6 +89,7 @@ class SwitchboardGraphQL(GraphQL):
         # here, where every answer passes (coding is idempotent).
         if result.errors:
             result.errors = [to_coded_error(e) for e in result.errors]
+        request.scope["switchboard.result"] = result  # for the audit record (AuditTrail)
         return process_result(result)
 
 
@@ -133,6 +142,7 @@ class Authenticate:
         if principal is None:
             await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
             return
+        scope["switchboard.principal"] = principal  # refusals below are audited with it
         claimed = request.headers.get("x-channel")
         if claimed is not None and claimed != principal.channel:
             # The channel comes from the credential; a caller claiming another is refused.
@@ -236,10 +246,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     keys = ApiKeyStore(engine)
     schema = build_schema(settings.graphql.document_cache_size)
     policies = PolicyStore(settings.policy_file or DEFAULT_POLICY_FILE, operation_names(schema))
+    audit = AuditLog(engine, settings.audit) if settings.audit.enabled else None
     graphql = SwitchboardGraphQL(
         backends,
         policies,
         enforce_policy=settings.policy_enforcement,
+        audit=audit,
         schema=schema,
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
         allow_queries_via_get=True,
@@ -256,9 +268,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # A backend down at start-up must not keep the hub down: it is retried on use
                 # and reported by /readyz.
                 log.warning("%s not started: %s", adapter.name, error.code)
+        if audit is not None:
+            await audit.start()
         policies.start_watching(settings.policy_reload_interval_s)
         yield
         await policies.stop_watching()
+        if audit is not None:
+            await audit.stop()
         await wiring.close()
         await engine.dispose()
 
@@ -282,16 +298,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics.render(wiring.guards, wiring.cache), media_type=metrics.CONTENT_TYPE
         )
 
+    endpoint: Any = Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql)
+    if audit is not None:
+        endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
-            Route(
-                "/graphql",
-                Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
-                methods=["GET", "POST"],
-            ),
+            Route("/graphql", endpoint, methods=["GET", "POST"]),
+            Route("/audit", audit_page),
+            Route("/audit/app.js", audit_script),
         ],
         lifespan=lifespan,
     )
