@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway.audit.commands import add_audit_commands
 from gateway.settings import STATE_DIR, Settings, load_settings
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--url", default="http://127.0.0.1:8000")
     compare.add_argument("--keys", default=str(STATE_DIR / "demo-keys.json"))
     compare.set_defaults(run=_compare)
+
+    add_audit_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
