@@ -6,12 +6,19 @@ import hashlib
 import hmac
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import yaml
+
+from gateway.policy_store import DEFAULT_POLICY_FILE
+from tests.harness import SimulatorUrls, gateway_env, issue_key, running_gateway
 
 CUSTOMER_KEY = "audit-tests-customer-key-0123456789abcdef"
+SMS_LIMIT = 3
 
 
 def customer_hash(hub_id: str) -> str:
@@ -69,3 +76,34 @@ class AuditedGateway:
                 data[name] = json.loads(data[name])
             found.append(data)
         return found
+
+
+@contextmanager
+def audited_gateway(sims: SimulatorUrls, state: Path) -> Iterator[AuditedGateway]:
+    """A gateway of the audit tests' own: known customer key, an SMS channel limited to
+    SMS_LIMIT requests a minute (to see 429s), and keys for agent, app, sms and audit."""
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    policy["channels"]["sms"]["rate_limit_per_minute"] = SMS_LIMIT  # a 429 within a few calls
+    policy["channels"]["sms"]["operations"].append("offerings")
+    policy_file = state / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    database = state / "hub.db"
+    env = gateway_env(
+        sims,
+        f"sqlite+aiosqlite:///{database}",
+        SWITCHBOARD_POLICY_FILE=str(policy_file),
+        SWITCHBOARD_CACHE__ENABLED="false",
+        SWITCHBOARD_AUDIT__STATE_DIR=str(state / "keys"),
+        SWITCHBOARD_AUDIT__CUSTOMER_KEY=CUSTOMER_KEY,
+    )
+    keys = {
+        channel: issue_key(env, channel=channel, role=role, scopes=("customer:read",))
+        for channel, role in (
+            ("agent", "agent"),
+            ("app", "customer"),
+            ("sms", "sms"),
+            ("audit", "auditor"),
+        )
+    }
+    with running_gateway(env, state / "gateway.log") as url:
+        yield AuditedGateway(url=url, keys=keys, database=database, env=env)

@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from gateway.policy_store import DEFAULT_POLICY_FILE
-from tests.audit_support import CUSTOMER_KEY, AuditedGateway, customer_hash
-from tests.harness import gateway_env, issue_key, running_gateway
+from tests.audit_support import SMS_LIMIT, AuditedGateway, audited_gateway, customer_hash
 
 PROFILE = """
 query Profile($msisdn: String!) {
@@ -36,37 +35,12 @@ query Log($filter: AuditFilter, $first: Int!, $after: String) {
   }
 }
 """
-SMS_LIMIT = 3
 
 
 @pytest.fixture(scope="module")
 def audited(sims, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditedGateway]:
-    state = tmp_path_factory.mktemp("auditstate")
-    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
-    policy["channels"]["sms"]["rate_limit_per_minute"] = SMS_LIMIT  # a 429 within a few calls
-    policy["channels"]["sms"]["operations"].append("offerings")
-    policy_file = state / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(policy))
-    database = state / "hub.db"
-    env = gateway_env(
-        sims,
-        f"sqlite+aiosqlite:///{database}",
-        SWITCHBOARD_POLICY_FILE=str(policy_file),
-        SWITCHBOARD_CACHE__ENABLED="false",
-        SWITCHBOARD_AUDIT__STATE_DIR=str(state / "keys"),
-        SWITCHBOARD_AUDIT__CUSTOMER_KEY=CUSTOMER_KEY,
-    )
-    keys = {
-        channel: issue_key(env, channel=channel, role=role, scopes=("customer:read",))
-        for channel, role in (
-            ("agent", "agent"),
-            ("app", "customer"),
-            ("sms", "sms"),
-            ("audit", "auditor"),
-        )
-    }
-    with running_gateway(env, state / "gateway.log") as url:
-        yield AuditedGateway(url=url, keys=keys, database=database, env=env)
+    with audited_gateway(sims, tmp_path_factory.mktemp("auditstate")) as gateway:
+        yield gateway
 
 
 def rid() -> str:
