@@ -220,16 +220,19 @@ def run(args: argparse.Namespace) -> dict:
         policy_file = state / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
         gateways: dict[str, tuple[str, str]] = {}
-        for name, enforce, cache in (
-            ("policies-on", "true", "false"),
-            ("policies-off", "false", "false"),
-            ("cache-on", "true", "true"),
+        for name, enforce, cache, audit in (
+            ("policies-on", "true", "false", "true"),
+            ("policies-off", "false", "false", "true"),
+            ("cache-on", "true", "true", "true"),
+            ("audit-off", "true", "false", "false"),
         ):
             env = gateway_env(
                 sims,
                 f"sqlite+aiosqlite:///{state}/{name}.db",
                 SWITCHBOARD_POLICY_ENFORCEMENT=enforce,
                 SWITCHBOARD_CACHE__ENABLED=cache,
+                SWITCHBOARD_AUDIT__ENABLED=audit,
+                SWITCHBOARD_AUDIT__STATE_DIR=str(state / "audit-keys"),
                 SWITCHBOARD_POLICY_FILE=str(policy_file),
             )
             key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
@@ -237,8 +240,9 @@ def run(args: argparse.Namespace) -> dict:
             gateways[name] = (f"{url}/graphql", key)
         measured = asyncio.run(measure(args, sims, gateways, bundles))
 
-    on, off, cached, floor = (
-        measured["load"][k] for k in ("policies-on", "policies-off", "cache-on", "floor")
+    on, off, cached, unaudited, floor = (
+        measured["load"][k]
+        for k in ("policies-on", "policies-off", "cache-on", "audit-off", "floor")
     )
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -257,6 +261,7 @@ def run(args: argparse.Namespace) -> dict:
             "360, policies on": on.summary(),
             "360, policies off": off.summary(),
             "360, policies on, cache on (warm)": cached.summary(),
+            "360, policies on, audit log off": unaudited.summary(),
             "floor: the same 6 backend calls, direct and concurrent": floor.summary(),
         },
         "page_scale": measured["page_scale"],
@@ -265,6 +270,8 @@ def run(args: argparse.Namespace) -> dict:
             "policies on/off, throughput": round(on.throughput / off.throughput, 3),
             "cache on/off, p50 latency": round(cached.percentile(50) / on.percentile(50), 3),
             "cache on/off, throughput": round(cached.throughput / on.throughput, 3),
+            "audit log on/off, p50 latency": round(on.percentile(50) / unaudited.percentile(50), 3),
+            "audit log on/off, throughput": round(on.throughput / unaudited.throughput, 3),
             "gateway/floor, p50 latency": round(on.percentile(50) / floor.percentile(50), 2),
             "gateway p50 minus floor p50, ms (cache off)": round(
                 on.percentile(50) - floor.percentile(50), 1
