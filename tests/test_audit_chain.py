@@ -252,3 +252,41 @@ async def test_search_by_customer_principal_time_and_clear_only(audit: AuditLog)
     clear = await reader.search(AuditSearch(clear_only=True), 10, None)
     assert [e.seq for e in clear.entries] == [9, 7, 5, 3, 1]
     assert await reader.count(AuditSearch(principal="subject-1")) == 4
+
+
+async def test_a_subscription_is_recorded_through_the_websocket_hook(audit: AuditLog):
+    import time
+    from types import SimpleNamespace
+
+    from gateway.audit.middleware import record_subscription
+    from gateway.policy_store import DEFAULT_POLICY_FILE
+    from policies.disclosure import Disclosure
+    from policies.loader import load_policy
+    from policies.model import Level
+    from policies.principal import Principal
+    from schema.build import build_schema, operation_names
+
+    policy, _ = load_policy(DEFAULT_POLICY_FILE, operation_names(build_schema(0)))
+    principal = Principal(subject="app-1", role="customer", channel="app", credential_id="k1")
+    disclosure = Disclosure(policy, principal, "service")
+    disclosure.record("customerUpdates.profile.name", Level.MASKED)
+    # The fields the websocket path's RequestContext carries (schema/context.py).
+    context = SimpleNamespace(
+        request_id="ws-1",
+        principal=principal,
+        disclosure=disclosure,
+        customers_touched={"cus_1"},
+        backends_called={"boss"},
+        operation_type="subscription",
+        operation_name="Updates",
+        document_sha256="ab" * 32,
+    )
+    seq = await record_subscription(audit, context, started_us=T0, started_perf=time.perf_counter())
+    stored = await row(audit, seq)
+    assert (stored.operation_type, stored.outcome, stored.subject) == (
+        "subscription",
+        "ok",
+        "app-1",
+    )
+    assert json.loads(stored.customers) == [audit.hasher("cus_1")]
+    assert (await audit.verify()).ok

@@ -110,6 +110,35 @@ def record_operation(
     )
 
 
+async def record_subscription(
+    audit: AuditLog,
+    context: Any,
+    *,
+    started_us: int,
+    started_perf: float,
+    errors: list[Any] | None = None,
+) -> int:
+    """Record one subscription operation (websocket path) when it ends; its seq.
+
+    ``context`` is the subscription's RequestContext (it carries principal, purpose, what was
+    disclosed and the customers touched over the subscription's life); ``errors`` are the
+    GraphQL errors it ended with, if any. Raises AuditUnavailable if the log cannot be written.
+    """
+    outcome, code = outcome_of({"subscription": True} if not errors else None, errors or [])
+    record = record_operation(
+        audit,
+        request_id=context.request_id,
+        principal=context.principal,
+        purpose=context.disclosure.purpose,
+        context=context,
+        outcome=outcome,
+        code=code,
+        started_us=started_us,
+        latency_us=int((time.perf_counter() - started_perf) * 1_000_000),
+    )
+    return await audit.append(record)
+
+
 def _is_operation(scope: Scope) -> bool:
     # The GraphiQL page (GET without a query) executes nothing: no record.
     if scope["method"] == "GET":
