@@ -81,7 +81,7 @@ class AuditedGateway:
 @contextmanager
 def audited_gateway(sims: SimulatorUrls, state: Path) -> Iterator[AuditedGateway]:
     """A gateway of the audit tests' own: known customer key, an SMS channel limited to
-    SMS_LIMIT requests a minute (to see 429s), and keys for agent, app, sms and audit."""
+    SMS_LIMIT requests a minute (to see 429s), and keys for agent, app, sms, partner and audit."""
     policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
     policy["channels"]["sms"]["rate_limit_per_minute"] = SMS_LIMIT  # a 429 within a few calls
     policy["channels"]["sms"]["operations"].append("offerings")
@@ -102,6 +102,7 @@ def audited_gateway(sims: SimulatorUrls, state: Path) -> Iterator[AuditedGateway
             ("agent", "agent"),
             ("app", "customer"),
             ("sms", "sms"),
+            ("partner", "partner"),
             ("audit", "auditor"),
         )
     }

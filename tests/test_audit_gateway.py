@@ -82,8 +82,27 @@ def test_a_query_leaves_one_record_with_who_why_what_and_how(audited, customers)
 
 
 def test_a_partial_answer_is_recorded_as_partial(audited, customers):
+    found = audited.post(PROFILE, {"msisdn": msisdn_of(customers[4])}).json()
+    hub_id = found["data"]["customerByMsisdn"]["id"]
     request_id = rid()
-    # The app channel is denied nothing here but masked; ask an unknown id: NOT_FOUND.
+    # A partner never sees identity documents: that field is denied, the rest answers.
+    response = audited.post(
+        "query($id: ID!) { customer(id: $id) { id profile { name certificateNumber } } }",
+        {"id": hub_id},
+        channel="partner",
+        request_id=request_id,
+    )
+    body = response.json()
+    assert body["data"]["customer"]["profile"]["name"]
+    assert body["errors"][0]["extensions"]["code"] == "FIELD_DENIED"
+    record = only_record(audited, request_id)
+    assert (record["outcome"], record["code"]) == ("partial", "FIELD_DENIED")
+    assert record["disclosed"]["customer.profile.certificateNumber"] == "denied"
+    assert record["customers"] == [customer_hash(hub_id)]
+
+
+def test_a_failed_operation_is_recorded_with_its_code(audited):
+    request_id = rid()
     response = audited.post(
         'query { customer(id: "cus_00000000000000000000") { id } }', request_id=request_id
     )

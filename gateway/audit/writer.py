@@ -76,11 +76,11 @@ class AuditWriter:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Let the task commit everything queued, then stop it (never mid-commit)."""
         if self._task is None:
             return
-        while not self._queue.empty():
-            await self._commit_next()
+        if not self._task.done():
+            await self._queue.join()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -110,7 +110,9 @@ class AuditWriter:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(AuditUnavailable("the audit log could not be written"))
-            return
-        for (_, future), seq in zip(batch, seqs, strict=True):
-            if not future.done():
-                future.set_result(seq)
+        else:
+            for (_, future), seq in zip(batch, seqs, strict=True):
+                if not future.done():
+                    future.set_result(seq)
+        for _ in batch:
+            self._queue.task_done()
