@@ -238,14 +238,34 @@ async def time_queries(url: str, count: int) -> dict[str, Any]:
     return figures
 
 
+async def time_verify(url: str) -> dict[str, float]:
+    """The whole chain walked and re-hashed once, as `switchboard audit verify` does."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.audit.verify import verify_chain
+
+    engine = create_engine(url)
+    try:
+        started = time.perf_counter()
+        report = await verify_chain(engine, Ed25519PrivateKey.generate().public_key())
+        elapsed = time.perf_counter() - started
+    finally:
+        await engine.dispose()
+    assert report.ok, report.findings[:5]
+    print(f"  verify: {report.checked:,} records in {elapsed:.1f} s", flush=True)
+    return {"verify_s": round(elapsed, 1), "verify_records_per_s": round(report.checked / elapsed)}
+
+
 async def main_async(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {"records": args.records, "machine": "2 cores, shared"}
     if args.backend in ("sqlite", "both"):
-        path = DATA / "audit_scale.db"
+        path = DATA / f"audit_scale-{args.records}.db"
         print(f"sqlite: generating and loading {args.records:,} records", flush=True)
         loaded = await asyncio.to_thread(load_sqlite, path, args.records)
         url = f"sqlite+aiosqlite:///{path}"
         results["sqlite"] = {**loaded, "queries": await time_queries(url, args.records)}
+        if args.verify:
+            results["sqlite"].update(await time_verify(url))
         results["sqlite"]["size_mb"] = round(path.stat().st_size / 1e6, 1)
     if args.backend in ("postgres", "both"):
         import asyncpg
@@ -259,6 +279,8 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"postgres: generating and loading {args.records:,} records", flush=True)
         loaded = await load_postgres(url, args.records)
         results["postgres"] = {**loaded, "queries": await time_queries(url, args.records)}
+        if args.verify:
+            results["postgres"].update(await time_verify(url))
         if not args.keep:
             admin = await asyncpg.connect(POSTGRES_ADMIN)
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -273,6 +295,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=5_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
+    parser.add_argument("--verify", action="store_true", help="also time a full verification")
     asyncio.run(main_async(parser.parse_args()))
 
 
