@@ -256,7 +256,7 @@ async def time_verify(url: str) -> dict[str, float]:
     return {"verify_s": round(elapsed, 1), "verify_records_per_s": round(report.checked / elapsed)}
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"records": args.records, "machine": "2 cores, shared"}
     if args.backend in ("sqlite", "both"):
         path = DATA / f"audit_scale-{args.records}.db"
@@ -285,9 +285,7 @@ async def main_async(args: argparse.Namespace) -> None:
             admin = await asyncpg.connect(POSTGRES_ADMIN)
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    return results
 
 
 def main() -> None:
@@ -296,7 +294,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
     parser.add_argument("--verify", action="store_true", help="also time a full verification")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--output", default=str(RESULTS), help="where the figures go (JSON)")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

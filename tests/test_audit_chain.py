@@ -290,3 +290,24 @@ async def test_a_subscription_is_recorded_through_the_websocket_hook(audit: Audi
     )
     assert json.loads(stored.customers) == [audit.hasher("cus_1")]
     assert (await audit.verify()).ok
+
+
+async def test_two_hub_processes_extend_one_chain(audit: AuditLog, database_url: str, tmp_path):
+    # A second writer on its own engine, as a second worker or replica would have.
+    other = AuditLog(
+        create_engine(database_url),
+        AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32, max_batch=3),
+    )
+    await other.start()
+    try:
+        seqs = await asyncio.gather(
+            *(audit.append(record(100 + i)) for i in range(20)),
+            *(other.append(record(200 + i)) for i in range(20)),
+        )
+    finally:
+        await other.stop()
+        await other.engine.dispose()
+    assert sorted(seqs) == list(range(11, 51))
+    report = await audit.verify()
+    assert report.ok, report.findings
+    assert report.checked == 50
