@@ -311,3 +311,27 @@ async def test_two_hub_processes_extend_one_chain(audit: AuditLog, database_url:
     report = await audit.verify()
     assert report.ok, report.findings
     assert report.checked == 50
+
+
+async def test_no_answer_goes_out_when_its_record_cannot_be_written(tmp_path: Path):
+    import httpx
+    from starlette.responses import JSONResponse
+
+    from gateway.audit.middleware import AuditTrail
+
+    async def answer(scope, receive, send) -> None:
+        scope["switchboard.request_id"] = "r-1"
+        await JSONResponse({"data": {"secret": "a customer's data"}})(scope, receive, send)
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    log = AuditLog(engine, AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32))
+    await log.create_tables()  # the writer is not running: nothing can be made durable
+    transport = httpx.ASGITransport(app=AuditTrail(answer, log))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            response = await client.post("/graphql", json={"query": "{ x }"})
+    finally:
+        await engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["extensions"]["code"] == "AUDIT_UNAVAILABLE"
+    assert "secret" not in response.text
