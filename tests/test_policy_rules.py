@@ -11,6 +11,7 @@ from policies.model import Level
 from policies.principal import Principal
 
 OPERATIONS = {"customer", "customerByMsisdn", "customers", "offerings"}
+OPERATIONS |= {"auditLog", "auditVerification"}  # schema/audit.py (the audit channel)
 
 
 @pytest.mark.parametrize(
