@@ -4,5 +4,6 @@ Modules, one job each: ``record`` (what a record holds, its canonical form and c
 ``store`` (the tables), ``writer`` (group-committing appender), ``checkpoint`` (Ed25519-signed
 heads), ``verify`` (walks the chain), ``retention`` (pruning at a checkpoint), ``reader`` (the
 auditor's searches), ``middleware`` (one record per /graphql request), ``page`` (the auditors'
-web page). See docs/audit.md.
+web page), ``service`` (the wiring the gateway starts), ``commands`` (``switchboard audit``).
+See docs/audit.md.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.record import CustomerHasher
@@ -91,8 +91,6 @@ class AuditLogReader:
             after = rows[-1].seq
 
     async def count(self, search: AuditSearch) -> int:
-        from sqlalchemy import func
-
         query = search_query(search, self._hasher).with_only_columns(func.count())
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,7 +65,9 @@ class AuditLog:
         """Append and wait for the commit (raises AuditUnavailable if it cannot be made)."""
         return await self.writer.append(record)
 
-    async def verify(self, against: Checkpoint | None = None, progress=None) -> VerificationReport:
+    async def verify(
+        self, against: Checkpoint | None = None, progress: Callable[[int], None] | None = None
+    ) -> VerificationReport:
         return await verify_chain(self.engine, self.signing_key.public_key, against, progress)
 
     async def verify_latest(self) -> VerificationReport:
