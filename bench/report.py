@@ -53,6 +53,18 @@ def table(result: dict) -> str:
             f"| {int(size):,} | {one['p50_ms']} | {_calls(one)} | {page['mean_ms']} | "
             f"{_calls(page)} |"
         )
+    if result.get("workflows"):
+        lines += [
+            "",
+            "| plan change (mutation + durable workflow) | workflows | in flight | "
+            "all accepted after s | all final after s | workflows/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in result["workflows"]:
+            lines.append(
+                f"| {row['backend']} | {row['workflows']} | {row['concurrency']} | "
+                f"{row['submit_s']} | {row['seconds']} | {row['workflows_per_s']} |"
+            )
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for name, (value, met) in result["targets"].items():
         lines.append(f"| {name} | {value} | {'yes' if met else 'no'} |")

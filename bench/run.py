@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,6 +29,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from bench import workflows as bench_workflows
 from bench import wrk
 from bench.floor import floor_operation
 from bench.load import LoadResult, graphql_operation, run_load
@@ -362,11 +364,12 @@ def started_gateways(
     policy["channels"]["agent"].pop("rate_limit_per_minute", None)
     policy_file = state / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
-    # name -> (policy enforcement, read cache)
+    # name -> (policy enforcement, read cache, audit log)
     settings = {
-        "policies-on": ("true", "false"),
-        "policies-off": ("false", "false"),
-        "cache-on": ("true", "true"),
+        "policies-on": ("true", "false", "true"),
+        "policies-off": ("false", "false", "true"),
+        "audit-off": ("true", "false", "false"),
+        "cache-on": ("true", "true", "true"),
     }
     with ExitStack() as stack:
         gateways = {}
@@ -378,6 +381,8 @@ def started_gateways(
                 SWITCHBOARD_WORKERS=str(args.workers),
                 SWITCHBOARD_POLICY_ENFORCEMENT=settings[name][0],
                 SWITCHBOARD_CACHE__ENABLED=settings[name][1],
+                SWITCHBOARD_AUDIT__ENABLED=settings[name][2],
+                SWITCHBOARD_AUDIT__STATE_DIR=str(state / f"{name}-audit"),
             )
             key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
             url = stack.enter_context(running_gateway(env, state / f"{name}.log"))
@@ -396,7 +401,7 @@ def run(args: argparse.Namespace) -> dict:
         with (
             running_simulators(main_data) as sims,
             started_gateways(
-                args, sims, state, ("policies-on", "policies-off", "cache-on")
+                args, sims, state, ("policies-on", "policies-off", "audit-off", "cache-on")
             ) as gateways,
         ):
             measured, datasets[args.customers] = asyncio.run(
@@ -413,7 +418,28 @@ def run(args: argparse.Namespace) -> dict:
                 datasets[size] = asyncio.run(
                     measure_dataset_only(args, sims, gateways["policies-on"], sample)
                 )
-    return report(args, bundles, measured, datasets)
+    workflows = plan_change_rows(args)
+    return report(args, bundles, measured, datasets, workflows)
+
+
+def plan_change_rows(args: argparse.Namespace) -> list[dict]:
+    """Plan-change workflows per second (the mutation scenario), SQLite and PostgreSQL."""
+    if args.workflows <= 0:
+        return []
+    backends = ["sqlite"]
+    if postgres_reachable():
+        backends.append("postgres")
+    else:
+        print("PostgreSQL not reachable on 127.0.0.1:5432: the workflow row runs on SQLite only")
+    return bench_workflows.run(args.workflows, args.workflow_concurrency, tuple(backends))
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 async def measure_main_and_dataset(
@@ -438,9 +464,13 @@ async def measure_dataset_only(
         await bench.close()
 
 
-def report(args: argparse.Namespace, bundles: list, measured: dict, datasets: dict) -> dict:
+def report(
+    args: argparse.Namespace, bundles: list, measured: dict, datasets: dict, workflows: list
+) -> dict:
     throughput, sequential = measured["throughput"], measured["sequential"]
-    on, off, cached = (throughput[k] for k in ("policies-on", "policies-off", "cache-on"))
+    on, off, unaudited, cached = (
+        throughput[k] for k in ("policies-on", "policies-off", "audit-off", "cache-on")
+    )
     floor_p50 = sequential["floor"]["p50_ms"]
     down = measured["billing_down"]
     page_50_calls = next(r for r in measured["page_scale"] if r["page_size"] == 50)["calls_per_op"]
@@ -486,6 +516,7 @@ def report(args: argparse.Namespace, bundles: list, measured: dict, datasets: di
         "scenarios": {
             "360, policies on, cache off": on,
             "360, policies off, cache off": off,
+            "360, audit log off, cache off": unaudited,
             "360, policies on, cache on (warm)": cached,
             "page of 50, cache off": measured["page_50"],
             "360, realistic backend latency, cache off": measured["realistic"]["360, cache off"],
@@ -501,9 +532,14 @@ def report(args: argparse.Namespace, bundles: list, measured: dict, datasets: di
         },
         "page_scale": measured["page_scale"],
         "datasets": {str(k): v for k, v in sorted(datasets.items())},
+        "workflows": workflows,
         "ratios": {
             "policies on/off, p50 latency": round(on["p50_ms"] / off["p50_ms"], 3),
             "policies on/off, throughput": round(on["throughput_rps"] / off["throughput_rps"], 3),
+            "audit log on/off, p50 latency": round(on["p50_ms"] / unaudited["p50_ms"], 3),
+            "audit log on/off, throughput": round(
+                on["throughput_rps"] / unaudited["throughput_rps"], 3
+            ),
             "cache on/off, p50 latency": round(cached["p50_ms"] / on["p50_ms"], 3),
             "cache on/off, throughput": round(cached["throughput_rps"] / on["throughput_rps"], 3),
             "gateway/floor, sequential p50 (cache off)": round(
@@ -535,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential-duration", type=float, default=4.0)
     parser.add_argument("--sequential-requests", type=int, default=300)
     parser.add_argument("--python-load", action="store_true", help="never use wrk")
+    parser.add_argument("--workflows", type=int, default=100, help="plan changes per backend")
+    parser.add_argument("--workflow-concurrency", type=int, default=20)
     parser.add_argument(
         "--page-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 10, 50, 200]
     )

@@ -31,6 +31,10 @@ from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
 from gateway import auth, metrics, verification_store
+from gateway.audit.middleware import AuditTrail, record_subscription
+from gateway.audit.page import audit_page, audit_script
+from gateway.audit.service import AuditLog
+from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
@@ -64,6 +68,7 @@ class SwitchboardGraphQL(GraphQL):
         *,
         enforce_policy: bool = True,
         keys: ApiKeyStore | None = None,
+        audit: AuditLog | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,11 +76,12 @@ class SwitchboardGraphQL(GraphQL):
         self._policies = policies
         self._enforce_policy = enforce_policy
         self._keys = keys
+        self._audit = audit
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
         # else through), and rendering it executes no operation.
-        return new_request_context(
+        context = new_request_context(
             request.scope.get("switchboard.principal", IDE_VISITOR),
             self._backends,
             # Websockets pass RequestIds untouched: one id per connection.
@@ -83,7 +89,31 @@ class SwitchboardGraphQL(GraphQL):
             self._policies.current,
             request.scope.get("switchboard.purpose"),
             self._enforce_policy,
+            audit=self._audit.reader if self._audit is not None else None,
         )
+        request.scope["switchboard.context"] = context  # for the audit record (AuditTrail)
+        if request.scope["type"] == "websocket" and self._audit is not None:
+            context.on_stream_end = self._record_stream_operation
+        return context
+
+    async def _record_stream_operation(
+        self, context: RequestContext, started_us: int, started_perf: float, errors: list[Any]
+    ) -> None:
+        """One audit record per operation on a websocket, when it ends (schema/stream_audit)."""
+        assert self._audit is not None
+        try:
+            await record_subscription(
+                self._audit,
+                context,
+                started_us=started_us,
+                started_perf=started_perf,
+                errors=errors,
+            )
+        except AuditUnavailable:
+            # The stream already went out; say so loudly (no data in the line).
+            log.error(
+                "audit record of a websocket operation lost: request_id=%s", context.request_id
+            )
 
     async def on_ws_connect(self, context: RequestContext) -> dict[str, object] | None:  # type: ignore[override]
         """A websocket authenticated by its upgrade headers, or by its connection_init payload.
@@ -120,6 +150,7 @@ class SwitchboardGraphQL(GraphQL):
         # here, where every answer passes (coding is idempotent).
         if result.errors:
             result.errors = [to_coded_error(e) for e in result.errors]
+        request.scope["switchboard.result"] = result  # for the audit record (AuditTrail)
         return process_result(result)
 
 
@@ -182,6 +213,7 @@ class Authenticate:
         if principal is None:
             await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
             return
+        scope["switchboard.principal"] = principal  # refusals below are audited with it
         claimed = request.headers.get("x-channel")
         if claimed is not None and claimed != principal.channel:
             # The channel comes from the credential; a caller claiming another is refused.
@@ -326,11 +358,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         backends = dataclasses.replace(backends, workflows=workflows.services)
     schema = build_schema(settings.graphql.document_cache_size)
     policies = PolicyStore(settings.policy_file or DEFAULT_POLICY_FILE, operation_names(schema))
+    audit = AuditLog(engine, settings.audit) if settings.audit.enabled else None
     graphql = SwitchboardGraphQL(
         backends,
         policies,
         enforce_policy=settings.policy_enforcement,
         keys=keys,
+        audit=audit,
         schema=schema,
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
@@ -354,6 +388,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # A backend down at start-up must not keep the hub down: it is retried on use
                 # and reported by /readyz.
                 log.warning("%s not started: %s", adapter.name, error.code)
+        if audit is not None:
+            await audit.start()
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
@@ -362,6 +398,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await policies.stop_watching()
         if workflows is not None:
             workflows.engine.shutdown()
+        if audit is not None:
+            # After the workflows: their last requests are still recorded.
+            await audit.stop()
         await wiring.close()
         await engine.dispose()
 
@@ -385,26 +424,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics.render(wiring.guards, wiring.cache), media_type=metrics.CONTENT_TYPE
         )
 
+    endpoint: Any = Authenticate(
+        graphql,
+        keys,
+        policies,
+        graphiql=settings.graphql.graphiql,
+        verifications=backends.verifications,
+    )
+    if audit is not None:
+        endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
-            Route(
-                "/graphql",
-                Authenticate(
-                    graphql,
-                    keys,
-                    policies,
-                    graphiql=settings.graphql.graphiql,
-                    verifications=backends.verifications,
-                ),
-                methods=["GET", "POST"],
-            ),
+            Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute(
                 "/graphql",
                 Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
             ),
+            Route("/audit", audit_page),
+            Route("/audit/app.js", audit_script),
         ],
         lifespan=lifespan,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway.audit.commands import add_audit_commands
 from gateway.settings import STATE_DIR, Settings, load_settings
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
@@ -321,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--phone", help="the care simulator whose outbox shows the OTP (default: settings)"
     )
     compare.set_defaults(run=_compare)
+
+    add_audit_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -134,6 +134,29 @@ class WorkflowSettings(BaseModel):
     subscription_poll_s: float = Field(default=1.0, gt=0)
 
 
+class AuditSettings(BaseModel):
+    """The tamper-evident access log (gateway/audit/, docs/audit.md)."""
+
+    enabled: bool = Field(
+        default=True, description="Off only to measure the log's cost (bench/): no records."
+    )
+    state_dir: Path = Field(
+        default=STATE_DIR, description="Where the signing and customer keys are generated."
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) for checkpoints; state_dir/audit-signing.key "
+        "when unset, generated on first use (the public key beside it, .pub).",
+    )
+    customer_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for customer ids in the log (set it in scaled mode, the same on "
+        "every replica); else state_dir/audit-customer.key, generated on first use.",
+    )
+    retention_days: float = Field(default=183, ge=1, description="Records older are pruned.")
+    max_batch: int = Field(default=256, ge=1, description="Records per group commit at most.")
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -165,6 +188,8 @@ class Settings(BaseSettings):
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @classmethod
     def settings_customise_sources(

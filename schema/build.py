@@ -11,16 +11,19 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from schema.audit import AuditQuery
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors, to_coded_error
+from schema.operation_facts import OperationFacts
 from schema.query import Query as CustomerQuery
+from schema.stream_audit import StreamAudit
 from schema.verification import VerificationMutation, VerificationQuery
 from schema.verification_rules import VerificationRules
 from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscription
 
 # Each feature keeps its root fields in its own module; the roots are merged here so that a
 # new feature adds one entry to a tuple instead of editing another feature's class.
-QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, VerificationQuery, WorkflowQuery)
+QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, VerificationQuery, WorkflowQuery, AuditQuery)
 MUTATION_ROOTS: tuple[type, ...] = (VerificationMutation, WorkflowMutation)
 SUBSCRIPTION_ROOTS: tuple[type, ...] = (WorkflowSubscription,)
 
@@ -54,7 +57,13 @@ class GraphSchema(strawberry.Schema):
 
 
 def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
-    extensions: list[Any] = [CodedErrors, ChannelRules, VerificationRules]
+    extensions: list[Any] = [
+        CodedErrors,
+        ChannelRules,
+        VerificationRules,
+        OperationFacts,
+        StreamAudit,
+    ]
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
         extensions += [

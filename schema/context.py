@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
@@ -13,6 +14,7 @@ from policies.disclosure import Disclosure
 from policies.model import Policy
 from policies.principal import Principal
 from policies.verification import VerificationStore
+from schema.audit_reader import AuditReader
 from schema.loaders import Loaders
 
 
@@ -41,6 +43,15 @@ class RequestContext:
     disclosure: Disclosure
     #: A websocket's connection_init payload (strawberry fills it in).
     connection_params: dict[str, Any] | None = None
+    # For the audit log (gateway/audit/): what this request did, filled as it runs.
+    audit: AuditReader | None = None  # the log, for the auditor's queries; None when off
+    backends_called: set[str] = field(default_factory=set)  # filled by the loaders
+    customers_touched: set[str] = field(default_factory=set)  # hub ids; hashed in the log
+    operation_type: str | None = None  # set by schema.operation_facts.OperationFacts
+    operation_name: str | None = None
+    document_sha256: str | None = None
+    #: Set on a websocket's context: records each operation on it when it ends (the audit log).
+    on_stream_end: Callable[[RequestContext, int, float, list[Any]], Awaitable[None]] | None = None
 
 
 def new_request_context(
@@ -50,7 +61,9 @@ def new_request_context(
     policy: Policy,
     purpose: str | None = None,
     enforce_policy: bool = True,
+    audit: AuditReader | None = None,
 ) -> RequestContext:
+    backends_called: set[str] = set()
     return RequestContext(
         principal=principal,
         backends=backends,
@@ -60,7 +73,10 @@ def new_request_context(
             care=backends.care,
             identity_store=backends.identity_store,
             identity_resolver=backends.identity_resolver,
+            backends_called=backends_called,
         ),
         request_id=request_id,
         disclosure=Disclosure(policy, principal, purpose, enforced=enforce_policy),
+        audit=audit,
+        backends_called=backends_called,
     )

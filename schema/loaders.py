@@ -53,21 +53,42 @@ class Loaders:
         care: CareSystem,
         identity_store: IdentityStore,
         identity_resolver: IdentityResolver,
+        backends_called: set[str] | None = None,
     ) -> None:
         self._store = identity_store
         self._resolver = identity_resolver
-        self.profiles = DataLoader[str, CustomerProfile | None](_keyed(boss.get_customers))
-        self.subscriptions = DataLoader[str, Sequence[Subscription]](
-            _keyed(boss.get_subscriptions, ())
+        #: Which backends this request asked (for the audit log).
+        self.backends_called = backends_called if backends_called is not None else set()
+        noted = self._noting
+        self.profiles = DataLoader[str, CustomerProfile | None](
+            _keyed(noted("boss", boss.get_customers))
         )
-        self.billing_accounts = DataLoader[str, BillingAccount | None](_keyed(billing.get_accounts))
-        self.balances = DataLoader[str, Balance | None](_keyed(billing.get_balances))
-        self.tickets = DataLoader[str, Sequence[Ticket]](_keyed(care.get_tickets, ()))
+        self.subscriptions = DataLoader[str, Sequence[Subscription]](
+            _keyed(noted("boss", boss.get_subscriptions), ())
+        )
+        self.billing_accounts = DataLoader[str, BillingAccount | None](
+            _keyed(noted("billing", billing.get_accounts))
+        )
+        self.balances = DataLoader[str, Balance | None](
+            _keyed(noted("billing", billing.get_balances))
+        )
+        self.tickets = DataLoader[str, Sequence[Ticket]](
+            _keyed(noted("care", care.get_tickets), ())
+        )
         self.interactions = DataLoader[str, Sequence[Interaction]](
-            _keyed(care.get_interactions, ())
+            _keyed(noted("care", care.get_interactions), ())
         )
         self.identity_by_customer_no = DataLoader[str, Identity | None](self._identities)
         self.identity_by_hub_id = DataLoader[str, Identity | None](self._identities_by_hub_id)
+
+    def _noting(
+        self, system: str, fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]]
+    ) -> Callable[[list[str]], Awaitable[Mapping[str, V]]]:
+        async def fetch_noted(keys: list[str]) -> Mapping[str, V]:
+            self.backends_called.add(system)
+            return await fetch(keys)
+
+        return fetch_noted
 
     def prime_profiles(self, profiles: Sequence[CustomerProfile]) -> None:
         """Reuse profiles a search already returned instead of asking BOSS again."""
@@ -106,7 +127,11 @@ class Loaders:
             for profile, customer_lines in zip(profiles, lines, strict=True)
             if profile is not None
         ]
-        return await self._resolver.resolve(keys) if keys else {}
+        if not keys:
+            return {}
+        # Resolution matches the customer's keys in the other systems.
+        self.backends_called.update(SYSTEMS_TO_RESOLVE)
+        return await self._resolver.resolve(keys)
 
     async def _identities_by_hub_id(self, hub_ids: list[str]) -> list[Identity | None]:
         known = await self._store.by_hub_ids(hub_ids)

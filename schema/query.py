@@ -51,6 +51,7 @@ class Query:
     async def customer(self, info: GraphInfo, id: strawberry.ID) -> Customer | None:
         if not HUB_ID.fullmatch(id):
             raise bad_input("id must be a hub customer id (cus_ followed by 20 hex digits).")
+        info.context.customers_touched.add(str(id))
         identity = await info.context.loaders.identity_by_hub_id.load(str(id))
         if identity is None:
             raise not_found("customer")
@@ -63,10 +64,12 @@ class Query:
             raise search_not_allowed("MSISDN")
         if not MSISDN.fullmatch(msisdn):
             raise bad_input("msisdn must be 11 digits starting with 13-19.")
+        info.context.backends_called.add("boss")
         line = await info.context.backends.boss.find_subscription_by_msisdn(msisdn)
         identity = await info.context.loaders.identity_by_customer_no.load(line.customer_no)
         if identity is None:
             raise not_found("customer")
+        info.context.customers_touched.add(identity.hub_id)
         return Customer.of(identity)
 
     @strawberry.field(description="Customers page by page, in the customer system's order.")
@@ -86,6 +89,7 @@ class Query:
         if name_prefix is not None and not 1 <= len(name_prefix) <= 16:
             raise bad_input("namePrefix must be 1 to 16 characters.")
         offset = decode_cursor(after) if after else 0
+        info.context.backends_called.add("boss")
         page = await info.context.backends.boss.search_customers(
             offset,
             first,
@@ -97,6 +101,7 @@ class Query:
         identities = await loaders.identity_by_customer_no.load_many(
             [p.customer_no for p in page.items]
         )
+        info.context.customers_touched.update(i.hub_id for i in identities if i is not None)
         end = offset + len(page.items)
         return CustomerConnection(
             total_count=page.total,
@@ -109,4 +114,5 @@ class Query:
 
     @strawberry.field(description="The offering catalogue of the customer system.")
     async def offerings(self, info: GraphInfo) -> list[Offering]:
+        info.context.backends_called.add("boss")
         return [Offering.of(o) for o in await info.context.backends.boss.get_offerings()]

@@ -1,0 +1,254 @@
+"""`switchboard audit ...`: verify, export, checkpoint and prune, for auditors and operators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from gateway.settings import load_settings
+from schema.audit_reader import AuditEntry, AuditSearch
+
+EXPORT_COLUMNS = (
+    "seq",
+    "time",
+    "request_id",
+    "outcome",
+    "code",
+    "subject",
+    "role",
+    "channel",
+    "partner",
+    "credential_id",
+    "purpose",
+    "operation_type",
+    "operation_name",
+    "document_sha256",
+    "customers",
+    "disclosed",
+    "policy_version",
+    "backends",
+    "latency_ms",
+    "hash",
+)
+
+
+def _with_log(action: Callable[[Any], Awaitable[int]]) -> int:
+    from gateway.audit.service import AuditLog
+    from gateway.database import create_engine
+
+    settings = load_settings()
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            audit = AuditLog(engine, settings.audit)
+            await audit.create_tables()
+            return await action(audit)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _moment(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _search(args: argparse.Namespace) -> AuditSearch:
+    return AuditSearch(
+        customer_id=args.customer_id,
+        principal=args.principal,
+        channel=args.channel,
+        time_from_us=args.time_from,
+        time_to_us=args.time_to,
+        outcome=args.decision,
+        clear_only=args.clear_only,
+    )
+
+
+def export_row(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "time": datetime.fromtimestamp(entry.time_us / 1_000_000, UTC).isoformat(),
+        "request_id": entry.request_id,
+        "outcome": entry.outcome,
+        "code": entry.code,
+        "subject": entry.subject,
+        "role": entry.role,
+        "channel": entry.channel,
+        "partner": entry.partner,
+        "credential_id": entry.credential_id,
+        "purpose": entry.purpose,
+        "operation_type": entry.operation_type,
+        "operation_name": entry.operation_name,
+        "document_sha256": entry.document_sha256,
+        "customers": list(entry.customers),
+        "disclosed": dict(entry.disclosed),
+        "policy_version": entry.policy_version,
+        "backends": list(entry.backends),
+        "latency_ms": entry.latency_us / 1000,
+        "hash": entry.hash,
+    }
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    flat = dict(row)
+    flat["customers"] = ";".join(row["customers"])
+    flat["disclosed"] = ";".join(f"{p}={v}" for p, v in row["disclosed"].items())
+    flat["backends"] = ";".join(row["backends"])
+    return flat
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit.checkpoint import Checkpoint, load_public_key
+
+    against = Checkpoint.from_json(Path(args.checkpoint).read_text()) if args.checkpoint else None
+
+    async def action(audit: Any) -> int:
+        if args.public_key:
+            public_key = load_public_key(Path(args.public_key))
+        else:
+            public_key = audit.signing_key.public_key
+        from gateway.audit.verify import verify_chain
+
+        with tqdm(desc="verifying", unit=" records", file=sys.stderr, disable=args.quiet) as bar:
+            report = await verify_chain(audit.engine, public_key, against, bar.update)
+        for finding in report.findings:
+            print(f"{finding.kind.upper():<12} seq {finding.seq}: {finding.detail}")
+        against_text = f", against the checkpoint at seq {report.checkpoint_seq}" if against else ""
+        verdict = "ok" if report.ok else f"NOT OK ({len(report.findings)} finding(s))"
+        print(
+            f"audit log {verdict}: {report.checked} records walked from the {report.anchor}"
+            f"{against_text}; last seq {report.last_seq}, head {report.head_hash}"
+        )
+        return 0 if report.ok else 1
+
+    return _with_log(action)
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            return _export_to(args, out)
+    return _export_to(args, sys.stdout)
+
+
+def _export_to(args: argparse.Namespace, out: TextIO) -> int:
+    async def action(audit: Any) -> int:
+        search = _search(args)
+        total = await audit.reader.count(search)
+        writer = csv.DictWriter(out, EXPORT_COLUMNS) if args.format == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        with tqdm(total=total, desc="exporting", unit=" records", file=sys.stderr) as bar:
+            async for entry in audit.reader.iterate(search):
+                row = export_row(entry)
+                if writer is not None:
+                    writer.writerow(_flat(row))
+                else:
+                    out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                bar.update(1)
+        print(f"exported {total} record(s)", file=sys.stderr)
+        return 0
+
+    return _with_log(action)
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    published: list[str] = []
+
+    async def action(audit: Any) -> int:
+        checkpoint = await audit.publish_checkpoint()
+        published.append(checkpoint.to_json(audit.signing_key.public_key))
+        print(f"public key: {audit.signing_key.public_path}", file=sys.stderr)
+        return 0
+
+    code = _with_log(action)
+    if args.output:
+        Path(args.output).write_text(published[0])
+        print(f"checkpoint written to {args.output}", file=sys.stderr)
+    print(published[0], end="")
+    return code
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from gateway.audit.retention import prune
+
+    async def action(audit: Any) -> int:
+        days = args.retention_days or audit.settings.retention_days
+        result = await prune(audit.engine, audit.signing_key, days)
+        if result.checkpoint is None:
+            print(f"nothing older than {days:g} days")
+        else:
+            print(
+                f"pruned {result.deleted} record(s) older than {days:g} days; "
+                f"prune checkpoint at seq {result.checkpoint.seq}"
+            )
+        return 0
+
+    return _with_log(action)
+
+
+def add_audit_commands(commands: Any) -> None:
+    """Add `audit verify|export|checkpoint|prune` to the `switchboard` command."""
+    audit = commands.add_parser("audit", help="verify, export, checkpoint and prune the access log")
+    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+
+    verify = actions.add_parser(
+        "verify",
+        help="walk the chain; report edited, deleted, inserted, reordered records and a cut tail",
+        description="Verify the access log's hash chain from its genesis (or the latest prune "
+        "checkpoint). With --checkpoint, also check it against a signed checkpoint you kept "
+        "(a truncated or rewritten log no longer matches). Exit code 1 when not ok.",
+    )
+    verify.add_argument("--checkpoint", help="a checkpoint file from `audit checkpoint`")
+    verify.add_argument("--public-key", help="the hub's public key (PEM) you hold")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(run=_verify)
+
+    export = actions.add_parser(
+        "export",
+        help="export records (csv or jsonl) with filters",
+        description="Export matching records, oldest first, with a progress bar on stderr.",
+    )
+    export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    export.add_argument("--output", help="file to write (default: stdout)")
+    export.add_argument("--customer-id", help="hub customer id (cus_...); hashed to search")
+    export.add_argument("--principal", help="principal subject")
+    export.add_argument("--channel")
+    export.add_argument("--from", dest="time_from", type=_moment, help="ISO time, inclusive")
+    export.add_argument("--to", dest="time_to", type=_moment, help="ISO time, exclusive")
+    export.add_argument("--decision", choices=("ok", "partial", "refused", "error"))
+    export.add_argument("--clear-only", action="store_true", help="only clear disclosures")
+    export.set_defaults(run=_export)
+
+    checkpoint = actions.add_parser(
+        "checkpoint",
+        help="sign the current head (seq, hash, time) and print it; keep it elsewhere",
+        description="Publish a signed checkpoint of the log's head (Ed25519) and print it as "
+        "JSON (with the public key). Keep the file outside the hub.",
+    )
+    checkpoint.add_argument("--output", help="also write the checkpoint to this file")
+    checkpoint.set_defaults(run=_checkpoint)
+
+    prune = actions.add_parser(
+        "prune",
+        help="delete records older than the retention period, behind a signed checkpoint",
+    )
+    prune.add_argument("--retention-days", type=float, help="default: the audit settings")
+    prune.set_defaults(run=_prune)

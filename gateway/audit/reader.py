@@ -1,0 +1,99 @@
+"""The auditor's searches over the log: by customer, principal, channel, time, outcome.
+
+Newest first, paged by sequence number (``after`` is the last seq of the previous page), so
+every page is a range scan on one of the store's indexes however large the log is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit.record import CustomerHasher
+from gateway.audit.store import audit_customer, audit_record, record_of
+from schema.audit_reader import AuditEntry, AuditPage, AuditSearch, VerificationReport
+
+
+def search_query(search: AuditSearch, hasher: CustomerHasher) -> Select[Any]:
+    """The filter as SQL (without order and limit)."""
+    query = select(audit_record)
+    if search.customer_id is not None:
+        query = query.join(audit_customer, audit_customer.c.seq == audit_record.c.seq).where(
+            audit_customer.c.customer_hash == hasher(search.customer_id)
+        )
+    if search.principal is not None:
+        query = query.where(audit_record.c.subject == search.principal)
+    if search.channel is not None:
+        query = query.where(audit_record.c.channel == search.channel)
+    if search.time_from_us is not None:
+        query = query.where(audit_record.c.time_us >= search.time_from_us)
+    if search.time_to_us is not None:
+        query = query.where(audit_record.c.time_us < search.time_to_us)
+    if search.outcome is not None:
+        query = query.where(audit_record.c.outcome == search.outcome)
+    if search.clear_only:
+        query = query.where(audit_record.c.has_clear.is_(True))
+    return query
+
+
+def entry_of(row: Any) -> AuditEntry:
+    record = record_of(row)
+    return AuditEntry(seq=row.seq, hash=row.hash, **_fields(record.as_dict()))
+
+
+def _fields(data: dict[str, Any]) -> dict[str, Any]:
+    data["customers"] = tuple(data["customers"])
+    data["backends"] = tuple(data["backends"])
+    return data
+
+
+class AuditLogReader:
+    """Implements schema.audit_reader.AuditReader over the audit tables."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        hasher: CustomerHasher,
+        verify: Callable[[], Awaitable[VerificationReport]],
+    ) -> None:
+        self._engine = engine
+        self._hasher = hasher
+        self._verify = verify
+
+    async def search(self, search: AuditSearch, first: int, after_seq: int | None) -> AuditPage:
+        query = search_query(search, self._hasher)
+        if after_seq is not None:
+            query = query.where(audit_record.c.seq < after_seq)
+        query = query.order_by(audit_record.c.seq.desc()).limit(first + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return AuditPage(entries=[entry_of(r) for r in rows[:first]], has_next=len(rows) > first)
+
+    async def iterate(self, search: AuditSearch, batch: int = 5000) -> AsyncIterator[AuditEntry]:
+        """Every matching record, oldest first (exports)."""
+        after = 0
+        while True:
+            query = (
+                search_query(search, self._hasher)
+                .where(audit_record.c.seq > after)
+                .order_by(audit_record.c.seq)
+                .limit(batch)
+            )
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                yield entry_of(row)
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq
+
+    async def count(self, search: AuditSearch) -> int:
+        query = search_query(search, self._hasher).with_only_columns(func.count())
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def verify(self) -> VerificationReport:
+        return await self._verify()

@@ -1,0 +1,127 @@
+"""One audit record: what it holds, its canonical serialisation and its chain hash.
+
+A record holds no field values and no personal data: customers appear only as keyed hashes
+(HMAC-SHA256 under the hub's customer key), principals by their subject and credential id,
+documents by their SHA-256. The canonical form is stable JSON (sorted keys, no spaces, ASCII),
+and each record's hash covers the hash of the one before it:
+``hash = sha256(prev_hash || canonical)`` (both as ASCII hex/JSON bytes). The sequence number
+is deliberately not part of the canonical form: the chain, not the number, fixes the order,
+which lets the verifier tell a moved record from an edited one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+
+OUTCOMES = ("ok", "partial", "refused", "error")
+LEVELS = ("clear", "masked", "denied")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One operation that reached /graphql, as the log keeps it (before chaining)."""
+
+    time_us: int  # microseconds since the Unix epoch, UTC
+    request_id: str
+    outcome: str  # ok | partial | refused | error
+    code: str | None = None  # the refusal's or error's extensions.code
+    subject: str | None = None
+    role: str | None = None
+    channel: str | None = None
+    partner: str | None = None
+    credential_id: str | None = None
+    purpose: str | None = None
+    operation_type: str | None = None  # query | mutation | subscription; None if unparsed
+    operation_name: str | None = None
+    document_sha256: str | None = None
+    customers: tuple[str, ...] = ()  # keyed hashes, sorted
+    disclosed: dict[str, str] = field(default_factory=dict)  # field path -> level
+    policy_version: str | None = None
+    backends: tuple[str, ...] = ()  # sorted
+    latency_us: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "time_us": self.time_us,
+            "request_id": self.request_id,
+            "outcome": self.outcome,
+            "code": self.code,
+            "subject": self.subject,
+            "role": self.role,
+            "channel": self.channel,
+            "partner": self.partner,
+            "credential_id": self.credential_id,
+            "purpose": self.purpose,
+            "operation_type": self.operation_type,
+            "operation_name": self.operation_name,
+            "document_sha256": self.document_sha256,
+            "customers": list(self.customers),
+            "disclosed": dict(self.disclosed),
+            "policy_version": self.policy_version,
+            "backends": list(self.backends),
+            "latency_us": self.latency_us,
+        }
+
+    @property
+    def has_clear(self) -> bool:
+        return "clear" in self.disclosed.values()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditRecord:
+        return cls(
+            time_us=int(data["time_us"]),
+            request_id=data["request_id"],
+            outcome=data["outcome"],
+            code=data.get("code"),
+            subject=data.get("subject"),
+            role=data.get("role"),
+            channel=data.get("channel"),
+            partner=data.get("partner"),
+            credential_id=data.get("credential_id"),
+            purpose=data.get("purpose"),
+            operation_type=data.get("operation_type"),
+            operation_name=data.get("operation_name"),
+            document_sha256=data.get("document_sha256"),
+            customers=tuple(data.get("customers") or ()),
+            disclosed=dict(data.get("disclosed") or {}),
+            policy_version=data.get("policy_version"),
+            backends=tuple(data.get("backends") or ()),
+            latency_us=int(data.get("latency_us") or 0),
+        )
+
+
+def canonical(record: AuditRecord) -> bytes:
+    """The bytes the chain hash covers: stable JSON, identical on every machine."""
+    return json.dumps(
+        record.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("ascii")
+
+
+def chain_hash(prev_hash: str, record: AuditRecord) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical(record)).hexdigest()
+
+
+def document_hash(document: str | None) -> str | None:
+    return hashlib.sha256(document.encode()).hexdigest() if document is not None else None
+
+
+class CustomerHasher:
+    """Keyed hashes of customer ids: searchable by whoever holds the key, opaque to others.
+
+    A plain SHA-256 of a hub id or MSISDN could be reversed by hashing every candidate; the
+    HMAC key (kept outside the log) prevents that.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the audit customer key must be at least 16 bytes")
+        self._key = key
+
+    def __call__(self, customer_id: str) -> str:
+        return hmac.new(self._key, customer_id.encode(), hashlib.sha256).hexdigest()

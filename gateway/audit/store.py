@@ -1,0 +1,118 @@
+"""The audit tables (SQLAlchemy Core): records, customer hashes per record, head, checkpoints.
+
+The same tables serve SQLite (the embedded default) and PostgreSQL (scaled mode). Indexes are
+the ones an auditor's questions need on millions of records: by customer (through
+``audit_customer``), by principal subject, by channel and by time, each ending in ``seq`` so a
+page in log order is an index range scan.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from gateway.audit.record import AuditRecord
+
+metadata = MetaData()
+
+audit_record = Table(
+    "audit_record",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("time_us", BigInteger, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("code", String(64)),
+    Column("subject", String(128)),
+    Column("role", String(32)),
+    Column("channel", String(32)),
+    Column("partner", String(64)),
+    Column("credential_id", String(16)),
+    Column("purpose", String(64)),
+    Column("operation_type", String(16)),
+    Column("operation_name", String(128)),
+    Column("document_sha256", String(64)),
+    Column("customers", Text, nullable=False),  # JSON list of keyed hashes
+    Column("disclosed", Text, nullable=False),  # JSON object: path -> level
+    Column("has_clear", Boolean, nullable=False),  # derived from disclosed, for clearOnly
+    Column("policy_version", String(64)),
+    Column("backends", Text, nullable=False),  # JSON list
+    Column("latency_us", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_record_subject_seq", "subject", "seq"),
+    Index("ix_audit_record_channel_seq", "channel", "seq"),
+    Index("ix_audit_record_time", "time_us"),
+)
+
+# One row per customer a record touched: an auditor's "who looked at this customer" is an
+# index range scan here, whatever the record's other customers.
+audit_customer = Table(
+    "audit_customer",
+    metadata,
+    Column("customer_hash", String(64), primary_key=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+)
+
+# The chain's head, one row: writers lock it to append (any number of workers or replicas).
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # published | prune
+    Column("seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def record_row(seq: int, record: AuditRecord, prev_hash: str, hash_: str) -> dict[str, Any]:
+    data = record.as_dict()
+    data.update(
+        seq=seq,
+        customers=_dumps(data["customers"]),
+        disclosed=_dumps(data["disclosed"]),
+        backends=_dumps(data["backends"]),
+        has_clear=record.has_clear,
+        prev_hash=prev_hash,
+        hash=hash_,
+    )
+    return data
+
+
+def record_of(row: Any) -> AuditRecord:
+    """The record a stored row holds (to re-hash it, or to show it)."""
+    mapping = dict(row._mapping)
+    for name in ("customers", "disclosed", "backends"):
+        mapping[name] = json.loads(mapping[name])
+    return AuditRecord.from_dict(mapping)

@@ -1,0 +1,221 @@
+"""Walks the chain and says what was tampered with, and where (sequence numbers).
+
+One pass in seq order re-hashes every record (an edited record no longer matches its hash)
+and checks it names its predecessor's hash (a link that does not fit means records were
+deleted, inserted or moved). Broken links are classified afterwards, by finding which record
+the link points to: a later one means records were moved (reordered); an earlier one with the
+records in between named by nobody means those were inserted; a gap in the numbers means
+records were deleted. A cut tail is invisible to the chain alone: it is caught against a
+signed checkpoint the auditor kept (the log ends before it), and a log rewritten wholesale
+no longer matches the checkpoint's head hash.
+
+The walk starts at the latest signed prune checkpoint (retention), or at the genesis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit import checkpoint as checkpoints
+from gateway.audit.checkpoint import Checkpoint, signature_valid
+from gateway.audit.record import GENESIS_HASH, chain_hash
+from gateway.audit.store import audit_head, audit_record, record_of
+from schema.audit_reader import Finding, VerificationReport
+
+BATCH = 5000
+
+
+@dataclass
+class _Walk:
+    anchor_seq: int
+    anchor_hash: str
+    findings: list[Finding] = field(default_factory=list)
+    broken: list[tuple[int, str, int]] = field(default_factory=list)  # seq, prev_hash, prev_seq
+    checked: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    last_hash: str | None = None
+    hash_at: dict[int, str] = field(default_factory=dict)  # for the checkpoint's seq
+
+
+def _check_batch(
+    walk: _Walk, rows: list, watch: set[int], expected: str, prev_seq: int
+) -> tuple[str, int]:
+    """Re-hash and link-check one batch; the hash and seq the next batch must follow."""
+    for row in rows:
+        seq = int(row.seq)
+        if chain_hash(row.prev_hash, record_of(row)) != row.hash:
+            walk.findings.append(
+                Finding("edited", seq, f"seq {seq}: its content does not match its hash")
+            )
+        if row.prev_hash != expected:
+            if seq > prev_seq + 1:
+                missing = f"{prev_seq + 1}" if seq == prev_seq + 2 else f"{prev_seq + 1}..{seq - 1}"
+                walk.findings.append(
+                    Finding("deleted", prev_seq + 1, f"seq {missing} missing (deleted)")
+                )
+            else:
+                walk.broken.append((seq, row.prev_hash, prev_seq))
+        if seq in watch:
+            walk.hash_at[seq] = row.hash
+        walk.first_seq = seq if walk.first_seq is None else walk.first_seq
+        expected, prev_seq = row.hash, seq
+        walk.checked += 1
+    return expected, prev_seq
+
+
+async def _walk(
+    engine: AsyncEngine, walk: _Walk, watch: set[int], progress: Callable[[int], None] | None
+) -> None:
+    expected, prev_seq, after = walk.anchor_hash, walk.anchor_seq, walk.anchor_seq
+    while True:
+        query = (
+            select(audit_record)
+            .where(audit_record.c.seq > after)
+            .order_by(audit_record.c.seq)
+            .limit(BATCH)
+        )
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        # Hashing is CPU work: off the event loop, so a gateway verifying for the auditors'
+        # page keeps answering other requests between batches.
+        expected, prev_seq = await asyncio.to_thread(
+            _check_batch, walk, rows, watch, expected, prev_seq
+        )
+        if rows:
+            walk.last_seq, walk.last_hash = prev_seq, expected
+            after = prev_seq
+            if progress is not None:
+                progress(len(rows))
+        if len(rows) < BATCH:
+            return
+
+
+async def _seqs_of_hashes(engine: AsyncEngine, hashes: set[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    wanted = list(hashes)
+    async with engine.connect() as conn:
+        for i in range(0, len(wanted), 500):
+            rows = await conn.execute(
+                select(audit_record.c.seq, audit_record.c.hash).where(
+                    audit_record.c.hash.in_(wanted[i : i + 500])
+                )
+            )
+            found.update({r.hash: int(r.seq) for r in rows})
+    return found
+
+
+async def _classify(engine: AsyncEngine, walk: _Walk) -> None:
+    if not walk.broken:
+        return
+    where = await _seqs_of_hashes(engine, {p for _, p, _ in walk.broken})
+    where.setdefault(walk.anchor_hash, walk.anchor_seq)
+    for seq, prev_hash, prev_seq in walk.broken:
+        target = where.get(prev_hash)
+        if target is None:
+            walk.findings.append(
+                Finding(
+                    "broken_link",
+                    seq,
+                    f"seq {seq} does not follow seq {prev_seq}: the record before it was "
+                    "edited and re-hashed, or records were deleted and the rest renumbered",
+                )
+            )
+        elif target > seq:
+            walk.findings.append(
+                Finding("reordered", seq, f"seq {seq} follows seq {target} in the chain: moved")
+            )
+        else:
+            between_query = select(audit_record.c.hash).where(
+                audit_record.c.seq > target, audit_record.c.seq <= prev_seq
+            )
+            async with engine.connect() as conn:
+                between = {r.hash for r in await conn.execute(between_query)}
+                named = (
+                    await conn.execute(
+                        select(audit_record.c.seq).where(audit_record.c.prev_hash.in_(between))
+                    )
+                ).first()
+            span = f"{target + 1}" if target + 1 == prev_seq else f"{target + 1}..{prev_seq}"
+            if named is None:
+                walk.findings.append(
+                    Finding(
+                        "inserted",
+                        target + 1,
+                        f"seq {span} not in the chain (seq {seq} follows seq {target}): inserted",
+                    )
+                )
+            else:
+                walk.findings.append(
+                    Finding("reordered", seq, f"seq {seq} follows seq {target} in the chain: moved")
+                )
+
+
+async def verify_chain(
+    engine: AsyncEngine,
+    public_key: Ed25519PublicKey,
+    against: Checkpoint | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerificationReport:
+    """Verify the whole log; against a checkpoint the auditor kept, if given."""
+    findings: list[Finding] = []
+    anchor = await checkpoints.latest(engine, checkpoints.PRUNE)
+    if anchor is not None and not signature_valid(anchor, public_key):
+        findings.append(
+            Finding("rewritten", anchor.seq, "the prune checkpoint's signature is not valid")
+        )
+    walk = _Walk(
+        anchor_seq=anchor.seq if anchor else 0,
+        anchor_hash=anchor.head_hash if anchor else GENESIS_HASH,
+    )
+    if against is not None and not signature_valid(against, public_key):
+        findings.append(
+            Finding("rewritten", against.seq, "the checkpoint's signature is not valid")
+        )
+        against = None
+    await _walk(engine, walk, {against.seq} if against else set(), progress)
+    await _classify(engine, walk)
+    findings += walk.findings
+    last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
+    async with engine.connect() as conn:
+        head = (await conn.execute(select(audit_head.c.seq))).first()
+    if head is not None and int(head.seq) > last:
+        findings.append(
+            Finding("truncated", last + 1, f"the log ends at seq {last}, its head says {head.seq}")
+        )
+    if against is not None:
+        if last < against.seq:
+            findings.append(
+                Finding(
+                    "truncated",
+                    last + 1,
+                    f"the log ends at seq {last}; the checkpoint covers seq {against.seq}",
+                )
+            )
+        elif against.seq > walk.anchor_seq:
+            stored = walk.hash_at.get(against.seq)
+            if stored is not None and stored != against.head_hash:
+                findings.append(
+                    Finding(
+                        "rewritten",
+                        against.seq,
+                        f"seq {against.seq} does not match the checkpoint's head hash",
+                    )
+                )
+    findings.sort(key=lambda f: f.seq)
+    return VerificationReport(
+        ok=not findings,
+        checked=walk.checked,
+        first_seq=walk.first_seq,
+        last_seq=walk.last_seq,
+        head_hash=walk.last_hash,
+        anchor=f"prune checkpoint at seq {anchor.seq}" if anchor else "genesis",
+        findings=findings,
+        checkpoint_seq=against.seq if against else None,
+    )

@@ -1,0 +1,84 @@
+"""What the graph needs from the audit log, as a protocol the gateway supplies.
+
+The schema never imports the gateway (dependency direction); the gateway's audit package
+implements ``AuditReader`` and puts it on the request context. Plain dataclasses only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSearch:
+    """An auditor's filter. ``customer_id`` is the hub id in clear: the reader hashes it."""
+
+    customer_id: str | None = None
+    principal: str | None = None
+    channel: str | None = None
+    time_from_us: int | None = None
+    time_to_us: int | None = None
+    outcome: str | None = None
+    clear_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    time_us: int
+    request_id: str
+    outcome: str
+    code: str | None
+    subject: str | None
+    role: str | None
+    channel: str | None
+    partner: str | None
+    credential_id: str | None
+    purpose: str | None
+    operation_type: str | None
+    operation_name: str | None
+    document_sha256: str | None
+    customers: tuple[str, ...]
+    disclosed: dict[str, str]
+    policy_version: str | None
+    backends: tuple[str, ...]
+    latency_us: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    has_next: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem the verifier found, and where (sequence numbers)."""
+
+    kind: str  # edited | deleted | inserted | reordered | broken_link | truncated | rewritten
+    seq: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationReport:
+    ok: bool
+    checked: int  # records walked
+    first_seq: int | None
+    last_seq: int | None
+    head_hash: str | None
+    anchor: str  # where the walk started: genesis, or the prune checkpoint at seq N
+    findings: list[Finding] = field(default_factory=list)
+    checkpoint_seq: int | None = None  # the checkpoint compared against, if any
+
+
+class AuditReader(Protocol):
+    async def search(self, search: AuditSearch, first: int, after_seq: int | None) -> AuditPage:
+        """Records matching the filter, newest first, at most ``first``."""
+        ...
+
+    async def verify(self) -> VerificationReport:
+        """Walk the whole chain (against the latest published checkpoint)."""
+        ...

@@ -1,0 +1,337 @@
+"""The audit chain on a real database (SQLite file and PostgreSQL): append, tamper, verify.
+
+Each kind of tampering is done the way someone with database access would do it (plain SQL
+on the tables), and the verifier must name its kind and where it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, insert, select, text, update
+
+from gateway.audit.checkpoint import Checkpoint, signature_valid
+from gateway.audit.record import AuditRecord, chain_hash
+from gateway.audit.retention import DAY_US, prune
+from gateway.audit.service import AuditLog
+from gateway.audit.store import audit_customer, audit_head, audit_record
+from gateway.database import create_engine
+from gateway.settings import AuditSettings
+
+T0 = 1_700_000_000_000_000
+
+
+def record(i: int, **extra: object) -> AuditRecord:
+    values: dict = dict(
+        time_us=T0 + i * 1_000_000,
+        request_id=f"req-{i}",
+        outcome="ok",
+        subject=f"subject-{i % 3}",
+        role="agent",
+        channel="agent",
+        credential_id="abcd1234",
+        purpose="service",
+        operation_type="query",
+        operation_name="Q",
+        document_sha256="00" * 32,
+        customers=(f"{i:064x}",),
+        disclosed={"Customer.profile.name": "clear" if i % 2 else "masked"},
+        policy_version="v1",
+        backends=("boss",),
+        latency_us=1000 + i,
+    )
+    values.update(extra)
+    return AuditRecord(**values)
+
+
+async def make_log(url: str, tmp_path: Path, count: int = 10) -> AuditLog:
+    engine = create_engine(url)
+    audit = AuditLog(
+        engine, AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32, max_batch=4)
+    )
+    await audit.start()
+    # Concurrent appends share commits; every caller still gets its own seq.
+    seqs = await asyncio.gather(*(audit.append(record(i)) for i in range(1, count + 1)))
+    assert sorted(seqs) == list(range(1, count + 1))
+    return audit
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def audit(database_url: str, tmp_path: Path):
+    log = await make_log(database_url, tmp_path)
+    try:
+        yield log
+    finally:
+        await log.stop()
+        async with log.engine.begin() as conn:  # postgres: one database per session
+            for table in (audit_customer, audit_record):
+                await conn.execute(delete(table))
+            await conn.execute(text("DELETE FROM audit_checkpoint"))
+            await conn.execute(delete(audit_head))
+        await log.engine.dispose()
+
+
+async def execute(audit: AuditLog, *statements) -> None:
+    async with audit.engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(statement)
+
+
+async def row(audit: AuditLog, seq: int):
+    async with audit.engine.connect() as conn:
+        return (await conn.execute(select(audit_record).where(audit_record.c.seq == seq))).one()
+
+
+def kinds(report) -> list[tuple[str, int]]:
+    return [(f.kind, f.seq) for f in report.findings]
+
+
+async def test_an_untouched_chain_verifies(audit: AuditLog):
+    report = await audit.verify()
+    assert report.ok, report.findings
+    assert (report.checked, report.first_seq, report.last_seq) == (10, 1, 10)
+    assert report.anchor == "genesis"
+
+
+async def test_each_record_names_the_hash_of_the_one_before(audit: AuditLog):
+    first, second = await row(audit, 1), await row(audit, 2)
+    assert second.prev_hash == first.hash
+    assert first.prev_hash == "0" * 64
+
+
+async def test_an_edited_record_is_found(audit: AuditLog):
+    await execute(
+        audit,
+        update(audit_record).where(audit_record.c.seq == 4).values(purpose="fraud_investigation"),
+    )
+    report = await audit.verify()
+    assert kinds(report) == [("edited", 4)]
+
+
+async def test_a_deleted_record_is_found(audit: AuditLog):
+    await execute(audit, delete(audit_record).where(audit_record.c.seq == 5))
+    report = await audit.verify()
+    assert kinds(report) == [("deleted", 5)]
+    assert "seq 5 missing" in report.findings[0].detail
+
+
+async def test_deleting_the_oldest_records_is_found(audit: AuditLog):
+    await execute(audit, delete(audit_record).where(audit_record.c.seq <= 2))
+    assert kinds(await audit.verify()) == [("deleted", 1)]
+
+
+async def test_reordered_records_are_found(audit: AuditLog):
+    # Swap the positions of records 5 and 6 (the rows keep their content and hashes).
+    await execute(
+        audit,
+        update(audit_record).where(audit_record.c.seq == 5).values(seq=1000),
+        update(audit_record).where(audit_record.c.seq == 6).values(seq=5),
+        update(audit_record).where(audit_record.c.seq == 1000).values(seq=6),
+    )
+    report = await audit.verify()
+    assert not report.ok
+    assert {kind for kind, _ in kinds(report)} == {"reordered"}
+    assert ("reordered", 5) in kinds(report)
+
+
+async def test_an_inserted_record_is_found_even_when_hashed_and_linked(audit: AuditLog):
+    # Make room at seq 7 and insert a forged record chained onto seq 6, as a forger would.
+    for seq in range(10, 6, -1):
+        await execute(
+            audit, update(audit_record).where(audit_record.c.seq == seq).values(seq=seq + 1)
+        )
+    before = await row(audit, 6)
+    forged = record(99, subject="forger")
+    values = {
+        **forged.as_dict(),
+        "customers": json.dumps(list(forged.customers)),
+        "disclosed": json.dumps(forged.disclosed),
+        "backends": json.dumps(list(forged.backends)),
+        "has_clear": True,
+        "seq": 7,
+        "prev_hash": before.hash,
+        "hash": chain_hash(before.hash, forged),
+    }
+    await execute(audit, insert(audit_record).values(**values))
+    report = await audit.verify()
+    assert kinds(report) == [("inserted", 7)]
+
+
+async def test_a_truncated_tail_is_found_against_a_saved_checkpoint(
+    audit: AuditLog, tmp_path: Path
+):
+    saved = tmp_path / "checkpoint.json"
+    checkpoint = await audit.publish_checkpoint()
+    saved.write_text(checkpoint.to_json(audit.signing_key.public_key))
+    assert checkpoint.seq == 10
+    # Cut the tail and put the head back, so that the database looks consistent.
+    last_kept = await row(audit, 7)
+    await execute(
+        audit,
+        delete(audit_record).where(audit_record.c.seq > 7),
+        update(audit_head).values(seq=7, hash=last_kept.hash),
+    )
+    assert (await audit.verify()).ok  # the chain alone cannot see a cut tail ...
+    report = await audit.verify(Checkpoint.from_json(saved.read_text()))
+    assert kinds(report) == [("truncated", 8)]  # ... the checkpoint the auditor kept does
+    assert "checkpoint covers seq 10" in report.findings[0].detail
+
+
+async def test_a_rewritten_log_does_not_match_the_checkpoint(audit: AuditLog):
+    checkpoint = await audit.publish_checkpoint()
+    # Rewrite record 10 and re-hash it: the chain is consistent again, the checkpoint is not.
+    old = await row(audit, 10)
+    changed = record(10, subject="someone-else")
+    await execute(
+        audit,
+        update(audit_record)
+        .where(audit_record.c.seq == 10)
+        .values(subject="someone-else", hash=chain_hash(old.prev_hash, changed)),
+        update(audit_head).values(hash=chain_hash(old.prev_hash, changed)),
+    )
+    assert (await audit.verify()).ok
+    assert kinds(await audit.verify(checkpoint)) == [("rewritten", 10)]
+
+
+async def test_checkpoints_verify_with_the_public_key_alone(audit: AuditLog):
+    checkpoint = await audit.publish_checkpoint()
+    public = audit.signing_key.public_key
+    assert signature_valid(checkpoint, public)
+    forged = dataclasses.replace(checkpoint, seq=checkpoint.seq + 1)
+    assert not signature_valid(forged, public)
+    assert audit.signing_key.public_path.exists()
+    assert oct(audit.signing_key.private_path.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_pruning_keeps_the_chain_verifiable_from_its_checkpoint(audit: AuditLog):
+    # Records 1..10 are one second apart; a cut after record 6.
+    now = T0 + 6 * 1_000_000 + DAY_US + 500_000
+    result = await prune(audit.engine, audit.signing_key, retention_days=1, now_us=now)
+    assert result.deleted == 6
+    assert result.checkpoint is not None and result.checkpoint.seq == 6
+    report = await audit.verify()
+    assert report.ok, report.findings
+    assert (report.first_seq, report.checked) == (7, 4)
+    assert report.anchor == "prune checkpoint at seq 6"
+    # Appending after a prune continues the chain.
+    await audit.append(record(11))
+    assert (await audit.verify()).ok
+    # And deleting the first kept record is still found.
+    await execute(audit, delete(audit_record).where(audit_record.c.seq == 7))
+    assert kinds(await audit.verify()) == [("deleted", 7)]
+
+
+async def test_search_by_customer_principal_time_and_clear_only(audit: AuditLog):
+    reader = audit.reader
+    from schema.audit_reader import AuditSearch
+
+    # The log holds keyed hashes: searching hashes the id the same way.
+    await execute(
+        audit,
+        insert(audit_customer).values(customer_hash=audit.hasher("cus_x"), seq=3),
+    )
+    page = await reader.search(AuditSearch(customer_id="cus_x"), 10, None)
+    assert [e.seq for e in page.entries] == [3]
+    page = await reader.search(AuditSearch(principal="subject-1"), 2, None)
+    assert [e.seq for e in page.entries] == [10, 7] and page.has_next
+    page = await reader.search(AuditSearch(principal="subject-1"), 2, 7)
+    assert [e.seq for e in page.entries] == [4, 1] and not page.has_next
+    window = AuditSearch(time_from_us=T0 + 3_000_000, time_to_us=T0 + 5_000_000)
+    assert [e.seq for e in (await reader.search(window, 10, None)).entries] == [4, 3]
+    clear = await reader.search(AuditSearch(clear_only=True), 10, None)
+    assert [e.seq for e in clear.entries] == [9, 7, 5, 3, 1]
+    assert await reader.count(AuditSearch(principal="subject-1")) == 4
+
+
+async def test_a_subscription_is_recorded_through_the_websocket_hook(audit: AuditLog):
+    import time
+    from types import SimpleNamespace
+
+    from gateway.audit.middleware import record_subscription
+    from gateway.policy_store import DEFAULT_POLICY_FILE
+    from policies.disclosure import Disclosure
+    from policies.loader import load_policy
+    from policies.model import Level
+    from policies.principal import Principal
+    from schema.build import build_schema, operation_names
+
+    policy, _ = load_policy(DEFAULT_POLICY_FILE, operation_names(build_schema(0)))
+    principal = Principal(subject="app-1", role="customer", channel="app", credential_id="k1")
+    disclosure = Disclosure(policy, principal, "service")
+    disclosure.record("customerUpdates.profile.name", Level.MASKED)
+    # The fields the websocket path's RequestContext carries (schema/context.py).
+    context = SimpleNamespace(
+        request_id="ws-1",
+        principal=principal,
+        disclosure=disclosure,
+        customers_touched={"cus_1"},
+        backends_called={"boss"},
+        operation_type="subscription",
+        operation_name="Updates",
+        document_sha256="ab" * 32,
+    )
+    seq = await record_subscription(audit, context, started_us=T0, started_perf=time.perf_counter())
+    stored = await row(audit, seq)
+    assert (stored.operation_type, stored.outcome, stored.subject) == (
+        "subscription",
+        "ok",
+        "app-1",
+    )
+    assert json.loads(stored.customers) == [audit.hasher("cus_1")]
+    assert (await audit.verify()).ok
+
+
+async def test_two_hub_processes_extend_one_chain(audit: AuditLog, database_url: str, tmp_path):
+    # A second writer on its own engine, as a second worker or replica would have.
+    other = AuditLog(
+        create_engine(database_url),
+        AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32, max_batch=3),
+    )
+    await other.start()
+    try:
+        seqs = await asyncio.gather(
+            *(audit.append(record(100 + i)) for i in range(20)),
+            *(other.append(record(200 + i)) for i in range(20)),
+        )
+    finally:
+        await other.stop()
+        await other.engine.dispose()
+    assert sorted(seqs) == list(range(11, 51))
+    report = await audit.verify()
+    assert report.ok, report.findings
+    assert report.checked == 50
+
+
+async def test_no_answer_goes_out_when_its_record_cannot_be_written(tmp_path: Path):
+    import httpx
+    from starlette.responses import JSONResponse
+
+    from gateway.audit.middleware import AuditTrail
+
+    async def answer(scope, receive, send) -> None:
+        scope["switchboard.request_id"] = "r-1"
+        await JSONResponse({"data": {"secret": "a customer's data"}})(scope, receive, send)
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    log = AuditLog(engine, AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32))
+    await log.create_tables()  # the writer is not running: nothing can be made durable
+    transport = httpx.ASGITransport(app=AuditTrail(answer, log))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            response = await client.post("/graphql", json={"query": "{ x }"})
+    finally:
+        await engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["extensions"]["code"] == "AUDIT_UNAVAILABLE"
+    assert "secret" not in response.text
