@@ -255,7 +255,11 @@ def _meets(a: frozenset | None, b: frozenset | None) -> bool:
 
 
 def analyse(rules: Iterable[Rule], file: str) -> list[Problem]:
-    """Unreachable rules (errors) and overlapping rules with other decisions (warnings)."""
+    """Unreachable rules (errors) and overlapping rules with other decisions (warnings).
+
+    An earlier rule that lies wholly inside a later one with another decision is an exception
+    to it, written first on purpose, and is not reported.
+    """
     problems: list[Problem] = []
     earlier: list[Rule] = []
     for rule in rules:
@@ -280,8 +284,17 @@ def analyse(rules: Iterable[Rule], file: str) -> list[Problem]:
             )
         else:
             for e in earlier:
-                if e.decision != rule.decision and all(
-                    _meets(a, b) for a, b in zip(e.dimensions(), rule.dimensions(), strict=True)
+                if (
+                    e.decision != rule.decision
+                    and all(
+                        _meets(a, b) for a, b in zip(e.dimensions(), rule.dimensions(), strict=True)
+                    )
+                    # An earlier rule wholly inside the later one is a deliberate exception
+                    # ("X unless verified": the narrow rule first), not a surprise.
+                    and not all(
+                        _covers(later, exception)
+                        for later, exception in zip(rule.dimensions(), e.dimensions(), strict=True)
+                    )
                 ):
                     problems.append(
                         Problem(

@@ -263,3 +263,22 @@ def test_a_rule_for_a_higher_level_behind_a_lower_one_is_unreachable():
     with pytest.raises(PolicyInvalid) as raised:
         parse_policy(text, "v.yaml", OPERATIONS)
     assert "rule 'app-id-card' is unreachable: rule 'app-after-otp'" in str(raised.value)
+
+
+def test_an_exception_written_before_its_rule_is_not_reported():
+    text = """\
+version: "1"
+purposes: [service]
+channels: {app: {operations: "*"}}
+verification_levels: [none, otp]
+disclosure:
+  rules:
+    - {id: after-otp, class: bank_card, channel: app, verified: otp, decision: masked}
+    - {id: needs-otp, class: bank_card, channel: app, decision: denied}
+    - {id: partly, class: [bank_card, mobile], verified: otp, decision: clear}
+"""
+    _, warnings = parse_policy(text, "p.yaml")
+    # Line 7 lies wholly inside line 8 and inside line 9: an exception to each, not reported.
+    # Line 8 (also unverified requests) only partly overlaps line 9: reported once.
+    assert [w.line for w in warnings] == [9]
+    assert "overlaps rule 'needs-otp'" in warnings[0].message
