@@ -374,9 +374,12 @@ def started_gateways(
     with ExitStack() as stack:
         gateways = {}
         for name in kinds:
+            # A folder per gateway: its hub database, the workflow engine's database beside
+            # it and its workers' executor slots are its own.
+            (state / name).mkdir()
             env = gateway_env(
                 sims,
-                f"sqlite+aiosqlite:///{state}/{name}.db",
+                f"sqlite+aiosqlite:///{state}/{name}/hub.db",
                 SWITCHBOARD_POLICY_FILE=str(policy_file),
                 SWITCHBOARD_WORKERS=str(args.workers),
                 SWITCHBOARD_POLICY_ENFORCEMENT=settings[name][0],
