@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -120,20 +121,39 @@ class SwitchboardGraphQL(GraphQL):
 
         The key may come in the payload's ``X-Api-Key`` / ``apiKey``; the same channel rules
         then apply to every subscription on the connection (ChannelRules runs per operation).
+        So may a verification (``X-Verification`` / ``verification``), resolved as on HTTP; one
+        the channel does not accept closes the connection (4403), as a bad key does.
         """
-        if context.principal is not IDE_VISITOR:
-            return None
         params = context.connection_params or {}
-        key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
-        principal = (
-            await self._keys.authenticate(key)
-            if self._keys is not None and isinstance(key, str)
-            else None
-        )
-        if principal is None:
-            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
-        if self._policies.current.channel(principal.channel) is None:
-            raise ConnectionRejectionError({"code": "CHANNEL_NOT_ALLOWED"})
+        principal = context.principal
+        if principal is IDE_VISITOR:
+            key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
+            found = (
+                await self._keys.authenticate(key)
+                if self._keys is not None and isinstance(key, str)
+                else None
+            )
+            if found is None:
+                raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+            if self._policies.current.channel(found.channel) is None:
+                raise ConnectionRejectionError({"code": "CHANNEL_NOT_ALLOWED"})
+            principal = found
+        token = ws_verification_param(params)
+        if token is not None:
+            if not isinstance(token, str) or principal.verification is not None:
+                # One verification per connection: a second one (or one that is not a string)
+                # is refused rather than one of them silently ignored.
+                raise ConnectionRejectionError({"code": "VERIFICATION_INVALID"})
+            principal, refusal = await resolve_verification(
+                token, principal, self._policies.current, self._backends.verifications
+            )
+            if refusal is not None:
+                # The client sees 4403 (strawberry drops the payload); the code is logged.
+                code = refusal_code(refusal)
+                log.info("websocket verification refused: %s", code)
+                raise ConnectionRejectionError({"code": code})
+        if principal is context.principal:
+            return None
         context.principal = principal
         context.disclosure = Disclosure(
             self._policies.current,
@@ -158,6 +178,32 @@ def _refused(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
     )
+
+
+def ws_verification_param(params: dict[str, Any]) -> object | None:
+    """The verification a websocket's connection_init payload presents, if any."""
+    for name in ("X-Verification", "verification", "x-verification"):
+        if name in params:
+            return params[name]
+    return None
+
+
+def refusal_code(refusal: JSONResponse) -> str:
+    """The extensions.code of a refusal built by _refused (or verification_gate)."""
+    return json.loads(bytes(refusal.body))["errors"][0]["extensions"]["code"]
+
+
+async def _deny_websocket(
+    scope: Scope, receive: Receive, send: Send, refusal: JSONResponse
+) -> None:
+    """Refuse a websocket before it opens: with the coded JSON answer where the server can
+    send one (the ASGI websocket.http.response extension; uvicorn can), else by a close whose
+    reason is the code (4401 for 401, 4403 otherwise)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await refusal(scope, receive, send)
+        return
+    code = 4401 if refusal.status_code == 401 else 4403
+    await send({"type": "websocket.close", "code": code, "reason": refusal_code(refusal)})
 
 
 def _unauthenticated(message: str) -> JSONResponse:
@@ -275,8 +321,32 @@ class Authenticate:
             if purpose is not None and purpose not in self.policies.current.purposes:
                 await send({"type": "websocket.close", "code": 4400})
                 return
+            principal, refusal = await resolve_verification(
+                headers.get("x-verification"),
+                principal,
+                self.policies.current,
+                self.verifications,
+            )
+            if refusal is not None:
+                await _deny_websocket(scope, receive, send, refusal)
+                return
             scope["switchboard.principal"] = principal
             scope["switchboard.purpose"] = purpose
+        elif "x-verification" in headers:
+            # The view resolves a verification only once it knows the caller; with the key in
+            # connection_init, the verification goes there too.
+            await _deny_websocket(
+                scope,
+                receive,
+                send,
+                _refused(
+                    400,
+                    "VERIFICATION_WITHOUT_KEY",
+                    "Send X-Verification where the API key is: both on the upgrade request, "
+                    "or both in the connection_init payload.",
+                ),
+            )
+            return
         await self.app(scope, receive, send)
 
 
@@ -441,7 +511,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute(
                 "/graphql",
-                Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
+                Authenticate(
+                    graphql,
+                    keys,
+                    policies,
+                    graphiql=settings.graphql.graphiql,
+                    verifications=backends.verifications,
+                ),
             ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
