@@ -179,6 +179,7 @@ def flows(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flows]:
                     ("store", "clerk", ("customer:read",)),
                     ("web", "customer", ("customer:read",)),
                     ("partner", "partner", ("customer:read",)),
+                    ("audit", "auditor", ()),
                 )
             }
             hub.keys["partner_writer"] = issue_key(
@@ -724,6 +725,13 @@ def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
     )["openRequests"]
     assert left == [{"id": theirs, "state": "FEEDBACK_REQUESTED"}]
     assert boss_orders(world.data_dir, line.subscriber_no) == []
+    # The access log names the stranger (as a keyed hash) on each refused attempt.
+    logged = world.hub.data(
+        "query($f: AuditFilter) { auditLog(filter: $f, first: 50) { nodes { code outcome } } }",
+        {"f": {"customerId": stranger_id, "channel": "app"}},
+        channel="audit",
+    )["auditLog"]["nodes"]
+    assert [n["code"] for n in logged] == ["CUSTOMER_NOT_IN_SCOPE"] * len(refusals)
     # The app's own customer is served with the same verification.
     own_id = hub_id(world.hub, active_line(bundle).msisdn)
     assert (
