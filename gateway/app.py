@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -44,6 +43,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
+from gateway.ws_verification import apply_payload_verification, deny_upgrade
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
@@ -121,39 +121,22 @@ class SwitchboardGraphQL(GraphQL):
 
         The key may come in the payload's ``X-Api-Key`` / ``apiKey``; the same channel rules
         then apply to every subscription on the connection (ChannelRules runs per operation).
-        So may a verification (``X-Verification`` / ``verification``), resolved as on HTTP; one
-        the channel does not accept closes the connection (4403), as a bad key does.
+        A verification may come there too (gateway/ws_verification.py).
         """
-        params = context.connection_params or {}
-        principal = context.principal
-        if principal is IDE_VISITOR:
-            key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
-            found = (
-                await self._keys.authenticate(key)
-                if self._keys is not None and isinstance(key, str)
-                else None
-            )
-            if found is None:
-                raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
-            if self._policies.current.channel(found.channel) is None:
-                raise ConnectionRejectionError({"code": "CHANNEL_NOT_ALLOWED"})
-            principal = found
-        token = ws_verification_param(params)
-        if token is not None:
-            if not isinstance(token, str) or principal.verification is not None:
-                # One verification per connection: a second one (or one that is not a string)
-                # is refused rather than one of them silently ignored.
-                raise ConnectionRejectionError({"code": "VERIFICATION_INVALID"})
-            principal, refusal = await resolve_verification(
-                token, principal, self._policies.current, self._backends.verifications
-            )
-            if refusal is not None:
-                # The client sees 4403 (strawberry drops the payload); the code is logged.
-                code = refusal_code(refusal)
-                log.info("websocket verification refused: %s", code)
-                raise ConnectionRejectionError({"code": code})
-        if principal is context.principal:
+        if context.principal is not IDE_VISITOR:
+            await self._payload_verification(context)
             return None
+        params = context.connection_params or {}
+        key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
+        principal = (
+            await self._keys.authenticate(key)
+            if self._keys is not None and isinstance(key, str)
+            else None
+        )
+        if principal is None:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        if self._policies.current.channel(principal.channel) is None:
+            raise ConnectionRejectionError({"code": "CHANNEL_NOT_ALLOWED"})
         context.principal = principal
         context.disclosure = Disclosure(
             self._policies.current,
@@ -161,7 +144,13 @@ class SwitchboardGraphQL(GraphQL):
             context.disclosure.purpose,
             enforced=context.disclosure.enforced,
         )
+        await self._payload_verification(context)
         return None
+
+    async def _payload_verification(self, context: RequestContext) -> None:
+        await apply_payload_verification(
+            context, self._policies.current, self._backends.verifications
+        )
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -178,32 +167,6 @@ def _refused(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
     )
-
-
-def ws_verification_param(params: dict[str, Any]) -> object | None:
-    """The verification a websocket's connection_init payload presents, if any."""
-    for name in ("X-Verification", "verification", "x-verification"):
-        if name in params:
-            return params[name]
-    return None
-
-
-def refusal_code(refusal: JSONResponse) -> str:
-    """The extensions.code of a refusal built by _refused (or verification_gate)."""
-    return json.loads(bytes(refusal.body))["errors"][0]["extensions"]["code"]
-
-
-async def _deny_websocket(
-    scope: Scope, receive: Receive, send: Send, refusal: JSONResponse
-) -> None:
-    """Refuse a websocket before it opens: with the coded JSON answer where the server can
-    send one (the ASGI websocket.http.response extension; uvicorn can), else by a close whose
-    reason is the code (4401 for 401, 4403 otherwise)."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await refusal(scope, receive, send)
-        return
-    code = 4401 if refusal.status_code == 401 else 4403
-    await send({"type": "websocket.close", "code": code, "reason": refusal_code(refusal)})
 
 
 def _unauthenticated(message: str) -> JSONResponse:
@@ -328,24 +291,20 @@ class Authenticate:
                 self.verifications,
             )
             if refusal is not None:
-                await _deny_websocket(scope, receive, send, refusal)
+                await deny_upgrade(scope, receive, send, refusal)
                 return
             scope["switchboard.principal"] = principal
             scope["switchboard.purpose"] = purpose
         elif "x-verification" in headers:
-            # The view resolves a verification only once it knows the caller; with the key in
-            # connection_init, the verification goes there too.
-            await _deny_websocket(
-                scope,
-                receive,
-                send,
-                _refused(
-                    400,
-                    "VERIFICATION_WITHOUT_KEY",
-                    "Send X-Verification where the API key is: both on the upgrade request, "
-                    "or both in the connection_init payload.",
-                ),
+            # A verification is resolved for a known caller: with the key in connection_init,
+            # the verification goes there too.
+            refusal = _refused(
+                400,
+                "VERIFICATION_WITHOUT_KEY",
+                "Send X-Verification where the API key is: both on the upgrade request, "
+                "or both in the connection_init payload.",
             )
+            await deny_upgrade(scope, receive, send, refusal)
             return
         await self.app(scope, receive, send)
 
