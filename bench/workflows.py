@@ -8,6 +8,13 @@ changes, each for another customer, are submitted through ``changePlan`` with
 the hub's table (read from the database, not through the gateway, so that watching costs the
 gateway nothing). Each workflow is 5 legacy calls and ~11 durable steps. Rows are returned by
 ``run`` and printed as JSON lines.
+
+The plan changes go through the app channel, as a customer's would: the app acts only for the
+customer it verified (``rows: verified_customer``, an OTP required for ``changePlan``), so each
+customer first obtains an OTP verification the way the tests do (startOtp, the code read off
+the care simulator's outbox, confirmOtp) and every ``changePlan`` carries its customer's
+``X-Verification``. That set-up, and the crosswalk lookups (done with an agent key: the app may
+look a customer up only once verified), are not timed.
 """
 
 from __future__ import annotations
@@ -31,9 +38,16 @@ from sqlalchemy import select
 from gateway.database import create_engine
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from orchestration.store import hub_request
-from simulators.dataset import generate, has_certificate_typo
+from simulators.dataset import CustomerBundle, generate, has_certificate_typo
 from simulators.seed import seed_dataset
-from tests.harness import gateway_env, issue_key, running_gateway, running_simulators
+from tests.harness import (
+    SimulatorUrls,
+    gateway_env,
+    issue_key,
+    running_gateway,
+    running_simulators,
+)
+from tests.verification_helpers import otp_token
 
 SEED = 9090
 CUSTOMERS = 400
@@ -45,9 +59,10 @@ FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
 FINAL = ("DONE", "COMPENSATED", "REJECTED")
 
 
-def _lines(count: int) -> list[tuple[str, str]]:
-    """(msisdn, target offering) of ``count`` customers whose systems agree, one line each."""
-    found: list[tuple[str, str]] = []
+def _lines(count: int) -> list[tuple[CustomerBundle, str, str]]:
+    """(customer, msisdn, target offering) of ``count`` customers whose systems agree, one
+    line each."""
+    found: list[tuple[CustomerBundle, str, str]] = []
     for index in range(CUSTOMERS):
         bundle = generate(SEED, index)
         account = bundle.account
@@ -64,7 +79,8 @@ def _lines(count: int) -> list[tuple[str, str]]:
             None,
         )
         if line is not None:
-            found.append((line.msisdn, "OF0007" if line.offering_id != "OF0007" else "OF0006"))
+            offering = "OF0007" if line.offering_id != "OF0007" else "OF0006"
+            found.append((bundle, line.msisdn, offering))
         if len(found) == count:
             return found
     raise SystemExit(f"only {len(found)} suitable customers; ask for fewer workflows")
@@ -96,19 +112,59 @@ def _postgres_database() -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+class _Gateway:
+    """What tests/verification_helpers.py needs of a gateway: ``query`` with a channel's key."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        self.url = url
+        self.keys = keys
+
+    def query(
+        self,
+        document: str,
+        variables: dict | None = None,
+        *,
+        channel: str = "agent",
+        purpose: str | None = "service",
+    ) -> httpx.Response:
+        headers = {"X-Api-Key": self.keys[channel]}
+        if purpose:
+            headers["X-Purpose"] = purpose
+        return httpx.post(
+            f"{self.url}/graphql",
+            json={"query": document, "variables": variables or {}},
+            headers=headers,
+            timeout=60,
+        )
+
+
+def _customers(
+    gateway: _Gateway, sims: SimulatorUrls, lines: list[tuple[CustomerBundle, str, str]]
+) -> list[tuple[str, str]]:
+    """(hub id, the app's OTP verification) per customer. Not timed: the crosswalk learns each
+    customer once (through the agent key), and each customer verifies in the app once."""
+    found = []
+    for bundle, msisdn, _ in lines:
+        answer = gateway.query(FIND, {"m": msisdn}, channel="agent").json()
+        customer_id = answer["data"]["customerByMsisdn"]["id"]
+        found.append((customer_id, otp_token(gateway, sims, bundle, customer_id, "app")))
+    return found
+
+
 async def _drive(
-    url: str, key: str, database_url: str, lines: list[tuple[str, str]], concurrency: int
+    url: str,
+    key: str,
+    database_url: str,
+    lines: list[tuple[CustomerBundle, str, str]],
+    customers: list[tuple[str, str]],
+    concurrency: int,
 ) -> dict[str, Any]:
     headers = {"X-Api-Key": key, "X-Purpose": "service"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
-        # Not timed: the crosswalk learns each customer once.
-        customer_ids = []
-        for msisdn, _ in lines:
-            answer = await client.post("/graphql", json={"query": FIND, "variables": {"m": msisdn}})
-            customer_ids.append(answer.json()["data"]["customerByMsisdn"]["id"])
         slots = asyncio.Semaphore(concurrency)
 
-        async def submit(customer_id: str, msisdn: str, offering: str) -> str:
+        async def submit(customer: tuple[str, str], msisdn: str, offering: str) -> str:
+            customer_id, verification = customer
             async with slots:
                 variables = {
                     "input": {
@@ -120,7 +176,9 @@ async def _drive(
                 }
                 answer = (
                     await client.post(
-                        "/graphql", json={"query": CHANGE_PLAN, "variables": variables}
+                        "/graphql",
+                        json={"query": CHANGE_PLAN, "variables": variables},
+                        headers={"X-Verification": verification},
                     )
                 ).json()
                 if "errors" in answer:
@@ -130,7 +188,7 @@ async def _drive(
         engine = create_engine(database_url)
         started = time.perf_counter()
         ids = await asyncio.gather(
-            *(submit(c, m, o) for c, (m, o) in zip(customer_ids, lines, strict=True))
+            *(submit(c, m, o) for c, (_, m, o) in zip(customers, lines, strict=True))
         )
         submitted = time.perf_counter() - started
         try:
@@ -161,7 +219,11 @@ async def _drive(
 
 
 def _one_backend(
-    backend: str, sims: Any, state: Path, lines: list[tuple[str, str]], concurrency: int
+    backend: str,
+    sims: SimulatorUrls,
+    state: Path,
+    lines: list[tuple[CustomerBundle, str, str]],
+    concurrency: int,
 ) -> dict[str, Any]:
     database = _sqlite_database(state) if backend == "sqlite" else _postgres_database()
     with database as database_url:
@@ -169,6 +231,7 @@ def _one_backend(
         # benchmark runs the bundled policy without it.
         policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
         policy["channels"]["app"].pop("rate_limit_per_minute", None)
+        policy["channels"]["agent"].pop("rate_limit_per_minute", None)  # the untimed lookups
         policy_file = state / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
         env = gateway_env(
@@ -181,9 +244,13 @@ def _one_backend(
             SWITCHBOARD_CARE__TIMEOUT_S="10",
             SWITCHBOARD_WORKFLOWS__EXECUTOR_ID=f"bench-{backend}",
         )
-        key = issue_key(env, channel="app", role="customer", scopes=("customer:read",))
+        keys = {
+            "app": issue_key(env, channel="app", role="customer", scopes=("customer:read",)),
+            "agent": issue_key(env, channel="agent", role="agent", scopes=("customer:read",)),
+        }
         with running_gateway(env, state / f"gateway-{backend}.log") as url:
-            row = asyncio.run(_drive(url, key, database_url, lines, concurrency))
+            customers = _customers(_Gateway(url, keys), sims, lines)
+            row = asyncio.run(_drive(url, keys["app"], database_url, lines, customers, concurrency))
     return {"row": "plan_change_workflows", "backend": backend, **row}
 
 

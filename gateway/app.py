@@ -43,6 +43,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
+from gateway.ws_verification import apply_payload_verification, deny_upgrade
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
@@ -120,8 +121,10 @@ class SwitchboardGraphQL(GraphQL):
 
         The key may come in the payload's ``X-Api-Key`` / ``apiKey``; the same channel rules
         then apply to every subscription on the connection (ChannelRules runs per operation).
+        A verification may come there too (gateway/ws_verification.py).
         """
         if context.principal is not IDE_VISITOR:
+            await self._payload_verification(context)
             return None
         params = context.connection_params or {}
         key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
@@ -141,7 +144,13 @@ class SwitchboardGraphQL(GraphQL):
             context.disclosure.purpose,
             enforced=context.disclosure.enforced,
         )
+        await self._payload_verification(context)
         return None
+
+    async def _payload_verification(self, context: RequestContext) -> None:
+        await apply_payload_verification(
+            context, self._policies.current, self._backends.verifications
+        )
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -275,8 +284,28 @@ class Authenticate:
             if purpose is not None and purpose not in self.policies.current.purposes:
                 await send({"type": "websocket.close", "code": 4400})
                 return
+            principal, refusal = await resolve_verification(
+                headers.get("x-verification"),
+                principal,
+                self.policies.current,
+                self.verifications,
+            )
+            if refusal is not None:
+                await deny_upgrade(scope, receive, send, refusal)
+                return
             scope["switchboard.principal"] = principal
             scope["switchboard.purpose"] = purpose
+        elif "x-verification" in headers:
+            # A verification is resolved for a known caller: with the key in connection_init,
+            # the verification goes there too.
+            refusal = _refused(
+                400,
+                "VERIFICATION_WITHOUT_KEY",
+                "Send X-Verification where the API key is: both on the upgrade request, "
+                "or both in the connection_init payload.",
+            )
+            await deny_upgrade(scope, receive, send, refusal)
+            return
         await self.app(scope, receive, send)
 
 
@@ -441,7 +470,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute(
                 "/graphql",
-                Authenticate(graphql, keys, policies, graphiql=settings.graphql.graphiql),
+                Authenticate(
+                    graphql,
+                    keys,
+                    policies,
+                    graphiql=settings.graphql.graphiql,
+                    verifications=backends.verifications,
+                ),
             ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),

@@ -15,6 +15,7 @@ from typing import Any
 from strawberry.extensions import FieldExtension
 from strawberry.types import Info
 
+from policies.disclosure import Disclosure
 from policies.model import ROWS_VERIFIED_CUSTOMER
 from schema.errors import GraphError
 
@@ -41,6 +42,29 @@ def owner_of(info: Info) -> str | None:
     return None
 
 
+def in_scope(disclosure: Disclosure, customer_id: str) -> bool:
+    """Whether the request may act on this customer: always, unless its channel's profile
+    says ``rows: verified_customer`` and the request's verification names someone else."""
+    if not disclosure.enforced:
+        return True
+    principal = disclosure.principal
+    profile = disclosure.policy.channel(principal.channel)
+    if profile is None or profile.rows != ROWS_VERIFIED_CUSTOMER:
+        return True
+    verified = principal.verification
+    return verified is not None and verified.customer_id == customer_id
+
+
+def ensure_in_scope(info: Info, customer_id: str) -> None:
+    """Refuse (CUSTOMER_NOT_IN_SCOPE) a customer outside the channel's row scope.
+
+    For resolvers that act on a customer by id rather than through a ``Customer`` object
+    (the workflow roots): the same rule as the fields of ``Customer``.
+    """
+    if not in_scope(info.context.disclosure, customer_id):
+        raise not_in_scope()
+
+
 class CustomerScope(FieldExtension):
     """On each field of Customer: note the owner, and refuse customers out of row scope."""
 
@@ -48,18 +72,11 @@ class CustomerScope(FieldExtension):
         disclosure = info.context.disclosure
         if not disclosure.enforced:
             return
-        principal = disclosure.principal
-        verified = principal.verification
         customer_id = str(source.id)
-        if verified is not None:
+        if disclosure.principal.verification is not None:
             # The path of the customer object itself: every field below it is its data.
             disclosure.owners[info.path.prev] = customer_id
-        profile = disclosure.policy.channel(principal.channel)
-        if (
-            profile is not None
-            and profile.rows == ROWS_VERIFIED_CUSTOMER
-            and (verified is None or verified.customer_id != customer_id)
-        ):
+        if not in_scope(disclosure, customer_id):
             raise not_in_scope()
 
     def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:

@@ -28,6 +28,7 @@ from orchestration.rules_loader import load_categories
 from orchestration.service import TERMINAL_STATES, Workflows
 from orchestration.store import EventRow, KeyReused, RequestRow, input_hash
 from policies.principal import Principal
+from schema.customer_scope import ensure_in_scope
 from schema.errors import GraphError, bad_input, not_found
 from schema.query import HUB_ID, MSISDN
 from schema.types import GraphInfo
@@ -100,9 +101,17 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _act_for(info: GraphInfo, customer_id: str) -> None:
+    """Note the customer for the audit log (a keyed hash there), then apply the channel's row
+    scope: the app acts for the customer it verified, and is refused anyone else."""
+    info.context.customers_touched.add(customer_id)
+    ensure_in_scope(info, customer_id)
+
+
 async def _identity(info: GraphInfo, customer_id: str) -> Identity:
     if not HUB_ID.fullmatch(customer_id):
         raise bad_input("customerId must be a hub customer id (cus_ followed by 20 hex digits).")
+    _act_for(info, customer_id)
     identity = await info.context.loaders.identity_by_hub_id.load(customer_id)
     if identity is None:
         raise not_found("customer")
@@ -254,6 +263,7 @@ class WorkflowQuery:
         if principal.channel == "partner" and row.started_by != _caller(principal):
             # A partner follows the requests it started, not the operator's other ones.
             raise not_found("request")
+        _act_for(info, row.customer_id)
         return ServiceRequest.of(row)
 
     @strawberry.field(description="A customer's requests that are still open, oldest first.")
@@ -262,6 +272,7 @@ class WorkflowQuery:
     ) -> list[ServiceRequest]:
         if not HUB_ID.fullmatch(customer_id):
             raise bad_input("customerId must be a hub customer id.")
+        _act_for(info, str(customer_id))
         rows = await _workflows(info).store.open_requests(str(customer_id))
         return [ServiceRequest.of(r) for r in rows]
 
@@ -319,6 +330,7 @@ class WorkflowMutation:
         if not 1 <= rating <= 5:
             raise bad_input("rating must be between 1 and 5.")
         row = await _request(info, str(request_id), "complaint")
+        _act_for(info, row.customer_id)
         await _signal(
             info,
             row,
@@ -355,6 +367,7 @@ class WorkflowMutation:
                 raise bad_input(f"credit must be above 0 and at most {MAX_CREDIT}, in cents.")
             message["credit"] = str(amount)
         row = await _request(info, str(request_id), "complaint")
+        _act_for(info, row.customer_id)
         await _signal(info, row, "AGENT", AGENT_TOPIC, "resolveComplaint", key, message)
         return await _answer(info, row.id)
 
@@ -366,6 +379,7 @@ class WorkflowMutation:
         _require_agent(principal, "escalateComplaint")
         key = _check_key(idempotency_key)
         row = await _request(info, str(request_id), "complaint")
+        _act_for(info, row.customer_id)
         await _signal(
             info,
             row,
@@ -582,6 +596,7 @@ class WorkflowSubscription:
             if not HUB_ID.fullmatch(customer_id or ""):
                 raise bad_input("customerId must be a hub customer id.")
             customer = str(customer_id)
+        _act_for(info, customer)
         waiter = workflows.bus.waiter()
         try:
             if not request_ids:
@@ -622,6 +637,8 @@ class WorkflowSubscription:
             raise bad_input("customerId is required (only the agent console follows all).")
         if customer_id is not None and not HUB_ID.fullmatch(customer_id):
             raise bad_input("customerId must be a hub customer id.")
+        if customer_id is not None:
+            _act_for(info, str(customer_id))
         workflows = _workflows(info)
         store = workflows.store
         waiter = workflows.bus.waiter()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import httpx
 
 from policies.masks import mask_id_card
-from tests.verification_helpers import CONFIRM, START, inbox, otp_token, start_otp
+from tests.verification_helpers import CONFIRM, START, inbox, otp_token, start_otp, version_line
 
 CHECK = """mutation($id: ID!, $n: String!) {
   checkIdCard(customerId: $id, idCardNumber: $n) { token customerId level method channel } }"""
@@ -326,7 +326,7 @@ def policy_changed(gateway, old: str, new: str, probe) -> Iterator[None]:
     original = gateway.policy_file.read_text()
     assert old in original
     edited = original.replace(old, new, 1).replace(
-        'version: "2026-11-23.2"', 'version: "test-verification"'
+        version_line(original), 'version: "test-verification"'
     )
     gateway.policy_file.write_text(edited)
     try:

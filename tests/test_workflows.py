@@ -26,6 +26,7 @@ from tests.conftest import (
     _run_aside,
 )
 from tests.harness import SimulatorUrls, gateway_env, issue_key, running_simulators
+from tests.verification_helpers import otp_token
 from tests.workflow_hub import (
     Hub,
     active_line,
@@ -109,11 +110,23 @@ class Flows:
         self.data_dir = data_dir
         self.hub = hub
         self._customers = clean_customers(SEED, CUSTOMERS)
+        self._verifications: dict[tuple[str, str], str] = {}
         self.http = httpx.Client(timeout=10)
 
     def customer(self) -> CustomerBundle:
         """A customer no other test of this module has used."""
         return next(self._customers)
+
+    def verify(self, bundle: CustomerBundle, channel: str = "app") -> str:
+        """An OTP verification of this customer in this channel (X-Verification), obtained as
+        the customer would: the code read off the care simulator's outbox. The app acts only
+        for the customer it verified (rows: verified_customer)."""
+        customer_id = hub_id(self.hub, active_line(bundle).msisdn)
+        if (customer_id, channel) not in self._verifications:
+            self._verifications[customer_id, channel] = otp_token(
+                self.hub, self.sims, bundle, customer_id, channel
+            )
+        return self._verifications[customer_id, channel]
 
     def control(self, system: str, **state: object) -> None:
         self.http.post(f"{self.sims.of(system)}/_sim/control", json=state).raise_for_status()
@@ -166,6 +179,7 @@ def flows(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flows]:
                     ("store", "clerk", ("customer:read",)),
                     ("web", "customer", ("customer:read",)),
                     ("partner", "partner", ("customer:read",)),
+                    ("audit", "auditor", ()),
                 )
             }
             hub.keys["partner_writer"] = issue_key(
@@ -205,6 +219,7 @@ def start_plan_change(world: Flows, bundle: CustomerBundle, *, channel: str = "a
             }
         },
         channel=channel,
+        verification=world.verify(bundle) if channel == "app" else None,
     )["changePlan"]
     assert answer["kind"] == "plan_change"
     assert answer["customerId"] == customer_id
@@ -310,6 +325,7 @@ def file_complaint(
             }
         },
         channel=channel,
+        verification=world.verify(bundle) if channel == "app" else None,
     )["fileComplaint"]["id"]
 
 
@@ -338,7 +354,12 @@ def test_complaint_resolved_by_rule_waits_for_feedback_then_archives(world: Flow
         )["openRequests"]
     ]
     assert request_id in open_ids
-    world.hub.data(FEEDBACK, {"id": request_id, "rating": 4, "key": new_key()}, channel="app")
+    world.hub.data(
+        FEEDBACK,
+        {"id": request_id, "rating": 4, "key": new_key()},
+        channel="app",
+        verification=world.verify(bundle),
+    )
     done = wait_state(world.hub, request_id, "ARCHIVED")
     assert done["status"] == "DONE"
     states = [e["state"] for e in done["history"]]
@@ -391,6 +412,7 @@ def test_complaint_sla_breach_escalates_then_an_agent_resolves(world: Flows) -> 
 
 def test_complaint_survives_a_kill_mid_step(world: Flows) -> None:
     bundle = world.customer()
+    world.verify(bundle)  # before care (which sends the OTP) is slowed down
     # Care answers slowly: the kill lands while the ticket is being opened.
     world.control("care", latency_ms=[1500, 1500])
     request_id = file_complaint(world, bundle, "outage_credit")
@@ -399,7 +421,12 @@ def test_complaint_survives_a_kill_mid_step(world: Flows) -> None:
     world.control("care", latency_ms=None)
     world.hub.start()
     waiting = wait_state(world.hub, request_id, "FEEDBACK_REQUESTED")
-    world.hub.data(FEEDBACK, {"id": request_id, "rating": 5, "key": new_key()}, channel="app")
+    world.hub.data(
+        FEEDBACK,
+        {"id": request_id, "rating": 5, "key": new_key()},
+        channel="app",
+        verification=world.verify(bundle),
+    )
     done = wait_state(world.hub, request_id, "ARCHIVED")
     assert waiting["detail"]["ticketId"] == done["detail"]["ticketId"]
     # One ticket in care, one credit in billing, each note once.
@@ -424,6 +451,7 @@ def start_service_request(world: Flows, bundle: CustomerBundle) -> str:
             }
         },
         channel="app",
+        verification=world.verify(bundle),
     )["startServiceRequest"]["id"]
 
 
@@ -434,15 +462,21 @@ def test_handoff_from_app_to_store(world: Flows) -> None:
     waiting = wait_state(world.hub, request_id, "AWAITING_ID_CHECK")
     assert waiting["waitingFor"] == "STORE_ID_CHECK"
     assert waiting["notifications"][-1]["kind"] == "VISIT_STORE"
-    # The store sees the request and its context without asking the customer again.
+    # The store sees the request and its context without asking the customer again: the
+    # clerk presents the verification the customer obtained in the app (continuity: the store
+    # accepts the app's OTP for half an hour).
+    app_verification = world.verify(bundle)
     seen = world.hub.data(
         "query($c: ID!) { openRequests(customerId: $c) { id kind channel waitingFor"
         " history { state channel } } }",
         {"c": waiting["customerId"]},
         channel="store",
+        verification=app_verification,
     )["openRequests"]
     mine = next(r for r in seen if r["id"] == request_id)
     assert (mine["kind"], mine["channel"]) == ("handoff", "app")
+    assert mine["waitingFor"] == "STORE_ID_CHECK"
+    assert [e["state"] for e in mine["history"]][-1] == "AWAITING_ID_CHECK"
     # Only the store may continue it.
     refused = world.hub.post(
         CONTINUE,
@@ -463,6 +497,7 @@ def test_handoff_from_app_to_store(world: Flows) -> None:
         CONTINUE,
         {"id": request_id, "card": bundle.customer.cert_no, "key": new_key()},
         channel="store",
+        verification=app_verification,
     )
     done = wait_state(world.hub, request_id, "FULFILLED")
     verified = next(e for e in done["history"] if e["state"] == "ID_VERIFIED")
@@ -477,6 +512,7 @@ def test_handoff_from_app_to_store(world: Flows) -> None:
 
 def test_handoff_survives_a_kill_mid_step(world: Flows) -> None:
     bundle = world.customer()
+    world.verify(bundle)  # before care (which sends the OTP) is slowed down
     world.control("care", latency_ms=[1500, 1500])
     request_id = start_service_request(world, bundle)
     eventually(lambda: world.calls("care").get(TICKET_POST, 0) >= 1, "the ticket call")
@@ -518,7 +554,9 @@ def test_same_key_same_input_same_request_other_input_refused(world: Flows) -> N
     wait_state(world.hub, first, "CONFIRMED")
     assert len(boss_orders(world.data_dir, line.subscriber_no)) == 1
     # Another credential's identical key is its own.
-    other = world.hub.data(CHANGE_PLAN, variables, channel="app")["changePlan"]["id"]
+    other = world.hub.data(
+        CHANGE_PLAN, variables, channel="app", verification=world.verify(bundle)
+    )["changePlan"]["id"]
     assert other != first
 
 
@@ -540,7 +578,12 @@ def test_bad_input_is_refused_with_a_code_and_starts_nothing(world: Flows) -> No
         {"customerId": "cus_nothex"},
         {"idempotencyKey": "short"},
     ):
-        answer = world.hub.post(CHANGE_PLAN, {"input": {**good, **change}}, channel="app")
+        answer = world.hub.post(
+            CHANGE_PLAN,
+            {"input": {**good, **change}},
+            channel="app",
+            verification=world.verify(bundle),
+        )
         assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", change
         assert line.msisdn not in answer["errors"][0]["message"]
     complaint = world.hub.post(
@@ -554,6 +597,7 @@ def test_bad_input_is_refused_with_a_code_and_starts_nothing(world: Flows) -> No
             }
         },
         channel="app",
+        verification=world.verify(bundle),
     )
     assert complaint["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     for credit in ("NaN", "5.001", "-3", "9999"):
@@ -598,6 +642,160 @@ def test_partner_needs_the_scope_of_each_mutation(world: Flows) -> None:
         assert answer["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
 
 
+# --- row scope and verification: the app acts for its verified customer only -----------------
+
+
+def code_of(answer: dict) -> str:
+    return answer["errors"][0]["extensions"]["code"]
+
+
+def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
+    bundle = world.customer()
+    stranger = world.customer()
+    mine = world.verify(bundle)
+    stranger_id = hub_id(world.hub, active_line(stranger).msisdn)
+    # The stranger has a complaint waiting for feedback, filed on the web (no row scope).
+    theirs = file_complaint(world, stranger, "outage_credit", channel="web")
+    wait_state(world.hub, theirs, "FEEDBACK_REQUESTED")
+    line = active_line(stranger)
+    refusals = {
+        "changePlan": world.hub.post(
+            CHANGE_PLAN,
+            {
+                "input": {
+                    "customerId": stranger_id,
+                    "msisdn": line.msisdn,
+                    "offeringId": other_offering(line.offering_id),
+                    "idempotencyKey": new_key(),
+                }
+            },
+            channel="app",
+            verification=mine,
+        ),
+        "fileComplaint": world.hub.post(
+            FILE_COMPLAINT,
+            {
+                "input": {
+                    "customerId": stranger_id,
+                    "category": "network",
+                    "description": "Not mine to file.",
+                    "idempotencyKey": new_key(),
+                }
+            },
+            channel="app",
+            verification=mine,
+        ),
+        "startServiceRequest": world.hub.post(
+            START_SERVICE,
+            {
+                "input": {
+                    "customerId": stranger_id,
+                    "service": "SIM_REPLACEMENT",
+                    "idempotencyKey": new_key(),
+                }
+            },
+            channel="app",
+            verification=mine,
+        ),
+        "openRequests": world.hub.post(
+            "query($c: ID!) { openRequests(customerId: $c) { id } }",
+            {"c": stranger_id},
+            channel="app",
+            verification=mine,
+        ),
+        "request": world.hub.post(
+            "query($id: ID!) { request(id: $id) { id detail } }",
+            {"id": theirs},
+            channel="app",
+            verification=mine,
+        ),
+        "submitComplaintFeedback": world.hub.post(
+            FEEDBACK,
+            {"id": theirs, "rating": 1, "key": new_key()},
+            channel="app",
+            verification=mine,
+        ),
+    }
+    for operation, answer in refusals.items():
+        assert code_of(answer) == "CUSTOMER_NOT_IN_SCOPE", (operation, answer)
+        assert answer["data"] is None or not any(answer["data"].values()), operation
+    # Nothing moved: the stranger has only the web complaint, still waiting for feedback.
+    left = world.hub.data(
+        "query($c: ID!) { openRequests(customerId: $c) { id state } }", {"c": stranger_id}
+    )["openRequests"]
+    assert left == [{"id": theirs, "state": "FEEDBACK_REQUESTED"}]
+    assert boss_orders(world.data_dir, line.subscriber_no) == []
+    # The access log names the stranger (as a keyed hash) on each refused attempt.
+    logged = world.hub.data(
+        "query($f: AuditFilter) { auditLog(filter: $f, first: 50) { nodes { code outcome } } }",
+        {"f": {"customerId": stranger_id, "channel": "app"}},
+        channel="audit",
+    )["auditLog"]["nodes"]
+    assert [n["code"] for n in logged] == ["CUSTOMER_NOT_IN_SCOPE"] * len(refusals)
+    # The app's own customer is served with the same verification.
+    own_id = hub_id(world.hub, active_line(bundle).msisdn)
+    assert (
+        world.hub.data(
+            "query($c: ID!) { openRequests(customerId: $c) { id } }",
+            {"c": own_id},
+            channel="app",
+            verification=mine,
+        )["openRequests"]
+        == []
+    )
+
+
+def test_the_app_needs_a_verification_for_its_workflows(world: Flows) -> None:
+    bundle = world.customer()
+    line = active_line(bundle)
+    customer_id = hub_id(world.hub, line.msisdn)
+    for document, variables in (
+        (
+            CHANGE_PLAN,
+            {
+                "input": {
+                    "customerId": customer_id,
+                    "msisdn": line.msisdn,
+                    "offeringId": other_offering(line.offering_id),
+                    "idempotencyKey": new_key(),
+                }
+            },
+        ),
+        (
+            FILE_COMPLAINT,
+            {
+                "input": {
+                    "customerId": customer_id,
+                    "category": "network",
+                    "description": "No signal.",
+                    "idempotencyKey": new_key(),
+                }
+            },
+        ),
+        ("query($c: ID!) { openRequests(customerId: $c) { id } }", {"c": customer_id}),
+        ("query($id: ID!) { request(id: $id) { id } }", {"id": "complaint-" + "0" * 24}),
+    ):
+        answer = world.hub.post(document, variables, channel="app")
+        assert code_of(answer) == "VERIFICATION_REQUIRED", answer
+        assert answer["errors"][0]["extensions"]["required"] == "otp"
+    # An unknown verification is refused outright, like on every other root.
+    forged = world.hub.post(
+        "query($c: ID!) { openRequests(customerId: $c) { id } }",
+        {"c": customer_id},
+        channel="app",
+        verification="sbv_" + "x" * 32,
+    )
+    assert code_of(forged) == "VERIFICATION_INVALID"
+    # Nothing started.
+    assert (
+        world.hub.data(
+            "query($c: ID!) { openRequests(customerId: $c) { id } }", {"c": customer_id}
+        )["openRequests"]
+        == []
+    )
+    assert boss_orders(world.data_dir, line.subscriber_no) == []
+
+
 # --- subscriptions ----------------------------------------------------------------------------
 
 
@@ -608,10 +806,14 @@ def _ws_url(world: Flows) -> str:
 def test_subscription_sees_the_request_move(world: Flows) -> None:
     bundle = world.customer()
     customer_id = hub_id(world.hub, active_line(bundle).msisdn)
+    # The app's verification on the upgrade request, next to its key.
     with connect(
         _ws_url(world),
         subprotocols=["graphql-transport-ws"],
-        additional_headers={"X-Api-Key": world.hub.keys["app"]},
+        additional_headers={
+            "X-Api-Key": world.hub.keys["app"],
+            "X-Verification": world.verify(bundle),
+        },
         open_timeout=10,
     ) as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": {}}))
@@ -641,7 +843,10 @@ def test_subscription_sees_the_request_move(world: Flows) -> None:
             seen.append(update["state"])
             if update["state"] == "FEEDBACK_REQUESTED":
                 world.hub.data(
-                    FEEDBACK, {"id": request_id, "rating": 3, "key": new_key()}, channel="app"
+                    FEEDBACK,
+                    {"id": request_id, "rating": 3, "key": new_key()},
+                    channel="app",
+                    verification=world.verify(bundle),
                 )
     # Where the request stood when the subscription went live, then every change, in order.
     every_state = [
@@ -694,6 +899,117 @@ def test_websocket_without_a_valid_key_is_refused(world: Flows) -> None:
         assert message["type"] in ("error", "next")
         errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
         assert errors[0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+
+
+def _first_answer(ws, operation_id: str, query: str, variables: dict) -> dict:
+    """Subscribe and return the first message about this operation."""
+    ws.send(
+        json.dumps(
+            {
+                "id": operation_id,
+                "type": "subscribe",
+                "payload": {"query": query, "variables": variables},
+            }
+        )
+    )
+    while True:
+        message = json.loads(ws.recv(timeout=10))
+        if message.get("id") == operation_id:
+            return message
+
+
+def _ws_error_code(message: dict) -> str:
+    assert message["type"] in ("error", "next"), message
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    return errors[0]["extensions"]["code"]
+
+
+UPDATES_OF_CUSTOMER = "subscription($c: ID!) { requestUpdates(customerId: $c) { state } }"
+UPDATES_OF_REQUEST = "subscription($r: ID!) { requestUpdates(requestId: $r) { state } }"
+NOTICES_OF_CUSTOMER = "subscription($c: ID!) { channelNotifications(customerId: $c) { kind } }"
+
+
+def test_an_app_subscription_follows_its_verified_customer_only(world: Flows) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    bundle = world.customer()
+    stranger = world.customer()
+    mine = world.verify(bundle)
+    own_id = hub_id(world.hub, active_line(bundle).msisdn)
+    stranger_id = hub_id(world.hub, active_line(stranger).msisdn)
+    theirs = file_complaint(world, stranger, "outage_credit", channel="web")
+    with connect(
+        _ws_url(world),
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"X-Api-Key": world.hub.keys["app"], "X-Verification": mine},
+        open_timeout=10,
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        for operation_id, (query, variables) in enumerate(
+            (
+                (UPDATES_OF_CUSTOMER, {"c": stranger_id}),
+                (UPDATES_OF_REQUEST, {"r": theirs}),
+                (NOTICES_OF_CUSTOMER, {"c": stranger_id}),
+            ),
+            start=1,
+        ):
+            answer = _first_answer(ws, str(operation_id), query, variables)
+            assert _ws_error_code(answer) == "CUSTOMER_NOT_IN_SCOPE", (query, answer)
+    # Without a verification the app may not subscribe at all, not even to a customer.
+    with connect(
+        _ws_url(world),
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"X-Api-Key": world.hub.keys["app"]},
+        open_timeout=10,
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        for operation_id, (query, variables) in enumerate(
+            ((UPDATES_OF_CUSTOMER, {"c": own_id}), (NOTICES_OF_CUSTOMER, {"c": own_id})),
+            start=1,
+        ):
+            answer = _first_answer(ws, str(operation_id), query, variables)
+            assert _ws_error_code(answer) == "VERIFICATION_REQUIRED", (query, answer)
+    # A verification that is not one: refused on the upgrade with the coded answer...
+    forged = "sbv_" + "x" * 32
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            _ws_url(world),
+            subprotocols=["graphql-transport-ws"],
+            additional_headers={"X-Api-Key": world.hub.keys["app"], "X-Verification": forged},
+            open_timeout=10,
+        )
+    assert refused.value.response.status_code == 401
+    assert b"VERIFICATION_INVALID" in refused.value.response.body
+    # ...and in connection_init, by closing the connection (4403, as for a bad key).
+    with connect(_ws_url(world), subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "type": "connection_init",
+                    "payload": {"apiKey": world.hub.keys["app"], "X-Verification": forged},
+                }
+            )
+        )
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    # The key and the verification both in connection_init: the app follows its customer.
+    with connect(_ws_url(world), subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "type": "connection_init",
+                    "payload": {"apiKey": world.hub.keys["app"], "X-Verification": mine},
+                }
+            )
+        )
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        request_id = file_complaint(world, bundle, "outage_credit")
+        answer = _first_answer(ws, "1", UPDATES_OF_REQUEST, {"r": request_id})
+        assert answer["type"] == "next", answer
+        assert answer["payload"]["data"]["requestUpdates"]["state"] == "RECEIVED"
 
 
 def test_agent_console_is_notified_of_a_breached_sla(world: Flows) -> None:
@@ -751,7 +1067,15 @@ def test_a_second_replica_follows_and_signals_the_first_ones_workflow(world: Flo
             additional_headers={"X-Api-Key": world.hub.keys["app"]},
             open_timeout=10,
         ) as ws:
-            ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            # The key on the upgrade, the verification in connection_init: both count.
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"X-Verification": world.verify(bundle)},
+                    }
+                )
+            )
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
             request_id = file_complaint(world, bundle, "outage_credit")  # on A
             ws.send(
@@ -774,7 +1098,10 @@ def test_a_second_replica_follows_and_signals_the_first_ones_workflow(world: Flo
                 seen.append(message["payload"]["data"]["requestUpdates"]["state"])
                 if seen[-1] == "FEEDBACK_REQUESTED":
                     replica.data(
-                        FEEDBACK, {"id": request_id, "rating": 5, "key": new_key()}, channel="app"
+                        FEEDBACK,
+                        {"id": request_id, "rating": 5, "key": new_key()},
+                        channel="app",
+                        verification=world.verify(bundle),
                     )
         assert seen[0] == "RECEIVED"
         assert seen[-2:] == ["FEEDBACK_RECEIVED", "ARCHIVED"]

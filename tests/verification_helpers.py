@@ -51,3 +51,9 @@ def otp_token(gateway, sims, bundle, hub_id: str, channel: str = "app") -> str:
     challenge, code = start_otp(gateway, sims, bundle, hub_id, channel)
     confirmed = _data(_post(gateway, CONFIRM, {"c": challenge, "code": code}, channel))
     return confirmed["confirmOtp"]["token"]
+
+
+def version_line(policy_text: str) -> str:
+    """The policy file's `version:` line as written, so a test can swap it for its own tag
+    whatever version the shipped file is at."""
+    return re.search(r'^version: "[^"]*"$', policy_text, re.MULTILINE).group(0)

@@ -78,19 +78,47 @@ class Hub:
         if self.process is not None:
             stop(self.process)
 
-    def post(
-        self, document: str, variables: dict | None = None, *, channel: str = "agent"
-    ) -> dict[str, Any]:
-        response = httpx.post(
+    def query(
+        self,
+        document: str,
+        variables: dict | None = None,
+        *,
+        channel: str = "agent",
+        purpose: str | None = "service",
+        verification: str | None = None,
+    ) -> httpx.Response:
+        """The raw answer (tests/verification_helpers.py obtains OTPs through this)."""
+        headers = {"X-Api-Key": self.keys[channel]}
+        if purpose:
+            headers["X-Purpose"] = purpose
+        if verification:
+            headers["X-Verification"] = verification
+        return httpx.post(
             f"{self.url}/graphql",
             json={"query": document, "variables": variables or {}},
-            headers={"X-Api-Key": self.keys[channel], "X-Purpose": "service"},
+            headers=headers,
             timeout=30,
         )
-        return response.json()
 
-    def data(self, document: str, variables: dict | None = None, *, channel: str = "agent"):
-        body = self.post(document, variables, channel=channel)
+    def post(
+        self,
+        document: str,
+        variables: dict | None = None,
+        *,
+        channel: str = "agent",
+        verification: str | None = None,
+    ) -> dict[str, Any]:
+        return self.query(document, variables, channel=channel, verification=verification).json()
+
+    def data(
+        self,
+        document: str,
+        variables: dict | None = None,
+        *,
+        channel: str = "agent",
+        verification: str | None = None,
+    ):
+        body = self.post(document, variables, channel=channel, verification=verification)
         assert "errors" not in body, body["errors"]
         return body["data"]
 
