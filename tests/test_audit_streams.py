@@ -8,6 +8,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,16 +98,17 @@ def plan_input(bundle: CustomerBundle, hub_id: str, **change: str) -> dict[str, 
     }
 
 
-def open_socket(streams: Streams, key: str) -> ClientConnection:
-    ws = connect(
+@contextmanager
+def open_socket(streams: Streams, key: str) -> Iterator[ClientConnection]:
+    with connect(
         streams.ws_url,
         subprotocols=["graphql-transport-ws"],
         additional_headers={"X-Api-Key": key, "X-Purpose": "service"},
         open_timeout=10,
-    )
-    ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-    assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
-    return ws
+    ) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        yield ws
 
 
 def subscribe(ws: ClientConnection, op_id: str, query: str, variables: dict | None = None) -> None:
@@ -241,8 +243,9 @@ def test_each_operation_on_a_socket_has_its_own_record(streams):
         (answer,) = until_complete(ws, "q2")
         assert answer["payload"]["data"]["customer"]["id"] == second
         stopped = eventually(lambda: streams.records_named(names[1]), "the stopped subscription")
-    looked_first, looked_second = only(streams.records_named(names[0])), only(
-        streams.records_named(names[2])
+    looked_first, looked_second = (
+        only(streams.records_named(names[0])),
+        only(streams.records_named(names[2])),
     )
     assert only(stopped)["operation_type"] == "subscription"
     assert only(stopped)["outcome"] == "ok"
