@@ -238,10 +238,11 @@ def test_each_operation_on_a_socket_has_its_own_record(streams):
             f"subscription {names[1]}($c: ID!) {{ requestUpdates(customerId: $c) {{ state }} }}",
             {"c": second},
         )
-        ws.send(json.dumps({"id": "s1", "type": "complete"}))  # the client stops it
         subscribe(ws, "q2", query.format(name=names[2]), {"id": second})
         (answer,) = until_complete(ws, "q2")
         assert answer["payload"]["data"]["customer"]["id"] == second
+        # q2 was answered, so s1 (started before it) is running: now the client stops it.
+        ws.send(json.dumps({"id": "s1", "type": "complete"}))
         stopped = eventually(lambda: streams.records_named(names[1]), "the stopped subscription")
     looked_first, looked_second = (
         only(streams.records_named(names[0])),
