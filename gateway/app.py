@@ -31,7 +31,11 @@ from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
 from gateway import auth, metrics, verification_store
-from gateway.audit.middleware import AuditTrail, record_subscription
+from gateway.audit.middleware import (
+    AuditTrail,
+    record_refused_connection,
+    record_subscription,
+)
 from gateway.audit.page import audit_page, audit_script
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
@@ -126,6 +130,7 @@ class SwitchboardGraphQL(GraphQL):
         if context.principal is not IDE_VISITOR:
             await self._payload_verification(context)
             return None
+        started = (time.time_ns() // 1000, time.perf_counter())
         params = context.connection_params or {}
         key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
         principal = (
@@ -133,10 +138,26 @@ class SwitchboardGraphQL(GraphQL):
             if self._keys is not None and isinstance(key, str)
             else None
         )
-        if principal is None:
-            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
-        if self._policies.current.channel(principal.channel) is None:
-            raise ConnectionRejectionError({"code": "CHANNEL_NOT_ALLOWED"})
+        refusal = (
+            "UNAUTHENTICATED"
+            if principal is None
+            else "CHANNEL_NOT_ALLOWED"
+            if self._policies.current.channel(principal.channel) is None
+            else None
+        )
+        if refusal is not None:
+            if self._audit is not None:  # refused like a 401 on HTTP: in the log too
+                await record_refused_connection(
+                    self._audit,
+                    request_id=context.request_id,
+                    principal=principal,
+                    purpose=context.disclosure.purpose,
+                    code=refusal,
+                    started_us=started[0],
+                    started_perf=started[1],
+                )
+            raise ConnectionRejectionError({"code": refusal})
+        assert principal is not None
         context.principal = principal
         context.disclosure = Disclosure(
             self._policies.current,
@@ -188,8 +209,10 @@ class Authenticate:
         *,
         graphiql: bool,
         verifications: VerificationStore | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.app = app
+        self.audit = audit  # websockets refused here are recorded (HTTP: AuditTrail)
         self.keys = keys
         self.policies = policies
         self.graphiql = graphiql
@@ -275,14 +298,29 @@ class Authenticate:
         if key is None and authorization.lower().startswith("bearer "):
             key = authorization[7:].strip()
         if key:
+            started = (time.time_ns() // 1000, time.perf_counter())
             principal = await self.keys.authenticate(key)
             claimed = headers.get("x-channel")
-            if principal is None or (claimed is not None and claimed != principal.channel):
-                await send({"type": "websocket.close", "code": 4401})
-                return
             purpose = headers.get("x-purpose") or None
-            if purpose is not None and purpose not in self.policies.current.purposes:
-                await send({"type": "websocket.close", "code": 4400})
+            refusal = None
+            if principal is None:
+                refusal = "UNAUTHENTICATED", 4401
+            elif claimed is not None and claimed != principal.channel:
+                refusal = "CHANNEL_MISMATCH", 4401
+            elif purpose is not None and purpose not in self.policies.current.purposes:
+                refusal = "BAD_PURPOSE", 4400
+            if refusal is not None:
+                if self.audit is not None:
+                    await record_refused_connection(
+                        self.audit,
+                        request_id=uuid.uuid4().hex,
+                        principal=principal,
+                        purpose=purpose if refusal[0] != "BAD_PURPOSE" else None,
+                        code=refusal[0],
+                        started_us=started[0],
+                        started_perf=started[1],
+                    )
+                await send({"type": "websocket.close", "code": refusal[1]})
                 return
             principal, refusal = await resolve_verification(
                 headers.get("x-verification"),
@@ -476,6 +514,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     policies,
                     graphiql=settings.graphql.graphiql,
                     verifications=backends.verifications,
+                    audit=audit,
                 ),
             ),
             Route("/audit", audit_page),

@@ -6,8 +6,9 @@ response back until the record is committed (group commit in the writer): a resp
 caller received always has its record in the log. If the log cannot be written the caller
 gets 503 AUDIT_UNAVAILABLE instead of the answer: no unlogged disclosure.
 
-``record_operation`` is the same for paths that are not an HTTP request/response (the
-websocket subscriptions): call it once per subscription operation when it ends.
+``record_subscription`` is the same for operations on a websocket (schema/stream_audit.py
+calls the gateway's hook once per operation when it ends), and ``record_refused_connection``
+for a websocket refused before any operation (bad key, channel).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ REFUSAL_CODES = frozenset(
         "INTROSPECTION_NOT_ALLOWED",
         "SEARCH_NOT_ALLOWED",
         "FORBIDDEN",
+        "SCOPE_REQUIRED",  # a partner credential without the mutation's scope
     }
 )
 
@@ -137,6 +139,38 @@ async def record_subscription(
         latency_us=int((time.perf_counter() - started_perf) * 1_000_000),
     )
     return await audit.append(record)
+
+
+async def record_refused_connection(
+    audit: AuditLog,
+    *,
+    request_id: str,
+    principal: Principal | None,
+    purpose: str | None,
+    code: str,
+    started_us: int,
+    started_perf: float,
+) -> None:
+    """Record a websocket refused before any operation ran on it (bad key, wrong channel).
+
+    Like a refused HTTP request, the attempt is in the log, without an operation type. A log
+    that cannot be written is only reported: the socket is refused either way.
+    """
+    record = record_operation(
+        audit,
+        request_id=request_id,
+        principal=principal,
+        purpose=purpose,
+        context=None,
+        outcome="refused",
+        code=code,
+        started_us=started_us,
+        latency_us=int((time.perf_counter() - started_perf) * 1_000_000),
+    )
+    try:
+        await audit.append(record)
+    except AuditUnavailable:
+        log.error("audit record of a refused websocket lost: request_id=%s", request_id)
 
 
 def _is_operation(scope: Scope) -> bool:
