@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import re
 import time
@@ -461,6 +462,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
         policies.start_watching(settings.policy_reload_interval_s)
+        # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
+        # as the process. Without this every full collection walked it: 120 ms stalls a few
+        # times a second under load, the whole of the p95 tail (bench: cache-on p99 178 ms ->
+        # 41 ms, 2.0 -> 1.5 ms of CPU per request on one worker).
+        gc.collect()
+        gc.freeze()
         yield
         await policies.stop_watching()
         if workflows is not None:
