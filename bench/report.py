@@ -13,13 +13,13 @@ def _calls(row: dict) -> str:
 def _rows(title: str, rows: dict[str, dict]) -> list[str]:
     lines = [
         f"| {title} | req/s | p50 ms | p95 ms | p99 ms | errors "
-        "| calls per op (BOSS / billing / care) |",
-        "|---|---|---|---|---|---|---|",
+        "| calls per op (BOSS / billing / care) | gateway CPU ms per op |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in rows.items():
         lines.append(
             f"| {name} | {s['throughput_rps']} | {s['p50_ms']} | {s['p95_ms']} | "
-            f"{s['p99_ms']} | {s['errors']} | {_calls(s)} |"
+            f"{s['p99_ms']} | {s['errors']} | {_calls(s)} | {s.get('gateway_cpu_ms_per_op', '')} |"
         )
     return lines
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from bench import cpu, wrk
 from bench import workflows as bench_workflows
-from bench import wrk
 from bench.floor import floor_operation
 from bench.load import LoadResult, graphql_operation, run_load
 from bench.report import table
@@ -157,7 +157,16 @@ class Bench:
         return row
 
     async def throughput(self, gateway: Gateway, bodies: list[dict]) -> dict:
-        """Closed-loop load at the configured concurrency, bounded in time and requests."""
+        """Closed-loop load, bounded in time and requests, with the gateway's CPU per request."""
+        pids = cpu.listening_pids(gateway.url)
+        before = cpu.cpu_seconds(pids)
+        row = await self._load(gateway, bodies)
+        after = cpu.cpu_seconds(pids)
+        if pids and before is not None and after is not None and row["requests"]:
+            row["gateway_cpu_ms_per_op"] = round((after - before) * 1000 / row["requests"], 3)
+        return row
+
+    async def _load(self, gateway: Gateway, bodies: list[dict]) -> dict:
         args = self.args
         if wrk.available() and not args.python_load:
             return await asyncio.to_thread(
@@ -332,6 +341,10 @@ def merge_rows(rows: list[dict]) -> dict:
     }
     for key in ("p50_ms", "p95_ms", "p99_ms", "mean_ms"):
         merged[key] = round(sum(r[key] * r["requests"] for r in rows) / max(1, total), 2)
+    if all("gateway_cpu_ms_per_op" in r for r in rows):
+        merged["gateway_cpu_ms_per_op"] = round(
+            sum(r["gateway_cpu_ms_per_op"] * r["requests"] for r in rows) / max(1, total), 3
+        )
     merged["calls_per_op"] = {
         k: round(sum(r["calls_per_op"][k] * r["requests"] for r in rows) / max(1, total), 2)
         for k in SYSTEMS
@@ -543,6 +556,7 @@ def report(
             "audit log on/off, throughput": round(
                 on["throughput_rps"] / unaudited["throughput_rps"], 3
             ),
+            **cpu_ratios(on, off, unaudited, cached),
             "cache on/off, p50 latency": round(cached["p50_ms"] / on["p50_ms"], 3),
             "cache on/off, throughput": round(cached["throughput_rps"] / on["throughput_rps"], 3),
             "gateway/floor, sequential p50 (cache off)": round(
@@ -553,6 +567,18 @@ def report(
             ),
         },
         "targets": targets,
+    }
+
+
+def cpu_ratios(on: dict, off: dict, unaudited: dict, cached: dict) -> dict[str, float]:
+    """On/off ratios of the gateway's CPU per request (steadier than throughput)."""
+    key = "gateway_cpu_ms_per_op"
+    if not all(key in row for row in (on, off, unaudited, cached)):
+        return {}
+    return {
+        "policies on/off, gateway CPU per request": round(on[key] / off[key], 3),
+        "audit log on/off, gateway CPU per request": round(on[key] / unaudited[key], 3),
+        "cache on/off, gateway CPU per request": round(cached[key] / on[key], 3),
     }
 
 
