@@ -47,6 +47,9 @@ CUSTOMERS = 80
 ADJUST = "POST /tmf-api/prepayBalanceManagement/v4/adjustBalance"
 TICKET_POST = "POST /tmf-api/troubleTicket/v4/troubleTicket"
 
+# Channels that act for their OTP-verified customer only (rows: verified_customer).
+SELF_SERVICE = ("app", "web")
+
 CHANGE_PLAN = """
 mutation($input: ChangePlanInput!) {
   changePlan(input: $input) { id kind state status customerId }
@@ -119,8 +122,8 @@ class Flows:
 
     def verify(self, bundle: CustomerBundle, channel: str = "app") -> str:
         """An OTP verification of this customer in this channel (X-Verification), obtained as
-        the customer would: the code read off the care simulator's outbox. The app acts only
-        for the customer it verified (rows: verified_customer)."""
+        the customer would: the code read off the care simulator's outbox. The app and the web
+        act only for the customer they verified (rows: verified_customer)."""
         customer_id = hub_id(self.hub, active_line(bundle).msisdn)
         if (customer_id, channel) not in self._verifications:
             self._verifications[customer_id, channel] = otp_token(
@@ -219,7 +222,7 @@ def start_plan_change(world: Flows, bundle: CustomerBundle, *, channel: str = "a
             }
         },
         channel=channel,
-        verification=world.verify(bundle) if channel == "app" else None,
+        verification=world.verify(bundle, channel) if channel in SELF_SERVICE else None,
     )["changePlan"]
     assert answer["kind"] == "plan_change"
     assert answer["customerId"] == customer_id
@@ -325,7 +328,7 @@ def file_complaint(
             }
         },
         channel=channel,
-        verification=world.verify(bundle) if channel == "app" else None,
+        verification=world.verify(bundle, channel) if channel in SELF_SERVICE else None,
     )["fileComplaint"]["id"]
 
 
@@ -545,11 +548,13 @@ def test_same_key_same_input_same_request_other_input_refused(world: Flows) -> N
             "idempotencyKey": key,
         }
     }
-    first = world.hub.data(CHANGE_PLAN, variables, channel="web")["changePlan"]["id"]
-    again = world.hub.data(CHANGE_PLAN, variables, channel="web")["changePlan"]["id"]
+    on_web = world.verify(bundle, "web")
+    first = world.hub.data(CHANGE_PLAN, variables, channel="web", verification=on_web)
+    again = world.hub.data(CHANGE_PLAN, variables, channel="web", verification=on_web)
+    first, again = first["changePlan"]["id"], again["changePlan"]["id"]
     assert again == first
     variables["input"]["offeringId"] = "OF0009" if line.offering_id != "OF0009" else "OF0010"
-    reused = world.hub.post(CHANGE_PLAN, variables, channel="web")
+    reused = world.hub.post(CHANGE_PLAN, variables, channel="web", verification=on_web)
     assert reused["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
     wait_state(world.hub, first, "CONFIRMED")
     assert len(boss_orders(world.data_dir, line.subscriber_no)) == 1
@@ -642,20 +647,24 @@ def test_partner_needs_the_scope_of_each_mutation(world: Flows) -> None:
         assert answer["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
 
 
-# --- row scope and verification: the app acts for its verified customer only -----------------
+# --- row scope and verification: the app and the web act for their verified customer only ----
 
 
 def code_of(answer: dict) -> str:
     return answer["errors"][0]["extensions"]["code"]
 
 
-def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
+@pytest.mark.parametrize("channel", SELF_SERVICE)
+def test_a_self_service_channel_acts_only_for_the_customer_it_verified(
+    world: Flows, channel: str
+) -> None:
     bundle = world.customer()
     stranger = world.customer()
-    mine = world.verify(bundle)
+    mine = world.verify(bundle, channel)
     stranger_id = hub_id(world.hub, active_line(stranger).msisdn)
-    # The stranger has a complaint waiting for feedback, filed on the web (no row scope).
-    theirs = file_complaint(world, stranger, "outage_credit", channel="web")
+    # The stranger has a complaint waiting for feedback, filed at the store (no row scope), so
+    # that the channel under test has nothing of the stranger's in the access log but refusals.
+    theirs = file_complaint(world, stranger, "outage_credit", channel="store")
     wait_state(world.hub, theirs, "FEEDBACK_REQUESTED")
     line = active_line(stranger)
     refusals = {
@@ -669,7 +678,7 @@ def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
                     "idempotencyKey": new_key(),
                 }
             },
-            channel="app",
+            channel=channel,
             verification=mine,
         ),
         "fileComplaint": world.hub.post(
@@ -682,7 +691,7 @@ def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
                     "idempotencyKey": new_key(),
                 }
             },
-            channel="app",
+            channel=channel,
             verification=mine,
         ),
         "startServiceRequest": world.hub.post(
@@ -694,32 +703,32 @@ def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
                     "idempotencyKey": new_key(),
                 }
             },
-            channel="app",
+            channel=channel,
             verification=mine,
         ),
         "openRequests": world.hub.post(
             "query($c: ID!) { openRequests(customerId: $c) { id } }",
             {"c": stranger_id},
-            channel="app",
+            channel=channel,
             verification=mine,
         ),
         "request": world.hub.post(
             "query($id: ID!) { request(id: $id) { id detail } }",
             {"id": theirs},
-            channel="app",
+            channel=channel,
             verification=mine,
         ),
         "submitComplaintFeedback": world.hub.post(
             FEEDBACK,
             {"id": theirs, "rating": 1, "key": new_key()},
-            channel="app",
+            channel=channel,
             verification=mine,
         ),
     }
     for operation, answer in refusals.items():
         assert code_of(answer) == "CUSTOMER_NOT_IN_SCOPE", (operation, answer)
         assert answer["data"] is None or not any(answer["data"].values()), operation
-    # Nothing moved: the stranger has only the web complaint, still waiting for feedback.
+    # Nothing moved: the stranger has only the store complaint, still waiting for feedback.
     left = world.hub.data(
         "query($c: ID!) { openRequests(customerId: $c) { id state } }", {"c": stranger_id}
     )["openRequests"]
@@ -728,24 +737,34 @@ def test_the_app_acts_only_for_the_customer_it_verified(world: Flows) -> None:
     # The access log names the stranger (as a keyed hash) on each refused attempt.
     logged = world.hub.data(
         "query($f: AuditFilter) { auditLog(filter: $f, first: 50) { nodes { code outcome } } }",
-        {"f": {"customerId": stranger_id, "channel": "app"}},
+        {"f": {"customerId": stranger_id, "channel": channel}},
         channel="audit",
     )["auditLog"]["nodes"]
     assert [n["code"] for n in logged] == ["CUSTOMER_NOT_IN_SCOPE"] * len(refusals)
-    # The app's own customer is served with the same verification.
+    # Reading the stranger is refused at its path too (the rule the workflow roots share).
+    read = world.hub.post(
+        "query($c: ID!) { customer(id: $c) { id } }",
+        {"c": stranger_id},
+        channel=channel,
+        verification=mine,
+    )
+    assert code_of(read) == "CUSTOMER_NOT_IN_SCOPE", read
+    assert read["data"] == {"customer": None}
+    # The channel's own customer is served with the same verification.
     own_id = hub_id(world.hub, active_line(bundle).msisdn)
     assert (
         world.hub.data(
             "query($c: ID!) { openRequests(customerId: $c) { id } }",
             {"c": own_id},
-            channel="app",
+            channel=channel,
             verification=mine,
         )["openRequests"]
         == []
     )
 
 
-def test_the_app_needs_a_verification_for_its_workflows(world: Flows) -> None:
+@pytest.mark.parametrize("channel", SELF_SERVICE)
+def test_a_self_service_channel_needs_a_verification(world: Flows, channel: str) -> None:
     bundle = world.customer()
     line = active_line(bundle)
     customer_id = hub_id(world.hub, line.msisdn)
@@ -774,15 +793,16 @@ def test_the_app_needs_a_verification_for_its_workflows(world: Flows) -> None:
         ),
         ("query($c: ID!) { openRequests(customerId: $c) { id } }", {"c": customer_id}),
         ("query($id: ID!) { request(id: $id) { id } }", {"id": "complaint-" + "0" * 24}),
+        ("query($c: ID!) { customer(id: $c) { id } }", {"c": customer_id}),
     ):
-        answer = world.hub.post(document, variables, channel="app")
+        answer = world.hub.post(document, variables, channel=channel)
         assert code_of(answer) == "VERIFICATION_REQUIRED", answer
         assert answer["errors"][0]["extensions"]["required"] == "otp"
     # An unknown verification is refused outright, like on every other root.
     forged = world.hub.post(
         "query($c: ID!) { openRequests(customerId: $c) { id } }",
         {"c": customer_id},
-        channel="app",
+        channel=channel,
         verification="sbv_" + "x" * 32,
     )
     assert code_of(forged) == "VERIFICATION_INVALID"
