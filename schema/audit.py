@@ -121,7 +121,8 @@ class AuditConnection:
 @strawberry.type
 class AuditFinding:
     kind: str = strawberry.field(
-        description="edited, deleted, inserted, reordered, broken_link, truncated or rewritten."
+        description="edited, deleted, inserted, reordered, broken_link, truncated, rewritten, "
+        "forged_checkpoint or checkpoint_mismatch."
     )
     seq: int
     detail: str
