@@ -121,16 +121,31 @@ class AuditConnection:
 @strawberry.type
 class AuditFinding:
     kind: str = strawberry.field(
-        description="edited, deleted, inserted, reordered, broken_link, truncated or rewritten."
+        description="edited, deleted, inserted, reordered, broken_link, truncated, rewritten, "
+        "forged_checkpoint or checkpoint_mismatch."
     )
     seq: int
     detail: str
 
 
-@strawberry.type(description="The chain walked end to end, against the latest checkpoint.")
+@strawberry.type(description="A signed checkpoint an incremental verification started from.")
+class AuditCheckpointRef:
+    kind: str = strawberry.field(description="published or prune.")
+    seq: int
+    time: datetime
+
+
+@strawberry.type(
+    description="The chain verified from the latest trustworthy checkpoint to the head, or "
+    "(full) end to end against the latest checkpoint."
+)
 class AuditVerification:
     ok: bool
-    checked: int
+    checked: int = strawberry.field(description="How many records were walked.")
+    full: bool
+    started_from: AuditCheckpointRef | None = strawberry.field(
+        description="The checkpoint an incremental walk started from (null: the genesis)."
+    )
     first_seq: int | None
     last_seq: int | None
     head_hash: str | None
@@ -143,6 +158,8 @@ class AuditVerification:
         return cls(
             ok=r.ok,
             checked=r.checked,
+            full=r.full,
+            started_from=_started_from(r),
             first_seq=r.first_seq,
             last_seq=r.last_seq,
             head_hash=r.head_hash,
@@ -150,6 +167,16 @@ class AuditVerification:
             checkpoint_seq=r.checkpoint_seq,
             findings=[AuditFinding(kind=f.kind, seq=f.seq, detail=f.detail) for f in r.findings],
         )
+
+
+def _started_from(r: VerificationReport) -> AuditCheckpointRef | None:
+    if r.full or r.start_kind is None or r.start_seq is None or r.start_time_us is None:
+        return None
+    return AuditCheckpointRef(
+        kind=r.start_kind,
+        seq=r.start_seq,
+        time=datetime.fromtimestamp(r.start_time_us / 1_000_000, UTC),
+    )
 
 
 def _auditor_log(info: GraphInfo) -> AuditReader:
@@ -222,6 +249,9 @@ class AuditQuery:
             ),
         )
 
-    @strawberry.field(description="Verify the whole chain now (auditor role only).")
-    async def audit_verification(self, info: GraphInfo) -> AuditVerification:
-        return AuditVerification.of(await _auditor_log(info).verify())
+    @strawberry.field(
+        description="Verify the chain now (auditor role only): from the latest checkpoint "
+        "whose signature and head hash check out to the head; full: from the start."
+    )
+    async def audit_verification(self, info: GraphInfo, full: bool = False) -> AuditVerification:
+        return AuditVerification.of(await _auditor_log(info).verify(full))

@@ -72,6 +72,10 @@ class VerificationReport:
     anchor: str  # where the walk started: genesis, or the prune checkpoint at seq N
     findings: list[Finding] = field(default_factory=list)
     checkpoint_seq: int | None = None  # the checkpoint compared against, if any
+    full: bool = True  # False: walked only from the latest trusted checkpoint to the head
+    start_kind: str | None = None  # the checkpoint an incremental walk started from ...
+    start_seq: int | None = None
+    start_time_us: int | None = None  # ... and when it was signed
 
 
 class AuditReader(Protocol):
@@ -79,6 +83,6 @@ class AuditReader(Protocol):
         """Records matching the filter, newest first, at most ``first``."""
         ...
 
-    async def verify(self) -> VerificationReport:
-        """Walk the whole chain (against the latest published checkpoint)."""
+    async def verify(self, full: bool = False) -> VerificationReport:
+        """From the latest trusted checkpoint to the head; ``full``: the whole chain."""
         ...

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +16,14 @@ import httpx
 import yaml
 
 from gateway.policy_store import DEFAULT_POLICY_FILE
-from tests.harness import SimulatorUrls, gateway_env, issue_key, running_gateway
+from tests.harness import (
+    REPO,
+    SWITCHBOARD,
+    SimulatorUrls,
+    gateway_env,
+    issue_key,
+    running_gateway,
+)
 
 CUSTOMER_KEY = "audit-tests-customer-key-0123456789abcdef"
 SMS_LIMIT = 3
@@ -58,6 +66,19 @@ class AuditedGateway:
             headers=sent,
             timeout=30,
         )
+
+    def publish_checkpoint(self) -> dict:
+        """`switchboard audit checkpoint` on this gateway's log, as an operator's cron would."""
+        done = subprocess.run(
+            [*SWITCHBOARD, "audit", "checkpoint"],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(done.stdout)
 
     def records(self, request_id: str | None = None) -> list[dict]:
         """The stored rows (all, or one request's), as the database holds them."""

@@ -18,7 +18,7 @@ from gateway.audit.checkpoint import Checkpoint, signature_valid
 from gateway.audit.record import AuditRecord, chain_hash
 from gateway.audit.retention import DAY_US, prune
 from gateway.audit.service import AuditLog
-from gateway.audit.store import audit_customer, audit_head, audit_record
+from gateway.audit.store import audit_checkpoint, audit_customer, audit_head, audit_record
 from gateway.database import create_engine
 from gateway.settings import AuditSettings
 
@@ -335,3 +335,111 @@ async def test_no_answer_goes_out_when_its_record_cannot_be_written(tmp_path: Pa
     assert response.status_code == 503
     assert response.json()["errors"][0]["extensions"]["code"] == "AUDIT_UNAVAILABLE"
     assert "secret" not in response.text
+
+
+# Incremental verification: from the latest trustworthy checkpoint in the table to the head.
+
+
+async def test_incremental_verification_starts_at_the_latest_checkpoint(audit: AuditLog):
+    await audit.publish_checkpoint()  # at seq 10
+    for i in (11, 12, 13):
+        await audit.append(record(i))
+    checkpoint = await audit.publish_checkpoint()  # at seq 13
+    for i in (14, 15):
+        await audit.append(record(i))
+    report = await audit.verify_latest()
+    assert report.ok, report.findings
+    assert not report.full
+    assert (report.start_kind, report.start_seq, report.start_time_us) == (
+        "published",
+        13,
+        checkpoint.time_us,
+    )
+    assert (report.checked, report.first_seq, report.last_seq) == (2, 14, 15)
+    full = await audit.verify_latest(full=True)
+    assert full.ok and full.full and full.checked == 15
+
+
+async def test_a_checkpoint_at_the_head_walks_nothing(audit: AuditLog):
+    checkpoint = await audit.publish_checkpoint()
+    report = await audit.verify_latest()
+    assert report.ok, report.findings
+    assert (report.checked, report.start_seq, report.last_seq) == (0, 10, 10)
+    assert report.head_hash == checkpoint.head_hash
+
+
+async def test_tampering_after_the_checkpoint_is_found_incrementally(audit: AuditLog):
+    await audit.publish_checkpoint()  # at seq 10
+    for i in range(11, 16):
+        await audit.append(record(i))
+    await execute(
+        audit, update(audit_record).where(audit_record.c.seq == 13).values(purpose="other")
+    )
+    report = await audit.verify_latest()
+    assert kinds(report) == [("edited", 13)]
+    assert report.start_seq == 10 and report.checked == 5
+    # Deleting the first record after the checkpoint: the next one no longer chains onto it.
+    await execute(audit, delete(audit_record).where(audit_record.c.seq == 11))
+    assert ("deleted", 11) in kinds(await audit.verify_latest())
+
+
+async def test_tampering_before_the_checkpoint_needs_the_full_verification(audit: AuditLog):
+    await audit.publish_checkpoint()  # at seq 10
+    await audit.append(record(11))
+    await execute(
+        audit, update(audit_record).where(audit_record.c.seq == 4).values(purpose="other")
+    )
+    incremental = await audit.verify_latest()
+    assert incremental.ok and incremental.checked == 1  # trusted the checkpoint, walked 11
+    assert kinds(await audit.verify_latest(full=True)) == [("edited", 4)]
+    assert kinds(await audit.verify()) == [("edited", 4)]  # the CLI's default
+
+
+async def test_a_forged_checkpoint_is_reported_and_not_trusted(audit: AuditLog):
+    genuine = await audit.publish_checkpoint()  # at seq 10
+    for i in range(11, 14):
+        await audit.append(record(i))
+    # Someone with database access rewrites record 12 (re-hashing it and the rest so that the
+    # chain is consistent) and plants a checkpoint at the head to make the walk skip it.
+    rows = [await row(audit, seq) for seq in (11, 12, 13)]
+    prev = rows[0].hash
+    for seq in (12, 13):
+        changed = record(seq, subject="someone-else")
+        new_hash = chain_hash(prev, changed)
+        await execute(
+            audit,
+            update(audit_record)
+            .where(audit_record.c.seq == seq)
+            .values(subject="someone-else", prev_hash=prev, hash=new_hash),
+        )
+        prev = new_hash
+    await execute(audit, update(audit_head).values(hash=prev))
+    forged = dataclasses.replace(genuine, seq=13, head_hash=prev, time_us=genuine.time_us + 1)
+    await execute(audit, insert(audit_checkpoint).values(**dataclasses.asdict(forged)))
+    report = await audit.verify_latest()
+    assert kinds(report) == [("forged_checkpoint", 13)]
+    assert "checkpoint table" in report.findings[0].detail
+    assert report.start_seq == 10 and report.checked == 3  # fell back to the genuine one
+    assert not report.ok
+
+
+async def test_a_checkpoint_whose_head_hash_is_not_in_the_log_is_reported(audit: AuditLog):
+    checkpoint = await audit.publish_checkpoint()  # at seq 10
+    await audit.append(record(11))
+    # The checkpoint's signature is genuine, but the record at its seq was rewritten and
+    # re-hashed (and the next one relinked): its head hash no longer matches, so the
+    # verification may not start from it and says so.
+    old = await row(audit, 10)
+    changed = record(10, subject="someone-else")
+    new_hash = chain_hash(old.prev_hash, changed)
+    await execute(
+        audit,
+        update(audit_record)
+        .where(audit_record.c.seq == 10)
+        .values(subject="someone-else", hash=new_hash),
+        update(audit_record).where(audit_record.c.seq == 11).values(prev_hash=new_hash),
+    )
+    report = await audit.verify_latest()
+    assert ("checkpoint_mismatch", 10) in kinds(report)
+    assert report.start_seq is None and report.anchor == "genesis"  # not trusted
+    assert checkpoint.seq == 10 and not report.ok

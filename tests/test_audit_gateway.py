@@ -296,6 +296,28 @@ def test_the_chain_verifies_through_the_graph(audited):
     assert verification["checked"] == verification["lastSeq"] > 10
 
 
+def test_the_graph_verifies_from_the_latest_checkpoint_and_fully_on_request(audited):
+    checkpoint = audited.publish_checkpoint()
+    for _ in range(3):
+        audited.post("query { __typename }")
+    document = (
+        "query($full: Boolean!) { auditVerification(full: $full) { ok full checked firstSeq "
+        "lastSeq startedFrom { kind seq time } findings { kind seq } } }"
+    )
+    response = audited.post(document, {"full": False}, channel="audit", purpose=None)
+    verification = response.json()["data"]["auditVerification"]
+    assert verification["ok"] and not verification["full"], verification
+    started = verification["startedFrom"]
+    assert (started["kind"], started["seq"]) == ("published", checkpoint["seq"])
+    assert started["time"].startswith("20")
+    assert verification["firstSeq"] == checkpoint["seq"] + 1
+    assert verification["checked"] == verification["lastSeq"] - checkpoint["seq"] >= 3
+    response = audited.post(document, {"full": True}, channel="audit", purpose=None)
+    full = response.json()["data"]["auditVerification"]
+    assert full["ok"] and full["full"] and full["startedFrom"] is None
+    assert full["checked"] == full["lastSeq"] > verification["checked"]
+
+
 def test_no_personal_data_in_the_stored_log(audited, customers):
     for bundle in customers[3:9]:
         audited.post(PROFILE, {"msisdn": msisdn_of(bundle)})

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,25 @@ async def latest(engine: AsyncEngine, kind: str) -> Checkpoint | None:
     async with engine.connect() as conn:
         row = (await conn.execute(query)).first()
     return _of_row(row) if row is not None else None
+
+
+async def newest_first(engine: AsyncEngine, batch: int = 50) -> AsyncIterator[Checkpoint]:
+    """Every checkpoint the hub holds, of any kind, latest seq first (in pages)."""
+    before: tuple[int, int] | None = None
+    while True:
+        query = select(audit_checkpoint).order_by(
+            audit_checkpoint.c.seq.desc(), audit_checkpoint.c.id.desc()
+        )
+        if before is not None:
+            seq, row_id = before
+            query = query.where(
+                (audit_checkpoint.c.seq < seq)
+                | ((audit_checkpoint.c.seq == seq) & (audit_checkpoint.c.id < row_id))
+            )
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query.limit(batch))).all()
+        for row in rows:
+            yield _of_row(row)
+        if len(rows) < batch:
+            return
+        before = (int(rows[-1].seq), int(rows[-1].id))

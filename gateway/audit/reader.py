@@ -57,7 +57,7 @@ class AuditLogReader:
         self,
         engine: AsyncEngine,
         hasher: CustomerHasher,
-        verify: Callable[[], Awaitable[VerificationReport]],
+        verify: Callable[[bool], Awaitable[VerificationReport]],
     ) -> None:
         self._engine = engine
         self._hasher = hasher
@@ -95,5 +95,5 @@ class AuditLogReader:
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def verify(self) -> VerificationReport:
-        return await self._verify()
+    async def verify(self, full: bool = False) -> VerificationReport:
+        return await self._verify(full)

@@ -14,7 +14,7 @@ from gateway.audit.checkpoint import Checkpoint, SigningKey
 from gateway.audit.reader import AuditLogReader
 from gateway.audit.record import AuditRecord, CustomerHasher
 from gateway.audit.store import metadata
-from gateway.audit.verify import verify_chain
+from gateway.audit.verify import verify_chain, verify_incremental
 from gateway.audit.writer import AuditWriter
 from gateway.database import create_tables
 from gateway.settings import AuditSettings
@@ -70,8 +70,13 @@ class AuditLog:
     ) -> VerificationReport:
         return await verify_chain(self.engine, self.signing_key.public_key, against, progress)
 
-    async def verify_latest(self) -> VerificationReport:
-        """Against the latest checkpoint the hub published (the auditors' page)."""
+    async def verify_latest(self, full: bool = False) -> VerificationReport:
+        """The auditors' page: from the latest trustworthy checkpoint to the head.
+
+        ``full``: the whole chain, against the latest checkpoint the hub published.
+        """
+        if not full:
+            return await verify_incremental(self.engine, self.signing_key.public_key)
         return await self.verify(await checkpoints.latest(self.engine, checkpoints.PUBLISHED))
 
     async def publish_checkpoint(self) -> Checkpoint:

@@ -9,7 +9,11 @@ records were deleted. A cut tail is invisible to the chain alone: it is caught a
 signed checkpoint the auditor kept (the log ends before it), and a log rewritten wholesale
 no longer matches the checkpoint's head hash.
 
-The walk starts at the latest signed prune checkpoint (retention), or at the genesis.
+``verify_chain`` (the CLI's default, and ``auditVerification(full: true)``) walks from the
+latest signed prune checkpoint (retention), or from the genesis. ``verify_incremental`` (the
+auditors' page and ``auditVerification``) walks only from the latest checkpoint in the table
+that proves trustworthy (signature valid with the public key, head hash still that of the
+record at its seq) to the head; checkpoints that fail are findings, never starting points.
 """
 
 from __future__ import annotations
@@ -157,6 +161,16 @@ async def _classify(engine: AsyncEngine, walk: _Walk) -> None:
                 )
 
 
+async def _head_beyond(engine: AsyncEngine, last: int) -> Finding | None:
+    """The tail cut before the head row (the chain alone cannot see it)."""
+    async with engine.connect() as conn:
+        head = (await conn.execute(select(audit_head.c.seq))).first()
+    if head is not None and int(head.seq) > last:
+        detail = f"the log ends at seq {last}, its head says {head.seq}"
+        return Finding("truncated", last + 1, detail)
+    return None
+
+
 async def verify_chain(
     engine: AsyncEngine,
     public_key: Ed25519PublicKey,
@@ -183,12 +197,9 @@ async def verify_chain(
     await _classify(engine, walk)
     findings += walk.findings
     last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
-    async with engine.connect() as conn:
-        head = (await conn.execute(select(audit_head.c.seq))).first()
-    if head is not None and int(head.seq) > last:
-        findings.append(
-            Finding("truncated", last + 1, f"the log ends at seq {last}, its head says {head.seq}")
-        )
+    truncated = await _head_beyond(engine, last)
+    if truncated is not None:
+        findings.append(truncated)
     if against is not None:
         if last < against.seq:
             findings.append(
@@ -218,4 +229,104 @@ async def verify_chain(
         anchor=f"prune checkpoint at seq {anchor.seq}" if anchor else "genesis",
         findings=findings,
         checkpoint_seq=against.seq if against else None,
+    )
+
+
+async def _untrusted(
+    engine: AsyncEngine, checkpoint: Checkpoint, public_key: Ed25519PublicKey
+) -> Finding | None:
+    """Why a checkpoint in the table cannot be trusted as a starting point, if it cannot.
+
+    Its signature must check out with the public key, and (for a published checkpoint) the
+    record at its seq must still carry its head hash. A prune checkpoint names a record that
+    was deleted on purpose: its signature is all there is to check, and the first kept
+    record must then chain onto its head hash (the walk checks that).
+    """
+    seq = checkpoint.seq
+    if not signature_valid(checkpoint, public_key):
+        return Finding(
+            "forged_checkpoint",
+            seq,
+            f"the {checkpoint.kind} checkpoint at seq {seq} does not verify with the public "
+            "key: the checkpoint table was tampered with; not trusted",
+        )
+    if checkpoint.kind == checkpoints.PRUNE:
+        return None
+    if seq == 0:
+        stored: str | None = GENESIS_HASH
+    else:
+        async with engine.connect() as conn:
+            stored = (
+                await conn.execute(select(audit_record.c.hash).where(audit_record.c.seq == seq))
+            ).scalar_one_or_none()
+    if stored != checkpoint.head_hash:
+        what = "no record" if stored is None else "the record there has another hash"
+        return Finding(
+            "checkpoint_mismatch",
+            seq,
+            f"the {checkpoint.kind} checkpoint at seq {seq} names a head hash the log does not "
+            f"have ({what}): the checkpoint table or the log was tampered with; not trusted",
+        )
+    return None
+
+
+async def _anchor_record_edited(engine: AsyncEngine, seq: int) -> Finding | None:
+    """The record a trusted checkpoint names keeps its hash; is its content still its own?"""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(audit_record).where(audit_record.c.seq == seq))).first()
+    if row is None or chain_hash(row.prev_hash, record_of(row)) == row.hash:
+        return None
+    return Finding("edited", seq, f"seq {seq}: its content does not match its hash")
+
+
+async def verify_incremental(
+    engine: AsyncEngine,
+    public_key: Ed25519PublicKey,
+    progress: Callable[[int], None] | None = None,
+) -> VerificationReport:
+    """Verify from the latest trustworthy checkpoint in the table to the head.
+
+    The checkpoint's head hash and count are trusted (its signature proves the hub signed
+    them; the record at its seq must still carry that hash), so only the records after it
+    are walked: they must chain onto its head hash and be intact. Checkpoints newer than
+    the one used that fail either check are findings (someone wrote the checkpoint table).
+    Records before the starting point are not looked at: ``verify_chain`` does that.
+    """
+    findings: list[Finding] = []
+    start: Checkpoint | None = None
+    async for candidate in checkpoints.newest_first(engine):
+        problem = await _untrusted(engine, candidate, public_key)
+        if problem is None:
+            start = candidate
+            break
+        findings.append(problem)
+    walk = _Walk(
+        anchor_seq=start.seq if start else 0,
+        anchor_hash=start.head_hash if start else GENESIS_HASH,
+    )
+    if start is not None and start.kind == checkpoints.PUBLISHED and start.seq > 0:
+        edited = await _anchor_record_edited(engine, start.seq)
+        if edited is not None:
+            findings.append(edited)
+    await _walk(engine, walk, set(), progress)
+    await _classify(engine, walk)
+    findings += walk.findings
+    last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
+    truncated = await _head_beyond(engine, last)
+    if truncated is not None:
+        findings.append(truncated)
+    findings.sort(key=lambda f: f.seq)
+    return VerificationReport(
+        ok=not findings,
+        checked=walk.checked,
+        first_seq=walk.first_seq,
+        last_seq=walk.last_seq if walk.last_seq is not None else (start.seq if start else None),
+        head_hash=walk.last_hash if walk.last_hash is not None else walk.anchor_hash,
+        anchor=f"{start.kind} checkpoint at seq {start.seq}" if start else "genesis",
+        findings=findings,
+        checkpoint_seq=start.seq if start else None,
+        full=False,
+        start_kind=start.kind if start else None,
+        start_seq=start.seq if start else None,
+        start_time_us=start.time_us if start else None,
     )
