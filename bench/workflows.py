@@ -44,6 +44,7 @@ from tests.harness import (
     SimulatorUrls,
     gateway_env,
     issue_key,
+    post_graphql,
     running_gateway,
     running_simulators,
 )
@@ -127,14 +128,8 @@ class _Gateway:
         channel: str = "agent",
         purpose: str | None = "service",
     ) -> httpx.Response:
-        headers = {"X-Api-Key": self.keys[channel]}
-        if purpose:
-            headers["X-Purpose"] = purpose
-        return httpx.post(
-            f"{self.url}/graphql",
-            json={"query": document, "variables": variables or {}},
-            headers=headers,
-            timeout=60,
+        return post_graphql(
+            self.url, self.keys[channel], document, variables, purpose=purpose, timeout=60
         )
 
 

@@ -11,12 +11,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.database import create_engine, create_tables
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from simulators.dataset import CustomerBundle, generate, has_certificate_typo
 from simulators.seed import seed_dataset
@@ -24,6 +28,7 @@ from tests.harness import (
     SimulatorUrls,
     gateway_env,
     issue_key,
+    post_graphql,
     running_gateway,
     running_simulators,
 )
@@ -101,14 +106,8 @@ class Gateway:
         purpose: str | None = "service",
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        sent = {"X-Api-Key": self.keys[channel], **(headers or {})}
-        if purpose:
-            sent["X-Purpose"] = purpose
-        return httpx.post(
-            f"{self.url}/graphql",
-            json={"query": document, "variables": variables or {}},
-            headers=sent,
-            timeout=30,
+        return post_graphql(
+            self.url, self.keys[channel], document, variables, purpose=purpose, headers=headers
         )
 
 
@@ -178,9 +177,29 @@ def _postgres_unavailable_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL for this test session, dropped afterwards."""
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def hub_database_url(request, tmp_path: Path) -> str:
+    """The hub's database on SQLite (a file per test) and on this session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+async def engine_with_empty_tables(url: str, metadata: MetaData) -> AsyncEngine:
+    """An engine on ``url`` with ``metadata``'s tables created and emptied (the PostgreSQL
+    database is shared by the whole session: each test starts from a clean slate)."""
+    engine = create_engine(url)
+    await create_tables(engine, metadata)
+    async with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(table.delete())
+    return engine
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the local PostgreSQL, dropped afterwards; skip (or, in CI, fail)
+    with the reason when the server is not there."""
     import asyncpg
 
     reason = _postgres_unavailable_reason()
@@ -188,7 +207,7 @@ def postgres_url() -> Iterator[str]:
         if REQUIRE_SERVICES:
             pytest.fail(f"{reason} (SWITCHBOARD_REQUIRE_SERVICES=1: CI must not skip)")
         pytest.skip(reason)
-    name = f"switchboard_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
@@ -203,6 +222,13 @@ def postgres_url() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         _run_aside(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL for this test session, dropped afterwards."""
+    with fresh_postgres_database("switchboard_test") as url:
+        yield url
 
 
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")

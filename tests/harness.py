@@ -117,10 +117,38 @@ def issue_key(env: dict[str, str], *, channel: str, role: str, scopes: tuple[str
     return done.stdout.strip()
 
 
-@contextmanager
-def running_gateway(env: dict[str, str], log_path: Path) -> Iterator[str]:
+def post_graphql(
+    url: str,
+    key: str,
+    document: str,
+    variables: dict | None = None,
+    *,
+    purpose: str | None = "service",
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> httpx.Response:
+    """One GraphQL POST to a gateway's base ``url`` with an API key (and a purpose)."""
+    sent = {"X-Api-Key": key, **(headers or {})}
+    if purpose:
+        sent["X-Purpose"] = purpose
+    return httpx.post(
+        f"{url}/graphql",
+        json={"query": document, "variables": variables or {}},
+        headers=sent,
+        timeout=timeout,
+    )
+
+
+def start_gateway(
+    env: dict[str, str], log_path: Path, *, append: bool = False, timeout_s: float = 30.0
+) -> tuple[str, subprocess.Popen]:
+    """`switchboard serve` on a free port, once /healthz answers: its URL and its process.
+
+    Tests that kill and restart a gateway hold the process themselves; the others use
+    ``running_gateway``.
+    """
     (port,) = free_ports(1)
-    with log_path.open("w") as log:
+    with log_path.open("a" if append else "w") as log:
         process = subprocess.Popen(
             [*SWITCHBOARD, "serve", "--port", str(port)],
             env=env,
@@ -130,18 +158,27 @@ def running_gateway(env: dict[str, str], log_path: Path) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"gateway exited: {log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
+                    return base, process
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"gateway did not start: {log_path.read_text()[-3000:]}")
             time.sleep(0.1)
+    except BaseException:
+        stop(process)
+        raise
+
+
+@contextmanager
+def running_gateway(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    base, process = start_gateway(env, log_path)
+    try:
         yield base
     finally:
         stop(process)

@@ -60,16 +60,9 @@ async def make_log(url: str, tmp_path: Path, count: int = 10) -> AuditLog:
     return audit
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
-async def audit(database_url: str, tmp_path: Path):
-    log = await make_log(database_url, tmp_path)
+async def audit(hub_database_url: str, tmp_path: Path):
+    log = await make_log(hub_database_url, tmp_path)
     try:
         yield log
     finally:
@@ -292,10 +285,10 @@ async def test_a_subscription_is_recorded_through_the_websocket_hook(audit: Audi
     assert (await audit.verify()).ok
 
 
-async def test_two_hub_processes_extend_one_chain(audit: AuditLog, database_url: str, tmp_path):
+async def test_two_hub_processes_extend_one_chain(audit: AuditLog, hub_database_url: str, tmp_path):
     # A second writer on its own engine, as a second worker or replica would have.
     other = AuditLog(
-        create_engine(database_url),
+        create_engine(hub_database_url),
         AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32, max_batch=3),
     )
     await other.start()

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.audit_support import CUSTOMER_KEY
-from tests.harness import REPO, SWITCHBOARD, free_ports, gateway_env, issue_key, stop
+from tests.harness import REPO, SWITCHBOARD, gateway_env, issue_key, start_gateway, stop
 
 QUERY = "query Offers { offerings { id } }"
 
@@ -30,29 +30,8 @@ QUERY = "query Offers { offerings { id } }"
 @contextmanager
 def gateway_process(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """Like harness.running_gateway, but hands back the process (to kill it)."""
-    (port,) = free_ports(1)
-    with log_path.open("a") as log:
-        process = subprocess.Popen(
-            [*SWITCHBOARD, "serve", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    base, process = start_gateway(env, log_path, append=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
         yield base, process
     finally:
         stop(process)

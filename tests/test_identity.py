@@ -8,7 +8,7 @@ import pytest
 
 from adapters.identity import Candidate, CustomerKeys, match
 from adapters.identity_store import IdentityStore, Link, SystemResolution, metadata
-from gateway.database import create_engine, create_tables
+from tests.conftest import engine_with_empty_tables
 
 CUSTOMER = CustomerKeys("1000000001", "110101199001011234", ("13800000001", "13800000002"))
 
@@ -39,17 +39,9 @@ def test_nothing_found_is_absent():
     assert match("care", CUSTOMER, [], []).outcome == "absent"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = create_engine(url)
-    await create_tables(engine, metadata)
-    async with engine.begin() as conn:  # a clean slate per test on the shared database
-        for table in reversed(metadata.sorted_tables):
-            await conn.execute(table.delete())
+@pytest.fixture
+async def store(hub_database_url: str):
+    engine = await engine_with_empty_tables(hub_database_url, metadata)
     yield IdentityStore(engine)
     await engine.dispose()
 

@@ -7,24 +7,16 @@ import asyncio
 
 import pytest
 
-from gateway.database import create_engine, create_tables
 from gateway.verification_store import SqlVerificationStore, metadata
 from policies.verification import OtpChallenge, Verification
+from tests.conftest import engine_with_empty_tables
 
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = create_engine(url)
-    await create_tables(engine, metadata)
-    async with engine.begin() as conn:  # a clean slate per test on the shared database
-        for table in reversed(metadata.sorted_tables):
-            await conn.execute(table.delete())
+@pytest.fixture
+async def store(hub_database_url: str):
+    engine = await engine_with_empty_tables(hub_database_url, metadata)
     yield SqlVerificationStore(engine)
     await engine.dispose()
 

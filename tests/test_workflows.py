@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -19,12 +20,7 @@ from gateway.policy_store import DEFAULT_POLICY_FILE
 from orchestration.engine import system_database_url
 from simulators.dataset import CustomerBundle
 from simulators.seed import seed_dataset
-from tests.conftest import (
-    POSTGRES_ADMIN_URL,
-    REQUIRE_SERVICES,
-    _postgres_unavailable_reason,
-    _run_aside,
-)
+from tests.conftest import fresh_postgres_database
 from tests.harness import SimulatorUrls, gateway_env, issue_key, running_simulators
 from tests.verification_helpers import otp_token
 from tests.workflow_hub import (
@@ -80,31 +76,6 @@ def new_key() -> str:
     return f"test-{uuid.uuid4().hex[:16]}"
 
 
-def _own_postgres_database() -> Iterator[str]:
-    import asyncpg
-
-    reason = _postgres_unavailable_reason()
-    if reason:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{reason} (SWITCHBOARD_REQUIRE_SERVICES=1: CI must not skip)")
-        pytest.skip(reason)
-    name = f"switchboard_flows_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _run_aside(lambda: admin(f'CREATE DATABASE "{name}"'))
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        _run_aside(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 class Flows:
     """One backend's world: its simulators, their data dir, its hub, its customers."""
 
@@ -148,15 +119,13 @@ def flows(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flows]:
     data_dir = state / "simdata"
     data_dir.mkdir()
     seed_dataset(data_dir, CUSTOMERS, SEED)
-    if request.param == "postgres":
-        database_gen = _own_postgres_database()
-        database_url = next(database_gen)
-    else:
-        database_gen = None
-        database_url = f"sqlite+aiosqlite:///{state / 'hub.db'}"
     policy_file = state / "policy.yaml"
     policy_file.write_text(DEFAULT_POLICY_FILE.read_text())
-    try:
+    with ExitStack() as stack:
+        if request.param == "postgres":
+            database_url = stack.enter_context(fresh_postgres_database("switchboard_flows"))
+        else:
+            database_url = f"sqlite+aiosqlite:///{state / 'hub.db'}"
         with running_simulators(data_dir) as sims:
             env = gateway_env(
                 sims,
@@ -196,9 +165,6 @@ def flows(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flows]:
                 yield Flows(sims, data_dir, hub)
             finally:
                 hub.stop()
-    finally:
-        if database_gen is not None:
-            next(database_gen, None)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from simulators.dataset import CustomerBundle, generate, has_certificate_typo
-from tests.harness import REPO, SWITCHBOARD, free_ports, stop
+from tests.harness import post_graphql, start_gateway, stop
 
 WAIT_S = 60.0
 
@@ -42,31 +42,10 @@ class Hub:
     starts: int = 0
 
     def start(self) -> None:
-        (port,) = free_ports(1)
         self.starts += 1
         with self.log_path.open("a") as log:
             log.write(f"--- start {self.starts} ---\n")
-            log.flush()
-            self.process = subprocess.Popen(
-                [*SWITCHBOARD, "serve", "--port", str(port)],
-                env=self.env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
+        self.url, self.process = start_gateway(self.env, self.log_path, append=True, timeout_s=60)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush; DBOS must recover from its checkpoints."""
@@ -88,16 +67,13 @@ class Hub:
         verification: str | None = None,
     ) -> httpx.Response:
         """The raw answer (tests/verification_helpers.py obtains OTPs through this)."""
-        headers = {"X-Api-Key": self.keys[channel]}
-        if purpose:
-            headers["X-Purpose"] = purpose
-        if verification:
-            headers["X-Verification"] = verification
-        return httpx.post(
-            f"{self.url}/graphql",
-            json={"query": document, "variables": variables or {}},
-            headers=headers,
-            timeout=30,
+        return post_graphql(
+            self.url,
+            self.keys[channel],
+            document,
+            variables,
+            purpose=purpose,
+            headers={"X-Verification": verification} if verification else None,
         )
 
     def post(

@@ -171,6 +171,25 @@ async def _head_beyond(engine: AsyncEngine, last: int) -> Finding | None:
     return None
 
 
+async def _walk_to_head(
+    engine: AsyncEngine,
+    walk: _Walk,
+    checkpoint_seqs: set[int],
+    progress: Callable[[int], None] | None,
+    findings: list[Finding],
+) -> int:
+    """Walk from the anchor to the last record, adding what is wrong (and a head row that
+    claims more than the table holds) to ``findings``; the last seq walked."""
+    await _walk(engine, walk, checkpoint_seqs, progress)
+    await _classify(engine, walk)
+    findings += walk.findings
+    last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
+    truncated = await _head_beyond(engine, last)
+    if truncated is not None:
+        findings.append(truncated)
+    return last
+
+
 async def verify_chain(
     engine: AsyncEngine,
     public_key: Ed25519PublicKey,
@@ -193,13 +212,9 @@ async def verify_chain(
             Finding("rewritten", against.seq, "the checkpoint's signature is not valid")
         )
         against = None
-    await _walk(engine, walk, {against.seq} if against else set(), progress)
-    await _classify(engine, walk)
-    findings += walk.findings
-    last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
-    truncated = await _head_beyond(engine, last)
-    if truncated is not None:
-        findings.append(truncated)
+    last = await _walk_to_head(
+        engine, walk, {against.seq} if against else set(), progress, findings
+    )
     if against is not None:
         if last < against.seq:
             findings.append(
@@ -308,13 +323,7 @@ async def verify_incremental(
         edited = await _anchor_record_edited(engine, start.seq)
         if edited is not None:
             findings.append(edited)
-    await _walk(engine, walk, set(), progress)
-    await _classify(engine, walk)
-    findings += walk.findings
-    last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
-    truncated = await _head_beyond(engine, last)
-    if truncated is not None:
-        findings.append(truncated)
+    await _walk_to_head(engine, walk, set(), progress, findings)
     findings.sort(key=lambda f: f.seq)
     return VerificationReport(
         ok=not findings,
