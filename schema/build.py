@@ -16,7 +16,6 @@ from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors, to_coded_error
 from schema.operation_facts import OperationFacts
 from schema.query import Query as CustomerQuery
-from schema.request_customers import RequestCustomers
 from schema.stream_audit import StreamAudit
 from schema.verification import VerificationMutation, VerificationQuery
 from schema.verification_rules import VerificationRules
@@ -64,7 +63,6 @@ def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
         ChannelRules,
         VerificationRules,
         OperationFacts,
-        RequestCustomers,
     ]
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.

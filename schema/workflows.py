@@ -652,6 +652,9 @@ class WorkflowSubscription:
                     customer_id=str(customer_id) if customer_id is not None else None,
                 ):
                     after = notice["seq"]
+                    # The agent console's stream spans customers: each one delivered is noted
+                    # for the audit log (a single customer's stream was noted above).
+                    info.context.customers_touched.add(notice["customer_id"])
                     yield ChannelNotification(
                         request_id=strawberry.ID(notice["request_id"]),
                         customer_id=strawberry.ID(notice["customer_id"]),
