@@ -8,9 +8,10 @@ dimension open by not naming it; naming it restricts the rule to the values list
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from policies.masks import DataClass
+from policies.masks import BUILTIN_CLASSES, DataClass, DeclaredMask, mask
 from policies.principal import Principal
 
 
@@ -126,6 +127,8 @@ class Policy:
     search: tuple[SearchGrant, ...] = ()
     #: Verification levels, weakest first; the first is what an unverified request has.
     verification_levels: tuple[str, ...] = ("none",)
+    #: Classes this policy declares beyond the built-in ones, with their masks.
+    data_classes: Mapping[DataClass, DeclaredMask] = field(default_factory=dict)
     _decisions: dict = field(default_factory=dict, repr=False, compare=False)
 
     def decide(
@@ -156,6 +159,13 @@ class Policy:
 
     def may_search(self, data_class: DataClass, principal: Principal) -> bool:
         return any(grant.grants(data_class, principal) for grant in self.search)
+
+    def knows_class(self, data_class: DataClass) -> bool:
+        return data_class in BUILTIN_CLASSES or data_class in self.data_classes
+
+    def mask(self, data_class: DataClass, value: object) -> object:
+        """A value of a class as its mask shows it (built-in or declared here)."""
+        return mask(data_class, value, self.data_classes)
 
     @property
     def unverified(self) -> str:
