@@ -66,6 +66,7 @@ class Loaders:
         self._linkers = linkers or {}
         self._record_loaders: dict[tuple[str, str], DataLoader[tuple[str, str], Record | None]] = {}
         self._link_loaders: dict[str, DataLoader[str, Identity | BaseException]] = {}
+        self._seen: dict[str, Identity] = {}  # this request's identities, by customer number
         #: Declared systems whose customers are linked on first sight, with billing and care.
         self._waited = tuple(
             name
@@ -203,22 +204,30 @@ class Loaders:
         its error (only this system's fields fail).
         """
         instances = self._linkers[system].instances
-        if not all(identity.is_resolved(i) for i in instances):
-            loader = self._link_loaders.get(system)
-            if loader is None:
-                loader = DataLoader[str, Identity | BaseException](
-                    lambda nos, name=system: self._link_lazily(name, nos)
-                )
-                self._link_loaders[system] = loader
-            identity = await loader.load(identity.customer_no)  # type: ignore[assignment]
+        # Every customer of the request passes through one loader, linked or not, so that
+        # their records are then read in one batch rather than in two waves.
+        loader = self._link_loaders.get(system)
+        if loader is None:
+            loader = DataLoader[str, Identity | BaseException](
+                lambda nos, name=system: self._link_lazily(name, nos)
+            )
+            self._link_loaders[system] = loader
+        self._seen[identity.customer_no] = identity
+        identity = await loader.load(identity.customer_no)  # type: ignore[assignment]
         return [(i, key) for i in instances for key in identity.keys(i)]
 
     async def _link_lazily(self, system: str, customer_nos: list[str]) -> list[Any]:
         instances = self._linkers[system].instances
-        known = await self._store.refresh(customer_nos)
+        known = {
+            no: self._seen[no]
+            for no in customer_nos
+            if all(self._seen[no].is_resolved(i) for i in instances)
+        }
+        unlinked = [no for no in customer_nos if no not in known]
+        known.update(await self._store.refresh(unlinked))  # another replica may have linked
         pending = [
             no
-            for no in customer_nos
+            for no in unlinked
             if no in known and not all(known[no].is_resolved(i) for i in instances)
         ]
         failures: dict[str, AdapterError] = {}

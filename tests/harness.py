@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -102,6 +103,10 @@ def gateway_env(sims: SimulatorUrls, database_url: str, **extra: str) -> dict[st
         SWITCHBOARD_BOSS__BASE_URL=sims.boss,
         SWITCHBOARD_BILLING__BASE_URL=sims.billing,
         SWITCHBOARD_CARE__BASE_URL=sims.care,
+        # The declared systems' instances (systems/), on this run's ports.
+        SWITCHBOARD_SYSTEM_URLS=json.dumps(
+            {"loyalty-north": sims.loyalty_north, "loyalty-south": sims.loyalty_south}
+        ),
         **extra,
     )
     return env
