@@ -121,7 +121,8 @@ def test_a_system_dropped_into_the_folder_is_onboarded_by_its_files_alone(
             assert keys_shown == {"*" * 6 + member["member_no"][-4:]}
         # The access log records each loyalty field path with the level it went out at.
         with sqlite3.connect(onboarding["state"] / "hub.db") as conn:
-            disclosed = [json.loads(r[0]) for r in conn.execute("SELECT disclosed FROM audit_record")]
+            rows = conn.execute("SELECT disclosed FROM audit_record").fetchall()
+        disclosed = [json.loads(row[0]) for row in rows]
         levels = {
             level
             for record in disclosed
@@ -165,9 +166,7 @@ def test_an_optional_system_down_fails_only_its_fields_and_degrades_readiness(
     env, keys, folder = onboarding["env"], onboarding["keys"], onboarding["folder"]
     if not (folder / "loyalty").exists():
         shutil.copytree(LOYALTY, folder / "loyalty")
-    south = next(
-        m for m in reversed(members(hub_data_dir)) if int(m["msisdn"][3:6]) >= 160
-    )
+    south = next(m for m in reversed(members(hub_data_dir)) if int(m["msisdn"][3:6]) >= 160)
     sim_client.post(f"{sims.loyalty_south}/_sim/control", json={"down": True}).raise_for_status()
     try:
         with running_gateway(env, onboarding["state"] / "down.log") as url:
