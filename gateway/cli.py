@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
 from gateway.settings import STATE_DIR, Settings, load_settings
+from gateway.systems_commands import add_systems_commands
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
 DEMO_CUSTOMERS = 2000
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=_compare)
 
     add_audit_commands(commands)
+    add_systems_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
