@@ -126,12 +126,20 @@ def _policy_path(args: argparse.Namespace) -> Path:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
+    from gateway.backends import load_systems
     from policies.loader import PolicyInvalid, load_policy
+    from policies.masks import BUILTIN_CLASSES
     from schema.build import build_schema, operation_names
 
     path = _policy_path(args)
+    registry = load_systems(load_settings())
     try:
-        policy, warnings = load_policy(path, operation_names(build_schema(0)))
+        policy, warnings = load_policy(path, operation_names(build_schema(0, registry)))
+        # Every class a declared system uses must be built in or declared by this policy.
+        known = {str(c) for c in policy.data_classes} | {str(c) for c in BUILTIN_CLASSES}
+        missing = registry.class_problems(known)
+        if missing:
+            raise PolicyInvalid(missing)  # type: ignore[arg-type]
     except PolicyInvalid as invalid:
         for problem in invalid.problems:
             print(problem)
@@ -148,12 +156,14 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
+    from gateway.backends import load_systems
     from policies.loader import PolicyInvalid, load_policy
     from policies.principal import Principal
     from schema.build import build_schema, operation_names
     from schema.explain import explain
 
-    schema = build_schema(0)
+    # With the declared systems' fields: explain covers them like every other field.
+    schema = build_schema(0, load_systems(load_settings()))
     path = _policy_path(args)
     try:
         policy, _ = load_policy(path, operation_names(schema))
