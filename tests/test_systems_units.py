@@ -1,0 +1,254 @@
+"""Units of the declared-systems layer: file checks, routing, values, masks, settings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from adapters.declared.registry import load_registry
+from adapters.declared.soap import SoapEngine
+from adapters.declared.system import DeclaredSystem
+from adapters.declared.values import convert, from_json
+from adapters.declared.yaml_lines import DeclarationInvalid
+from adapters.errors import BadResponse, BusinessRejected, NotFound, Unavailable
+from adapters.phone import to_e164
+from adapters.resilience import Endpoint
+from gateway.policy_store import PolicyStore
+from gateway.settings import load_settings
+from policies.loader import PolicyInvalid, parse_policy
+from policies.masks import DataClass
+from tests.harness import REPO
+
+LOYALTY = REPO / "systems" / "loyalty"
+
+
+def copy_loyalty(tmp_path: Path) -> Path:
+    folder = tmp_path / "systems"
+    shutil.copytree(LOYALTY, folder / "loyalty")
+    return folder
+
+
+def problems_of(folder: Path) -> list[str]:
+    with pytest.raises(DeclarationInvalid) as raised:
+        load_registry(folder)
+    return [str(p) for p in raised.value.problems]
+
+
+def line_of(path: Path, text: str, exact: bool = False) -> int:
+    lines = enumerate(path.read_text().splitlines(), 1)
+    return next(i for i, line in lines if (line.strip() == text if exact else text in line))
+
+
+def test_the_bundled_loyalty_files_are_valid():
+    registry = load_registry(REPO / "systems")
+    spec = registry.systems["loyalty"]
+    assert spec.instance_names == ("loyalty-north", "loyalty-south")
+    assert spec.identity is not None and spec.identity.key_class == "loyalty_member_no"
+    assert not spec.required and not spec.waits_at_first_sight
+
+
+def test_mapping_problems_name_the_file_and_the_line(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    text = mapping.read_text()
+    text = text.replace(
+        "    batch: 100\n    list: members/member\n    record: Member\n    key:",
+        "    list: members/member\n    record: Member\n    key:",
+        1,
+    )
+    text = text.replace("record: PointsEntry", "record: PointEntry")
+    text = text.replace("type: int, description", "type: integer, description")
+    text = text.replace("key: memberNo\n  key_class", "key: memberNumber\n  key_class")
+    mapping.write_text(text)
+    found = problems_of(folder)
+    joined = "\n".join(found)
+    members_line = line_of(mapping, "call: getMembers", exact=True)
+    assert f"{mapping}:{members_line}: error: operation 'members' takes $keys" in joined
+    assert "unknown record 'PointEntry'" in joined
+    assert f"{mapping}:{line_of(mapping, 'type: integer')}:" in joined
+    assert "identity.key 'memberNumber' is not a field" in joined
+
+
+def test_a_yaml_syntax_error_names_its_line(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    system = folder / "loyalty" / "system.yaml"
+    system.write_text(system.read_text().replace("readiness: optional", "readiness: [optional"))
+    (found,) = problems_of(folder)
+    assert found.startswith(f"{system}:") and "not valid YAML" in found
+
+
+def test_unknown_keys_are_refused_anywhere(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    system = folder / "loyalty" / "system.yaml"
+    system.write_text(system.read_text().replace("  timeout_s: 2.0", "  timout_s: 2.0"))
+    (found,) = problems_of(folder)
+    assert "unknown key 'timout_s' in call" in found
+    assert found.startswith(f"{system}:{line_of(system, 'timout_s')}:")
+
+
+def test_two_systems_cannot_share_an_instance_or_a_graph_name(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    twin = folder / "loyalty2"
+    shutil.copytree(folder / "loyalty", twin)
+    (twin / "system.yaml").write_text(
+        (twin / "system.yaml").read_text().replace("name: loyalty\n", "name: loyalty2\n")
+    )
+    (twin / "mapping.yaml").write_text(
+        (twin / "mapping.yaml").read_text().replace("system: loyalty", "system: loyalty2")
+    )
+    joined = "\n".join(problems_of(folder))
+    assert "instance 'loyalty-north' is also in system 'loyalty'" in joined
+    assert "graph name 'loyaltyMembers' is also used by system 'loyalty'" in joined
+
+
+def test_msisdns_route_to_the_instance_that_owns_them():
+    spec = load_registry(REPO / "systems").systems["loyalty"]
+    endpoints = {i.name: Endpoint(system=i.name, base_url=i.base_url) for i in spec.instances}
+    system = DeclaredSystem(spec, endpoints)
+    assert system.owner_of("13912345678") == "loyalty-north"
+    assert system.owner_of("+8615912345678") == "loyalty-north"
+    assert system.owner_of("8618899407311") == "loyalty-south"
+    assert system.owner_of("19912345678") == "loyalty-south"
+    assert system.owner_of("12012345678") is None  # owned by no instance: never asked
+    assert system.owner_of("not a number") is None
+
+
+def test_values_keep_ids_byte_for_byte_and_normalise_numbers():
+    record = load_registry(REPO / "systems").systems["loyalty"].records["Member"]
+    found = from_json(
+        {
+            "memberNo": "0000421733",
+            "msisdn": "8618899407311",
+            "fullName": "何丽",
+            "tier": "GOLD",
+            "pointsBalance": "120",
+            "pointsExpiring": 0,
+            "expiryDate": "2026-12-31",
+            "enrolledOn": "2020-01-02",
+            "status": "ACTIVE",
+        },
+        record,
+        "loyalty-north",
+    )
+    assert found["memberNo"] == "0000421733"
+    assert found["msisdn"] == "+8618899407311" == to_e164("18899407311")
+    assert found["tier"] == "gold" and found["pointsBalance"] == 120
+    with pytest.raises(BadResponse):
+        convert("12.5", record.field("pointsBalance"), "loyalty-north")
+    with pytest.raises(BadResponse):
+        convert("DIAMOND", record.field("tier"), "loyalty-north")  # not in the value map
+    with pytest.raises(BadResponse):
+        convert(None, record.field("memberNo"), "loyalty-north")  # required
+
+
+FAULT_12 = b"""<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"
+  xmlns:lty="urn:aurora:loyalty:member:v2"><env:Body><env:Fault>
+  <env:Code><env:Value>env:%s</env:Value></env:Code><env:Reason><env:Text xml:lang="en">x</env:Text>
+  </env:Reason><env:Detail><lty:LoyaltyFault><lty:code>%s</lty:code></lty:LoyaltyFault></env:Detail>
+  </env:Fault></env:Body></env:Envelope>"""
+FAULT_11 = b"""<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault>
+  <faultcode>s:%s</faultcode><faultstring>x</faultstring></s:Fault></s:Body></s:Envelope>"""
+RESULT = b"""<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"
+  xmlns:lty="urn:aurora:loyalty:member:v2"><env:Body><lty:redeemPointsResponse>
+  <resultCode>%s</resultCode></lty:redeemPointsResponse></env:Body></env:Envelope>"""
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "code"),
+    [
+        (500, FAULT_12 % (b"Receiver", b"LTY-404"), NotFound, "LTY-404"),
+        (200, FAULT_12 % (b"Receiver", b"LTY-404"), NotFound, "LTY-404"),  # fault over 200
+        (400, FAULT_12 % (b"Sender", b"LTY-413"), BusinessRejected, "LTY-413"),
+        (400, FAULT_12 % (b"Sender", b"LTY-NEW"), BusinessRejected, "LTY-NEW"),  # undeclared
+        (500, FAULT_12 % (b"Receiver", b"LTY-500"), Unavailable, "LTY-500"),
+        (500, FAULT_11 % b"Server", Unavailable, None),  # SOAP 1.1
+        (500, FAULT_11 % b"Client", BusinessRejected, None),
+        (200, RESULT % b"LTY-422", BusinessRejected, "LTY-422"),  # a result code in the body
+        (200, b"<html>no</html>", BadResponse, None),
+        (200, b"not xml at all", BadResponse, None),
+    ],
+)
+def test_soap_faults_and_result_codes_map_onto_the_taxonomy(status, body, error, code):
+    spec = load_registry(REPO / "systems").systems["loyalty"]
+    engine = SoapEngine(spec, spec.instances[0], Endpoint("loyalty-north", "http://127.0.0.1:9"))
+    with pytest.raises(error) as raised:
+        engine.answer(spec.operations["members"], status, body)
+    assert raised.value.backend_code == code
+    assert raised.value.system == "loyalty-north"
+
+
+def test_an_ok_result_code_passes():
+    spec = load_registry(REPO / "systems").systems["loyalty"]
+    engine = SoapEngine(spec, spec.instances[0], Endpoint("loyalty-north", "http://127.0.0.1:9"))
+    payload = engine.answer(spec.operations["members"], 200, RESULT % b"0")
+    assert etree.QName(payload).localname == "redeemPointsResponse"
+
+
+POLICY = """
+version: "t1"
+purposes: [service]
+data_classes:
+  member_no: {mask: {keep_last: 4, min_length: 8}}
+  secret_note: {mask: withheld}
+  phone_like: {mask: {like: mobile}}
+channels:
+  agent: {operations: "*"}
+disclosure:
+  default: masked
+  rules:
+    - {id: agent-members, class: member_no, channel: agent, purpose: service, decision: clear}
+"""
+
+
+def test_a_policy_declares_classes_and_their_masks():
+    policy, _ = parse_policy(POLICY, "p.yaml")
+    assert policy.mask(DataClass("member_no"), "0000421733") == "******1733"
+    assert policy.mask(DataClass("member_no"), "0042") == "****"  # too short to show anything
+    assert policy.mask(DataClass("secret_note"), "x") is None
+    assert policy.mask(DataClass("phone_like"), "13812345678") == "138****5678"
+    assert policy.mask(DataClass("never_declared"), "abc") == "****"  # fails closed
+    assert policy.mask(DataClass.NAME, "何丽") == "何*"  # built-ins unchanged
+
+
+def test_policy_class_declarations_are_checked_with_lines():
+    broken = POLICY.replace("keep_last: 4, min_length: 8", "keep_lats: 4").replace(
+        "class: member_no,", "class: member_number,"
+    )
+    with pytest.raises(PolicyInvalid) as raised:
+        parse_policy(broken, "p.yaml")
+    joined = "\n".join(str(p) for p in raised.value.problems)
+    assert "p.yaml:5: error: unknown key 'keep_lats'" in joined
+    assert "unknown data class 'member_number'" in joined
+
+
+def test_the_hub_refuses_a_policy_without_a_class_its_systems_use(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)  # declares member_no, not loyalty_member_no
+    registry = load_registry(REPO / "systems")
+    with pytest.raises(PolicyInvalid) as raised:
+        PolicyStore(policy, {"customer"}, required_classes=registry.data_classes())
+    (problem,) = raised.value.problems
+    assert "data class 'loyalty_member_no' is not declared" in problem.message
+    assert problem.file.endswith("systems/loyalty/mapping.yaml")
+
+
+def test_systems_settings_reach_the_code_from_the_environment_and_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("SWITCHBOARD_SYSTEMS_DIR", str(tmp_path))
+    monkeypatch.setenv("SWITCHBOARD_SYSTEM_URLS", '{"loyalty-north": "http://127.0.0.1:1"}')
+    settings = load_settings()
+    assert settings.systems_dir == tmp_path
+    assert settings.system_urls == {"loyalty-north": "http://127.0.0.1:1"}
+    monkeypatch.delenv("SWITCHBOARD_SYSTEMS_DIR")
+    monkeypatch.delenv("SWITCHBOARD_SYSTEM_URLS")
+    config = tmp_path / "switchboard.toml"
+    config.write_text(
+        f'systems_dir = "{tmp_path}"\n[system_urls]\n"loyalty-south" = "http://127.0.0.1:2"\n'
+    )
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
+    settings = load_settings()
+    assert settings.systems_dir == tmp_path
+    assert settings.system_urls == {"loyalty-south": "http://127.0.0.1:2"}
