@@ -252,3 +252,47 @@ def test_systems_settings_reach_the_code_from_the_environment_and_the_file(tmp_p
     settings = load_settings()
     assert settings.systems_dir == tmp_path
     assert settings.system_urls == {"loyalty-south": "http://127.0.0.1:2"}
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"SWITCHBOARD_CONFIG": "/nonexistent.toml", "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_systems_check_reports_each_problem_with_its_line_and_fails(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    mapping.write_text(mapping.read_text().replace("class: name}", "class: full_name}"))
+    code, out = run_cli("systems", "check", "--dir", str(folder), "--offline")
+    assert code == 1
+    line = line_of(mapping, "class: full_name")
+    assert f"{mapping}:{line}: error: data class 'full_name' is not declared in the policy" in out
+    code, out = run_cli(
+        "systems", "check", "--dir", str(copy_loyalty(tmp_path / "ok")), "--offline"
+    )
+    assert code == 0 and "ok: 1 system(s) (loyalty)" in out
+
+
+def test_systems_scaffold_starts_a_mapping_from_a_wsdl(tmp_path):
+    wsdl = REPO / "simulators" / "loyalty" / "MemberService.wsdl"
+    out = tmp_path / "systems" / "aurora"
+    code, printed = run_cli("systems", "scaffold", str(wsdl), "--name", "aurora", "--out", str(out))
+    assert code == 0, printed
+    spec = load_registry(tmp_path / "systems").systems["aurora"]
+    assert {op.call for op in spec.operations.values()} == {
+        "getMembersByMsisdn", "getMembers", "getPointsHistory", "redeemPoints", "ping",
+    }  # fmt: skip
+    member = spec.records["Member"]
+    assert member.field("msisdn").type == "msisdn" and member.field("msisdn").data_class == "mobile"
+    assert member.field("pointsBalance").type == "int"
+    assert "# check" in (out / "mapping.yaml").read_text()
