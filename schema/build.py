@@ -19,6 +19,7 @@ from schema.operation_facts import OperationFacts
 from schema.query import Query as CustomerQuery
 from schema.stream_audit import StreamAudit
 from schema.system_fields import install_system_fields
+from schema.system_writes import system_mutations
 from schema.verification import VerificationMutation, VerificationQuery
 from schema.verification_rules import VerificationRules
 from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscription
@@ -63,6 +64,8 @@ def build_schema(
 ) -> strawberry.Schema:
     """The schema, with the graph fields of the systems ``registry`` declares."""
     install_system_fields(registry)
+    declared_writes = system_mutations(registry)
+    mutation_roots = (*MUTATION_ROOTS, declared_writes) if declared_writes else MUTATION_ROOTS
     extensions: list[Any] = [
         StreamAudit,  # first: the others see a websocket operation's own context
         CodedErrors,
@@ -78,7 +81,7 @@ def build_schema(
         ]
     return GraphSchema(
         query=_merged("Query", QUERY_ROOTS),
-        mutation=_merged("Mutation", MUTATION_ROOTS),
+        mutation=_merged("Mutation", mutation_roots),
         # "Subscription" is taken: it is a customer's line (the telecom word).
         subscription=_merged("SubscriptionRoot", SUBSCRIPTION_ROOTS),
         extensions=extensions,

@@ -41,7 +41,7 @@ PYTHON_TYPES: dict[str, type] = {
 _CUSTOMER_FIELDS = list(Customer.__strawberry_definition__.fields)
 
 
-def _record_type(
+def record_type(
     name: str,
     record: RecordSpec,
     description: str | None,
@@ -140,8 +140,8 @@ def install_system_fields(registry: SystemRegistry) -> None:
         extra: dict[str, Any] = {}
         for connection in graph.connections:
             item = spec.records[spec.operations[connection.operation].record or ""]
-            item_type = _record_type(connection.type, item, None)
+            item_type = record_type(connection.type, item, None)
             extra[connection.name] = _connection_field(spec, connection, item_type)
-        record_type = _record_type(graph.type, record, graph.description, extra)
-        fields.append(_customer_field(spec, record_type))
+        member_type = record_type(graph.type, record, graph.description, extra)
+        fields.append(_customer_field(spec, member_type))
     Customer.__strawberry_definition__.fields[:] = fields

@@ -190,3 +190,68 @@ def test_an_optional_system_down_fails_only_its_fields_and_degrades_readiness(
             assert south["full_name"] not in json.dumps(answer["errors"], ensure_ascii=False)
     finally:
         sim_client.post(f"{sims.loyalty_south}/_sim/reset").raise_for_status()
+
+
+REDEEM = """
+mutation Redeem($id: ID!, $member: String!, $points: Int!, $key: String!) {
+  redeemLoyaltyPoints(customerId: $id, memberNo: $member, points: $points,
+                      rewardCode: "CINEMA-2", idempotencyKey: $key) {
+    redemptionId pointsBalance
+  }
+}
+"""
+BALANCE = "query B($id: ID!) { customer(id: $id) { loyaltyMembers { memberNo pointsBalance } } }"
+
+
+def redemptions(data_dir: Path, member_no: str) -> int:
+    with sqlite3.connect(data_dir / "loyalty.db") as conn:
+        return conn.execute(
+            "SELECT count(*) FROM redemption WHERE member_no = ?", (member_no,)
+        ).fetchone()[0]
+
+
+def test_a_declared_write_needs_its_scope_goes_out_once_per_key_and_evicts(
+    onboarding, sims, hub_data_dir
+):
+    env, keys, folder = onboarding["env"], onboarding["keys"], onboarding["folder"]
+    if not (folder / "loyalty").exists():
+        shutil.copytree(LOYALTY, folder / "loyalty")
+    redeemer = issue_key(env, channel="agent", role="agent", scopes=("loyalty:redeem",))
+    rich = next(m for m in members(hub_data_dir) if m["points_balance"] > 500)
+    other = next(m for m in members(hub_data_dir) if m["member_no"] != rich["member_no"])
+    with running_gateway(env, onboarding["state"] / "write.log") as url:
+        hub_id = ask(url, keys["agent"], FIND, {"m": rich["msisdn"][3:]}, purpose="service")[
+            "data"
+        ]["customerByMsisdn"]["id"]
+        before = ask(url, redeemer, BALANCE, {"id": hub_id}, purpose="service")
+        (member,) = before["data"]["customer"]["loyaltyMembers"]  # now cached
+        start = member["pointsBalance"]
+        args = {"id": hub_id, "member": rich["member_no"], "points": 100, "key": "redeem-0001"}
+
+        refused = ask(url, keys["agent"], REDEEM, args, purpose="service")
+        assert refused["errors"][0]["extensions"]["code"] == "SCOPE_REQUIRED"
+        assert redemptions(hub_data_dir, rich["member_no"]) == 0
+
+        first = ask(url, redeemer, REDEEM, args, purpose="service")
+        assert "errors" not in first, first
+        done = first["data"]["redeemLoyaltyPoints"]
+        assert done["pointsBalance"] == start - 100
+        again = ask(url, redeemer, REDEEM, args, purpose="service")  # a caller's retry
+        assert again["data"]["redeemLoyaltyPoints"] == done
+        assert redemptions(hub_data_dir, rich["member_no"]) == 1  # in the system's own store
+        # The write evicted the cached member: the next read shows the new balance.
+        after = ask(url, redeemer, BALANCE, {"id": hub_id}, purpose="service")
+        assert after["data"]["customer"]["loyaltyMembers"][0]["pointsBalance"] == start - 100
+
+        too_much = ask(url, redeemer, REDEEM, {**args, "points": 10**8, "key": "redeem-0002"})
+        error = too_much["errors"][0]["extensions"]
+        assert (error["code"], error["backendCode"]) == ("BUSINESS_REJECTED", "LTY-422")
+        stranger = ask(
+            url, redeemer, REDEEM, {**args, "member": other["member_no"], "key": "r-03xyzab"}
+        )
+        assert stranger["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        bad_key = ask(url, redeemer, REDEEM, {**args, "key": "short"})
+        assert bad_key["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        partner = ask(url, keys["partner"], REDEEM, {**args, "key": "redeem-0004"})
+        assert partner["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
+        assert redemptions(hub_data_dir, rich["member_no"]) == 1

@@ -44,7 +44,12 @@ CALL_KEYS = {
     "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
     "breaker_failure_threshold", "breaker_reset_s",
 }  # fmt: skip
-MAPPING_KEYS = {"system", "records", "operations", "errors", "identity", "graph"}
+MAPPING_KEYS = {"system", "records", "operations", "errors", "identity", "graph", "writes"}
+WRITE_KEYS = {
+    "call", "method", "path", "description", "key", "arguments", "request", "idempotency",
+    "scope", "record", "list", "evicts",
+}  # fmt: skip
+ARGUMENT_TYPES = frozenset({"string", "int", "float", "decimal", "bool"})
 FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many"}
 OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
@@ -163,6 +168,27 @@ class GraphSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteSpec:
+    """A change the system makes, offered as a mutation: once per idempotency key.
+
+    The mutation takes ``customerId``, the record's ``key`` (which must be one of that
+    customer's linked keys in the system), the declared ``arguments`` and ``idempotencyKey``.
+    The system receives a request id derived from the caller's credential and that key, in
+    the request part ``idempotency`` names: a repeat is answered by the system's first result.
+    """
+
+    name: str
+    key: str
+    arguments: Mapping[str, str]
+    operation: OperationSpec
+    idempotency: str
+    scope: str | None = None
+    evicts: tuple[str, ...] = ()
+    description: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PrefixRange:
     low: int
     high: int
@@ -218,6 +244,7 @@ class SystemSpec:
     health: str | None = None
     identity: IdentitySpec | None = None
     graph: GraphSpec | None = None
+    writes: Mapping[str, WriteSpec] = field(default_factory=dict)
     plugin: str | None = None
     system_file: str = ""
     mapping_file: str = ""
@@ -378,6 +405,7 @@ def _build(
     errors = _errors(md.get("errors") or {LINE: md[LINE]}, m)
     identity = _identity(md.get("identity"), m, records, operations)
     graph = _graph(md.get("graph"), m, records, operations)
+    writes = _writes(md.get("writes"), m, records, operations, protocol, identity)
     plugin = sd.get("plugin")
     if plugin is not None and (not isinstance(plugin, str) or ":" not in plugin):
         s.error(sd[LINE], "plugin must be 'package.module:attribute'")
@@ -401,6 +429,7 @@ def _build(
         health=health,
         identity=identity,
         graph=graph,
+        writes=writes,
         plugin=plugin,
         system_file=str(system_path),
         mapping_file=str(mapping_path),
@@ -734,3 +763,93 @@ def _graph(
         connections=tuple(connections),
         line=line,
     )
+
+
+def _writes(
+    specs: Any,
+    m: _Reader,
+    records: Mapping[str, RecordSpec],
+    operations: Mapping[str, OperationSpec],
+    protocol: str,
+    identity: IdentitySpec | None,
+) -> dict[str, WriteSpec]:
+    if specs is None:
+        return {}
+    if not isinstance(specs, dict):
+        m.error(0, "writes must be a mapping: mutation name -> {call, key, arguments, ...}")
+        return {}
+    if identity is None:
+        m.error(specs[LINE], "writes act on a customer's records: declare identity: first")
+        return {}
+    found: dict[str, WriteSpec] = {}
+    for name, spec in specs.items():
+        if name == LINE:
+            continue
+        if not m.keys(spec, WRITE_KEYS, f"write '{name}'"):
+            continue
+        line = spec[LINE]
+        if not GRAPH_NAME.match(str(name)):
+            m.error(line, f"write name '{name}' must match {GRAPH_NAME.pattern}")
+            continue
+        key = spec.get("key")
+        if not isinstance(key, str) or not GRAPH_NAME.match(key):
+            m.error(line, f"write '{name}': key (the argument naming the record) is required")
+            continue
+        arguments: dict[str, str] = {}
+        for arg, arg_spec in (spec.get("arguments") or {}).items():
+            if arg == LINE:
+                continue
+            kind = arg_spec.get("type", "string") if isinstance(arg_spec, dict) else arg_spec
+            if kind not in ARGUMENT_TYPES or not GRAPH_NAME.match(str(arg)):
+                m.error(
+                    line,
+                    f"write '{name}': argument '{arg}' needs a type of "
+                    f"{', '.join(sorted(ARGUMENT_TYPES))}",
+                )
+                continue
+            arguments[str(arg)] = str(kind)
+        reserved = {"customerId", "idempotencyKey", key}
+        for arg in sorted(reserved & arguments.keys()):
+            m.error(line, f"write '{name}': argument '{arg}' is reserved")
+        request = plain(spec.get("request"))
+        idempotency = spec.get("idempotency")
+        if not isinstance(idempotency, str) or not isinstance(request, dict):
+            m.error(line, f"write '{name}': request and idempotency (its key's part) are required")
+            continue
+        if request.get(idempotency) != "$idempotencyKey":
+            m.error(line, f"write '{name}': request.{idempotency} must be $idempotencyKey")
+        allowed = {"$key", "$idempotencyKey"} | {f"${a}" for a in arguments}
+        for variable in sorted(_variables(request) - allowed):
+            m.error(line, f"write '{name}': unknown variable '{variable}'")
+        record = spec.get("record")
+        if record is not None and record not in records:
+            m.error(line, f"write '{name}': unknown record '{record}'")
+        if protocol == "soap" and not isinstance(spec.get("call"), str):
+            m.error(line, f"write '{name}': call (the WSDL operation) is required")
+        evicts = tuple(str(e) for e in spec.get("evicts") or ())
+        for op in evicts:
+            if op not in operations:
+                m.error(line, f"write '{name}': evicts names unknown operation '{op}'")
+        scope = spec.get("scope")
+        operation = OperationSpec(
+            name=str(name),
+            record=record,
+            call=spec.get("call"),
+            method=str(spec.get("method", "POST")).upper(),
+            path=spec.get("path"),
+            request=request,
+            list_path=_path(spec.get("list", "")),
+            line=line,
+        )
+        found[str(name)] = WriteSpec(
+            name=str(name),
+            key=key,
+            arguments=arguments,
+            operation=operation,
+            idempotency=idempotency,
+            scope=str(scope) if scope else None,
+            evicts=evicts,
+            description=spec.get("description"),
+            line=line,
+        )
+    return found

@@ -219,6 +219,32 @@ class DeclaredSystem:
             return soap.total_at(answer, op, instance.spec.name)
         return rest.total_at(answer, op, instance.spec.name)
 
+    # --- writes -------------------------------------------------------------------------
+
+    async def write(
+        self, write: str, instance_name: str, key: str, values: dict[str, Any]
+    ) -> Record | None:
+        """Make a declared change once (never retried: the idempotency key makes the
+        caller's repeat safe), then evict what it changed, also when it failed."""
+        spec = self.spec.writes[write]
+        instance = self.instances[instance_name]
+        op = spec.operation
+        try:
+            answer = await instance.policy.write(self._call, instance, op, {**values, "$key": key})
+        finally:
+            if self._cache is not None and spec.evicts:
+                await self._cache.evict(
+                    (self._kinds[name], f"{instance_name}:{key}")
+                    for name in spec.evicts
+                    if name in self._kinds
+                )
+        if op.record is None:
+            return None
+        records = self._extract(instance, op, self.spec.records[op.record], answer)
+        if not records:
+            raise BadResponse(instance_name, f"answered {write} without its result")
+        return records[0]
+
     async def call_raw(self, instance_name: str, operation: str, values: dict[str, Any]) -> Any:
         """One call with the caller's variables, for ``systems try``."""
         instance = self.instances[instance_name]
