@@ -489,7 +489,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def readyz(request: Request) -> JSONResponse:
         probes = await asyncio.gather(
             *(_probe(a.name, a.ping, wiring.guards[a.name]) for a in adapters),
-            *(_probe(p.name, p.ping, wiring.guards[p.name]) for p in wiring.probes),
+            *(_probe(p.name, p.ping, wiring.system_guards[p.name]) for p in wiring.probes),
         )
         report = dict(probes[: len(adapters)])
         systems = dict(probes[len(adapters) :])
@@ -514,7 +514,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def metrics_page(request: Request) -> PlainTextResponse:
         # Backend names and cache kinds only: nothing here identifies a customer.
         return PlainTextResponse(
-            metrics.render(wiring.guards, wiring.cache), media_type=metrics.CONTENT_TYPE
+            metrics.render(wiring.all_guards, wiring.cache), media_type=metrics.CONTENT_TYPE
         )
 
     endpoint: Any = Authenticate(

@@ -59,6 +59,12 @@ class Wiring:
     #: The declared systems (systems/), and what /readyz probes of them.
     registry: SystemRegistry = field(default_factory=lambda: SystemRegistry({}))
     probes: tuple[SystemProbe, ...] = ()
+    #: One guard per declared system instance, by instance name ("loyalty-north").
+    system_guards: Mapping[str, BackendGuard] = field(default_factory=dict)
+
+    @property
+    def all_guards(self) -> dict[str, BackendGuard]:
+        return {**self.guards, **self.system_guards}
 
     async def start_systems(self) -> None:
         for system in self.backends.systems.values():
@@ -188,14 +194,20 @@ def build_backends(
         linkers=linkers,
         key_classes=key_classes,
     )
-    guards = {
-        name: endpoint.guard
-        for name, endpoint in {**endpoints, **system_endpoints}.items()
-        if endpoint.guard
+    guards = {name: endpoint.guard for name, endpoint in endpoints.items() if endpoint.guard}
+    system_guards = {
+        name: endpoint.guard for name, endpoint in system_endpoints.items() if endpoint.guard
     }
     probes = tuple(
         SystemProbe(instance, systems[spec.name], spec.required)
         for spec in registry
         for instance in spec.instance_names
     )
-    return Wiring(backends=backends, guards=guards, cache=cache, registry=registry, probes=probes)
+    return Wiring(
+        backends=backends,
+        guards=guards,
+        cache=cache,
+        registry=registry,
+        probes=probes,
+        system_guards=system_guards,
+    )
