@@ -6,6 +6,7 @@ The hub's ``switchboard seed`` and ``switchboard simulators`` delegate to ``main
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -149,7 +150,12 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if ensure_loyalty_store(args.data_dir):
+    try:
+        built = ensure_loyalty_store(args.data_dir)
+    except (OSError, sqlite3.Error) as error:
+        print(f"error: cannot build loyalty.db in {args.data_dir}: {error}", file=sys.stderr)
+        return 2
+    if built:
         print(f"built {args.data_dir / 'loyalty.db'} from boss.db", file=sys.stderr, flush=True)
 
     def ready(urls: dict[str, str]) -> None:
