@@ -135,20 +135,29 @@ class OperationFigures:
     paths: dict[str, int] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)  # a document is counted once, like ParserCache parses it
 def count_tokens(text: str, stop_after: int | None = None) -> int:
-    """Lexical tokens of a document, comments included (as the parser's max_tokens counts);
-    stops counting past `stop_after`."""
+    """Lexical tokens of a document, comments included (as the parser's `max_tokens` counts
+    them); stops counting past `stop_after` (a run of comments is read whole first)."""
     lexer = Lexer(Source(text))
+    previous = lexer.token
     count = 0
     try:
-        while lexer.advance().kind is not TokenKind.EOF:
+        while True:
+            token = lexer.advance()
+            # The lexer skips comments but links them between the tokens it returns.
+            between = previous.next
+            while between is not None and between is not token:
+                count += 1
+                between = between.next
+            if token.kind is TokenKind.EOF:
+                return count
             count += 1
             if stop_after is not None and count > stop_after:
-                break
+                return count
+            previous = token
     except GraphQLError:
         return count  # a document that does not lex: the tokens before the error
-    return count
 
 
 def _is_list(field_def: GraphQLField) -> bool:
