@@ -188,3 +188,30 @@ def test_a_partial_search_needs_the_class_clear_and_a_whole_value_search_not_den
     denied = policy.search_refusal(DataClass.MOBILE, partner, None, partial=False)
     assert "denied" in denied and "no-mobile-for-partners" in denied
     assert "no search grant" in policy.search_refusal(DataClass.MOBILE, store, None, False)
+
+
+def test_policy_explain_shows_the_cost_the_limits_and_the_search_rule(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.harness import REPO
+
+    query = tmp_path / "q.graphql"
+    query.write_text(
+        '{ customers(first: 200, namePrefix: "王") { nodes { profile { name } '
+        "billingAccounts { bills { items { id } } } } } }"
+    )
+    common = [sys.executable, "-m", "gateway.cli", "policy", "explain", "--channel", "agent"]
+    common += ["--role", "agent", "--query", str(query)]
+    masked = subprocess.run(common, cwd=REPO, capture_output=True, text=True)
+    assert masked.returncode == 1
+    assert "REFUSED  max_cost: 405 > 100 (COST_LIMIT_EXCEEDED)" in masked.stdout
+    assert "  cost    400  customers.nodes.billingAccounts.bills" in masked.stdout
+    assert "search customers(namePrefix:) on class name: refused: class name goes out masked" in (
+        masked.stdout
+    )
+    clear = subprocess.run(
+        [*common, "--purpose", "service"], cwd=REPO, capture_output=True, text=True
+    )
+    assert "search customers(namePrefix:) on class name: allowed" in clear.stdout
+    assert "SEARCH_NOT_ALLOWED" not in clear.stdout
