@@ -224,6 +224,10 @@ class RecordCache:
     def ttl(self, kind: Kind[Any]) -> float:
         return self._ttls[kind.name]
 
+    def register(self, kind: Kind[Any], ttl_s: float) -> None:
+        """Cache a kind a declared system brings (its name is ``system.operation``)."""
+        self._ttls[kind.name] = float(ttl_s)
+
     async def close(self) -> None:
         client = getattr(self._backend, "client", None)
         if client is not None:

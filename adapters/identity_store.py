@@ -172,6 +172,27 @@ class IdentityStore:
             found.update({key_of(i): i for i in identities.values()})
         return found
 
+    async def refresh(self, customer_nos: Sequence[str]) -> dict[str, Identity]:
+        """Identities read from the table, replacing what this process kept in memory.
+
+        Systems resolved lazily (when a query first asks for them) add links to identities
+        that were already settled; another replica may have recorded them, so the lazy path
+        reads the table before it asks the system again.
+        """
+        if not customer_nos:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(identity_customer).where(identity_customer.c.customer_no.in_(customer_nos))
+            )
+            pairs = {r.hub_id: r.customer_no for r in rows}
+            identities = await self._assemble(conn, pairs)
+        for identity in identities.values():
+            if identity.hub_id in self._settled_by_hub_id:
+                self._settled_by_hub_id[identity.hub_id] = identity
+                self._settled_by_customer_no[identity.customer_no] = identity
+        return {i.customer_no: i for i in identities.values()}
+
     def _remember(self, identities: dict[str, Identity]) -> dict[str, Identity]:
         if len(self._settled_by_hub_id) > SETTLED_CACHE_SIZE:
             self._settled_by_hub_id.clear()

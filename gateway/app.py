@@ -424,8 +424,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if workflows is not None:
         backends = dataclasses.replace(backends, workflows=workflows.services)
-    schema = build_schema(settings.graphql.document_cache_size)
-    policies = PolicyStore(settings.policy_file or DEFAULT_POLICY_FILE, operation_names(schema))
+    schema = build_schema(settings.graphql.document_cache_size, wiring.registry)
+    policies = PolicyStore(
+        settings.policy_file or DEFAULT_POLICY_FILE,
+        operation_names(schema),
+        required_classes=wiring.registry.data_classes(),
+    )
     audit = AuditLog(engine, settings.audit) if settings.audit.enabled else None
     graphql = SwitchboardGraphQL(
         backends,
@@ -456,6 +460,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # A backend down at start-up must not keep the hub down: it is retried on use
                 # and reported by /readyz.
                 log.warning("%s not started: %s", adapter.name, error.code)
+        await wiring.start_systems()  # an instance down now loads its WSDL on first use
         if audit is not None:
             await audit.start()
         if workflows is not None:
@@ -483,12 +488,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def readyz(request: Request) -> JSONResponse:
         probes = await asyncio.gather(
-            *(_probe(a.name, a.ping, wiring.guards[a.name]) for a in adapters)
+            *(_probe(a.name, a.ping, wiring.guards[a.name]) for a in adapters),
+            *(_probe(p.name, p.ping, wiring.guards[p.name]) for p in wiring.probes),
         )
-        report = dict(probes)
-        ready = all(p["status"] == "up" for p in report.values())
+        report = dict(probes[: len(adapters)])
+        systems = dict(probes[len(adapters) :])
+        required = {p.name for p in wiring.probes if p.required}
+        for name, found in systems.items():
+            found["required"] = name in required
+        # A required system down takes the hub out of rotation; an optional one only
+        # degrades it (its fields fail with coded errors, everything else answers).
+        ready = all(p["status"] == "up" for p in report.values()) and all(
+            systems[name]["status"] == "up" for name in required
+        )
+        whole = ready and all(p["status"] == "up" for p in systems.values())
         return JSONResponse(
-            {"status": "ready" if ready else "degraded", "backends": report},
+            {
+                "status": "ready" if whole else "degraded" if ready else "unavailable",
+                "backends": report,
+                "systems": systems,
+            },
             status_code=200 if ready else 503,
         )
 

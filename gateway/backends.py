@@ -9,7 +9,7 @@ ones too (its lookups pass through uncached).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,12 +23,28 @@ from adapters.cache import (
 )
 from adapters.care import CareAdapter
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
+from adapters.declared.linker import DeclaredLinker
+from adapters.declared.registry import BUNDLED_SYSTEMS_DIR, SystemRegistry, load_registry
+from adapters.declared.spec import SystemSpec
+from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
 from adapters.resilience import BackendGuard, Endpoint
 from gateway.settings import BackendSettings, CacheSettings, Settings
 from gateway.verification_store import SqlVerificationStore
 from schema.context import Backends
+
+
+@dataclass(frozen=True, slots=True)
+class SystemProbe:
+    """One instance of a declared system, as /readyz checks it."""
+
+    name: str
+    system: DeclaredSystem
+    required: bool
+
+    async def ping(self) -> None:
+        await self.system.ping(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +56,19 @@ class Wiring:
     guards: Mapping[str, BackendGuard]
     #: The shared read-through cache; None when ``cache.enabled`` is false.
     cache: RecordCache | None
+    #: The declared systems (systems/), and what /readyz probes of them.
+    registry: SystemRegistry = field(default_factory=lambda: SystemRegistry({}))
+    probes: tuple[SystemProbe, ...] = ()
+
+    async def start_systems(self) -> None:
+        for system in self.backends.systems.values():
+            await system.start()
 
     async def close(self) -> None:
         for adapter in (self.backends.boss, self.backends.billing, self.backends.care):
             await adapter.close()
+        for system in self.backends.systems.values():
+            await system.close()
         if self.cache is not None:
             await self.cache.close()
 
@@ -78,7 +103,47 @@ def build_cache(settings: CacheSettings) -> RecordCache | None:
     return RecordCache.in_memory(ttls=ttls, namespace=settings.namespace)
 
 
-def build_backends(settings: Settings, engine: AsyncEngine) -> Wiring:
+def _instance_endpoint(spec: SystemSpec, name: str, base_url: str) -> Endpoint:
+    call = spec.call
+    endpoint = Endpoint(
+        system=name,
+        base_url=base_url,
+        timeout_s=call.timeout_s,
+        max_connections=call.max_connections,
+        retry_attempts=call.retry_attempts,
+        retry_backoff_s=call.retry_backoff_s,
+        breaker_failure_threshold=call.breaker_failure_threshold,
+        breaker_reset_s=call.breaker_reset_s,
+        max_concurrency=call.max_concurrency,
+    )
+    return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
+
+
+def load_systems(settings: Settings) -> SystemRegistry:
+    """The declared systems: the settings' folder, or the bundled one."""
+    return load_registry(settings.systems_dir or BUNDLED_SYSTEMS_DIR)
+
+
+def build_systems(
+    registry: SystemRegistry, settings: Settings, cache: RecordCache | None
+) -> tuple[dict[str, DeclaredSystem], dict[str, Endpoint]]:
+    """One DeclaredSystem per declared system, one guarded endpoint per instance."""
+    overrides = {name.replace("_", "-").lower(): url for name, url in settings.system_urls.items()}
+    systems: dict[str, DeclaredSystem] = {}
+    endpoints: dict[str, Endpoint] = {}
+    for spec in registry:
+        mine = {
+            i.name: _instance_endpoint(spec, i.name, overrides.get(i.name, i.base_url).rstrip("/"))
+            for i in spec.instances
+        }
+        endpoints.update(mine)
+        systems[spec.name] = DeclaredSystem(spec, mine, cache)
+    return systems, endpoints
+
+
+def build_backends(
+    settings: Settings, engine: AsyncEngine, registry: SystemRegistry | None = None
+) -> Wiring:
     endpoints = {
         "boss": _endpoint("boss", settings.boss),
         "billing": _endpoint("billing", settings.billing),
@@ -97,6 +162,19 @@ def build_backends(settings: Settings, engine: AsyncEngine) -> Wiring:
         boss = CachedCustomerSystem(boss, cache)
         billing = CachedBillingSystem(billing, cache)
         care = CachedCareSystem(care, cache)
+    registry = registry if registry is not None else load_systems(settings)
+    systems, system_endpoints = build_systems(registry, settings, cache)
+    linkers = {
+        name: DeclaredLinker(system)
+        for name, system in systems.items()
+        if system.spec.identity is not None
+    }
+    key_classes = {
+        instance: spec.identity.key_class
+        for spec in registry
+        if spec.identity is not None
+        for instance in spec.instance_names
+    }
     store = IdentityStore(engine)
     backends = Backends(
         boss=boss,
@@ -106,6 +184,18 @@ def build_backends(settings: Settings, engine: AsyncEngine) -> Wiring:
         identity_resolver=IdentityResolver(store, billing, care),
         max_page_size=settings.graphql.max_page_size,
         verifications=SqlVerificationStore(engine),
+        systems=systems,
+        linkers=linkers,
+        key_classes=key_classes,
     )
-    guards = {name: endpoint.guard for name, endpoint in endpoints.items() if endpoint.guard}
-    return Wiring(backends=backends, guards=guards, cache=cache)
+    guards = {
+        name: endpoint.guard
+        for name, endpoint in {**endpoints, **system_endpoints}.items()
+        if endpoint.guard
+    }
+    probes = tuple(
+        SystemProbe(instance, systems[spec.name], spec.required)
+        for spec in registry
+        for instance in spec.instance_names
+    )
+    return Wiring(backends=backends, guards=guards, cache=cache, registry=registry, probes=probes)

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from policies.loader import PolicyInvalid, Problem, load_policy
+from policies.masks import DataClass
 from policies.model import Policy
 
 log = logging.getLogger("switchboard.policy")
@@ -23,10 +24,17 @@ DEFAULT_POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "rul
 
 
 class PolicyStore:
-    def __init__(self, path: Path, known_operations: Collection[str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        known_operations: Collection[str],
+        required_classes: Mapping[str, tuple[str, int]] | None = None,
+    ) -> None:
         self.path = path
         self._known_operations = known_operations
-        policy, warnings = load_policy(path, known_operations)  # refuses to start on errors
+        #: Data classes the declared systems use: a policy must know each (file, line of use).
+        self._required_classes = dict(required_classes or {})
+        policy, warnings = self._load()  # refuses to start on errors
         self._log_warnings(warnings)
         self.current: Policy = policy
         self._mtime = self._stat()
@@ -35,7 +43,7 @@ class PolicyStore:
     def reload(self) -> list[Problem]:
         """Load the file again; keep the running policy if it is broken. The problems found."""
         try:
-            policy, warnings = load_policy(self.path, self._known_operations)
+            policy, warnings = self._load()
         except PolicyInvalid as invalid:
             for problem in invalid.problems:
                 log.error("policy refused, %s still in force: %s", self.current.version, problem)
@@ -46,6 +54,22 @@ class PolicyStore:
         self.current = policy
         log.info("policy %s in force (%s)", policy.version, self.path)
         return warnings
+
+    def _load(self) -> tuple[Policy, list[Problem]]:
+        policy, warnings = load_policy(self.path, self._known_operations)
+        missing = [
+            Problem(
+                file,
+                line,
+                f"data class '{name}' is not declared in {self.path.name} "
+                "(add it under data_classes: with its mask)",
+            )
+            for name, (file, line) in sorted(self._required_classes.items())
+            if not policy.knows_class(DataClass(name))
+        ]
+        if missing:
+            raise PolicyInvalid(missing)
+        return policy, warnings
 
     async def watch(self, interval_s: float = 2.0) -> None:
         """Reload when the file's modification time changes, and on SIGHUP."""

@@ -182,6 +182,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    systems_dir: Path | None = Field(
+        default=None,
+        description="Folder of declared systems (one sub-folder each: system.yaml + "
+        "mapping.yaml, docs/systems.md); the bundled systems/ when unset.",
+    )
+    system_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base URL per declared system instance, over its system file "
+        '(e.g. {"loyalty-north": "http://10.0.0.5:8104"}).',
+    )
     boss: BossSettings = Field(default_factory=BossSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     care: CareSettings = Field(default_factory=CareSettings)

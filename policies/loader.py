@@ -7,6 +7,7 @@ Problems are errors (the file is refused: a running hub keeps its current policy
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from policies.masks import DataClass
+from policies.masks import BUILTIN_CLASSES, DataClass, DeclaredMask
 from policies.model import (
     ROWS_ALL,
     ROWS_VERIFIED_CUSTOMER,
@@ -35,6 +36,7 @@ TOP_KEYS = {
     "verification_levels",
     "verification_limits",
     "limits",
+    "data_classes",
     "channels",
     "search",
     "disclosure",
@@ -44,6 +46,9 @@ LIMIT_NUMBERS = {f.name for f in fields(OperationLimits) if f.name != "dry_run"}
 LIMIT_KEYS = LIMIT_NUMBERS | {"mode"}
 LIMIT_MODES = {"enforce": False, "dry_run": True}
 VERIFICATION_LIMIT_KEYS = {f.name for f in fields(VerificationLimits)}
+DATA_CLASS_KEYS = {"mask", "description"}
+MASK_KEYS = {"keep_first", "keep_last", "min_length", "withheld", "like"}
+CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 CHANNEL_KEYS = {
     "limits",
     "operations",
@@ -59,7 +64,6 @@ ROWS = {ROWS_ALL, ROWS_VERIFIED_CUSTOMER}
 RULE_KEYS = {"id", "class", "channel", "role", "purpose", "verified", "decision"}
 SEARCH_KEYS = {"class", "channel", "role"}
 RENDERINGS = {"standard", "full", "speech", "text"}
-CLASSES = {c.value: c for c in DataClass}
 LEVELS = {level.value: level for level in Level}
 
 
@@ -96,6 +100,8 @@ class _Reader:
         self.problems: list[Problem] = []
         self.levels: tuple[str, ...] = ("none",)
         self.limits = OperationLimits()
+        #: Built-in classes and the ones this file declares, by name.
+        self.known_classes: dict[str, DataClass] = {str(c): c for c in BUILTIN_CLASSES}
 
     def error(self, line: int, message: str) -> None:
         self.problems.append(Problem(self.file, line, message))
@@ -122,9 +128,69 @@ class _Reader:
         names = self.names(value, line, "class")
         if names is None:
             return None
-        for name in sorted(names - CLASSES.keys()):
-            self.error(line, f"unknown data class '{name}' (known: {', '.join(sorted(CLASSES))})")
-        return frozenset(CLASSES[n] for n in names if n in CLASSES)
+        known = self.known_classes
+        for name in sorted(names - known.keys()):
+            self.error(line, f"unknown data class '{name}' (known: {', '.join(sorted(known))})")
+        return frozenset(known[n] for n in names if n in known)
+
+    def data_classes(self, specs: Any, line: int) -> dict[DataClass, DeclaredMask]:
+        """The ``data_classes:`` section: classes a policy adds, each with its mask."""
+        if specs is None:
+            return {}
+        if not isinstance(specs, dict):
+            self.error(line, "data_classes must be a mapping of class name -> {mask: ...}")
+            return {}
+        declared: dict[DataClass, DeclaredMask] = {}
+        for name, spec in specs.items():
+            if name == LINE:
+                continue
+            name = str(name)
+            if not CLASS_NAME.match(name):
+                self.error(specs[LINE], f"data class name '{name}' must match {CLASS_NAME.pattern}")
+                continue
+            if name in self.known_classes:
+                self.error(specs[LINE], f"data class '{name}' is built in or declared twice")
+                continue
+            if not isinstance(spec, dict):
+                self.error(specs[LINE], f"data class '{name}' must be a mapping with a mask")
+                continue
+            self.keys(spec, DATA_CLASS_KEYS, f"data class '{name}'")
+            found = self.declared_mask(name, spec.get("mask"), spec[LINE])
+            if found is not None:
+                data_class = DataClass(name)
+                declared[data_class] = found
+                self.known_classes[name] = data_class
+        return declared
+
+    def declared_mask(self, name: str, spec: Any, line: int) -> DeclaredMask | None:
+        if spec == "withheld":
+            return DeclaredMask(withheld=True)
+        if spec == "hidden":
+            return DeclaredMask()
+        if not isinstance(spec, dict):
+            self.error(
+                line,
+                f"data class '{name}': mask must be withheld, hidden, or a mapping of "
+                f"{', '.join(sorted(MASK_KEYS))}",
+            )
+            return None
+        self.keys(spec, MASK_KEYS, f"the mask of data class '{name}'")
+        numbers: dict[str, int] = {}
+        for key in ("keep_first", "keep_last", "min_length"):
+            value = spec.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
+                self.error(spec[LINE], f"data class '{name}': {key} must be an integer 0-64")
+                return None
+            numbers[key] = value
+        like = spec.get("like")
+        if like is not None and like not in {str(c) for c in BUILTIN_CLASSES}:
+            self.error(spec[LINE], f"data class '{name}': like must name a built-in class")
+            return None
+        return DeclaredMask(
+            **numbers,
+            withheld=bool(spec.get("withheld", False)),
+            like=DataClass(like) if like is not None else None,
+        )
 
     def channel(self, name: str, spec: Any, line: int) -> ChannelProfile | None:
         if not isinstance(spec, dict):
@@ -425,6 +491,8 @@ def parse_policy(
     verification_limits = reader.verification_limits(
         document.get("verification_limits"), document[LINE]
     )
+    declared_classes = reader.data_classes(document.get("data_classes"), document[LINE])
+
     channels: dict[str, ChannelProfile] = {}
     channel_specs = document.get("channels") or {}
     if not isinstance(channel_specs, dict):
@@ -495,6 +563,7 @@ def parse_policy(
         verification_levels=reader.levels,
         limits=reader.limits,
         verification_limits=verification_limits,
+        data_classes=declared_classes,
     )
     return policy, problems
 

@@ -7,22 +7,51 @@ positions everywhere and two views can never be combined back into the whole (DE
 
 from __future__ import annotations
 
-import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 
-class DataClass(enum.Enum):
-    MOBILE = "mobile"
-    ID_CARD = "id_card"
-    NAME = "name"
-    ADDRESS = "address"
-    EMAIL = "email"
-    BANK_CARD = "bank_card"
-    DEVICE_ID = "device_id"  # IMSI, ICCID
-    BIRTH_DATE = "birth_date"
-    FREE_TEXT = "free_text"
-    LOCATION = "location"
+class DataClass(str):
+    """The name of a class of personal data ("mobile", "name", or one a policy declares).
+
+    Open, not an enum: a system onboarded by configuration brings classes of its own (a loyalty
+    member number), declared with their mask in the policy file (``data_classes:``), with no
+    code. The built-in classes below have their masks here.
+    """
+
+    __slots__ = ()
+
+    MOBILE: ClassVar[DataClass]
+    ID_CARD: ClassVar[DataClass]
+    NAME: ClassVar[DataClass]
+    ADDRESS: ClassVar[DataClass]
+    EMAIL: ClassVar[DataClass]
+    BANK_CARD: ClassVar[DataClass]
+    DEVICE_ID: ClassVar[DataClass]
+    BIRTH_DATE: ClassVar[DataClass]
+    FREE_TEXT: ClassVar[DataClass]
+    LOCATION: ClassVar[DataClass]
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return f"DataClass({str(self)!r})"
+
+
+DataClass.MOBILE = DataClass("mobile")
+DataClass.ID_CARD = DataClass("id_card")
+DataClass.NAME = DataClass("name")
+DataClass.ADDRESS = DataClass("address")
+DataClass.EMAIL = DataClass("email")
+DataClass.BANK_CARD = DataClass("bank_card")
+DataClass.DEVICE_ID = DataClass("device_id")  # IMSI, ICCID
+DataClass.BIRTH_DATE = DataClass("birth_date")
+DataClass.FREE_TEXT = DataClass("free_text")
+DataClass.LOCATION = DataClass("location")
 
 
 HIDDEN = "****"
@@ -121,10 +150,49 @@ MASKS: dict[DataClass, Callable[[str], str | None]] = {
 }
 
 
-def mask(data_class: DataClass, value: object) -> object:
-    """The masked form of a value of a class (lists masked item by item; None stays None)."""
+BUILTIN_CLASSES: frozenset[DataClass] = frozenset(MASKS)
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredMask:
+    """The mask of a class a policy declares: keep some leading and trailing characters.
+
+    ``keep_first``/``keep_last`` characters stay, the rest become ``*``; a value too short to
+    hide anything (shorter than ``min_length``) is hidden whole. ``withheld`` masks to null.
+    ``like`` reuses a built-in class's mask.
+    """
+
+    keep_first: int = 0
+    keep_last: int = 0
+    min_length: int = 0
+    withheld: bool = False
+    like: DataClass | None = None
+
+    def __call__(self, value: str) -> str | None:
+        if self.like is not None:
+            return MASKS[self.like](value)
+        if self.withheld:
+            return None
+        shown = self.keep_first + self.keep_last
+        if len(value) <= shown or len(value) < self.min_length:
+            return HIDDEN
+        tail = value[len(value) - self.keep_last :] if self.keep_last else ""
+        return value[: self.keep_first] + "*" * (len(value) - shown) + tail
+
+
+Mask = Callable[[str], str | None]
+
+
+def mask(
+    data_class: DataClass, value: object, declared: Mapping[DataClass, Mask] | None = None
+) -> object:
+    """The masked form of a value of a class (lists masked item by item; None stays None).
+
+    A class neither built in nor declared is hidden whole: masks never fail open.
+    """
     if value is None:
         return None
     if isinstance(value, list | tuple):
-        return [mask(data_class, item) for item in value]
-    return MASKS[data_class](str(value))
+        return [mask(data_class, item, declared) for item in value]
+    found = MASKS.get(data_class) or (declared or {}).get(data_class)
+    return found(str(value)) if found is not None else HIDDEN

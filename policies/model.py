@@ -8,9 +8,10 @@ dimension open by not naming it; naming it restricts the rule to the values list
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from policies.masks import DataClass
+from policies.masks import BUILTIN_CLASSES, DataClass, DeclaredMask, mask
 from policies.principal import Principal
 
 
@@ -169,6 +170,8 @@ class Policy:
     #: Operation limits of channels that set none of their own.
     limits: OperationLimits = field(default_factory=OperationLimits)
     verification_limits: VerificationLimits = field(default_factory=VerificationLimits)
+    #: Classes this policy declares beyond the built-in ones, with their masks.
+    data_classes: Mapping[DataClass, DeclaredMask] = field(default_factory=dict)
     _decisions: dict = field(default_factory=dict, repr=False, compare=False)
 
     def decide(
@@ -227,6 +230,13 @@ class Policy:
     def limits_for(self, channel: str) -> OperationLimits:
         profile = self.channels.get(channel)
         return profile.limits if profile is not None else self.limits
+
+    def knows_class(self, data_class: DataClass) -> bool:
+        return data_class in BUILTIN_CLASSES or data_class in self.data_classes
+
+    def mask(self, data_class: DataClass, value: object) -> object:
+        """A value of a class as its mask shows it (built-in or declared here)."""
+        return mask(data_class, value, self.data_classes)
 
     @property
     def unverified(self) -> str:

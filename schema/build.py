@@ -11,6 +11,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from adapters.declared.registry import EMPTY, SystemRegistry
 from schema.audit import AuditQuery
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors, to_coded_error
@@ -18,6 +19,7 @@ from schema.operation_facts import OperationFacts
 from schema.operation_limits import OperationLimitsRule
 from schema.query import Query as CustomerQuery
 from schema.stream_audit import StreamAudit
+from schema.system_fields import install_system_fields
 from schema.verification import VerificationMutation, VerificationQuery
 from schema.verification_rules import VerificationRules
 from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscription
@@ -57,7 +59,11 @@ class GraphSchema(strawberry.Schema):
         return None
 
 
-def build_schema(document_cache_size: int = 1024) -> strawberry.Schema:
+def build_schema(
+    document_cache_size: int = 1024, registry: SystemRegistry = EMPTY
+) -> strawberry.Schema:
+    """The schema, with the graph fields of the systems ``registry`` declares."""
+    install_system_fields(registry)
     extensions: list[Any] = [
         StreamAudit,  # first: the others see a websocket operation's own context
         CodedErrors,

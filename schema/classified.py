@@ -14,7 +14,7 @@ from typing import Any
 from strawberry.extensions import FieldExtension
 from strawberry.types import Info
 
-from policies.masks import DataClass, mask
+from policies.masks import DataClass
 from policies.model import Level
 from schema.customer_scope import owner_of
 from schema.errors import GraphError
@@ -40,6 +40,26 @@ def denied(info: Info) -> GraphError:
     )
 
 
+def disclose(info: Info, data_class: DataClass, value: Any) -> Any:
+    """A value of a class as the request's policy lets it out: clear, masked, or denied.
+
+    For fields whose class depends on the value's origin (a crosswalk key's class is its
+    system's), resolvers call this directly; fixed classes use the ``Classified`` extension.
+    """
+    disclosure = info.context.disclosure
+    if not disclosure.enforced:
+        return value
+    # Whose data this is matters only when the request is verified for some customer.
+    owner = owner_of(info) if disclosure.principal.verification is not None else None
+    decision = disclosure.decide(data_class, owner)
+    disclosure.record(field_path(info), decision.level)
+    if decision.level is Level.DENIED:
+        raise denied(info)
+    if decision.level is Level.MASKED:
+        return disclosure.policy.mask(data_class, value)
+    return value
+
+
 class Classified(FieldExtension):
     """Applies the request's disclosure decision for one data class to a field's value."""
 
@@ -48,18 +68,7 @@ class Classified(FieldExtension):
         self.data_class = data_class
 
     def _apply(self, value: Any, info: Info) -> Any:
-        disclosure = info.context.disclosure
-        if not disclosure.enforced:
-            return value
-        # Whose data this is matters only when the request is verified for some customer.
-        owner = owner_of(info) if disclosure.principal.verification is not None else None
-        decision = disclosure.decide(self.data_class, owner)
-        disclosure.record(field_path(info), decision.level)
-        if decision.level is Level.DENIED:
-            raise denied(info)
-        if decision.level is Level.MASKED:
-            return mask(self.data_class, value)
-        return value
+        return disclose(info, self.data_class, value)
 
     def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
         return self._apply(next_(source, info, **kwargs), info)

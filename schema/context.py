@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
+from adapters.declared.linker import DeclaredLinker
+from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
 from orchestration.service import Workflows
@@ -32,6 +34,11 @@ class Backends:
     verifications: VerificationStore | None = None
     #: Starts and signals workflows, reads requests; None when workflows are off.
     workflows: Workflows | None = None
+    #: Systems declared by files (systems/), by name, and the linkers of those with identity.
+    systems: Mapping[str, DeclaredSystem] = field(default_factory=dict)
+    linkers: Mapping[str, DeclaredLinker] = field(default_factory=dict)
+    #: The data class of each system's crosswalk keys, by system (instance) name.
+    key_classes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -74,6 +81,8 @@ def new_request_context(
             identity_store=backends.identity_store,
             identity_resolver=backends.identity_resolver,
             backends_called=backends_called,
+            systems=backends.systems,
+            linkers=backends.linkers,
         ),
         request_id=request_id,
         disclosure=Disclosure(policy, principal, purpose, enforced=enforce_policy),

@@ -1,4 +1,4 @@
-"""Command line of the simulators: ``seed`` a data dir, ``serve`` the three systems from it.
+"""Command line of the simulators: ``seed`` a data dir, ``serve`` the systems from it.
 
 The hub's ``switchboard seed`` and ``switchboard simulators`` delegate to ``main``.
 """
@@ -12,8 +12,9 @@ from pathlib import Path
 from simulators.dataset import MAX_CUSTOMERS
 
 DESCRIPTION = (
-    "Legacy-system simulators of Switchboard: a SOAP BOSS, a TMF REST billing system and a "
-    "TMF REST care system over one deterministic seeded dataset."
+    "Legacy-system simulators of Switchboard: a SOAP BOSS, a TMF REST billing system, a "
+    "TMF REST care system and a SOAP 1.2 loyalty system (two instances) over one "
+    "deterministic seeded dataset."
 )
 
 
@@ -37,14 +38,15 @@ def build_parser(prog: str = "python -m simulators") -> argparse.ArgumentParser:
 
     seed = commands.add_parser(
         "seed",
-        help="generate the dataset into boss.db, billing.db and care.db",
+        help="generate the dataset into boss.db, billing.db, care.db and loyalty.db",
         description=(
             "Generate the deterministic dataset (same --seed and --customers give byte-identical "
             "stores) into one SQLite store per system in --data-dir. Does nothing if the dir "
-            "already holds that seed and count, unless --force."
+            "already holds that seed and count, unless --force (a dir seeded before the loyalty "
+            "system existed only gets its loyalty.db)."
         ),
     )
-    seed.add_argument("--data-dir", type=Path, required=True, help="directory for the three stores")
+    seed.add_argument("--data-dir", type=Path, required=True, help="directory for the stores")
     seed.add_argument(
         "--customers",
         type=_positive,
@@ -65,11 +67,13 @@ def build_parser(prog: str = "python -m simulators") -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve the BOSS, billing and care simulators from a seeded data dir",
+        help="serve the BOSS, billing, care and loyalty simulators from a seeded data dir",
         description=(
-            "Serve the three simulators in one process until SIGINT/SIGTERM. Prints "
-            "'simulators ready: boss=URL billing=URL care=URL' once all three listen. "
-            "Each also answers /_sim/health, /_sim/stats, /_sim/control and /_sim/reset."
+            "Serve the simulators in one process until SIGINT/SIGTERM. Prints 'simulators "
+            "ready: boss=URL billing=URL care=URL loyalty-north=URL loyalty-south=URL' once "
+            "all listen. Each also answers /_sim/health, /_sim/stats, /_sim/control and "
+            "/_sim/reset. A dir seeded before the loyalty system existed gets its loyalty.db "
+            "built first."
         ),
     )
     serve.add_argument(
@@ -84,6 +88,18 @@ def build_parser(prog: str = "python -m simulators") -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--care-port", type=_port, default=8103, help="care REST port (default: 8103)"
+    )
+    serve.add_argument(
+        "--loyalty-north-port",
+        type=_port,
+        default=8104,
+        help="loyalty SOAP 1.2 port of MSISDNs 130-159 (default: 8104)",
+    )
+    serve.add_argument(
+        "--loyalty-south-port",
+        type=_port,
+        default=8105,
+        help="loyalty SOAP 1.2 port of MSISDNs 160-199 (default: 8105)",
     )
     return parser
 
@@ -102,7 +118,12 @@ def _seed(args: argparse.Namespace) -> int:
             force=args.force,
             workers=args.workers,
         )
-    if result.skipped:
+    if result.skipped and result.loyalty_built:
+        print(
+            f"{args.data_dir} already holds seed {args.seed} with {args.customers} customers; "
+            f"built its loyalty.db in {result.seconds:.1f} s"
+        )
+    elif result.skipped:
         print(
             f"{args.data_dir} already holds seed {args.seed} with {args.customers} customers; "
             "nothing to do (use --force to re-seed)"
@@ -117,7 +138,7 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from simulators.seed import seeded_meta
+    from simulators.seed import ensure_loyalty_store, seeded_meta
     from simulators.server import Ports, run
 
     meta = seeded_meta(args.data_dir)
@@ -128,14 +149,23 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if ensure_loyalty_store(args.data_dir):
+        print(f"built {args.data_dir / 'loyalty.db'} from boss.db", file=sys.stderr, flush=True)
 
     def ready(urls: dict[str, str]) -> None:
         print(
-            f"simulators ready: boss={urls['boss']} billing={urls['billing']} care={urls['care']}",
+            f"simulators ready: boss={urls['boss']} billing={urls['billing']} care={urls['care']} "
+            f"loyalty-north={urls['loyalty-north']} loyalty-south={urls['loyalty-south']}",
             flush=True,
         )
 
-    ports = Ports(args.boss_port, args.billing_port, args.care_port)
+    ports = Ports(
+        args.boss_port,
+        args.billing_port,
+        args.care_port,
+        args.loyalty_north_port,
+        args.loyalty_south_port,
+    )
     return 0 if run(args.data_dir, args.host, ports, ready) else 1
 
 

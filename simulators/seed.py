@@ -1,4 +1,4 @@
-"""Materialise the dataset into boss.db, billing.db and care.db of a data dir.
+"""Materialise the dataset into boss.db, billing.db, care.db and loyalty.db of a data dir.
 
 Customers are generated in chunks (in worker processes for large counts: generation is pure
 Python and the bulk of the cost), and the chunks are written in index order with executemany
@@ -6,23 +6,31 @@ inside one transaction per store, journal and fsync off. Indexes are built once 
 then the stores switch to WAL for serving. Each store is written under a temporary name and
 renamed when complete, and carries a ``sim_meta`` marker (seed, count, dataset version), so a
 half-seeded dir never looks seeded.
+
+loyalty.db came later than the other three: a data dir seeded before it is still a seeded dir
+(``seeded_meta`` reads the three core stores only), and ``ensure_loyalty_store`` derives its
+loyalty.db from boss.db, giving the same rows the seeder writes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from simulators.billing import store as billing_store
 from simulators.boss import store as boss_store
 from simulators.care import store as care_store
-from simulators.dataset import DATASET_VERSION, MAX_CUSTOMERS, generate
+from simulators.dataset import CUSTOMER_NO_BASE, DATASET_VERSION, MAX_CUSTOMERS, generate
+from simulators.loyalty import store as loyalty_store
+from simulators.loyalty.members import LOYALTY_VERSION, MemberSource
 from simulators.storage import (
     SYSTEMS,
     StoreMeta,
@@ -38,11 +46,21 @@ Progress = Callable[[int], None]
 CHUNK = 2_000
 PARALLEL_FROM = 20_000  # below this, worker start-up costs more than it saves
 
-_TABLES = {"boss": boss_store.TABLES, "billing": billing_store.TABLES, "care": care_store.TABLES}
+LOYALTY = "loyalty"
+_STORES = (*SYSTEMS, LOYALTY)
+LOYALTY_DATASET_VERSION = f"{DATASET_VERSION}+loyalty.{LOYALTY_VERSION}"
+
+_TABLES = {
+    "boss": boss_store.TABLES,
+    "billing": billing_store.TABLES,
+    "care": care_store.TABLES,
+    LOYALTY: loyalty_store.TABLES,
+}
 _INDEXES = {
     "boss": boss_store.INDEXES,
     "billing": billing_store.INDEXES,
     "care": care_store.INDEXES,
+    LOYALTY: loyalty_store.INDEXES,
 }
 # (store, insert statement) for each row list a chunk produces, in chunk order.
 _INSERTS = (
@@ -53,6 +71,7 @@ _INSERTS = (
     ("care", care_store.INSERT_PARTY),
     ("care", care_store.INSERT_TICKET),
     ("care", care_store.INSERT_INTERACTION),
+    (LOYALTY, loyalty_store.INSERT_MEMBER),
 )
 
 
@@ -63,6 +82,8 @@ class SeedResult:
     seed: int
     seconds: float
     skipped: bool
+    #: Whether loyalty.db was (re)built for a dir whose other stores already matched.
+    loyalty_built: bool = False
 
 
 def seeded_meta(data_dir: Path) -> StoreMeta | None:
@@ -97,7 +118,23 @@ def is_seeded(data_dir: Path, customers: int, seed: int) -> bool:
 def chunk_rows(seed: int, start: int, stop: int) -> list[list[tuple]]:
     """The rows of customers [start, stop) for each entry of ``_INSERTS``."""
     bundles = [generate(seed, i) for i in range(start, stop)]
-    return [*boss_store.rows(bundles), *billing_store.rows(bundles), *care_store.rows(bundles)]
+    sources = (
+        MemberSource(
+            b.customer.index,
+            b.customer.name,
+            b.customer.status,
+            b.customer.cust_level,
+            b.customer.create_date,
+            b.subscribers[0].msisdn,
+        )
+        for b in bundles
+    )
+    return [
+        *boss_store.rows(bundles),
+        *billing_store.rows(bundles),
+        *care_store.rows(bundles),
+        loyalty_store.rows(seed, sources),
+    ]
 
 
 def _chunk_rows_args(args: tuple[int, int, int]) -> tuple[int, list[list[tuple]]]:
@@ -155,14 +192,17 @@ def seed_dataset(
     data_dir = Path(data_dir)
     started = time.perf_counter()
     if not force and is_seeded(data_dir, customers, seed):
-        return SeedResult(data_dir, customers, seed, 0.0, skipped=True)
+        built = ensure_loyalty_store(data_dir)
+        return SeedResult(
+            data_dir, customers, seed, time.perf_counter() - started, True, loyalty_built=built
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if customers >= PARALLEL_FROM else 1
 
     conns: dict[str, sqlite3.Connection] = {}
     try:
-        for system in SYSTEMS:
+        for system in _STORES:
             path = _temporary(data_dir, system)
             _remove(path)
             conn = open_for_loading(path)
@@ -179,13 +219,13 @@ def seed_dataset(
         # of the three files overlap.
         with ThreadPoolExecutor(len(conns)) as pool:
             finishing = [
-                pool.submit(_finish, conn, StoreMeta(system, seed, customers, DATASET_VERSION))
+                pool.submit(_finish, conn, _meta(system, seed, customers))
                 for system, conn in conns.items()
             ]
             for future in finishing:
                 future.result()
         conns.clear()
-        for system in SYSTEMS:
+        for system in _STORES:
             final = store_path(data_dir, system)
             _remove(final)
             os.replace(_temporary(data_dir, system), final)
@@ -193,3 +233,63 @@ def seed_dataset(
         for conn in conns.values():
             conn.close()
     return SeedResult(data_dir, customers, seed, time.perf_counter() - started, skipped=False)
+
+
+def _meta(system: str, seed: int, customers: int) -> StoreMeta:
+    version = LOYALTY_DATASET_VERSION if system == LOYALTY else DATASET_VERSION
+    return StoreMeta(system, seed, customers, version)
+
+
+_BOSS_SOURCES = """
+    SELECT c.customer_no, c.name, c.status, c.cust_level, c.create_date,
+           (SELECT s.msisdn FROM subscriber s WHERE s.customer_no = c.customer_no
+            ORDER BY s.rowid LIMIT 1)
+    FROM customer c ORDER BY c.customer_no"""
+
+
+def _boss_sources(conn: sqlite3.Connection) -> Iterable[MemberSource]:
+    """The members' source facts as boss.db holds them (names and first lines never change)."""
+    for customer_no, name, status, level, created, msisdn in conn.execute(_BOSS_SOURCES):
+        yield MemberSource(customer_no - CUSTOMER_NO_BASE, name, status, level, created, msisdn)
+
+
+def ensure_loyalty_store(data_dir: Path) -> bool:
+    """Build loyalty.db from boss.db unless it already matches the dir; True if it was built.
+
+    For data dirs seeded before the loyalty system existed. Nothing happens (False) when the
+    three core stores do not agree: there is no dataset to derive members from. A lock file
+    keeps two processes from building at once.
+    """
+    data_dir = Path(data_dir)
+    core = seeded_meta(data_dir)
+    if core is None:
+        return False
+    wanted = _meta(LOYALTY, core.seed, core.customers)
+    if read_meta(store_path(data_dir, LOYALTY)) == wanted:
+        return False
+    with (data_dir / "loyalty.db.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if read_meta(store_path(data_dir, LOYALTY)) == wanted:  # built while we waited
+            return False
+        path = _temporary(data_dir, LOYALTY)
+        _remove(path)
+        boss = sqlite3.connect(f"file:{store_path(data_dir, 'boss')}?mode=ro", uri=True)
+        conn = open_for_loading(path)
+        try:
+            conn.execute("BEGIN")
+            for ddl in loyalty_store.TABLES:
+                conn.execute(ddl)
+            sources = _boss_sources(boss)
+            while batch := list(islice(sources, CHUNK)):
+                conn.executemany(loyalty_store.INSERT_MEMBER, loyalty_store.rows(core.seed, batch))
+            _finish(conn, wanted)
+        except BaseException:
+            conn.close()
+            _remove(path)
+            raise
+        finally:
+            boss.close()
+        final = store_path(data_dir, LOYALTY)
+        _remove(final)
+        os.replace(path, final)
+    return True

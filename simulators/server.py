@@ -1,4 +1,7 @@
-"""Run the three simulators in one process: one uvicorn server per app on one uvloop loop."""
+"""Run the simulators in one process: one uvicorn server per app on one uvloop loop.
+
+The loyalty system runs as two apps (loyalty-north, loyalty-south), one per MSISDN range.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from starlette.applications import Starlette
 from simulators.billing.app import create_app as create_billing_app
 from simulators.boss.app import create_app as create_boss_app
 from simulators.care.app import create_app as create_care_app
+from simulators.loyalty.app import create_app as create_loyalty_app
+from simulators.loyalty.instances import NORTH, SOUTH
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,18 @@ class Ports:
     boss: int = 8101
     billing: int = 8102
     care: int = 8103
+    loyalty_north: int = NORTH.default_port
+    loyalty_south: int = SOUTH.default_port
+
+    def by_app(self) -> dict[str, int]:
+        """Port of each app, by the app names of ``build_apps``."""
+        return {
+            "boss": self.boss,
+            "billing": self.billing,
+            "care": self.care,
+            NORTH.name: self.loyalty_north,
+            SOUTH.name: self.loyalty_south,
+        }
 
 
 class _Server(uvicorn.Server):
@@ -51,6 +68,8 @@ def build_apps(data_dir: Path) -> dict[str, Starlette]:
         "boss": create_boss_app(data_dir),
         "billing": create_billing_app(data_dir),
         "care": create_care_app(data_dir),
+        NORTH.name: create_loyalty_app(data_dir, NORTH),
+        SOUTH.name: create_loyalty_app(data_dir, SOUTH),
     }
 
 
@@ -101,6 +120,5 @@ def run(
 ) -> bool:
     """Build the apps over ``data_dir`` and serve them on a uvloop event loop."""
     apps = build_apps(data_dir)
-    port_map = {"boss": ports.boss, "billing": ports.billing, "care": ports.care}
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve_all(apps, host, port_map, on_ready))
+        return runner.run(serve_all(apps, host, ports.by_app(), on_ready))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -36,9 +37,11 @@ class SimulatorUrls:
     boss: str
     billing: str
     care: str
+    loyalty_north: str = ""
+    loyalty_south: str = ""
 
     def of(self, system: str) -> str:
-        return getattr(self, system)
+        return getattr(self, system.replace("-", "_"))
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -53,7 +56,7 @@ def stop(process: subprocess.Popen) -> None:
 
 @contextmanager
 def running_simulators(data_dir: Path) -> Iterator[SimulatorUrls]:
-    boss, billing, care = free_ports(3)
+    boss, billing, care, loyalty_north, loyalty_south = free_ports(5)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -68,6 +71,10 @@ def running_simulators(data_dir: Path) -> Iterator[SimulatorUrls]:
             str(billing),
             "--care-port",
             str(care),
+            "--loyalty-north-port",
+            str(loyalty_north),
+            "--loyalty-south-port",
+            str(loyalty_south),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -81,6 +88,8 @@ def running_simulators(data_dir: Path) -> Iterator[SimulatorUrls]:
             boss=f"http://127.0.0.1:{boss}",
             billing=f"http://127.0.0.1:{billing}",
             care=f"http://127.0.0.1:{care}",
+            loyalty_north=f"http://127.0.0.1:{loyalty_north}",
+            loyalty_south=f"http://127.0.0.1:{loyalty_south}",
         )
     finally:
         stop(process)
@@ -94,6 +103,10 @@ def gateway_env(sims: SimulatorUrls, database_url: str, **extra: str) -> dict[st
         SWITCHBOARD_BOSS__BASE_URL=sims.boss,
         SWITCHBOARD_BILLING__BASE_URL=sims.billing,
         SWITCHBOARD_CARE__BASE_URL=sims.care,
+        # The declared systems' instances (systems/), on this run's ports.
+        SWITCHBOARD_SYSTEM_URLS=json.dumps(
+            {"loyalty-north": sims.loyalty_north, "loyalty-south": sims.loyalty_south}
+        ),
         **extra,
     )
     return env

@@ -1,4 +1,4 @@
-"""Fixtures: a small seeded data dir and the three simulators running as a real subprocess."""
+"""Fixtures: a small seeded data dir and the simulators running as a real subprocess."""
 
 from __future__ import annotations
 
@@ -30,15 +30,20 @@ class Simulators:
     billing: str
     care: str
     data_dir: Path
+    loyalty_north: str = ""
+    loyalty_south: str = ""
 
     def all(self) -> list[str]:
         return [self.boss, self.billing, self.care]
 
+    def loyalty(self) -> list[str]:
+        return [self.loyalty_north, self.loyalty_south]
+
 
 @pytest.fixture
 def free_ports() -> list[int]:
-    """Three loopback ports free right now."""
-    return _free_ports(3)
+    """Five loopback ports free right now: boss, billing, care, loyalty-north, loyalty-south."""
+    return _free_ports(5)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +61,7 @@ def bundles() -> list[CustomerBundle]:
 
 @pytest.fixture(scope="session")
 def sims(data_dir: Path) -> Iterator[Simulators]:
-    boss_port, billing_port, care_port = _free_ports(3)
+    boss_port, billing_port, care_port, north_port, south_port = _free_ports(5)
     # stderr to a file, not a pipe: nobody reads it while tests run, and a full pipe would
     # block the server.
     log_path = data_dir / "serve.log"
@@ -75,6 +80,10 @@ def sims(data_dir: Path) -> Iterator[Simulators]:
             str(billing_port),
             "--care-port",
             str(care_port),
+            "--loyalty-north-port",
+            str(north_port),
+            "--loyalty-south-port",
+            str(south_port),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -94,7 +103,14 @@ def sims(data_dir: Path) -> Iterator[Simulators]:
             process.kill()
             raise RuntimeError(f"simulators did not start: {line!r} {log_path.read_text()}")
         urls = dict(part.split("=", 1) for part in line.split(":", 1)[1].split())
-        yield Simulators(urls["boss"], urls["billing"], urls["care"], data_dir)
+        yield Simulators(
+            urls["boss"],
+            urls["billing"],
+            urls["care"],
+            data_dir,
+            urls["loyalty-north"],
+            urls["loyalty-south"],
+        )
     finally:
         process.terminate()
         try:
@@ -129,7 +145,7 @@ def boss(zeep_client: zeep.Client, sims: Simulators):
 def control(sims: Simulators, http: httpx.Client) -> Iterator[Simulators]:
     """For tests that change the control state: every system is reset afterwards."""
     yield sims
-    for base in sims.all():
+    for base in [*sims.all(), *sims.loyalty()]:
         http.post(f"{base}/_sim/reset").raise_for_status()
 
 

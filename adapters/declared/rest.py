@@ -1,0 +1,119 @@
+"""The generic REST engine: JSON over HTTP, paths and queries filled from the mapping.
+
+``{key}`` in a path is the record's key (URL-quoted); ``$keys`` in a query is the batch,
+comma-separated (the TMF convention); ``$offset``/``$limit`` page. A total comes from a body
+path or, with ``total: header:X-Total-Count``, from a header. Error bodies' codes (``errors.code``)
+meet the same taxonomy as SOAP faults; 4xx without a declared code is a refusal, 5xx and 502-504
+mean the system is not serving.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from adapters.declared.faults import classify
+from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
+from adapters.declared.values import json_find
+from adapters.errors import BadResponse, NotFound
+from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
+
+
+def _fill(template: Any, values: dict[str, Any]) -> Any:
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    if isinstance(template, str) and template in values:
+        return values[template]
+    return template
+
+
+class RestAnswer:
+    """A decoded JSON body with the headers that may carry a total."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body: Any, headers: httpx.Headers) -> None:
+        self.body = body
+        self.headers = headers
+
+
+class RestEngine:
+    """Calls one instance of a declared REST system."""
+
+    def __init__(self, spec: SystemSpec, instance: InstanceSpec, endpoint: Endpoint) -> None:
+        self.spec = spec
+        self.instance = instance
+        self.name = instance.name
+        self._http = make_http_client(endpoint)
+        self._headers = dict(spec.rest_headers)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, operation: OperationSpec, values: dict[str, Any]) -> RestAnswer:
+        path = str(operation.path)
+        if "$key" in values:
+            path = path.replace("{key}", quote(str(values["$key"]), safe=""))
+        query: dict[str, Any] = {}
+        for name, template in operation.query.items():
+            value = _fill(template, values)
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            if value is not None:
+                query[name] = value
+        body = _fill(operation.request, values) if operation.method != "GET" else None
+        try:
+            response = await self._http.request(
+                operation.method, path, params=query, json=body, headers=self._headers
+            )
+        except httpx.HTTPError as error:
+            raise transport_error(self.name, error) from None
+        return self.answer(operation, response)
+
+    def answer(self, operation: OperationSpec, response: httpx.Response) -> RestAnswer:
+        status = response.status_code
+        if status >= 500 or status in (502, 503, 504):
+            raise status_error(self.name, status) or BadResponse(self.name, f"HTTP {status}")
+        try:
+            body = json.loads(response.content) if response.content else None
+        except (ValueError, RecursionError):
+            raise BadResponse(
+                self.name, f"answered {operation.name} with a body that is not JSON"
+            ) from None
+        if status >= 400:
+            path = self.spec.errors.code
+            code = json_find(body, path) if path else None
+            code = str(code) if code is not None else None
+            if status == 404 and code is None:
+                raise NotFound(self.name, "has no such record", backend_code="404")
+            raise classify(self.name, operation.name, self.spec.errors, code, caller_side=True)
+        if status != 200 and status != 201:
+            raise BadResponse(self.name, f"answered {operation.name} with HTTP {status}")
+        return RestAnswer(body, response.headers)
+
+
+def records_at(answer: RestAnswer, operation: OperationSpec) -> list[Any]:
+    found = json_find(answer.body, operation.list_path) if operation.list_path else answer.body
+    if found is None:
+        return []
+    return found if isinstance(found, list) else [found]
+
+
+def total_at(answer: RestAnswer, operation: OperationSpec, system: str) -> int:
+    path = operation.total_path or ()
+    if len(path) == 1 and path[0].lower().startswith("header:"):
+        raw: Any = answer.headers.get(path[0].partition(":")[2])
+    else:
+        raw = json_find(answer.body, path)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise BadResponse(system, f"answered {operation.name} without a total") from None

@@ -1,0 +1,191 @@
+"""The generic SOAP engine: any WSDL, SOAP 1.1 or 1.2, document or rpc literal.
+
+zeep reads the WSDL once per instance (off the event loop) and builds every request envelope
+from it, so a mapping whose request does not fit the contract fails here, not at the vendor.
+Answers are read with lxml (``raw_response``), about 8x cheaper than zeep's objects; faults
+over HTTP 200 or 500 (1.1 ``faultcode`` Client/Server, 1.2 ``Code/Value`` Sender/Receiver) and
+business result codes in the body become the taxonomy through the mapping's ``errors:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import zeep
+from lxml import etree
+from zeep.proxy import AsyncServiceProxy
+from zeep.transports import AsyncTransport
+
+from adapters.declared.faults import classify
+from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
+from adapters.declared.values import xml_find, xml_find_all, xml_text
+from adapters.errors import AdapterError, BadResponse, BusinessRejected
+from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+_ENVELOPES = (SOAP11, SOAP12)
+
+# No DTDs, entities or network: a hostile backend must not make the hub fetch or expand.
+PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def _header_element(qualified: str, values: dict[str, str]) -> etree._Element:
+    element = etree.Element(qualified)
+    for name, value in values.items():
+        etree.SubElement(element, name).text = value
+    return element
+
+
+def contract_location(spec: SystemSpec, base_url: str) -> str:
+    """The WSDL's URL on the instance, or the file beside the system file."""
+    contract = spec.contract
+    if contract.startswith(("http://", "https://")):
+        return contract
+    if contract.startswith("/"):
+        return base_url + contract
+    return str(Path(spec.system_file).parent / contract)
+
+
+def load_client(location: str, http: httpx.AsyncClient, timeout_s: float) -> zeep.AsyncClient:
+    """zeep's client for a WSDL (synchronous: call it in a thread)."""
+    wsdl_http = httpx.Client(timeout=timeout_s * 5)
+    try:
+        transport = AsyncTransport(client=http, wsdl_client=wsdl_http)
+        return zeep.AsyncClient(
+            location, transport=transport, settings=zeep.Settings(raw_response=True, strict=True)
+        )
+    finally:
+        wsdl_http.close()
+
+
+def binding_of(client: zeep.AsyncClient, wanted: str | None) -> Any:
+    bindings = client.wsdl.bindings
+    if wanted is not None:
+        return bindings[wanted]
+    if len(bindings) != 1:
+        # Prefer SOAP 1.2 when a WSDL offers both, as the vendor's newer binding.
+        soap12 = [b for b in bindings.values() if type(b).__name__ == "Soap12Binding"]
+        if len(soap12) == 1:
+            return soap12[0]
+        raise BadResponse("wsdl", "offers several bindings: name one in soap.binding")
+    return next(iter(bindings.values()))
+
+
+class SoapEngine:
+    """Calls one instance of a declared SOAP system."""
+
+    def __init__(self, spec: SystemSpec, instance: InstanceSpec, endpoint: Endpoint) -> None:
+        self.spec = spec
+        self.instance = instance
+        self.name = instance.name
+        self._endpoint = endpoint
+        self._http = make_http_client(endpoint)
+        self._service: Any = None
+        self._starting = asyncio.Lock()
+        self._headers = [_header_element(q, dict(v)) for q, v in spec.soap_headers]
+
+    async def start(self) -> None:
+        async with self._starting:
+            if self._service is None:
+                self._service = await asyncio.to_thread(self._load)
+
+    def _load(self) -> AsyncServiceProxy:
+        try:
+            client = load_client(
+                contract_location(self.spec, self._endpoint.base_url),
+                self._http,
+                self._endpoint.timeout_s,
+            )
+            binding = binding_of(client, self.spec.soap_binding)
+        except httpx.HTTPError as error:
+            raise transport_error(self.name, error) from None
+        except (zeep.exceptions.Error, etree.XMLSyntaxError, OSError, KeyError):
+            raise BadResponse(self.name, "published a WSDL zeep cannot load") from None
+        # The instance's own address: one WSDL serves every instance of a system.
+        address = self._endpoint.base_url + (self.spec.soap_address or "")
+        return AsyncServiceProxy(client, binding, address=address)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def operations(self) -> set[str]:
+        """The WSDL's operation names (for ``systems check``); the engine must be started."""
+        return set(self._service._binding._operations) if self._service is not None else set()
+
+    async def call(self, operation: OperationSpec, request: Any) -> etree._Element:
+        """Send one operation; the body's answer element, or an AdapterError."""
+        if self._service is None:
+            await self.start()  # the system was down at start-up: load the WSDL now
+        kwargs = request if isinstance(request, dict) else {}
+        try:
+            method = getattr(self._service, str(operation.call))
+            response = await method(**kwargs, _soapheaders=self._headers or None)
+        except httpx.HTTPError as error:
+            raise transport_error(self.name, error) from None
+        except AttributeError:
+            raise BusinessRejected(self.name, f"has no operation {operation.call}") from None
+        except (zeep.exceptions.Error, TypeError, ValueError):
+            raise BusinessRejected(
+                self.name, f"{operation.name} request does not fit the WSDL"
+            ) from None
+        return self.answer(operation, response.status_code, response.content)
+
+    def answer(self, operation: OperationSpec, status: int, content: bytes) -> etree._Element:
+        name = operation.name
+        if not content:
+            raise status_error(self.name, status) or BadResponse(
+                self.name, f"answered {name} with an empty body"
+            )
+        try:
+            envelope = etree.fromstring(content, PARSER)
+        except etree.XMLSyntaxError:
+            raise status_error(self.name, status) or BadResponse(
+                self.name, f"answered {name} with a body that is not XML"
+            ) from None
+        namespace = etree.QName(envelope).namespace
+        if namespace not in _ENVELOPES:
+            raise BadResponse(self.name, f"answered {name} without a SOAP envelope")
+        body = envelope.find(f"{{{namespace}}}Body")
+        if body is None or len(body) == 0:
+            raise BadResponse(self.name, f"answered {name} without a SOAP body")
+        payload = body[0]
+        if payload.tag == f"{{{namespace}}}Fault":
+            raise self._fault(name, payload, namespace)
+        if status != 200:
+            raise status_error(self.name, status) or BadResponse(
+                self.name, f"answered {name} with HTTP {status}"
+            )
+        errors = self.spec.errors
+        if errors.result_code is not None:
+            code = xml_text(payload, errors.result_code)
+            if code is not None and code not in errors.ok:
+                raise classify(self.name, name, errors, code, caller_side=True)
+        return payload
+
+    def _fault(self, operation: str, fault: etree._Element, namespace: str) -> AdapterError:
+        if namespace == SOAP11:
+            side = (fault.findtext("faultcode") or "").rpartition(":")[2]
+        else:
+            side = (fault.findtext(f"{{{SOAP12}}}Code/{{{SOAP12}}}Value") or "").rpartition(":")[2]
+        path = self.spec.errors.fault_code
+        code = xml_text(fault, path) if path else None
+        return classify(
+            self.name, operation, self.spec.errors, code, caller_side=side in ("Client", "Sender")
+        )
+
+
+def records_at(payload: etree._Element, operation: OperationSpec) -> list[etree._Element]:
+    """The elements holding the operation's records (the last step of ``list`` repeats)."""
+    return xml_find_all(payload, operation.list_path)
+
+
+def total_at(payload: etree._Element, operation: OperationSpec, system: str) -> int:
+    found = xml_find(payload, operation.total_path or ())
+    try:
+        return int((found.text or "") if found is not None else "")
+    except ValueError:
+        raise BadResponse(system, f"answered {operation.name} without a total") from None

@@ -1,0 +1,733 @@
+"""The two files that declare a legacy system, read into plain specs and checked.
+
+``system.yaml`` says how to reach the system (protocol, contract, instances and their routing,
+timeouts, retries, breaker, bulkhead, cache TTLs, readiness, identity timing); ``mapping.yaml``
+says what it means (records and their fields with data classes, operations, error conventions,
+identity linking, graph fields). Every problem names its file and line; nothing is guessed.
+The formats are described in docs/systems.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.declared.yaml_lines import (
+    LINE,
+    DeclarationInvalid,
+    Problem,
+    line_of,
+    load_yaml,
+    plain,
+)
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
+GRAPH_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+FIELD_TYPES = frozenset({"string", "int", "float", "decimal", "bool", "date", "datetime", "msisdn"})
+MATCHES = frozenset({"msisdn", "certificate", "certificate+msisdn"})
+VARIABLES = frozenset({"$keys", "$key", "$offset", "$limit"})
+PROTOCOLS = frozenset({"soap", "rest"})
+
+SYSTEM_KEYS = {
+    "name", "title", "protocol", "contract", "soap", "rest", "instances", "call",
+    "readiness", "first_sight", "cache_ttl_s", "health", "plugin",
+}  # fmt: skip
+SOAP_KEYS = {"binding", "address", "headers"}
+REST_KEYS = {"headers"}
+INSTANCE_KEYS = {"name", "base_url", "owns"}
+OWNS_KEYS = {"msisdn_prefix"}
+CALL_KEYS = {
+    "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
+    "breaker_failure_threshold", "breaker_reset_s",
+}  # fmt: skip
+MAPPING_KEYS = {"system", "records", "operations", "errors", "identity", "graph"}
+FIELD_KEYS = {"path", "type", "class", "map", "required", "description"}
+OPERATION_KEYS = {
+    "call", "method", "path", "query", "request", "batch", "list", "record", "key",
+    "total", "max_limit", "input", "description",
+}  # fmt: skip
+ERROR_KEYS = {"fault_code", "result_code", "ok", "not_found", "rejected", "unavailable", "code"}
+IDENTITY_KEYS = {"match", "lookup", "key", "key_class", "msisdn", "certificate"}
+GRAPH_KEYS = {"field", "type", "description", "record", "read", "connections"}
+CONNECTION_KEYS = {"operation", "key", "type", "first", "description"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    path: tuple[str, ...]
+    type: str = "string"
+    data_class: str | None = None
+    value_map: Mapping[str, str] | None = None
+    required: bool = False
+    description: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSpec:
+    name: str
+    fields: tuple[FieldSpec, ...]
+    line: int = 0
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationSpec:
+    """One call of the system and where its records are in the answer."""
+
+    name: str
+    record: str | None
+    #: SOAP: the WSDL operation. REST: unused (method and path say it).
+    call: str | None = None
+    method: str = "GET"
+    path: str | None = None
+    query: Mapping[str, Any] = field(default_factory=dict)
+    request: Any = None
+    #: Keys per call at most, for operations that take many ($keys); None: one call.
+    batch: int | None = None
+    #: Where the records are, relative to the answer (SOAP: the body's first element).
+    list_path: tuple[str, ...] = ()
+    #: The record field each requested key is answered by (batched reads by key).
+    key_field: str | None = None
+    total_path: tuple[str, ...] | None = None
+    max_limit: int | None = None
+    #: What the $keys are: the system's own keys, or MSISDNs (routed by the instances' ranges).
+    input: str = "keys"
+    line: int = 0
+
+    @property
+    def paged(self) -> bool:
+        return self.total_path is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    """How the system says no, mapped onto the hub's taxonomy."""
+
+    fault_code: tuple[str, ...] | None = None
+    result_code: tuple[str, ...] | None = None
+    #: REST: where the error code is in an error body.
+    code: tuple[str, ...] | None = None
+    ok: frozenset[str] = frozenset({"0"})
+    not_found: frozenset[str] = frozenset()
+    rejected: frozenset[str] = frozenset()
+    unavailable: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """How a record of this system is linked to a hub customer."""
+
+    match: str
+    lookup: str
+    key: str
+    key_class: str
+    msisdn: str | None = None
+    certificate: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSpec:
+    """A paged list under a graph record (points history under a member)."""
+
+    name: str
+    operation: str
+    key: str
+    type: str
+    first: int = 10
+    description: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSpec:
+    """What the system adds to the graph: a field of Customer and the types behind it."""
+
+    field: str
+    type: str
+    record: str
+    read: str
+    description: str | None = None
+    connections: tuple[ConnectionSpec, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRange:
+    low: int
+    high: int
+    digits: int
+
+    def covers(self, national: str) -> bool:
+        head = national[: self.digits]
+        return head.isdigit() and len(head) == self.digits and self.low <= int(head) <= self.high
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    name: str
+    base_url: str
+    #: National-number prefixes this instance owns; empty: it owns everything.
+    owns_msisdns: tuple[PrefixRange, ...] = ()
+    line: int = 0
+
+    def owns(self, national: str) -> bool:
+        return not self.owns_msisdns or any(r.covers(national) for r in self.owns_msisdns)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    timeout_s: float = 2.0
+    retry_attempts: int = 3
+    retry_backoff_s: float = 0.05
+    max_connections: int = 20
+    max_concurrency: int = 20
+    breaker_failure_threshold: int = 5
+    breaker_reset_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSpec:
+    name: str
+    protocol: str
+    contract: str
+    instances: tuple[InstanceSpec, ...]
+    records: Mapping[str, RecordSpec]
+    operations: Mapping[str, OperationSpec]
+    errors: ErrorSpec
+    title: str = ""
+    soap_binding: str | None = None
+    soap_address: str | None = None
+    #: SOAP header elements sent on every call: (qualified name, child values).
+    soap_headers: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    rest_headers: Mapping[str, str] = field(default_factory=dict)
+    call: CallSpec = field(default_factory=CallSpec)
+    required: bool = False
+    waits_at_first_sight: bool = False
+    cache_ttl_s: Mapping[str, float] = field(default_factory=dict)
+    health: str | None = None
+    identity: IdentitySpec | None = None
+    graph: GraphSpec | None = None
+    plugin: str | None = None
+    system_file: str = ""
+    mapping_file: str = ""
+
+    @property
+    def instance_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.instances)
+
+    def data_classes(self) -> set[str]:
+        found = {f.data_class for r in self.records.values() for f in r.fields if f.data_class}
+        if self.identity is not None:
+            found.add(self.identity.key_class)
+        return found
+
+
+def _path(value: Any) -> tuple[str, ...]:
+    text = str(value).strip("/")
+    return tuple(step for step in re.split(r"[/.]", text) if step) if text else ()
+
+
+class _Reader:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def error(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.file, line, message))
+
+    def keys(self, mapping: Any, allowed: set[str], what: str) -> bool:
+        if not isinstance(mapping, dict):
+            self.error(0, f"{what} must be a mapping")
+            return False
+        for key in mapping:
+            if key != LINE and key not in allowed:
+                self.error(
+                    mapping[LINE],
+                    f"unknown key '{key}' in {what} (known: {', '.join(sorted(allowed))})",
+                )
+        return True
+
+    def number(
+        self, spec: dict, key: str, default: float, low: float, high: float, integer: bool = False
+    ) -> Any:
+        value = spec.get(key, default)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            self.error(spec[LINE], f"{key} must be a number between {low} and {high}")
+            return default
+        return value
+
+    def codes(self, value: Any, line: int, what: str) -> frozenset[str]:
+        if value is None:
+            return frozenset()
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, str | int) for i in items):
+            self.error(line, f"{what} must be a code or a list of codes")
+            return frozenset()
+        return frozenset(str(i) for i in items)
+
+
+def read_system_file(path: Path) -> tuple[dict, list[Problem]]:
+    """The system file as a checked mapping (specs are built once the mapping is read too)."""
+    document = load_yaml(path)
+    reader = _Reader(str(path))
+    if not isinstance(document, dict):
+        raise DeclarationInvalid([Problem(str(path), 1, "a system file is a mapping")])
+    reader.keys(document, SYSTEM_KEYS, "the system file")
+    return document, reader.problems
+
+
+def parse_system(system_path: Path, mapping_path: Path) -> SystemSpec:
+    """Both files of one system as a SystemSpec, or DeclarationInvalid listing every problem."""
+    problems: list[Problem] = []
+    try:
+        system_doc, found = read_system_file(system_path)
+        problems += found
+    except DeclarationInvalid as error:
+        problems += error.problems
+        system_doc = None
+    try:
+        mapping_doc = load_yaml(mapping_path)
+    except DeclarationInvalid as error:
+        problems += error.problems
+        mapping_doc = None
+    if system_doc is None or mapping_doc is None:
+        raise DeclarationInvalid(problems)
+    if not isinstance(mapping_doc, dict):
+        raise DeclarationInvalid(
+            [*problems, Problem(str(mapping_path), 1, "a mapping is a mapping")]
+        )
+    s = _Reader(str(system_path))
+    m = _Reader(str(mapping_path))
+    spec = _build(system_doc, mapping_doc, s, m, system_path, mapping_path)
+    problems += s.problems + m.problems
+    if problems or spec is None:
+        raise DeclarationInvalid(problems)
+    return spec
+
+
+def _build(
+    sd: dict, md: dict, s: _Reader, m: _Reader, system_path: Path, mapping_path: Path
+) -> SystemSpec | None:
+    name = sd.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        s.error(sd[LINE], f"name is required and must match {NAME.pattern}")
+        name = "invalid"
+    if md.get("system") != name:
+        m.error(md[LINE], f"system must name the system file's system ('{name}')")
+    m.keys(md, MAPPING_KEYS, "the mapping file")
+    protocol = sd.get("protocol")
+    if protocol not in PROTOCOLS:
+        s.error(sd[LINE], f"protocol must be one of {', '.join(sorted(PROTOCOLS))}")
+        protocol = "rest"
+    contract = sd.get("contract")
+    if not isinstance(contract, str) or not contract:
+        s.error(sd[LINE], "contract is required: the WSDL (soap) or OpenAPI (rest) path or URL")
+        contract = ""
+
+    instances = _instances(sd, s)
+    call = _call(sd.get("call") or {LINE: sd[LINE]}, s)
+    readiness = sd.get("readiness", "required")
+    if readiness not in ("required", "optional"):
+        s.error(sd[LINE], "readiness must be required or optional")
+    first_sight = sd.get("first_sight", "lazy")
+    if first_sight not in ("wait", "lazy"):
+        s.error(sd[LINE], "first_sight must be wait (link on first sight) or lazy (when asked)")
+    ttls: dict[str, float] = {}
+    for op, ttl in (sd.get("cache_ttl_s") or {}).items():
+        if op == LINE:
+            continue
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+            s.error(sd["cache_ttl_s"][LINE], f"cache_ttl_s.{op} must be seconds >= 0")
+        else:
+            ttls[str(op)] = float(ttl)
+
+    soap = sd.get("soap") or {LINE: sd[LINE]}
+    headers: list[tuple[str, Mapping[str, str]]] = []
+    if protocol == "soap":
+        s.keys(soap, SOAP_KEYS, "soap")
+        for header in soap.get("headers") or []:
+            if not isinstance(header, dict) or not isinstance(header.get("element"), str):
+                s.error(line_of(soap), "each soap header needs element: '{namespace}Name'")
+                continue
+            values = plain(header.get("values") or {})
+            headers.append((header["element"], {str(k): str(v) for k, v in values.items()}))
+    rest = sd.get("rest") or {LINE: sd[LINE]}
+    if protocol == "rest":
+        s.keys(rest, REST_KEYS, "rest")
+
+    records = _records(md, m)
+    operations = _operations(md, m, records, protocol)
+    for op in ttls:
+        if op not in operations:
+            s.error(sd["cache_ttl_s"][LINE], f"cache_ttl_s names unknown operation '{op}'")
+    health = sd.get("health")
+    if health is not None and health not in operations:
+        s.error(sd[LINE], f"health names unknown operation '{health}'")
+    errors = _errors(md.get("errors") or {LINE: md[LINE]}, m)
+    identity = _identity(md.get("identity"), m, records, operations)
+    graph = _graph(md.get("graph"), m, records, operations)
+    plugin = sd.get("plugin")
+    if plugin is not None and (not isinstance(plugin, str) or ":" not in plugin):
+        s.error(sd[LINE], "plugin must be 'package.module:attribute'")
+    return SystemSpec(
+        name=name,
+        title=str(sd.get("title") or name),
+        protocol=protocol,
+        contract=contract,
+        instances=instances,
+        records=records,
+        operations=operations,
+        errors=errors,
+        soap_binding=soap.get("binding"),
+        soap_address=soap.get("address"),
+        soap_headers=tuple(headers),
+        rest_headers={str(k): str(v) for k, v in plain(rest.get("headers") or {}).items()},
+        call=call,
+        required=readiness == "required",
+        waits_at_first_sight=first_sight == "wait",
+        cache_ttl_s=ttls,
+        health=health,
+        identity=identity,
+        graph=graph,
+        plugin=plugin,
+        system_file=str(system_path),
+        mapping_file=str(mapping_path),
+    )
+
+
+def _instances(sd: dict, s: _Reader) -> tuple[InstanceSpec, ...]:
+    specs = sd.get("instances")
+    if not isinstance(specs, list) or not specs:
+        s.error(sd[LINE], "instances is required: a list of {name, base_url[, owns]}")
+        return ()
+    found: list[InstanceSpec] = []
+    for spec in specs:
+        if not s.keys(spec, INSTANCE_KEYS, "an instance"):
+            continue
+        name = spec.get("name")
+        if not isinstance(name, str) or not INSTANCE_NAME.match(name):
+            s.error(spec[LINE], f"instance name must match {INSTANCE_NAME.pattern}")
+            continue
+        base_url = spec.get("base_url")
+        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
+            s.error(spec[LINE], f"instance '{name}': base_url must be an http(s) URL")
+            continue
+        ranges: list[PrefixRange] = []
+        owns = spec.get("owns")
+        if owns is not None and s.keys(owns, OWNS_KEYS, f"instance '{name}' owns"):
+            for text in owns.get("msisdn_prefix") or []:
+                low, _, high = str(text).partition("-")
+                high = high or low
+                if not (low.isdigit() and high.isdigit() and len(low) == len(high)):
+                    s.error(owns[LINE], f"msisdn_prefix '{text}' must be like 130-159")
+                    continue
+                ranges.append(PrefixRange(int(low), int(high), len(low)))
+        if any(i.name == name for i in found):
+            s.error(spec[LINE], f"instance '{name}' is declared twice")
+        found.append(InstanceSpec(name, base_url.rstrip("/"), tuple(ranges), spec[LINE]))
+    if len(found) > 1 and any(not i.owns_msisdns for i in found):
+        s.error(sd[LINE], "with several instances, each must say what it owns (owns:)")
+    return tuple(found)
+
+
+def _call(spec: dict, s: _Reader) -> CallSpec:
+    s.keys(spec, CALL_KEYS, "call")
+    return CallSpec(
+        timeout_s=s.number(spec, "timeout_s", 2.0, 0.01, 120),
+        retry_attempts=s.number(spec, "retry_attempts", 3, 1, 10, integer=True),
+        retry_backoff_s=s.number(spec, "retry_backoff_s", 0.05, 0, 10),
+        max_connections=s.number(spec, "max_connections", 20, 1, 1000, integer=True),
+        max_concurrency=s.number(spec, "max_concurrency", 20, 1, 1000, integer=True),
+        breaker_failure_threshold=s.number(
+            spec, "breaker_failure_threshold", 5, 1, 1000, integer=True
+        ),
+        breaker_reset_s=s.number(spec, "breaker_reset_s", 5.0, 0.01, 3600),
+    )
+
+
+def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
+    specs = md.get("records")
+    if not isinstance(specs, dict):
+        m.error(md[LINE], "records is required: record name -> {fields: ...}")
+        return {}
+    records: dict[str, RecordSpec] = {}
+    for name, spec in specs.items():
+        if name == LINE:
+            continue
+        if not isinstance(spec, dict) or not isinstance(spec.get("fields"), dict):
+            m.error(specs[LINE], f"record '{name}' needs fields: name -> {{path, type, class}}")
+            continue
+        fields: list[FieldSpec] = []
+        for field_name, f in spec["fields"].items():
+            if field_name == LINE:
+                continue
+            line = spec["fields"][LINE]
+            if not GRAPH_NAME.match(str(field_name)):
+                m.error(
+                    line,
+                    f"record '{name}': field name '{field_name}' must match {GRAPH_NAME.pattern}",
+                )
+                continue
+            if f is None or isinstance(f, str):
+                f = {"path": f or field_name, LINE: line}
+            if not m.keys(f, FIELD_KEYS, f"field '{name}.{field_name}'"):
+                continue
+            kind = f.get("type", "string")
+            if kind not in FIELD_TYPES:
+                m.error(
+                    f[LINE],
+                    f"field '{name}.{field_name}': type must be one of "
+                    f"{', '.join(sorted(FIELD_TYPES))}",
+                )
+                kind = "string"
+            value_map = f.get("map")
+            if value_map is not None and not isinstance(value_map, dict):
+                m.error(f[LINE], f"field '{name}.{field_name}': map must be a mapping")
+                value_map = None
+            data_class = f.get("class")
+            if data_class is not None and not isinstance(data_class, str):
+                m.error(f[LINE], f"field '{name}.{field_name}': class must be a data class name")
+                data_class = None
+            fields.append(
+                FieldSpec(
+                    name=str(field_name),
+                    path=_path(f.get("path", field_name)),
+                    type=kind,
+                    data_class=data_class,
+                    value_map={str(k): str(v) for k, v in plain(value_map).items()}
+                    if value_map
+                    else None,
+                    required=bool(f.get("required", False)),
+                    description=f.get("description"),
+                    line=f[LINE],
+                )
+            )
+        records[str(name)] = RecordSpec(str(name), tuple(fields), spec[LINE])
+    return records
+
+
+def _uses(template: Any, variable: str) -> bool:
+    if isinstance(template, dict):
+        return any(_uses(v, variable) for k, v in template.items() if k != LINE)
+    if isinstance(template, list):
+        return any(_uses(v, variable) for v in template)
+    return template == variable or (
+        isinstance(template, str) and "{" + variable[1:] + "}" in template
+    )
+
+
+def _operations(
+    md: dict, m: _Reader, records: Mapping[str, RecordSpec], protocol: str
+) -> dict[str, OperationSpec]:
+    specs = md.get("operations")
+    if not isinstance(specs, dict):
+        m.error(md[LINE], "operations is required: operation name -> {call, request, ...}")
+        return {}
+    operations: dict[str, OperationSpec] = {}
+    for name, spec in specs.items():
+        if name == LINE:
+            continue
+        if not m.keys(spec, OPERATION_KEYS, f"operation '{name}'"):
+            continue
+        line = spec[LINE]
+        record = spec.get("record")
+        if record is not None and record not in records:
+            m.error(line, f"operation '{name}': unknown record '{record}'")
+        if protocol == "soap" and not isinstance(spec.get("call"), str):
+            m.error(line, f"operation '{name}': call (the WSDL operation) is required")
+        if protocol == "rest" and not isinstance(spec.get("path"), str):
+            m.error(line, f"operation '{name}': path (e.g. /api/members/{{key}}) is required")
+        method = str(spec.get("method", "GET")).upper()
+        if method not in ("GET", "POST", "PUT", "PATCH"):
+            m.error(line, f"operation '{name}': method must be GET, POST, PUT or PATCH")
+        request = plain(spec.get("request"))
+        query = plain(spec.get("query") or {})
+        batch = spec.get("batch")
+        takes_keys = _uses(request, "$keys") or _uses(query, "$keys")
+        if batch is not None and (not isinstance(batch, int) or not 1 <= batch <= 10000):
+            m.error(line, f"operation '{name}': batch must be keys per call, 1-10000")
+            batch = None
+        if takes_keys and batch is None:
+            m.error(line, f"operation '{name}' takes $keys: say how many per call (batch: N)")
+        key_field = spec.get("key")
+        if key_field is not None and record in records and records[record].field(key_field) is None:
+            m.error(line, f"operation '{name}': key '{key_field}' is not a field of '{record}'")
+        total = spec.get("total")
+        max_limit = spec.get("max_limit")
+        if max_limit is not None and (not isinstance(max_limit, int) or max_limit < 1):
+            m.error(line, f"operation '{name}': max_limit must be a positive integer")
+            max_limit = None
+        kind = spec.get("input", "keys")
+        if kind not in ("keys", "msisdns"):
+            m.error(line, f"operation '{name}': input must be keys or msisdns")
+        for variable in _variables(request) | _variables(query) | _path_variables(spec):
+            if variable not in VARIABLES:
+                m.error(
+                    line,
+                    f"operation '{name}': unknown variable '{variable}' "
+                    f"(known: {', '.join(sorted(VARIABLES))})",
+                )
+        operations[str(name)] = OperationSpec(
+            name=str(name),
+            record=record,
+            call=spec.get("call"),
+            method=method,
+            path=spec.get("path"),
+            query=query,
+            request=request,
+            batch=batch if takes_keys else None,
+            list_path=_path(spec.get("list", "")),
+            key_field=key_field,
+            total_path=_path(total) if total is not None else None,
+            max_limit=max_limit,
+            input=kind,
+            line=line,
+        )
+    return operations
+
+
+def _variables(template: Any) -> set[str]:
+    if isinstance(template, dict):
+        return set().union(*(_variables(v) for v in template.values()))
+    if isinstance(template, list):
+        return set().union(*(_variables(v) for v in template))
+    return {template} if isinstance(template, str) and template.startswith("$") else set()
+
+
+def _path_variables(spec: dict) -> set[str]:
+    return {"$" + v for v in re.findall(r"\{(\w+)\}", str(spec.get("path") or ""))}
+
+
+def _errors(spec: dict, m: _Reader) -> ErrorSpec:
+    if not m.keys(spec, ERROR_KEYS, "errors"):
+        return ErrorSpec()
+    line = spec[LINE]
+    return ErrorSpec(
+        fault_code=_path(spec["fault_code"]) if spec.get("fault_code") else None,
+        result_code=_path(spec["result_code"]) if spec.get("result_code") else None,
+        code=_path(spec["code"]) if spec.get("code") else None,
+        ok=m.codes(spec.get("ok", ["0"]), line, "ok"),
+        not_found=m.codes(spec.get("not_found"), line, "not_found"),
+        rejected=m.codes(spec.get("rejected"), line, "rejected"),
+        unavailable=m.codes(spec.get("unavailable"), line, "unavailable"),
+    )
+
+
+def _identity(
+    spec: Any,
+    m: _Reader,
+    records: Mapping[str, RecordSpec],
+    operations: Mapping[str, OperationSpec],
+) -> IdentitySpec | None:
+    if spec is None:
+        return None
+    if not m.keys(spec, IDENTITY_KEYS, "identity"):
+        return None
+    line = spec[LINE]
+    match = spec.get("match")
+    if match not in MATCHES:
+        m.error(line, f"identity.match must be one of {', '.join(sorted(MATCHES))}")
+    lookup = operations.get(str(spec.get("lookup")))
+    if lookup is None:
+        m.error(line, "identity.lookup must name an operation")
+        return None
+    if lookup.input != "msisdns" and match == "msisdn":
+        m.error(line, "identity.lookup for match: msisdn must be an operation with input: msisdns")
+    record = records.get(lookup.record or "")
+    for role in ("key", "msisdn", "certificate"):
+        wanted = spec.get(role)
+        if wanted is not None and (record is None or record.field(wanted) is None):
+            m.error(line, f"identity.{role} '{wanted}' is not a field of the lookup's record")
+    if not isinstance(spec.get("key"), str):
+        m.error(line, "identity.key (the record field that is the system's key) is required")
+    if not isinstance(spec.get("key_class"), str):
+        m.error(line, "identity.key_class is required: crosswalk keys identify a person")
+    if "msisdn" in str(match) and not spec.get("msisdn"):
+        m.error(line, "identity.msisdn (the record's number field) is required for this match")
+    if "certificate" in str(match) and not spec.get("certificate"):
+        m.error(
+            line, "identity.certificate (the record's ID-card field) is required for this match"
+        )
+    return IdentitySpec(
+        match=str(match),
+        lookup=lookup.name,
+        key=str(spec.get("key")),
+        key_class=str(spec.get("key_class")),
+        msisdn=spec.get("msisdn"),
+        certificate=spec.get("certificate"),
+        line=line,
+    )
+
+
+def _graph(
+    spec: Any,
+    m: _Reader,
+    records: Mapping[str, RecordSpec],
+    operations: Mapping[str, OperationSpec],
+) -> GraphSpec | None:
+    if spec is None:
+        return None
+    if not m.keys(spec, GRAPH_KEYS, "graph"):
+        return None
+    line = spec[LINE]
+    for key in ("field", "type"):
+        if not isinstance(spec.get(key), str) or not GRAPH_NAME.match(spec[key]):
+            m.error(line, f"graph.{key} is required and must match {GRAPH_NAME.pattern}")
+            return None
+    record = spec.get("record")
+    if record not in records:
+        m.error(line, f"graph.record must name a record (got '{record}')")
+        return None
+    read = operations.get(str(spec.get("read")))
+    if read is None or read.key_field is None:
+        m.error(line, "graph.read must name an operation that reads records by key (with key:)")
+        return None
+    connections: list[ConnectionSpec] = []
+    for name, c in (spec.get("connections") or {}).items():
+        if name == LINE:
+            continue
+        if not m.keys(c, CONNECTION_KEYS, f"connection '{name}'"):
+            continue
+        operation = operations.get(str(c.get("operation")))
+        if operation is None or not operation.paged:
+            m.error(
+                c[LINE], f"connection '{name}': operation must name a paged operation (with total:)"
+            )
+            continue
+        if records[record].field(str(c.get("key"))) is None:
+            m.error(c[LINE], f"connection '{name}': key must be a field of '{record}'")
+            continue
+        if not isinstance(c.get("type"), str) or not GRAPH_NAME.match(c["type"]):
+            m.error(c[LINE], f"connection '{name}': type must match {GRAPH_NAME.pattern}")
+            continue
+        first = c.get("first", 10)
+        connections.append(
+            ConnectionSpec(
+                name=str(name),
+                operation=operation.name,
+                key=str(c["key"]),
+                type=c["type"],
+                first=first if isinstance(first, int) and first > 0 else 10,
+                description=c.get("description"),
+                line=c[LINE],
+            )
+        )
+    return GraphSpec(
+        field=spec["field"],
+        type=spec["type"],
+        record=record,
+        read=read.name,
+        description=spec.get("description"),
+        connections=tuple(connections),
+        line=line,
+    )

@@ -1,0 +1,242 @@
+"""A declared system at run time: its instances, their router, call policy and cache.
+
+Each instance has its own endpoint, guard (breaker, bulkhead, counters) and engine, so one
+provincial instance failing opens only its own circuit. Reads by key go to the instance that
+holds the key (the crosswalk links keys per instance); lookups by MSISDN go to the instance
+whose ``owns.msisdn_prefix`` covers the number (content-based routing). Batches are split to
+the operation's ``batch`` limit, and each instance's batches run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.cache import Kind, RecordCache
+from adapters.codec import Codec, tuple_of
+from adapters.declared import rest, soap
+from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, SystemSpec
+from adapters.declared.values import Record, decode, encode, from_json, from_xml
+from adapters.errors import AdapterError, BadResponse
+from adapters.parsing import chunks, unique
+from adapters.phone import national, to_e164
+from adapters.resilience import CallPolicy, Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A record and the instance it came from (crosswalk keys are per instance)."""
+
+    instance: str
+    record: Record
+
+
+class _Instance:
+    def __init__(self, spec: SystemSpec, instance: InstanceSpec, endpoint: Endpoint) -> None:
+        self.spec = instance
+        self.policy = CallPolicy(endpoint)
+        self.engine: soap.SoapEngine | rest.RestEngine = (
+            soap.SoapEngine(spec, instance, endpoint)
+            if spec.protocol == "soap"
+            else rest.RestEngine(spec, instance, endpoint)
+        )
+
+
+def _record_codec(record: RecordSpec) -> Codec[Record]:
+    return Codec(encode=lambda r: encode(r, record), decode=lambda v: decode(v, record))
+
+
+class DeclaredSystem:
+    """Runs a system's declared operations through the hub's call policy and cache."""
+
+    def __init__(
+        self,
+        spec: SystemSpec,
+        endpoints: Mapping[str, Endpoint],
+        cache: RecordCache | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.instances = {i.name: _Instance(spec, i, endpoints[i.name]) for i in spec.instances}
+        self._cache = cache
+        self._kinds: dict[str, Kind[Any]] = {}
+        if cache is not None:
+            for op_name, ttl in spec.cache_ttl_s.items():
+                op = spec.operations[op_name]
+                record = spec.records[op.record or ""]
+                codec = _record_codec(record) if op.key_field else tuple_of(_record_codec(record))
+                kind = Kind(f"{spec.name}.{op_name}", codec)
+                cache.register(kind, ttl)
+                self._kinds[op_name] = kind
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load contracts; an instance that is down now loads on its first call instead."""
+        for instance in self.instances.values():
+            try:
+                await instance.engine.start()
+            except AdapterError:
+                continue
+
+    async def close(self) -> None:
+        for instance in self.instances.values():
+            await instance.engine.close()
+
+    async def ping(self, instance_name: str) -> None:
+        instance = self.instances[instance_name]
+        if self.spec.health is None:
+            await instance.engine.start()
+            return
+        await self._call(instance, self.spec.operations[self.spec.health], {})
+
+    # --- routing ------------------------------------------------------------------------
+
+    def owner_of(self, msisdn: str) -> str | None:
+        """The instance that owns a number, by its national prefix; None if none does."""
+        number = national(msisdn)
+        if number is None:
+            return None
+        return next((name for name, i in self.instances.items() if i.spec.owns(number)), None)
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def read_by_keys(
+        self, operation: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], Record]:
+        """Records by (instance, key), through the cache when the operation is cached."""
+        op = self.spec.operations[operation]
+        by_instance: dict[str, list[str]] = {}
+        for instance, key in keys:
+            if instance in self.instances:
+                by_instance.setdefault(instance, []).append(key)
+        results = await asyncio.gather(
+            *(self._read_instance(op, name, wanted) for name, wanted in by_instance.items())
+        )
+        found: dict[tuple[str, str], Record] = {}
+        for name, records in zip(by_instance, results, strict=True):
+            found.update({(name, key): record for key, record in records.items()})
+        return found
+
+    async def _read_instance(
+        self, op: OperationSpec, instance_name: str, keys: list[str]
+    ) -> Mapping[str, Record]:
+        kind = self._kinds.get(op.name)
+        if kind is None or self._cache is None:
+            return await self._fetch_keyed(op, instance_name, keys)
+
+        async def fetch(misses: list[str]) -> dict[str, Record]:
+            found = await self._fetch_keyed(
+                op, instance_name, [k.partition(":")[2] for k in misses]
+            )
+            return {f"{instance_name}:{key}": record for key, record in found.items()}
+
+        cached = await self._cache.many(kind, [f"{instance_name}:{k}" for k in keys], fetch)
+        return {key.partition(":")[2]: record for key, record in cached.items()}
+
+    async def _fetch_keyed(
+        self, op: OperationSpec, instance_name: str, keys: list[str]
+    ) -> dict[str, Record]:
+        instance = self.instances[instance_name]
+        batches = list(chunks(unique(keys), op.batch or 1))
+        answers = await asyncio.gather(*(self._records(instance, op, batch) for batch in batches))
+        found: dict[str, Record] = {}
+        key_field = op.key_field
+        for records in answers:
+            for record in records:
+                key = record.get(key_field) if key_field else None
+                if key is None:
+                    raise BadResponse(instance_name, f"answered {op.name} without record keys")
+                found[str(key)] = record
+        return found
+
+    async def lookup_msisdns(self, operation: str, msisdns: Sequence[str]) -> list[Located]:
+        """Records found by MSISDN, each number asked only of the instance that owns it."""
+        op = self.spec.operations[operation]
+        by_instance: dict[str, list[str]] = {}
+        for msisdn in msisdns:
+            number = to_e164(msisdn)
+            owner = self.owner_of(msisdn) if number is not None else None
+            if owner is not None:
+                by_instance.setdefault(owner, []).append(number)
+        return await self._lookup(op, by_instance)
+
+    async def lookup_keys(self, operation: str, values: Sequence[str]) -> list[Located]:
+        """Records found by other values (ID-card numbers): asked of every instance."""
+        op = self.spec.operations[operation]
+        return await self._lookup(op, {name: list(values) for name in self.instances})
+
+    async def _lookup(self, op: OperationSpec, by_instance: dict[str, list[str]]) -> list[Located]:
+        async def one(name: str, values: list[str]) -> list[Located]:
+            instance = self.instances[name]
+            batches = list(chunks(unique(values), op.batch or 1))
+            answers = await asyncio.gather(*(self._records(instance, op, b) for b in batches))
+            return [Located(name, record) for records in answers for record in records]
+
+        results = await asyncio.gather(*(one(n, v) for n, v in by_instance.items() if v))
+        return [located for found in results for located in found]
+
+    async def page(
+        self, operation: str, instance_name: str, key: str, offset: int, limit: int
+    ) -> tuple[int, list[Record]]:
+        """One page of a paged operation for one key: the total and the records."""
+        op = self.spec.operations[operation]
+        if op.max_limit is not None:
+            limit = min(limit, op.max_limit)
+        instance = self.instances[instance_name]
+        values = {"$key": key, "$offset": offset, "$limit": limit}
+        answer = await instance.policy.read(self._call, instance, op, values)
+        record = self.spec.records[op.record or ""]
+        return self._total(instance, op, answer), self._extract(instance, op, record, answer)
+
+    # --- one call -------------------------------------------------------------------------
+
+    async def _records(self, instance: _Instance, op: OperationSpec, batch: list[str]) -> list:
+        values: dict[str, Any] = {"$keys": batch}
+        if len(batch) == 1:
+            values["$key"] = batch[0]
+        answer = await instance.policy.read(self._call, instance, op, values)
+        return self._extract(instance, op, self.spec.records[op.record or ""], answer)
+
+    async def _call(self, instance: _Instance, op: OperationSpec, values: dict[str, Any]) -> Any:
+        engine = instance.engine
+        if isinstance(engine, soap.SoapEngine):
+            return await engine.call(op, _fill(op.request or {}, values))
+        return await engine.call(op, values)
+
+    def _extract(
+        self, instance: _Instance, op: OperationSpec, record: RecordSpec, answer: Any
+    ) -> list[Record]:
+        name = instance.spec.name
+        if isinstance(instance.engine, soap.SoapEngine):
+            return [from_xml(e, record, name) for e in soap.records_at(answer, op)]
+        return [from_json(item, record, name) for item in rest.records_at(answer, op)]
+
+    def _total(self, instance: _Instance, op: OperationSpec, answer: Any) -> int:
+        if isinstance(instance.engine, soap.SoapEngine):
+            return soap.total_at(answer, op, instance.spec.name)
+        return rest.total_at(answer, op, instance.spec.name)
+
+    async def call_raw(self, instance_name: str, operation: str, values: dict[str, Any]) -> Any:
+        """One call with the caller's variables, for ``systems try``."""
+        instance = self.instances[instance_name]
+        op = self.spec.operations[operation]
+        answer = await instance.policy.read(self._call, instance, op, values)
+        if op.record is None:
+            return answer
+        records = self._extract(instance, op, self.spec.records[op.record], answer)
+        total = self._total(instance, op, answer) if op.paged else None
+        return total, records
+
+
+def _fill(template: Any, values: dict[str, Any]) -> Any:
+    """A SOAP request template with the call's variables in place."""
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    if isinstance(template, str) and template in values:
+        return values[template]
+    return template

@@ -1,0 +1,153 @@
+"""From a system's answer to a declared record: a plain dict of typed values, per field spec.
+
+Values keep their exact text unless a type says otherwise: member numbers such as ``0042``
+stay strings byte for byte; ``msisdn`` fields are normalised to E.164; ``map`` translates the
+vendor's codes into the graph's values. A field that does not read as its type makes the whole
+answer a BadResponse (the system's fields fail, nothing else does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from lxml import etree
+
+from adapters.declared.spec import FieldSpec, RecordSpec
+from adapters.errors import BadResponse
+from adapters.phone import to_e164
+
+Record = Mapping[str, Any]
+
+
+def _local(tag: Any) -> str:
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def xml_children(element: etree._Element, step: str) -> Iterator[etree._Element]:
+    """Children named ``step``, whatever their namespace (rpc parts are unqualified)."""
+    for child in element:
+        if _local(child.tag) == step:
+            yield child
+
+
+def xml_find(element: etree._Element, path: tuple[str, ...]) -> etree._Element | None:
+    for step in path:
+        found = next(xml_children(element, step), None)
+        if found is None:
+            return None
+        element = found
+    return element
+
+
+def xml_find_all(element: etree._Element, path: tuple[str, ...]) -> list[etree._Element]:
+    if not path:
+        return [element]
+    parent = xml_find(element, path[:-1])
+    return list(xml_children(parent, path[-1])) if parent is not None else []
+
+
+def xml_text(element: etree._Element, path: tuple[str, ...]) -> str | None:
+    found = xml_find(element, path)
+    if found is None:
+        return None
+    return found.text or ""
+
+
+def json_find(value: Any, path: tuple[str, ...]) -> Any:
+    for step in path:
+        if isinstance(value, dict):
+            value = value.get(step)
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return None
+    return value
+
+
+def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
+    """One field's value in its declared type (None stays None)."""
+    if raw is None or raw == "":
+        if spec.required:
+            raise BadResponse(system, f"sent a record without its {spec.name}")
+        return None
+    try:
+        if spec.value_map is not None:
+            key = str(raw)
+            if key not in spec.value_map:
+                raise BadResponse(system, f"sent an unmapped value for {spec.name}")
+            return spec.value_map[key]
+        kind = spec.type
+        if kind == "string":
+            if isinstance(raw, dict | list):
+                raise ValueError("not a scalar")
+            return raw if isinstance(raw, str) else str(raw)
+        if kind == "msisdn":
+            number = to_e164(str(raw))
+            if number is None:
+                raise ValueError("not a phone number")
+            return number
+        if kind == "int":
+            if isinstance(raw, bool | float):
+                raise ValueError("not an integer")
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "decimal":
+            return Decimal(str(raw))
+        if kind == "bool":
+            text = str(raw).lower()
+            if text not in ("true", "false", "1", "0"):
+                raise ValueError("not a boolean")
+            return text in ("true", "1")
+        if kind == "date":
+            return date.fromisoformat(str(raw)[:10])
+        if kind == "datetime":
+            return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except (ValueError, TypeError, InvalidOperation, OverflowError):
+        raise BadResponse(system, f"sent a {spec.name} that is not a {spec.type}") from None
+    raise BadResponse(system, f"field {spec.name} has an unknown type")
+
+
+def from_xml(element: etree._Element, record: RecordSpec, system: str) -> dict[str, Any]:
+    return {f.name: convert(xml_text(element, f.path), f, system) for f in record.fields}
+
+
+def from_json(value: Any, record: RecordSpec, system: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadResponse(system, f"sent a {record.name} that is not an object")
+    return {f.name: convert(json_find(value, f.path), f, system) for f in record.fields}
+
+
+# --- JSON for the cache (Redis): typed values by the record's spec, never pickle -------------
+
+
+def encode(record: Record, spec: RecordSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in spec.fields:
+        value = record.get(f.name)
+        if isinstance(value, date | datetime):
+            value = value.isoformat()
+        elif isinstance(value, Decimal):
+            value = str(value)
+        out[f.name] = value
+    return out
+
+
+def decode(value: Any, spec: RecordSpec) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("a cached record is an object")
+    out: dict[str, Any] = {}
+    for f in spec.fields:
+        item = value.get(f.name)
+        if item is not None and f.value_map is None:
+            if f.type == "date":
+                item = date.fromisoformat(item)
+            elif f.type == "datetime":
+                item = datetime.fromisoformat(item)
+            elif f.type == "decimal":
+                item = Decimal(item)
+        out[f.name] = item
+    return out

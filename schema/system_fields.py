@@ -1,0 +1,146 @@
+"""Graph fields and types that declared systems bring (``graph:`` in a mapping file).
+
+At schema build, each declared system with a ``graph`` section adds one field to ``Customer``
+(a list of its records) and a type per record, plus paged connections under it. Fields whose
+mapping names a data class are ``classified`` like the hand-written ones, so masking, denial,
+row scope, verification, the access log and ``policy explain`` cover them with no code.
+Every such field is nullable: when the system fails, its field is null with a coded error and
+everything else still answers.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from adapters.declared.registry import SystemRegistry
+from adapters.declared.spec import ConnectionSpec, RecordSpec, SystemSpec
+from adapters.declared.values import Record
+from policies.masks import DataClass
+from schema.classified import classified
+from schema.customer_scope import CustomerScope
+from schema.errors import bad_input, identity_conflict
+from schema.types import Customer
+
+PYTHON_TYPES: dict[str, type] = {
+    "string": str,
+    "msisdn": str,
+    "int": int,
+    "float": float,
+    "decimal": Decimal,
+    "bool": bool,
+    "date": date,
+    "datetime": datetime,
+}
+
+#: Customer's own fields, before any system added some (a schema may be built more than once).
+_CUSTOMER_FIELDS = list(Customer.__strawberry_definition__.fields)
+
+
+def _record_type(
+    name: str,
+    record: RecordSpec,
+    description: str | None,
+    extra: dict[str, Any] | None = None,
+) -> type:
+    annotations: dict[str, Any] = {"_located": strawberry.Private[tuple[str, str] | None]}
+    namespace: dict[str, Any] = {"__annotations__": annotations, "_located": None}
+    for field in record.fields:
+        annotations[field.name] = PYTHON_TYPES[field.type] | None
+        if field.data_class:
+            namespace[field.name] = classified(DataClass(field.data_class), field.description)
+        else:
+            namespace[field.name] = strawberry.field(description=field.description, default=None)
+    namespace.update(extra or {})
+    return strawberry.type(type(name, (), namespace), name=name, description=description)
+
+
+def _page_type(name: str, item: type) -> type:
+    namespace = {"__annotations__": {"total_count": int, "items": list[item]}}  # type: ignore[valid-type]
+    return strawberry.type(type(name, (), namespace), name=name)
+
+
+def _check_page(first: int, offset: int, limit: int) -> None:
+    if not 1 <= first <= limit:
+        raise bad_input(f"first must be between 1 and {limit}.")
+    if offset < 0:
+        raise bad_input("offset must not be negative.")
+
+
+def _instance(record_type: type, values: Record, located: tuple[str, str] | None) -> Any:
+    names = {f.python_name for f in record_type.__strawberry_definition__.fields}
+    item = record_type(**{k: v for k, v in values.items() if k in names})
+    item._located = located
+    return item
+
+
+def _connection_field(spec: SystemSpec, connection: ConnectionSpec, item_type: type) -> Any:
+    page_type = _page_type(f"{connection.type}Page", item_type)
+    operation = spec.operations[connection.operation]
+    limit = operation.max_limit or 200
+
+    async def resolve(root: Any, info: Info, first: int = connection.first, offset: int = 0) -> Any:
+        _check_page(first, offset, limit)
+        instance, _ = root._located
+        key = getattr(root, connection.key)
+        if key is None:
+            return None
+        info.context.backends_called.add(instance)
+        system = info.context.backends.systems[spec.name]
+        total, records = await system.page(connection.operation, instance, key, offset, first)
+        return page_type(total_count=total, items=[_instance(item_type, r, None) for r in records])
+
+    resolve.__annotations__["return"] = page_type | None
+    return strawberry.field(resolver=resolve, description=connection.description)
+
+
+def _customer_field(spec: SystemSpec, record_type: type) -> strawberry.types.field.StrawberryField:
+    graph = spec.graph
+    assert graph is not None
+    name, read = spec.name, graph.read
+
+    async def resolve(root: Customer, info: Info) -> Any:
+        identity = root._identity
+        loaders = info.context.loaders
+        keys = await loaders.system_keys(name, identity)
+        if not keys and any(identity.conflicts_in(i) for i in spec.instance_names):
+            raise identity_conflict(name)
+        records = await loaders.system_records(name, read).load_many(keys)
+        return [
+            _instance(record_type, record, key)
+            for key, record in zip(keys, records, strict=True)
+            if record is not None
+        ]
+
+    resolve.__annotations__["return"] = list[record_type] | None  # type: ignore[valid-type]
+    field = strawberry.field(
+        resolver=resolve,
+        name=graph.field,
+        description=graph.description or f"The customer's records in {spec.title}.",
+        extensions=[CustomerScope()],
+    )
+    field.python_name = graph.field
+    field.origin = Customer
+    return field
+
+
+def install_system_fields(registry: SystemRegistry) -> None:
+    """Give ``Customer`` the fields of the declared systems (and only theirs)."""
+    fields = list(_CUSTOMER_FIELDS)
+    for spec in registry:
+        graph = spec.graph
+        if graph is None:
+            continue
+        record = spec.records[graph.record]
+        extra: dict[str, Any] = {}
+        for connection in graph.connections:
+            item = spec.records[spec.operations[connection.operation].record or ""]
+            item_type = _record_type(connection.type, item, None)
+            extra[connection.name] = _connection_field(spec, connection, item_type)
+        record_type = _record_type(graph.type, record, graph.description, extra)
+        fields.append(_customer_field(spec, record_type))
+    Customer.__strawberry_definition__.fields[:] = fields
