@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+from graphql import DocumentNode, GraphQLSchema
 from strawberry.extensions import SchemaExtension
 
 from policies.model import OperationLimits
-from schema.cost import analyse_operation, count_tokens
+from schema.cost import CACHED_DOCUMENT_CHARS, OperationFigures, analyse_operation, count_tokens
 from schema.errors import GraphError
 
 log = logging.getLogger("switchboard.limits")
@@ -36,6 +39,43 @@ WHAT = {
     "max_root_fields": "root fields",
     "max_cost": "backend calls (estimated)",
 }
+
+
+class FiguresCache:
+    """The figures of recent operations: measuring the 360 query costs about 0.2 ms, and most
+    traffic repeats a few documents. Keyed by the document text, the operation, the integer
+    variables (only they can change a page size) and the max page size; bounded in entries,
+    and documents over CACHED_DOCUMENT_CHARS are measured each time."""
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._maxsize = maxsize
+        self._entries: OrderedDict[tuple, OperationFigures] = OrderedDict()
+
+    def figures(
+        self,
+        schema: GraphQLSchema,
+        text: str,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+        max_page_size: int,
+    ) -> OperationFigures:
+        if len(text) > CACHED_DOCUMENT_CHARS:
+            return analyse_operation(schema, document, operation_name, variables, max_page_size)
+        numbers = tuple(sorted((k, v) for k, v in (variables or {}).items() if type(v) is int))
+        key = (id(schema), text, operation_name, numbers, max_page_size)
+        found = self._entries.get(key)
+        if found is None:
+            found = analyse_operation(schema, document, operation_name, variables, max_page_size)
+            self._entries[key] = found
+            if len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return found
+
+
+_FIGURES = FiguresCache()
 
 
 def excess(name: str, found: int, limits: OperationLimits, channel: str) -> GraphError | None:
@@ -82,12 +122,13 @@ class OperationLimitsRule(SchemaExtension):
         document = context.graphql_document
         if found is not None and document is not None:
             limits, channel = found
-            figures = analyse_operation(
+            figures = _FIGURES.figures(
                 context.schema._schema,
+                context.query or "",
                 document,
                 context.operation_name,
                 context.variables,
-                max_page_size=context.context.backends.max_page_size,
+                context.context.backends.max_page_size,
             )
             measured = [
                 ("max_depth", figures.depth),

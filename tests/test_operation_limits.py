@@ -215,3 +215,22 @@ def test_policy_explain_shows_the_cost_the_limits_and_the_search_rule(tmp_path):
     )
     assert "search customers(namePrefix:) on class name: allowed" in clear.stdout
     assert "SEARCH_NOT_ALLOWED" not in clear.stdout
+
+
+def test_remembered_figures_follow_the_page_size_variables():
+    from schema.operation_limits import FiguresCache
+
+    cache = FiguresCache(maxsize=2)
+    text = (
+        "query($n: Int!, $m: String) { customers(first: $n) { nodes { billingAccounts "
+        "{ bills(first: 1) { totalCount } } } } }"
+    )
+    document = parse(text)
+
+    def cost(variables: dict) -> int:
+        return cache.figures(SCHEMA, text, document, None, variables, 200).cost
+
+    assert cost({"n": 10, "m": "a"}) == cost({"n": 10, "m": "b"}) == 1 + 1 + 20
+    assert cost({"n": 50}) == 1 + 1 + 100
+    assert cost({"n": 10}) == 22
+    assert len(cache._entries) == 2  # bounded
