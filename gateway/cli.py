@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
 from gateway.settings import STATE_DIR, Settings, load_settings
+from gateway.systems_commands import add_systems_commands
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
 DEMO_CUSTOMERS = 2000
@@ -125,12 +126,20 @@ def _policy_path(args: argparse.Namespace) -> Path:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
+    from gateway.backends import load_systems
     from policies.loader import PolicyInvalid, load_policy
+    from policies.masks import BUILTIN_CLASSES
     from schema.build import build_schema, operation_names
 
     path = _policy_path(args)
+    registry = load_systems(load_settings())
     try:
-        policy, warnings = load_policy(path, operation_names(build_schema(0)))
+        policy, warnings = load_policy(path, operation_names(build_schema(0, registry)))
+        # Every class a declared system uses must be built in or declared by this policy.
+        known = {str(c) for c in policy.data_classes} | {str(c) for c in BUILTIN_CLASSES}
+        missing = registry.class_problems(known)
+        if missing:
+            raise PolicyInvalid(missing)  # type: ignore[arg-type]
     except PolicyInvalid as invalid:
         for problem in invalid.problems:
             print(problem)
@@ -147,12 +156,14 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 
 def _policy_explain(args: argparse.Namespace) -> int:
+    from gateway.backends import load_systems
     from policies.loader import PolicyInvalid, load_policy
     from policies.principal import Principal
     from schema.build import build_schema, operation_names
     from schema.explain import explain, operation_report
 
-    schema = build_schema(0)
+    # With the declared systems' fields: explain covers them like every other field.
+    schema = build_schema(0, load_systems(load_settings()))
     path = _policy_path(args)
     try:
         policy, _ = load_policy(path, operation_names(schema))
@@ -338,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=_compare)
 
     add_audit_commands(commands)
+    add_systems_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -58,7 +58,12 @@ HIDDEN = "****"
 
 
 def mask_mobile(value: str) -> str:
-    """138****5678: the operator prefix and the last four digits."""
+    """138****5678: the operator prefix and the last four digits (+86138****5678 in E.164)."""
+    if value.startswith("+") and len(value) > 11:
+        # E.164 (systems declared by files normalise numbers to it): the country code stays,
+        # the national number is masked as usual.
+        national = value[-11:]
+        return value[:-11] + mask_mobile(national)
     if len(value) < 8:
         return HIDDEN
     return value[:3] + "*" * (len(value) - 7) + value[-4:]

@@ -83,6 +83,31 @@ class Classified(FieldExtension):
         return self._apply(await next_(source, info, **kwargs), info)
 
 
+class KeyClassified(Classified):
+    """A crosswalk key: its class is its system's key class (``system_key`` by default).
+
+    ``policy explain`` and the schema's class map see the default class; at run time each
+    key goes out as its own system's class decides.
+    """
+
+    def _class_of(self, source: Any, info: Info) -> DataClass:
+        found = info.context.backends.key_classes.get(getattr(source, "system", ""))
+        return DataClass(found) if found else self.data_class
+
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        return disclose(info, self._class_of(source, info), next_(source, info, **kwargs))
+
+    async def resolve_async(
+        self,
+        next_: Callable[..., Awaitable[Any]],
+        source: Any,
+        info: Info,
+        **kwargs: Any,
+    ) -> Any:
+        value = await next_(source, info, **kwargs)
+        return disclose(info, self._class_of(source, info), value)
+
+
 def classified(data_class: DataClass, description: str | None = None) -> Any:
     """A strawberry field carrying personal data of a class."""
     import strawberry

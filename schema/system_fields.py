@@ -50,7 +50,8 @@ def _record_type(
     annotations: dict[str, Any] = {"_located": strawberry.Private[tuple[str, str] | None]}
     namespace: dict[str, Any] = {"__annotations__": annotations, "_located": None}
     for field in record.fields:
-        annotations[field.name] = PYTHON_TYPES[field.type] | None
+        kind = PYTHON_TYPES[field.type]
+        annotations[field.name] = list[kind] | None if field.many else kind | None  # type: ignore[valid-type]
         if field.data_class:
             namespace[field.name] = classified(DataClass(field.data_class), field.description)
         else:

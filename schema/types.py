@@ -18,7 +18,7 @@ from adapters import records
 from adapters.identity_store import Identity
 from policies.masks import DataClass
 from policies.rendering import render_amount, render_date
-from schema.classified import classified, disclose
+from schema.classified import KeyClassified, classified
 from schema.context import RequestContext
 from schema.customer_scope import CustomerScope
 from schema.errors import bad_input, identity_conflict, identity_unresolved
@@ -370,16 +370,12 @@ SYSTEM_KEY = DataClass("system_key")
 @strawberry.type
 class IdentityLink:
     system: str
-    matched_on: str
-    _key: strawberry.Private[str]
-
-    @strawberry.field(
+    key: str | None = strawberry.field(
         description="The customer's key in that system: personal data of the system's key "
-        "class (system_key unless its mapping declares one), disclosed as the policy says."
+        "class (system_key unless its mapping declares one), disclosed as the policy says.",
+        extensions=[KeyClassified(SYSTEM_KEY)],
     )
-    def key(self, info: GraphInfo) -> str | None:
-        data_class = info.context.backends.key_classes.get(self.system, SYSTEM_KEY)
-        return disclose(info, DataClass(data_class), self._key)
+    matched_on: str
 
 
 @strawberry.type
@@ -462,7 +458,7 @@ class Customer:
             hub_id=i.hub_id,
             customer_no=i.customer_no,
             links=[
-                IdentityLink(system=x.system, _key=x.key, matched_on=x.matched_on) for x in i.links
+                IdentityLink(system=x.system, key=x.key, matched_on=x.matched_on) for x in i.links
             ],
             conflicts=[
                 IdentityConflict(system=c.system, kind=c.kind, detail=c.detail) for c in i.conflicts

@@ -107,8 +107,8 @@ def gateway_env(sims: SimulatorUrls, database_url: str, **extra: str) -> dict[st
         SWITCHBOARD_SYSTEM_URLS=json.dumps(
             {"loyalty-north": sims.loyalty_north, "loyalty-south": sims.loyalty_south}
         ),
-        **extra,
     )
+    env.update(extra)
     return env
 
 

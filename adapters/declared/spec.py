@@ -45,7 +45,7 @@ CALL_KEYS = {
     "breaker_failure_threshold", "breaker_reset_s",
 }  # fmt: skip
 MAPPING_KEYS = {"system", "records", "operations", "errors", "identity", "graph"}
-FIELD_KEYS = {"path", "type", "class", "map", "required", "description"}
+FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many"}
 OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
     "total", "max_limit", "input", "description",
@@ -65,6 +65,8 @@ class FieldSpec:
     value_map: Mapping[str, str] | None = None
     required: bool = False
     description: str | None = None
+    #: A list of values (a JSON array; every element at the path in XML).
+    many: bool = False
     line: int = 0
 
 
@@ -509,6 +511,7 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
                     else None,
                     required=bool(f.get("required", False)),
                     description=f.get("description"),
+                    many=bool(f.get("many", False)),
                     line=f[LINE],
                 )
             )

@@ -111,28 +111,61 @@ def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
     raise BadResponse(system, f"field {spec.name} has an unknown type")
 
 
+def _xml_value(element: etree._Element, spec: FieldSpec, system: str) -> Any:
+    if spec.many:
+        return tuple(convert(e.text or "", spec, system) for e in xml_find_all(element, spec.path))
+    return convert(xml_text(element, spec.path), spec, system)
+
+
+def _json_value(value: Any, spec: FieldSpec, system: str) -> Any:
+    raw = json_find(value, spec.path)
+    if spec.many:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise BadResponse(system, f"sent a {spec.name} that is not a list")
+        return tuple(convert(item, spec, system) for item in raw)
+    return convert(raw, spec, system)
+
+
 def from_xml(element: etree._Element, record: RecordSpec, system: str) -> dict[str, Any]:
-    return {f.name: convert(xml_text(element, f.path), f, system) for f in record.fields}
+    return {f.name: _xml_value(element, f, system) for f in record.fields}
 
 
 def from_json(value: Any, record: RecordSpec, system: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadResponse(system, f"sent a {record.name} that is not an object")
-    return {f.name: convert(json_find(value, f.path), f, system) for f in record.fields}
+    return {f.name: _json_value(value, f, system) for f in record.fields}
 
 
 # --- JSON for the cache (Redis): typed values by the record's spec, never pickle -------------
+
+
+def _encode_one(value: Any) -> Any:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _decode_one(item: Any, f: FieldSpec) -> Any:
+    if item is None or f.value_map is not None:
+        return item
+    if f.type == "date":
+        return date.fromisoformat(item)
+    if f.type == "datetime":
+        return datetime.fromisoformat(item)
+    if f.type == "decimal":
+        return Decimal(item)
+    return item
 
 
 def encode(record: Record, spec: RecordSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in spec.fields:
         value = record.get(f.name)
-        if isinstance(value, date | datetime):
-            value = value.isoformat()
-        elif isinstance(value, Decimal):
-            value = str(value)
-        out[f.name] = value
+        out[f.name] = [_encode_one(v) for v in value] if f.many else _encode_one(value)
     return out
 
 
@@ -142,12 +175,8 @@ def decode(value: Any, spec: RecordSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in spec.fields:
         item = value.get(f.name)
-        if item is not None and f.value_map is None:
-            if f.type == "date":
-                item = date.fromisoformat(item)
-            elif f.type == "datetime":
-                item = datetime.fromisoformat(item)
-            elif f.type == "decimal":
-                item = Decimal(item)
-        out[f.name] = item
+        if f.many:
+            out[f.name] = tuple(_decode_one(v, f) for v in item or ())
+        else:
+            out[f.name] = _decode_one(item, f)
     return out

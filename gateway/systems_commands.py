@@ -1,0 +1,242 @@
+"""`switchboard systems check | try | scaffold`: the integration engineer's tools.
+
+- ``check``: both files of every declared system (file:line for each problem), the data
+  classes they use against the policy, the graph they add, and every mapped operation and
+  path against the live WSDL/OpenAPI (``--offline`` skips that part).
+- ``try``: one operation against the live system, its answer mapped and shown as a channel
+  would see it (masked by the policy unless the channel, role and purpose let it out).
+- ``scaffold``: a starting pair of files from a WSDL or OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from adapters.declared.yaml_lines import DeclarationInvalid, Problem
+
+PERSONAL_NAME_HINT = ("name", "msisdn", "phone", "mobile", "email", "address", "cert", "birth")
+
+
+def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from adapters.declared.registry import load_registry
+    from gateway.backends import load_systems
+    from gateway.settings import load_settings
+
+    if getattr(args, "dir", None):
+        return load_registry(Path(args.dir))
+    return load_systems(load_settings())
+
+
+def _policy():  # type: ignore[no-untyped-def]
+    from gateway.policy_store import DEFAULT_POLICY_FILE
+    from gateway.settings import load_settings
+    from policies.loader import load_policy
+
+    path = load_settings().policy_file or DEFAULT_POLICY_FILE
+    return load_policy(path)[0], path
+
+
+def _base_url(spec: Any, instance: Any) -> str:
+    from gateway.settings import load_settings
+
+    overrides = {k.replace("_", "-").lower(): v for k, v in load_settings().system_urls.items()}
+    return overrides.get(instance.name, instance.base_url).rstrip("/")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from adapters.declared.contract_check import check_contract
+    from policies.loader import PolicyInvalid
+    from policies.masks import BUILTIN_CLASSES
+    from schema.build import build_schema
+
+    try:
+        registry = _registry(args)
+    except DeclarationInvalid as invalid:
+        for problem in invalid.problems:
+            print(problem)
+        print(f"refused: {len(invalid.problems)} problem(s)")
+        return 1
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    try:
+        policy, _ = _policy()
+        known = {str(c) for c in policy.data_classes} | {str(c) for c in BUILTIN_CLASSES}
+        problems += registry.class_problems(known)
+    except PolicyInvalid as invalid:
+        problems += [Problem(p.file, p.line, p.message) for p in invalid.problems]
+    for spec in registry:
+        for record in spec.records.values():
+            for field in record.fields:
+                if field.type == "msisdn" and not field.data_class:
+                    problems.append(
+                        Problem(
+                            spec.mapping_file,
+                            field.line,
+                            f"field '{record.name}."
+                            f"{field.name}' is an MSISDN: it needs a data class",
+                        )
+                    )
+                elif not field.data_class and any(
+                    hint in field.name.lower() for hint in PERSONAL_NAME_HINT
+                ):
+                    warnings.append(
+                        Problem(
+                            spec.mapping_file,
+                            field.line,
+                            f"field '{record.name}.{field.name}' looks personal but has no "
+                            "data class",
+                            "warning",
+                        )
+                    )
+        if not args.offline:
+            first = spec.instances[0]
+            problems += check_contract(spec, _base_url(spec, first))
+    try:
+        build_schema(0, registry)
+    except Exception as error:
+        problems.append(Problem(str(registry.folder), 0, f"the graph cannot be built: {error}"))
+    for problem in [*problems, *warnings]:
+        print(problem)
+    names = ", ".join(s.name for s in registry) or "none"
+    if problems:
+        print(f"refused: {len(problems)} problem(s), {len(warnings)} warning(s) (systems: {names})")
+        return 1
+    print(f"ok: {len(registry)} system(s) ({names}), {len(warnings)} warning(s)")
+    return 0
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _try(args: argparse.Namespace) -> int:
+    from adapters.errors import AdapterError
+    from gateway.backends import build_systems
+    from gateway.settings import load_settings
+    from policies.masks import DataClass
+    from policies.model import Level
+    from policies.principal import Principal
+
+    registry = _registry(args)
+    spec = registry.systems.get(args.system)
+    if spec is None:
+        print(f"switchboard: no system '{args.system}' (declared: {', '.join(registry.systems)})")
+        return 2
+    operation = spec.operations.get(args.operation)
+    if operation is None:
+        print(f"switchboard: {args.system} has no operation '{args.operation}'")
+        return 2
+    instance = args.instance or spec.instances[0].name
+    if instance not in spec.instance_names:
+        print(f"switchboard: {args.system} has no instance '{instance}'")
+        return 2
+    policy, _ = _policy()
+    principal = Principal(subject="systems-try", role=args.role, channel=args.channel)
+    systems, _ = build_systems(registry, load_settings(), None)
+    system = systems[spec.name]
+    values: dict[str, Any] = {"$keys": args.key, "$offset": args.offset, "$limit": args.limit}
+    if args.key:
+        values["$key"] = args.key[0]
+
+    async def run() -> Any:
+        try:
+            return await system.call_raw(instance, operation.name, values)
+        finally:
+            await system.close()
+
+    try:
+        result = asyncio.run(run())
+    except AdapterError as error:
+        code = f" ({error.backend_code})" if error.backend_code else ""
+        print(f"{error.code}: {error.system} {error.message}{code}")
+        return 1
+    if operation.record is None:
+        print("ok (the operation maps no record)")
+        return 0
+    total, records = result
+    fields = spec.records[operation.record].fields
+    shown = []
+    for record in records:
+        row = {}
+        for field in fields:
+            value = _json_value(record.get(field.name))
+            if field.data_class and value is not None:
+                decision = policy.decide(DataClass(field.data_class), principal, args.purpose)
+                if decision.level is Level.DENIED:
+                    value = "<denied>"
+                elif decision.level is Level.MASKED:
+                    value = policy.mask(DataClass(field.data_class), value)
+            row[field.name] = value
+        shown.append(row)
+    print(
+        json.dumps(
+            {"instance": instance, "total": total, "records": shown},
+            ensure_ascii=False,
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _scaffold(args: argparse.Namespace) -> int:
+    from adapters.declared.scaffold import scaffold
+
+    out = Path(args.out) if args.out else Path("systems") / args.name
+    if (out / "system.yaml").exists() and not args.force:
+        print(f"switchboard: {out} already holds a system (use --force to overwrite)")
+        return 2
+    for path in scaffold(args.source, args.name, out):
+        print(f"wrote {path}")
+    print("next: review both files (docs/systems.md), then `switchboard systems check`")
+    return 0
+
+
+def add_systems_commands(commands: Any) -> None:
+    systems = commands.add_parser(
+        "systems", help="check, try and scaffold the legacy systems declared by files"
+    )
+    actions = systems.add_subparsers(dest="systems_command", required=True, metavar="ACTION")
+
+    check = actions.add_parser(
+        "check",
+        help="validate every system's files, classes and contract (file:line per problem)",
+    )
+    check.add_argument("--dir", help="the systems folder (default: settings' systems_dir)")
+    check.add_argument(
+        "--offline", action="store_true", help="skip the check against the live WSDL/OpenAPI"
+    )
+    check.set_defaults(run=_check)
+
+    attempt = actions.add_parser(
+        "try", help="call one operation against the live system and show the mapped records"
+    )
+    attempt.add_argument("system")
+    attempt.add_argument("operation")
+    attempt.add_argument("--key", action="append", default=[], help="a key ($keys), repeatable")
+    attempt.add_argument("--offset", type=int, default=0)
+    attempt.add_argument("--limit", type=int, default=10)
+    attempt.add_argument("--instance", help="which instance (default: the first)")
+    attempt.add_argument("--channel", default="agent", help="show as this channel (agent)")
+    attempt.add_argument("--role", default="agent", help="show as this role (agent)")
+    attempt.add_argument("--purpose", help="the stated purpose (none: masked as without)")
+    attempt.add_argument("--dir", help="the systems folder (default: settings' systems_dir)")
+    attempt.set_defaults(run=_try)
+
+    scaffold = actions.add_parser(
+        "scaffold", help="write a starting system.yaml + mapping.yaml from a WSDL or OpenAPI"
+    )
+    scaffold.add_argument("source", help="WSDL or OpenAPI document: URL or file")
+    scaffold.add_argument("--name", required=True, help="the system's name (e.g. crm)")
+    scaffold.add_argument("--out", help="folder to write (default: systems/NAME)")
+    scaffold.add_argument("--force", action="store_true", help="overwrite existing files")
+    scaffold.set_defaults(run=_scaffold)

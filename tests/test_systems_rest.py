@@ -1,0 +1,71 @@
+"""The generic REST engine on a real server: billing accounts declared over the billing
+simulator's TMF API (tests/systems/billing_view), linked by certificate + MSISDN on first sight.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.harness import REPO, gateway_env, issue_key, post_graphql, running_gateway
+
+FOLDER = REPO / "tests" / "systems"
+QUERY = """
+query View($m: String!) {
+  customerByMsisdn(msisdn: $m) {
+    billingAccounts { id }
+    billingView {
+      id holder state certificateNumber serviceNumbers creditLimit
+      bills(first: 2) { totalCount items { id billDate amountDue state } }
+    }
+    identity { links { system key matchedOn } }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def rest_gateway(sims, tmp_path_factory):
+    state = tmp_path_factory.mktemp("rest-system")
+    env = gateway_env(
+        sims,
+        f"sqlite+aiosqlite:///{state / 'hub.db'}",
+        SWITCHBOARD_SYSTEMS_DIR=str(FOLDER),
+        SWITCHBOARD_SYSTEM_URLS=json.dumps({"billing-view": sims.billing}),
+        SWITCHBOARD_AUDIT__STATE_DIR=str(state),
+    )
+    key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
+    with running_gateway(env, state / "gateway.log") as url:
+        yield url, key
+
+
+def test_a_declared_rest_system_links_on_first_sight_and_reads_like_the_bundled_one(
+    rest_gateway, customers
+):
+    url, key = rest_gateway
+    bundle = customers[11]
+    msisdn = bundle.subscribers[0].msisdn
+    body = post_graphql(url, key, QUERY, {"m": msisdn}, purpose="service").json()
+    assert "errors" not in body, body
+    customer = body["data"]["customerByMsisdn"]
+    # first_sight: wait: linked with billing and care, so the first answer shows the link.
+    links = {(x["system"], x["key"], x["matchedOn"]) for x in customer["identity"]["links"]}
+    assert ("billing-view", bundle.account.id, "certificate+msisdn") in links
+    (view,) = customer["billingView"]
+    assert [a["id"] for a in customer["billingAccounts"]] == [view["id"]]
+    # The agent sees ID cards clear only for identity checks (the policy's rule), here too.
+    cert = bundle.customer.cert_no
+    assert view["certificateNumber"] == cert[:6] + "*" * 8 + cert[-4:]
+    checked = post_graphql(url, key, QUERY, {"m": msisdn}, purpose="identity_verification")
+    (seen,) = checked.json()["data"]["customerByMsisdn"]["billingView"]
+    assert seen["certificateNumber"] == cert
+    # Numbers normalised to E.164, whatever the billing API writes.
+    assert f"+86{msisdn}" in view["serviceNumbers"]
+    assert view["bills"]["totalCount"] == 12 and len(view["bills"]["items"]) == 2
+
+    masked = post_graphql(url, key, QUERY, {"m": msisdn}, purpose=None).json()
+    (shown,) = masked["data"]["customerByMsisdn"]["billingView"]
+    assert shown["certificateNumber"] == cert[:6] + "*" * 8 + cert[-4:]
+    assert all("****" in number for number in shown["serviceNumbers"])
+    assert shown["id"] != view["id"] and shown["id"].endswith(view["id"][-4:])
