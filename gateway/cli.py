@@ -160,7 +160,7 @@ def _policy_explain(args: argparse.Namespace) -> int:
     from policies.loader import PolicyInvalid, load_policy
     from policies.principal import Principal
     from schema.build import build_schema, operation_names
-    from schema.explain import explain
+    from schema.explain import explain, operation_report
 
     # With the declared systems' fields: explain covers them like every other field.
     schema = build_schema(0, load_systems(load_settings()))
@@ -196,6 +196,20 @@ def _policy_explain(args: argparse.Namespace) -> int:
     width = max((len(v.path) for v in verdicts), default=10)
     for verdict in verdicts:
         print(f"  {verdict.path:<{width}}  {verdict.outcome:<17}  {verdict.reason}")
+    text = Path(args.query).read_text(encoding="utf-8")
+    report = operation_report(schema, policy, principal, args.purpose, text)
+    if report is not None:
+        mode = " (dry run: logged, not refused)" if report.dry_run else ""
+        print(f"limits of channel {args.channel}{mode}:")
+        for check in report.limits:
+            verdict = "EXCEEDED" if check.exceeded else "ok"
+            print(f"  {check.name:<16} {check.found:>6} of {check.limit:<6} {verdict}")
+        # Where the estimated backend calls go, costliest first.
+        for path, calls in sorted(report.figures.paths.items(), key=lambda p: -p[1])[:10]:
+            print(f"  cost {calls:>6}  {path}")
+        for search in report.searches:
+            outcome = f"refused: {search.refusal}" if search.refusal else "allowed"
+            print(f"search {search.where} on class {search.data_class}: {outcome}")
     return 1 if refusals else 0
 
 

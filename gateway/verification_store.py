@@ -63,6 +63,8 @@ verification_failure = Table(
     Column("customer_id", String(32), nullable=False),
     Column("method", String(16), nullable=False),
     Column("channel", String(32), nullable=False),
+    # The API key (public id) that failed: a credential's failures lock that credential.
+    Column("credential_id", String(16), nullable=False, default=""),
     Column("at", Float, nullable=False),
     Index("ix_verification_failure_customer", "customer_id", "method", "at"),
 )
@@ -143,16 +145,18 @@ class SqlVerificationStore:
             used=bool(row.used),
         )
 
-    async def challenges_since(self, customer_id: str, since: float) -> int:
+    async def challenges_since(
+        self, customer_id: str, since: float, credential_id: str | None = None
+    ) -> int:
+        query = (
+            select(func.count())
+            .select_from(otp_challenge)
+            .where(otp_challenge.c.customer_id == customer_id, otp_challenge.c.created_at >= since)
+        )
+        if credential_id is not None:
+            query = query.where(otp_challenge.c.credential_id == credential_id)
         async with self._engine.connect() as conn:
-            count = await conn.scalar(
-                select(func.count())
-                .select_from(otp_challenge)
-                .where(
-                    otp_challenge.c.customer_id == customer_id,
-                    otp_challenge.c.created_at >= since,
-                )
-            )
+            count = await conn.scalar(query)
         return int(count or 0)
 
     async def take_attempt(self, challenge_id: str, now: float) -> bool:
@@ -179,23 +183,34 @@ class SqlVerificationStore:
             )
         return result.rowcount == 1
 
-    async def add_failure(self, customer_id: str, method: str, channel: str, at: float) -> None:
+    async def add_failure(
+        self, customer_id: str, method: str, channel: str, at: float, credential_id: str = ""
+    ) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
                 verification_failure.insert().values(
-                    customer_id=customer_id, method=method, channel=channel, at=at
+                    customer_id=customer_id,
+                    method=method,
+                    channel=channel,
+                    credential_id=credential_id,
+                    at=at,
                 )
             )
 
-    async def failures_since(self, customer_id: str, method: str, since: float) -> int:
-        async with self._engine.connect() as conn:
-            count = await conn.scalar(
-                select(func.count())
-                .select_from(verification_failure)
-                .where(
-                    verification_failure.c.customer_id == customer_id,
-                    verification_failure.c.method == method,
-                    verification_failure.c.at >= since,
-                )
+    async def failures_since(
+        self, customer_id: str, method: str, since: float, credential_id: str | None = None
+    ) -> int:
+        query = (
+            select(func.count())
+            .select_from(verification_failure)
+            .where(
+                verification_failure.c.customer_id == customer_id,
+                verification_failure.c.method == method,
+                verification_failure.c.at >= since,
             )
+        )
+        if credential_id is not None:
+            query = query.where(verification_failure.c.credential_id == credential_id)
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(query)
         return int(count or 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ from policies.model import (
     ChannelProfile,
     Continuity,
     Level,
+    OperationLimits,
     Policy,
     Rule,
     SearchGrant,
+    VerificationLimits,
 )
 
 LINE = "__line__"
@@ -32,15 +34,23 @@ TOP_KEYS = {
     "version",
     "purposes",
     "verification_levels",
+    "verification_limits",
+    "limits",
     "data_classes",
     "channels",
     "search",
     "disclosure",
 }
+#: Operation limits: positive integers, and `mode` (enforce, or dry_run: log only).
+LIMIT_NUMBERS = {f.name for f in fields(OperationLimits) if f.name != "dry_run"}
+LIMIT_KEYS = LIMIT_NUMBERS | {"mode"}
+LIMIT_MODES = {"enforce": False, "dry_run": True}
+VERIFICATION_LIMIT_KEYS = {f.name for f in fields(VerificationLimits)}
 DATA_CLASS_KEYS = {"mask", "description"}
 MASK_KEYS = {"keep_first", "keep_last", "min_length", "withheld", "like"}
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 CHANNEL_KEYS = {
+    "limits",
     "operations",
     "introspection",
     "rate_limit_per_minute",
@@ -89,6 +99,7 @@ class _Reader:
         self.known_operations = known_operations
         self.problems: list[Problem] = []
         self.levels: tuple[str, ...] = ("none",)
+        self.limits = OperationLimits()
         #: Built-in classes and the ones this file declares, by name.
         self.known_classes: dict[str, DataClass] = {str(c): c for c in BUILTIN_CLASSES}
 
@@ -215,7 +226,66 @@ class _Reader:
             requires_verification=self.requirements(name, spec.get("requires_verification"), line),
             continuity=self.continuity(name, spec.get("continuity"), line),
             rows=str(rows),
+            limits=self.operation_limits(spec.get("limits"), line, f"channel '{name}'"),
         )
+
+    def operation_limits(self, spec: Any, line: int, what: str) -> OperationLimits:
+        """`limits`: the keys given replace those of the policy's own `limits` (the default)."""
+        if spec is None:
+            return self.limits
+        if not isinstance(spec, dict):
+            self.error(line, f"{what}: limits must be a mapping ({', '.join(sorted(LIMIT_KEYS))})")
+            return self.limits
+        line = spec[LINE]
+        self.keys(spec, LIMIT_KEYS, f"the limits of {what}")
+        changes: dict[str, Any] = {}
+        for key in sorted(LIMIT_NUMBERS & spec.keys()):
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.error(line, f"{what}: limits.{key} must be a positive integer")
+            else:
+                changes[key] = value
+        if "mode" in spec:
+            mode = spec["mode"]
+            if mode not in LIMIT_MODES:
+                self.error(line, f"{what}: limits.mode must be one of enforce, dry_run")
+            else:
+                changes["dry_run"] = LIMIT_MODES[mode]
+        return replace(self.limits, **changes)
+
+    def verification_limits(self, spec: Any, line: int) -> VerificationLimits:
+        if spec is None:
+            return VerificationLimits()
+        if not isinstance(spec, dict):
+            self.error(line, "verification_limits must be a mapping")
+            return VerificationLimits()
+        line = spec[LINE]
+        self.keys(spec, VERIFICATION_LIMIT_KEYS, "verification_limits")
+        changes: dict[str, int] = {}
+        for key in sorted(VERIFICATION_LIMIT_KEYS & spec.keys()):
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.error(line, f"verification_limits.{key} must be a positive integer")
+            else:
+                changes[key] = value
+        found = replace(VerificationLimits(), **changes)
+        for kind in ("otp_sends", "id_card_failures"):
+            own = getattr(found, f"{kind}_per_credential")
+            ceiling = getattr(found, f"{kind}_per_customer")
+            if own > ceiling:
+                self.error(
+                    line,
+                    f"verification_limits: {kind}_per_credential ({own}) is above "
+                    f"{kind}_per_customer ({ceiling}); the ceiling would always decide",
+                )
+            elif own == ceiling:
+                self.warn(
+                    line,
+                    f"verification_limits: {kind}_per_credential equals {kind}_per_customer "
+                    f"({own}): one credential alone can use up the customer's ceiling and lock "
+                    "every other channel out for the window",
+                )
+        return found
 
     def level(self, value: Any, line: int, what: str) -> str | None:
         if not isinstance(value, str) or value not in self.levels:
@@ -417,6 +487,10 @@ def parse_policy(
     else:
         reader.levels = tuple(levels)
 
+    reader.limits = reader.operation_limits(document.get("limits"), document[LINE], "the policy")
+    verification_limits = reader.verification_limits(
+        document.get("verification_limits"), document[LINE]
+    )
     declared_classes = reader.data_classes(document.get("data_classes"), document[LINE])
 
     channels: dict[str, ChannelProfile] = {}
@@ -487,6 +561,8 @@ def parse_policy(
         default=default,
         search=tuple(grants),
         verification_levels=reader.levels,
+        limits=reader.limits,
+        verification_limits=verification_limits,
         data_classes=declared_classes,
     )
     return policy, problems

@@ -44,6 +44,44 @@ ROWS_VERIFIED_CUSTOMER = "verified_customer"
 
 
 @dataclass(frozen=True, slots=True)
+class OperationLimits:
+    """What one operation may ask for, checked on the parsed document before it executes.
+
+    `max_cost` is in backend calls the operation can cause (schema/cost.py estimates it);
+    the others bound the document itself. `dry_run` only logs an operation past a limit
+    and lets it through, to measure a new limit before enforcing it.
+    """
+
+    max_cost: int = 50
+    max_depth: int = 10
+    max_aliases: int = 30
+    max_root_fields: int = 10
+    max_tokens: int = 2000
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationLimits:
+    """Lifetimes and attempt limits of verifications (policy key `verification_limits`).
+
+    Sends and failures are counted per customer and requesting credential (API key), with a
+    higher ceiling per customer: one credential's attempts use up its own allowance for that
+    customer, not the customer's other channels, while the ceiling still bounds what every
+    credential together can do to one customer (SMS flooding, guessing an ID card).
+    """
+
+    otp_code_minutes: int = 5
+    otp_attempts: int = 3
+    otp_send_window_minutes: int = 10
+    otp_sends_per_credential: int = 5
+    otp_sends_per_customer: int = 5
+    id_card_failure_window_minutes: int = 15
+    id_card_failures_per_credential: int = 5
+    id_card_failures_per_customer: int = 20
+    token_minutes: int = 30
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelProfile:
     name: str
     #: Root fields (queries, mutations) the channel may use; None means all.
@@ -58,6 +96,8 @@ class ChannelProfile:
     continuity: tuple[Continuity, ...] = ()
     #: ROWS_ALL, or ROWS_VERIFIED_CUSTOMER: callers act for their verified customer only.
     rows: str = ROWS_ALL
+    #: Operation limits for this channel (the policy's `limits`, with this channel's own).
+    limits: OperationLimits = field(default_factory=OperationLimits)
 
     def allows(self, operation: str) -> bool:
         return self.operations is None or operation in self.operations
@@ -127,6 +167,9 @@ class Policy:
     search: tuple[SearchGrant, ...] = ()
     #: Verification levels, weakest first; the first is what an unverified request has.
     verification_levels: tuple[str, ...] = ("none",)
+    #: Operation limits of channels that set none of their own.
+    limits: OperationLimits = field(default_factory=OperationLimits)
+    verification_limits: VerificationLimits = field(default_factory=VerificationLimits)
     #: Classes this policy declares beyond the built-in ones, with their masks.
     data_classes: Mapping[DataClass, DeclaredMask] = field(default_factory=dict)
     _decisions: dict = field(default_factory=dict, repr=False, compare=False)
@@ -159,6 +202,34 @@ class Policy:
 
     def may_search(self, data_class: DataClass, principal: Principal) -> bool:
         return any(grant.grants(data_class, principal) for grant in self.search)
+
+    def search_refusal(
+        self, data_class: DataClass, principal: Principal, purpose: str | None, partial: bool
+    ) -> str | None:
+        """Why this caller may not filter customers on a class; None if it may.
+
+        A search is an oracle for the value it filters on: the answer says which customers
+        hold it. So it needs a search grant and also the right to see the class: a partial
+        value (a name prefix) only where the class goes out clear to the caller (else a prefix
+        walk spells the masked value back), a whole value only where the class goes out at
+        all (the masked form of a whole value confirms it anyway). Decided as unverified: the
+        customers a search finds are not known in advance.
+        """
+        if not self.may_search(data_class, principal):
+            return f"no search grant for class {data_class.value}"
+        decision = self.decide(data_class, principal, purpose)
+        if partial and decision.level is not Level.CLEAR:
+            return (
+                f"class {data_class.value} goes out {decision.level.value} to this caller "
+                f"(rule {decision.rule_id}); filtering on part of it needs it clear"
+            )
+        if decision.level is Level.DENIED:
+            return f"class {data_class.value} is denied to this caller (rule {decision.rule_id})"
+        return None
+
+    def limits_for(self, channel: str) -> OperationLimits:
+        profile = self.channels.get(channel)
+        return profile.limits if profile is not None else self.limits
 
     def knows_class(self, data_class: DataClass) -> bool:
         return data_class in BUILTIN_CLASSES or data_class in self.data_classes

@@ -72,8 +72,11 @@ class VerificationStore(Protocol):
 
     async def challenge(self, challenge_id: str) -> OtpChallenge | None: ...
 
-    async def challenges_since(self, customer_id: str, since: float) -> int:
-        """How many codes were sent to a customer since then (a limit on SMS bombing)."""
+    async def challenges_since(
+        self, customer_id: str, since: float, credential_id: str | None = None
+    ) -> int:
+        """How many codes were sent to a customer since then (a limit on SMS bombing); with
+        `credential_id`, only those that credential asked for."""
 
     async def take_attempt(self, challenge_id: str, now: float) -> bool:
         """Use up one attempt of a live, unused challenge; False if none is left."""
@@ -81,10 +84,16 @@ class VerificationStore(Protocol):
     async def mark_used(self, challenge_id: str) -> bool:
         """Burn a challenge once it was answered right; False if it already was."""
 
-    async def add_failure(self, customer_id: str, method: str, channel: str, at: float) -> None:
-        """Count a failed check (no value presented is stored)."""
+    async def add_failure(
+        self, customer_id: str, method: str, channel: str, at: float, credential_id: str = ""
+    ) -> None:
+        """Count a failed check, and the credential that made it (no value presented is
+        stored)."""
 
-    async def failures_since(self, customer_id: str, method: str, since: float) -> int: ...
+    async def failures_since(
+        self, customer_id: str, method: str, since: float, credential_id: str | None = None
+    ) -> int:
+        """Failed checks of a customer since then; with `credential_id`, that credential's."""
 
 
 def rank(levels: Sequence[str], level: str | None) -> int:

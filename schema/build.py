@@ -16,6 +16,7 @@ from schema.audit import AuditQuery
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors, to_coded_error
 from schema.operation_facts import OperationFacts
+from schema.operation_limits import OperationLimitsRule
 from schema.query import Query as CustomerQuery
 from schema.stream_audit import StreamAudit
 from schema.system_fields import install_system_fields
@@ -71,6 +72,7 @@ def build_schema(
         CodedErrors,
         ChannelRules,
         VerificationRules,
+        OperationLimitsRule,  # after the channel rules: a refused operation is not costed
         OperationFacts,
     ]
     if document_cache_size:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
     GraphQLObjectType,
     InlineFragmentNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     get_named_type,
@@ -20,8 +22,11 @@ from graphql import (
 from policies.model import ROWS_VERIFIED_CUSTOMER, Policy
 from policies.principal import Principal
 from policies.verification import rank
-from schema.channel_rules import operation_fields
+from schema.channel_rules import _fields, operation_fields
 from schema.classified import classified_fields
+from schema.cost import OperationFigures, analyse_operation, count_tokens
+from schema.operation_limits import CODES
+from schema.search_rules import SEARCH_ARGUMENTS, search_refusal
 from schema.verification_rules import paging_roots
 
 
@@ -30,6 +35,101 @@ class FieldVerdict:
     path: str
     outcome: str  # clear | masked | denied | "not personal data" (always clear)
     reason: str
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    name: str  # the policy key: max_cost, max_depth, ...
+    found: int
+    limit: int
+
+    @property
+    def exceeded(self) -> bool:
+        return self.found > self.limit
+
+
+@dataclass(frozen=True)
+class SearchCheck:
+    where: str  # e.g. "customers(namePrefix:)"
+    data_class: str
+    refusal: str | None  # why not; None: allowed
+
+
+@dataclass(frozen=True)
+class OperationReport:
+    """What the operation limits and search rules make of a query, for `policy explain`."""
+
+    figures: OperationFigures
+    limits: list[LimitCheck]
+    dry_run: bool
+    searches: list[SearchCheck]
+
+
+def _searches(
+    document: DocumentNode, policy: Policy, principal: Principal, purpose: str | None
+) -> list[SearchCheck]:
+    fragments = {
+        d.name.value: d.selection_set
+        for d in document.definitions
+        if isinstance(d, FragmentDefinitionNode)
+    }
+    found: list[SearchCheck] = []
+    for definition in document.definitions:
+        if not isinstance(definition, OperationDefinitionNode):
+            continue
+        for node in _fields(definition.selection_set, fragments, set()):
+            for argument in node.arguments or ():
+                key = (node.name.value, argument.name.value)
+                if key not in SEARCH_ARGUMENTS or isinstance(argument.value, NullValueNode):
+                    continue
+                where = f"{key[0]}({key[1]}:)"
+                if all(check.where != where for check in found):
+                    found.append(
+                        SearchCheck(
+                            where,
+                            SEARCH_ARGUMENTS[key].data_class.value,
+                            search_refusal(policy, principal, purpose, *key),
+                        )
+                    )
+    return found
+
+
+def operation_report(
+    schema: object,
+    policy: Policy,
+    principal: Principal,
+    purpose: str | None,
+    document_text: str,
+    max_page_size: int = 200,
+) -> OperationReport | None:
+    """Cost, depth, aliases, root fields and tokens against the channel's limits, and each
+    search argument against the search rule; None if the document is not valid."""
+    graphql_schema = schema._schema  # type: ignore[attr-defined]
+    try:
+        document = parse(document_text)
+    except GraphQLError:
+        return None
+    if validate(graphql_schema, document):
+        return None
+    limits = policy.limits_for(principal.channel)
+    figures = analyse_operation(
+        graphql_schema, document, None, None, max_page_size=max_page_size, detail=True
+    )
+    found = {
+        "max_cost": figures.cost,
+        "max_depth": figures.depth,
+        "max_aliases": figures.aliases,
+        "max_root_fields": figures.root_fields,
+        "max_tokens": count_tokens(document_text),
+    }
+    checks = [
+        LimitCheck(f.name, found[f.name], getattr(limits, f.name))
+        for f in fields(limits)
+        if f.name in found
+    ]
+    return OperationReport(
+        figures, checks, limits.dry_run, _searches(document, policy, principal, purpose)
+    )
 
 
 def explain(
@@ -80,6 +180,20 @@ def explain(
                 "for its verified customer only (CUSTOMER_NOT_IN_SCOPE)"
                 for op in paging_roots(graphql_schema, roots)
             ]
+    report = operation_report(schema, policy, principal, purpose, document_text)
+    if report is not None:
+        if not report.dry_run:
+            refusals += [
+                f"{check.name}: {check.found} > {check.limit} ({CODES[check.name]})"
+                for check in report.limits
+                if check.exceeded
+            ]
+        refusals += [
+            f"search {check.where} on class {check.data_class}: {check.refusal} "
+            "(SEARCH_NOT_ALLOWED)"
+            for check in report.searches
+            if check.refusal is not None
+        ]
     classes = classified_fields(schema)
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)

@@ -8,8 +8,8 @@ import re
 import strawberry
 
 from adapters.records import StarLevel as RecordStarLevel
-from policies.masks import DataClass
-from schema.errors import GraphError, bad_input, not_found
+from schema.errors import bad_input, not_found
+from schema.search_rules import ensure_may_search
 from schema.types import (
     Customer,
     CustomerConnection,
@@ -22,10 +22,6 @@ from schema.types import (
 HUB_ID = re.compile(r"cus_[0-9a-f]{20}")
 MSISDN = re.compile(r"1[3-9][0-9]{9}")
 CURSOR_PREFIX = "offset:"
-
-
-def search_not_allowed(what: str) -> GraphError:
-    return GraphError("SEARCH_NOT_ALLOWED", f"This caller may not look customers up by {what}.")
 
 
 def encode_cursor(offset: int) -> str:
@@ -60,8 +56,7 @@ class Query:
     @strawberry.field(description="The customer who holds a line, by its 11-digit MSISDN.")
     async def customer_by_msisdn(self, info: GraphInfo, msisdn: str) -> Customer | None:
         # The value is never echoed: an MSISDN is personal data.
-        if not info.context.disclosure.may_search(DataClass.MOBILE):
-            raise search_not_allowed("MSISDN")
+        ensure_may_search(info, "customerByMsisdn", "msisdn")
         if not MSISDN.fullmatch(msisdn):
             raise bad_input("msisdn must be 11 digits starting with 13-19.")
         info.context.backends_called.add("boss")
@@ -84,8 +79,8 @@ class Query:
         limit = info.context.backends.max_page_size
         if not 1 <= first <= limit:
             raise bad_input(f"first must be between 1 and {limit}.")
-        if name_prefix is not None and not info.context.disclosure.may_search(DataClass.NAME):
-            raise search_not_allowed("name")
+        if name_prefix is not None:
+            ensure_may_search(info, "customers", "namePrefix")
         if name_prefix is not None and not 1 <= len(name_prefix) <= 16:
             raise bad_input("namePrefix must be 1 to 16 characters.")
         offset = decode_cursor(after) if after else 0

@@ -19,6 +19,7 @@ from typing import Annotated
 import strawberry
 
 from policies.masks import mask_mobile
+from policies.model import VerificationLimits
 from policies.verification import OtpChallenge, Verification, VerificationStore
 from schema.errors import GraphError, bad_input, not_found
 from schema.types import GraphInfo
@@ -29,17 +30,6 @@ MSISDN = re.compile(r"1[3-9][0-9]{9}")
 OTP_CODE = re.compile(r"[0-9]{6}")
 ID_CARD = re.compile(r"[0-9]{17}[0-9Xx]")
 
-OTP_TTL_S = 300.0
-OTP_ATTEMPTS = 3
-#: Codes sent to one customer in the window before startOtp refuses (nobody's phone is
-#: flooded through the hub, whichever channels and keys ask).
-OTP_SENDS = 5
-OTP_SEND_WINDOW_S = 600.0
-#: How long a verification proves who the customer is, in the channel that obtained it.
-VERIFICATION_TTL_S = 30 * 60.0
-#: Failed ID-card checks of one customer tolerated in the window before checks are refused.
-ID_CARD_FAILURES = 5
-ID_CARD_FAILURE_WINDOW_S = 15 * 60.0
 ACTIVE_LINE = "A"
 
 
@@ -61,6 +51,11 @@ def _store(info: GraphInfo) -> VerificationStore:
     if store is None:
         raise GraphError("VERIFICATION_UNAVAILABLE", "This hub keeps no verifications.")
     return store
+
+
+def _limits(info: GraphInfo) -> VerificationLimits:
+    """Lifetimes and attempt limits: the policy's `verification_limits`."""
+    return info.context.disclosure.policy.verification_limits
 
 
 def _level(info: GraphInfo, method: str) -> str:
@@ -118,7 +113,7 @@ async def _issue(
         channel=principal.channel,
         credential_id=principal.credential_id,
         created_at=now,
-        expires_at=now + VERIFICATION_TTL_S,
+        expires_at=now + _limits(info).token_minutes * 60.0,
     )
     await store.add_verification(found, token_hash(token))
     return VerificationToken(
@@ -192,14 +187,30 @@ class VerificationMutation:
                 "NO_ACTIVE_LINE", "The customer has no such active line to send a code to."
             )
         now = time.time()
-        if await store.challenges_since(str(customer_id), now - OTP_SEND_WINDOW_S) >= OTP_SENDS:
+        limits = _limits(info)
+        principal = info.context.principal
+        since = now - limits.otp_send_window_minutes * 60.0
+        # Per requesting key first: one key's requests use up its own allowance for this
+        # customer, and leave the customer's other channels theirs. The ceiling bounds what
+        # all keys together send to one phone.
+        if (
+            await store.challenges_since(str(customer_id), since, principal.credential_id)
+            >= limits.otp_sends_per_credential
+        ):
+            raise GraphError(
+                "OTP_RATE_LIMITED",
+                "This caller asked for too many codes for this customer recently; try again later.",
+                limit="otp_sends_per_credential",
+            )
+        if await store.challenges_since(str(customer_id), since) >= limits.otp_sends_per_customer:
             raise GraphError(
                 "OTP_RATE_LIMITED",
                 "Too many codes were sent to this customer recently; try again later.",
+                limit="otp_sends_per_customer",
             )
         challenge_id = f"otp_{secrets.token_hex(12)}"
         code = f"{secrets.randbelow(10**6):06d}"
-        principal = info.context.principal
+        code_ttl_s = limits.otp_code_minutes * 60.0
         # Stored before it is sent: a code that went out can always be confirmed.
         await store.add_challenge(
             OtpChallenge(
@@ -209,12 +220,12 @@ class VerificationMutation:
                 channel=principal.channel,
                 credential_id=principal.credential_id,
                 created_at=now,
-                expires_at=now + OTP_TTL_S,
-                attempts_left=OTP_ATTEMPTS,
+                expires_at=now + code_ttl_s,
+                attempts_left=limits.otp_attempts,
                 used=False,
             )
         )
-        minutes = int(OTP_TTL_S // 60)
+        minutes = limits.otp_code_minutes
         await info.context.backends.care.send_message(
             line.msisdn,
             f"【Switchboard】您的验证码是{code}，{minutes}分钟内有效。工作人员不会向您索要验证码。",
@@ -223,8 +234,8 @@ class VerificationMutation:
         return OtpStarted(
             challenge_id=challenge_id,
             sent_to=mask_mobile(line.msisdn),
-            expires_at=_when(now + OTP_TTL_S),
-            attempts=OTP_ATTEMPTS,
+            expires_at=_when(now + code_ttl_s),
+            attempts=limits.otp_attempts,
         )
 
     @strawberry.mutation(description="Answer a one-time code; a verification token if it is right.")
@@ -261,13 +272,30 @@ class VerificationMutation:
             raise bad_input("idCardNumber must be 18 characters: 17 digits and a digit or X.")
         customer_no = await _customer_no(info, str(customer_id))
         now = time.time()
-        recent = await store.failures_since(
-            str(customer_id), "id_card", now - ID_CARD_FAILURE_WINDOW_S
+        limits = _limits(info)
+        principal = info.context.principal
+        since = now - limits.id_card_failure_window_minutes * 60.0
+        # A credential that keeps presenting wrong cards locks itself out for this customer;
+        # the customer, at another counter, is still checked. The ceiling stops many
+        # credentials together from guessing the number (its hidden digits are a birth date).
+        own = await store.failures_since(
+            str(customer_id), "id_card", since, principal.credential_id
         )
-        if recent >= ID_CARD_FAILURES:
+        if own >= limits.id_card_failures_per_credential:
+            raise GraphError(
+                "VERIFICATION_LOCKED",
+                "Too many failed ID-card checks for this customer from this caller; try again "
+                "later.",
+                limit="id_card_failures_per_credential",
+            )
+        if (
+            await store.failures_since(str(customer_id), "id_card", since)
+            >= limits.id_card_failures_per_customer
+        ):
             raise GraphError(
                 "VERIFICATION_LOCKED",
                 "Too many failed ID-card checks for this customer; try again later.",
+                limit="id_card_failures_per_customer",
             )
         profile = await info.context.loaders.profiles.load(customer_no)
         if profile is None:
@@ -275,7 +303,7 @@ class VerificationMutation:
         presented = id_card_number.upper().encode()
         if not hmac.compare_digest(profile.certificate_no.upper().encode(), presented):
             await store.add_failure(
-                str(customer_id), "id_card", info.context.principal.channel, now
+                str(customer_id), "id_card", principal.channel, now, principal.credential_id
             )
             raise failed("The ID card does not match this customer's certificate.")
         return await _issue(info, store, str(customer_id), "id_card", now)

@@ -66,3 +66,17 @@ async def test_codes_sent_are_counted_per_customer_in_a_window(store):
         )
     assert await store.challenges_since("cus_1", NOW - 100) == 2
     assert await store.challenges_since("cus_2", NOW - 100) == 0
+
+
+async def test_sends_and_failures_can_be_counted_per_requesting_credential(store):
+    for index, key in enumerate(("k1", "k1", "k2")):
+        await store.add_challenge(
+            OtpChallenge(f"otp_{index}", "cus_1", "d", "sms", key, NOW, NOW + 300, 3, False)
+        )
+        await store.add_failure("cus_1", "id_card", "store", NOW, credential_id=key)
+    assert await store.challenges_since("cus_1", NOW - 1, "k1") == 2
+    assert await store.challenges_since("cus_1", NOW - 1, "k2") == 1
+    assert await store.challenges_since("cus_1", NOW - 1) == 3
+    assert await store.failures_since("cus_1", "id_card", NOW - 1, "k1") == 2
+    assert await store.failures_since("cus_1", "id_card", NOW - 1, "k3") == 0
+    assert await store.failures_since("cus_1", "id_card", NOW - 1) == 3
