@@ -1,0 +1,112 @@
+"""The gateway signs checkpoints itself: every N records, or once the oldest record no
+checkpoint covers is M seconds old (``audit.checkpoint_every_records`` / ``_every_s``).
+
+Checkpoints made only when someone runs the CLI leave a forged tail undetectable for as long
+as nobody does. Each gateway process polls (``audit.checkpoint_poll_s``); one that finds a
+checkpoint due takes the chain's head lock (the row every append locks), looks again under
+it and only then signs and stores: with any number of workers or replicas on one database,
+one checkpoint is written per due point, never two. The checkpoint then goes, as one line,
+to the checkpoint file outside the database (``gateway/audit/checkpoint_file.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.audit import checkpoint_file
+from gateway.audit.checkpoint import PUBLISHED, Checkpoint, SigningKey, store_checkpoint
+from gateway.audit.store import audit_checkpoint, audit_head, audit_record
+
+log = logging.getLogger("switchboard.audit")
+
+
+class CheckpointScheduler:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        key: SigningKey,
+        *,
+        file: Path,
+        every_records: int,
+        every_s: float,
+        poll_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._key = key
+        self._file = file
+        self._every_records = every_records
+        self._every_us = int(every_s * 1_000_000)
+        self._poll_s = poll_s
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def _due(self, conn: AsyncConnection, head_seq: int) -> bool:
+        covered = (await conn.execute(select(func.max(audit_checkpoint.c.seq)))).scalar()
+        covered = int(covered or 0)
+        if head_seq <= covered:
+            return False
+        if head_seq - covered >= self._every_records:
+            return True
+        oldest = (
+            await conn.execute(
+                select(audit_record.c.time_us)
+                .where(audit_record.c.seq > covered)
+                .order_by(audit_record.c.seq)
+                .limit(1)
+            )
+        ).scalar()
+        return oldest is not None and self._now_us() - int(oldest) >= self._every_us
+
+    def _now_us(self) -> int:
+        return int(self._clock() * 1_000_000)
+
+    async def publish_if_due(self) -> Checkpoint | None:
+        """Sign, store and file a checkpoint of the head if one is due; it, else None."""
+        async with self._engine.connect() as conn:  # a look without locks, every poll
+            head = (await conn.execute(select(audit_head.c.seq))).scalar()
+            if head is None or not await self._due(conn, int(head)):
+                return None
+        async with self._engine.begin() as conn:
+            locked = (
+                await conn.execute(
+                    update(audit_head)
+                    .where(audit_head.c.id == 1)
+                    .values(seq=audit_head.c.seq)
+                    .returning(audit_head.c.seq, audit_head.c.hash)
+                )
+            ).one()
+            if not await self._due(conn, int(locked.seq)):
+                return None  # another process signed it meanwhile
+            checkpoint = self._key.sign(PUBLISHED, int(locked.seq), locked.hash, self._now_us())
+            await store_checkpoint(conn, checkpoint)
+        await asyncio.to_thread(checkpoint_file.append, self._file, checkpoint)
+        log.info("audit checkpoint signed at seq %d", checkpoint.seq)
+        return checkpoint
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self.publish_if_due()
+            except Exception as error:  # the next poll tries again
+                log.error("audit checkpoint not signed: %s", type(error).__name__)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
