@@ -38,6 +38,9 @@ EXPORT_COLUMNS = (
     "backends",
     "latency_ms",
     "hash",
+    "source",
+    "refused_count",
+    "window_end",
 )
 
 
@@ -103,6 +106,13 @@ def export_row(entry: AuditEntry) -> dict[str, Any]:
         "backends": list(entry.backends),
         "latency_ms": entry.latency_us / 1000,
         "hash": entry.hash,
+        "source": entry.source,
+        "refused_count": entry.refused_count,
+        "window_end": (
+            datetime.fromtimestamp(entry.window_end_us / 1_000_000, UTC).isoformat()
+            if entry.window_end_us is not None
+            else None
+        ),
     }
 
 
@@ -125,7 +135,11 @@ def _verify(args: argparse.Namespace) -> int:
     async def action(audit: Any) -> int:
         key = audit.verifying_key(Path(args.public_key) if args.public_key else None)
         files = [Path(f) for f in args.checkpoints]
-        kept = audit.kept_checkpoints(files)
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            print(f"no such checkpoint file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        kept = [] if args.no_checkpoint_file and not files else audit.kept_checkpoints(files)
         with tqdm(desc="verifying", unit=" records", file=sys.stderr, disable=args.quiet) as bar:
             report = await audit.verify(against, bar.update, key=key, kept=kept)
         for finding in report.findings:
@@ -244,6 +258,11 @@ def add_audit_commands(commands: Any) -> None:
         metavar="FILE",
         help="a JSON lines checkpoint file the gateway wrote (repeatable; default: "
         "audit.checkpoint_file when it exists)",
+    )
+    verify.add_argument(
+        "--no-checkpoint-file",
+        action="store_true",
+        help="do not read audit.checkpoint_file (when no --checkpoints is given)",
     )
     verify.add_argument("--public-key", help="the hub's public key (PEM) you hold")
     verify.add_argument(
