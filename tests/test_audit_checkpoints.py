@@ -354,3 +354,29 @@ def test_one_aggregate_per_caller_and_window_and_bounded_memory():
     (overflow,) = aggregates  # the tracked callers were refused once each: no aggregate
     assert overflow.source == OVERFLOW_SOURCE and overflow.credential_id is None
     assert overflow.refused_count == 4998 - 2  # the overflow window's first two individually
+
+
+async def test_the_schedule_does_not_sign_a_chain_edited_since_the_last_checkpoint(
+    audit: AuditLog,
+):
+    scheduler = CheckpointScheduler(
+        audit.engine,
+        audit.signing_key,
+        file=audit.checkpoint_file,
+        every_records=5,
+        every_s=3600,
+        poll_s=1,
+    )
+    assert (await scheduler.publish_if_due()).seq == 10
+    await asyncio.gather(*(audit.append(record(i)) for i in range(11, 16)))
+    # Record 12 is edited before the next checkpoint is due: signing now would vouch for
+    # the edit, so the schedule refuses (a rewrite consistent in every hash since the last
+    # checkpoint cannot be told from genuine records by anyone: that window is what
+    # checkpoint_every_records / _every_s bound).
+    await execute(
+        audit, update(audit_record).where(audit_record.c.seq == 12).values(purpose="other")
+    )
+    assert kinds(await audit.verify()) == [("edited", 12)]
+    assert await scheduler.publish_if_due() is None
+    async with audit.engine.connect() as conn:
+        assert [r.seq for r in await conn.execute(select(audit_checkpoint.c.seq))] == [10]

@@ -4,7 +4,9 @@
 before GraphQL (401, 403, 429, 400) is recorded as well as one the graph answers. It holds the
 response back until the record is committed (group commit in the writer): a response the
 caller received always has its record in the log. If the log cannot be written the caller
-gets 503 AUDIT_UNAVAILABLE instead of the answer: no unlogged disclosure.
+gets 503 AUDIT_UNAVAILABLE instead of the answer: no unlogged disclosure. The exception is a
+flood of refusals (``audit.refusal_codes``): past the first few per caller and window they
+are counted into one aggregate record (``gateway/audit/refusals.py``) and answered at once.
 
 ``record_subscription`` is the same for operations on a websocket (schema/stream_audit.py
 calls the gateway's hook once per operation when it ends), and ``record_refused_connection``

@@ -5,7 +5,9 @@ Checkpoints made only when someone runs the CLI leave a forged tail undetectable
 as nobody does. Each gateway process polls (``audit.checkpoint_poll_s``); one that finds a
 checkpoint due takes the chain's head lock (the row every append locks), looks again under
 it and only then signs and stores: with any number of workers or replicas on one database,
-one checkpoint is written per due point, never two. The checkpoint then goes, as one line,
+one checkpoint is written per due point, never two. It signs only a chain that verifies
+from the latest trustworthy checkpoint (``verify_incremental``: at most about N records to
+hash, off the event loop). The checkpoint then goes, as one line,
 to the checkpoint file outside the database (``gateway/audit/checkpoint_file.py``).
 """
 
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.audit import checkpoint_file
 from gateway.audit.checkpoint import PUBLISHED, Checkpoint, SigningKey, store_checkpoint
 from gateway.audit.store import audit_checkpoint, audit_head, audit_record
+from gateway.audit.verify import verify_incremental
 
 log = logging.getLogger("switchboard.audit")
 
@@ -48,6 +51,7 @@ class CheckpointScheduler:
         self._poll_s = poll_s
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._refused_at: int | None = None  # the head last refused (logged once per head)
 
     async def _due(self, conn: AsyncConnection, head_seq: int) -> bool:
         covered = (await conn.execute(select(func.max(audit_checkpoint.c.seq)))).scalar()
@@ -70,11 +74,34 @@ class CheckpointScheduler:
         return int(self._clock() * 1_000_000)
 
     async def publish_if_due(self) -> Checkpoint | None:
-        """Sign, store and file a checkpoint of the head if one is due; it, else None."""
+        """Sign, store and file a checkpoint of the head if one is due; it, else None.
+
+        The records since the latest trustworthy checkpoint are verified first: a checkpoint
+        vouches for everything before it, so a record edited (or a tail forged) since the
+        last one must not be signed into the chain. If they do not verify, nothing is signed
+        (and the error is logged) until someone has looked.
+        """
         async with self._engine.connect() as conn:  # a look without locks, every poll
             head = (await conn.execute(select(audit_head.c.seq))).scalar()
             if head is None or not await self._due(conn, int(head)):
                 return None
+        report = await verify_incremental(self._engine, self._key.public_key)
+        if not report.ok:
+            if self._refused_at != report.last_seq:
+                self._refused_at = report.last_seq
+                first = report.findings[0]
+                log.error(
+                    "audit checkpoint not signed: the log does not verify since the %s "
+                    "(%d finding(s), first: %s at seq %d); run `switchboard audit verify`",
+                    report.anchor,
+                    len(report.findings),
+                    first.kind,
+                    first.seq,
+                )
+            return None
+        if report.last_seq is None or report.head_hash is None:
+            return None
+        seq, head_hash = report.last_seq, report.head_hash
         async with self._engine.begin() as conn:
             locked = (
                 await conn.execute(
@@ -86,7 +113,13 @@ class CheckpointScheduler:
             ).one()
             if not await self._due(conn, int(locked.seq)):
                 return None  # another process signed it meanwhile
-            checkpoint = self._key.sign(PUBLISHED, int(locked.seq), locked.hash, self._now_us())
+            stored = (
+                await conn.execute(select(audit_record.c.hash).where(audit_record.c.seq == seq))
+            ).scalar()
+            if stored != head_hash:
+                return None  # changed since it was verified: the next poll looks again
+            # The head as verified (records appended since are covered by the next one).
+            checkpoint = self._key.sign(PUBLISHED, seq, head_hash, self._now_us())
             await store_checkpoint(conn, checkpoint)
         await asyncio.to_thread(checkpoint_file.append, self._file, checkpoint)
         log.info("audit checkpoint signed at seq %d", checkpoint.seq)

@@ -10,10 +10,15 @@ signed checkpoint the auditor kept (the log ends before it), and a log rewritten
 no longer matches the checkpoint's head hash.
 
 ``verify_chain`` (the CLI's default, and ``auditVerification(full: true)``) walks from the
-latest signed prune checkpoint (retention), or from the genesis. ``verify_incremental`` (the
-auditors' page and ``auditVerification``) walks only from the latest checkpoint in the table
-that proves trustworthy (signature valid with the public key, head hash still that of the
-record at its seq) to the head; checkpoints that fail are findings, never starting points.
+latest prune checkpoint (retention) whose signature verifies, or from the genesis, and holds
+every checkpoint against the chain: each row of the table, the auditor's own (``against``)
+and each line of a checkpoint file (``kept``); kept ones missing from the table were deleted.
+Signatures are checked with the key given; whether it is trusted (the auditor's or a pinned
+one, not the hub's own key file) is the caller's to say, and the report carries it.
+``verify_incremental`` (the auditors' page and ``auditVerification``) walks only from the
+latest checkpoint in the table that proves trustworthy (signature valid with the public key,
+head hash still that of the record at its seq) to the head; checkpoints that fail are
+findings, never starting points.
 """
 
 from __future__ import annotations
