@@ -52,6 +52,7 @@ class CheckpointScheduler:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._refused_at: int | None = None  # the head last refused (logged once per head)
+        self._retry_at = 0.0  # after a refusal, verify again only checkpoint_every_s later
 
     async def _due(self, conn: AsyncConnection, head_seq: int) -> bool:
         covered = (await conn.execute(select(func.max(audit_checkpoint.c.seq)))).scalar()
@@ -85,8 +86,11 @@ class CheckpointScheduler:
             head = (await conn.execute(select(audit_head.c.seq))).scalar()
             if head is None or not await self._due(conn, int(head)):
                 return None
+        if time.monotonic() < self._retry_at:
+            return None  # it did not verify a moment ago: do not re-hash it every poll
         report = await verify_incremental(self._engine, self._key.public_key)
         if not report.ok:
+            self._retry_at = time.monotonic() + self._every_us / 1_000_000
             if self._refused_at != report.last_seq:
                 self._refused_at = report.last_seq
                 first = report.findings[0]
