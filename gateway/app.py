@@ -457,7 +457,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # and reported by /readyz.
                 log.warning("%s not started: %s", adapter.name, error.code)
         if audit is not None:
-            await audit.start()
+            await audit.start(schedule_checkpoints=True)
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()

@@ -39,7 +39,7 @@ def settings(tmp_path: Path, **extra: object) -> AuditSettings:
 
 async def _open(url: str, tmp_path: Path, count: int = 10, **extra: object) -> AuditLog:
     audit = AuditLog(create_engine(url), settings(tmp_path, **extra))
-    await audit.start()
+    await audit.start(schedule_checkpoints=True)
     await asyncio.gather(*(audit.append(record(i)) for i in range(1, count + 1)))
     return audit
 

@@ -51,6 +51,7 @@ class CheckpointScheduler:
         self._poll_s = poll_s
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._refused_at: int | None = None  # the head last refused (logged once per head)
         self._retry_at = 0.0  # after a refusal, verify again only checkpoint_every_s later
 
@@ -129,21 +130,25 @@ class CheckpointScheduler:
         log.info("audit checkpoint signed at seq %d", checkpoint.seq)
         return checkpoint
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_s)
+    async def _run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self._poll_s)
+                return
             try:
                 await self.publish_if_due()
             except Exception as error:  # the next poll tries again
                 log.error("audit checkpoint not signed: %s", type(error).__name__)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(self._stopping), name="audit-checkpoints")
 
     async def stop(self) -> None:
+        """Stop after the poll under way, if any: never cancelled inside its transaction
+        (a cancelled SQLite transaction could keep the write lock)."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping.set()
+        await self._task
         self._task = None

@@ -108,11 +108,13 @@ class AuditLog:
             async with self.engine.begin() as conn:
                 await conn.run_sync(add_missing_columns)
 
-    async def start(self) -> None:
+    async def start(self, *, schedule_checkpoints: bool = False) -> None:
+        """Tables, writer and refusal counting; ``schedule_checkpoints`` (the gateway's
+        lifespan): also sign checkpoints on the schedule, if ``audit.scheduled_checkpoints``."""
         await self.create_tables()
         await self.writer.start()
         self._refusal_task = asyncio.create_task(self._write_refusals(), name="audit-refusals")
-        if self.settings.scheduled_checkpoints:
+        if schedule_checkpoints and self.settings.scheduled_checkpoints:
             self.scheduler.start()
 
     async def stop(self) -> None:
