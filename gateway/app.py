@@ -462,7 +462,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 log.warning("%s not started: %s", adapter.name, error.code)
         await wiring.start_systems()  # an instance down now loads its WSDL on first use
         if audit is not None:
-            await audit.start()
+            await audit.start(schedule_checkpoints=True)
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()

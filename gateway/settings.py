@@ -155,6 +155,51 @@ class AuditSettings(BaseModel):
     )
     retention_days: float = Field(default=183, ge=1, description="Records older are pruned.")
     max_batch: int = Field(default=256, ge=1, description="Records per group commit at most.")
+    trusted_public_key_file: Path | None = Field(
+        default=None,
+        description="The checkpoint public key (PEM) verification trusts (the page, "
+        "auditVerification, `audit verify` without --public-key). Unset: signatures are "
+        "checked with the hub's own key file only and reported UNTRUSTED.",
+    )
+    checkpoint_every_records: int = Field(
+        default=10_000, ge=1, description="The gateway signs a checkpoint after this many records."
+    )
+    checkpoint_every_s: float = Field(
+        default=300,
+        gt=0,
+        description="... or once the oldest record no checkpoint covers is this old (seconds).",
+    )
+    checkpoint_poll_s: float = Field(
+        default=1.0, gt=0, description="How often each process looks whether one is due."
+    )
+    checkpoint_file: Path | None = Field(
+        default=None,
+        description="Append-only JSON lines file of the checkpoints signed (outside the "
+        "database); state_dir/audit-checkpoints.jsonl when unset.",
+    )
+    scheduled_checkpoints: bool = Field(
+        default=True, description="Off: checkpoints only from `switchboard audit checkpoint`."
+    )
+    refusal_window_s: float = Field(
+        default=60,
+        gt=0,
+        description="Refusals past a limit (refusal_codes) are counted per (caller, code) in "
+        "windows this long: at most one aggregate record per window.",
+    )
+    refusal_individual_records: int = Field(
+        default=5,
+        ge=0,
+        description="The first refusals of each (caller, code) window still recorded one by one.",
+    )
+    refusal_max_callers: int = Field(
+        default=10_000,
+        ge=1,
+        description="(caller, code) windows tracked at once; past it new callers share one.",
+    )
+    refusal_codes: list[str] = Field(
+        default=["RATE_LIMITED", "UNAUTHENTICATED", "CHANNEL_MISMATCH"],
+        description="Refusals before GraphQL that are aggregated past the first few.",
+    )
 
 
 class Settings(BaseSettings):

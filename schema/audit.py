@@ -83,6 +83,18 @@ class AuditRecord:
     backends: list[str]
     latency_ms: float
     hash: str
+    source: str | None = strawberry.field(
+        default=None,
+        description="A refusal with no principal: keyed hash of the caller's address.",
+    )
+    refused_count: int | None = strawberry.field(
+        default=None,
+        description="An aggregate record: how many refusals of this caller and code it counts "
+        "(those not recorded one by one), from `time` to `windowEnd`. Null: one operation.",
+    )
+    window_end: datetime | None = strawberry.field(
+        default=None, description="An aggregate record: the end of its window."
+    )
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditRecord:
@@ -109,6 +121,13 @@ class AuditRecord:
             backends=list(e.backends),
             latency_ms=e.latency_us / 1000,
             hash=e.hash,
+            source=e.source,
+            refused_count=e.refused_count,
+            window_end=(
+                datetime.fromtimestamp(e.window_end_us / 1_000_000, UTC)
+                if e.window_end_us is not None
+                else None
+            ),
         )
 
 
@@ -122,10 +141,16 @@ class AuditConnection:
 class AuditFinding:
     kind: str = strawberry.field(
         description="edited, deleted, inserted, reordered, broken_link, truncated, rewritten, "
-        "forged_checkpoint or checkpoint_mismatch."
+        "forged_checkpoint, checkpoint_mismatch or checkpoint_deleted."
     )
     seq: int
     detail: str
+
+
+@strawberry.enum(description="Whether checkpoint signatures were checked with a trusted key.")
+class SignatureTrust(enum.Enum):
+    TRUSTED = "trusted"  # the key pinned in audit.trusted_public_key_file
+    UNTRUSTED = "untrusted"  # only the hub's own key file: replaceable with the checkpoints
 
 
 @strawberry.type(description="A signed checkpoint an incremental verification started from.")
@@ -152,6 +177,16 @@ class AuditVerification:
     anchor: str
     checkpoint_seq: int | None
     findings: list[AuditFinding]
+    signatures: SignatureTrust = strawberry.field(
+        description="TRUSTED: checkpoint signatures were checked with the public key pinned "
+        "in audit.trusted_public_key_file. UNTRUSTED: only with the hub's own key file, which "
+        "whoever can rewrite the hub's state can replace along with the checkpoints; `ok` "
+        "then proves less."
+    )
+    key_id: str | None = strawberry.field(description="The key signatures were checked with.")
+    checkpoints_checked: int = strawberry.field(
+        description="Checkpoints compared with the chain (incremental: those tried as start)."
+    )
 
     @classmethod
     def of(cls, r: VerificationReport) -> AuditVerification:
@@ -166,6 +201,9 @@ class AuditVerification:
             anchor=r.anchor,
             checkpoint_seq=r.checkpoint_seq,
             findings=[AuditFinding(kind=f.kind, seq=f.seq, detail=f.detail) for f in r.findings],
+            signatures=SignatureTrust.TRUSTED if r.key_trusted else SignatureTrust.UNTRUSTED,
+            key_id=r.key_id,
+            checkpoints_checked=r.checkpoints_checked,
         )
 
 

@@ -45,6 +45,9 @@ class AuditEntry:
     backends: tuple[str, ...]
     latency_us: int
     hash: str
+    source: str | None = None  # keyed hash of a refused caller's address (no principal)
+    refused_count: int | None = None  # an aggregate of refusals: how many it counts ...
+    window_end_us: int | None = None  # ... from time_us to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,9 @@ class AuditPage:
 class Finding:
     """One problem the verifier found, and where (sequence numbers)."""
 
-    kind: str  # edited | deleted | inserted | reordered | broken_link | truncated | rewritten
+    # edited | deleted | inserted | reordered | broken_link | truncated | rewritten |
+    # forged_checkpoint | checkpoint_mismatch | checkpoint_deleted
+    kind: str
     seq: int
     detail: str
 
@@ -76,6 +81,13 @@ class VerificationReport:
     start_kind: str | None = None  # the checkpoint an incremental walk started from ...
     start_seq: int | None = None
     start_time_us: int | None = None  # ... and when it was signed
+    # Whether checkpoint signatures were checked against a key the auditor supplied or the
+    # operator pinned (True), or only against the hub's own key file, which whoever can
+    # write the hub's state can replace along with the checkpoints (False: UNTRUSTED).
+    key_trusted: bool = False
+    key_id: str | None = None  # the key signatures were checked with
+    key_source: str = ""  # where that key came from, in words
+    checkpoints_checked: int = 0  # checkpoints (table and kept ones) compared with the chain
 
 
 class AuditReader(Protocol):

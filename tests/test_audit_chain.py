@@ -175,10 +175,15 @@ async def test_a_truncated_tail_is_found_against_a_saved_checkpoint(
         delete(audit_record).where(audit_record.c.seq > 7),
         update(audit_head).values(seq=7, hash=last_kept.hash),
     )
-    assert (await audit.verify()).ok  # the chain alone cannot see a cut tail ...
+    # The chain alone cannot see a cut tail; the checkpoint table's copy of the checkpoint ...
+    assert kinds(await audit.verify()) == [("truncated", 8)]
     report = await audit.verify(Checkpoint.from_json(saved.read_text()))
-    assert kinds(report) == [("truncated", 8)]  # ... the checkpoint the auditor kept does
+    assert kinds(report) == [("truncated", 8)]  # ... and the checkpoint the auditor kept do
     assert "checkpoint covers seq 10" in report.findings[0].detail
+    # Deleting the table's copy as well hides nothing from the auditor's.
+    await execute(audit, delete(audit_checkpoint))
+    report = await audit.verify(Checkpoint.from_json(saved.read_text()))
+    assert kinds(report) == [("truncated", 8), ("checkpoint_deleted", 10)]
 
 
 async def test_a_rewritten_log_does_not_match_the_checkpoint(audit: AuditLog):
@@ -193,7 +198,8 @@ async def test_a_rewritten_log_does_not_match_the_checkpoint(audit: AuditLog):
         .values(subject="someone-else", hash=chain_hash(old.prev_hash, changed)),
         update(audit_head).values(hash=chain_hash(old.prev_hash, changed)),
     )
-    assert (await audit.verify()).ok
+    # The checkpoint table's copy no longer matches either (it used to go unnoticed).
+    assert kinds(await audit.verify()) == [("checkpoint_mismatch", 10)]
     assert kinds(await audit.verify(checkpoint)) == [("rewritten", 10)]
 
 

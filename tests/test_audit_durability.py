@@ -169,14 +169,15 @@ def test_cli_checkpoint_export_and_verify_against_a_kept_checkpoint(hub):
     ok = switchboard(hub["env"], "audit", "verify", "--quiet", "--checkpoint", str(kept))
     assert ok.returncode == 0 and "against the checkpoint at seq 6" in ok.stdout
 
-    # Cut the tail (and fix up the head, as a careful forger would): only the kept
-    # checkpoint can tell.
+    # Cut the tail (and fix up the head, as a careful forger would): the chain alone cannot
+    # tell; the checkpoint's copies in the table and the hub's checkpoint file now do too.
     with sqlite3.connect(hub["database"]) as conn:
         conn.execute("DELETE FROM audit_record WHERE seq > 4")
         conn.execute(
             "UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit_record WHERE seq = 4)"
         )
-    assert switchboard(hub["env"], "audit", "verify", "--quiet").returncode == 0
+    plain = switchboard(hub["env"], "audit", "verify", "--quiet")
+    assert plain.returncode == 1 and "TRUNCATED    seq 5" in plain.stdout
     cut = switchboard(hub["env"], "audit", "verify", "--quiet", "--checkpoint", str(kept))
     assert cut.returncode == 1
     assert "TRUNCATED    seq 5: the log ends at seq 4; the checkpoint covers seq 6" in cut.stdout

@@ -333,3 +333,16 @@ def test_no_personal_data_in_the_stored_log(audited, customers):
         for secret in secrets:
             assert secret not in dump
     assert "cus_" not in dump  # hub ids only as keyed hashes
+
+
+def test_without_a_pinned_key_the_graph_says_the_signatures_are_untrusted(audited):
+    for full in (False, True):
+        response = audited.post(
+            "query($full: Boolean!) { auditVerification(full: $full) { ok signatures keyId } }",
+            {"full": full},
+            channel="audit",
+            purpose=None,
+        )
+        verification = response.json()["data"]["auditVerification"]
+        assert verification["ok"] and verification["signatures"] == "UNTRUSTED", verification
+        assert len(verification["keyId"]) == 16

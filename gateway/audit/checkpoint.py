@@ -52,8 +52,30 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
+        """Raises ValueError (or KeyError, TypeError) if the text is not a checkpoint.
+
+        Only its own fields are read: a ``public_key`` in the file is never used to check it
+        (whoever forged the checkpoint would have put their own key there)."""
         data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        checkpoint = cls(
+            kind=str(data["kind"]),
+            seq=_integer(data["seq"]),
+            head_hash=str(data["head_hash"]),
+            time_us=_integer(data["time_us"]),
+            key_id=str(data["key_id"]),
+            signature=str(data["signature"]),
+        )
+        if checkpoint.kind not in (PUBLISHED, PRUNE) or checkpoint.seq < 0:
+            raise ValueError("not a checkpoint")
+        return checkpoint
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("not an integer")
+    return value
 
 
 def public_key_text(public_key: Ed25519PublicKey) -> str:

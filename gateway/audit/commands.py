@@ -38,6 +38,9 @@ EXPORT_COLUMNS = (
     "backends",
     "latency_ms",
     "hash",
+    "source",
+    "refused_count",
+    "window_end",
 )
 
 
@@ -103,6 +106,13 @@ def export_row(entry: AuditEntry) -> dict[str, Any]:
         "backends": list(entry.backends),
         "latency_ms": entry.latency_us / 1000,
         "hash": entry.hash,
+        "source": entry.source,
+        "refused_count": entry.refused_count,
+        "window_end": (
+            datetime.fromtimestamp(entry.window_end_us / 1_000_000, UTC).isoformat()
+            if entry.window_end_us is not None
+            else None
+        ),
     }
 
 
@@ -114,29 +124,45 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+UNTRUSTED_EXIT = 3  # --require-trusted-key without a trusted key
+
+
 def _verify(args: argparse.Namespace) -> int:
-    from gateway.audit.checkpoint import Checkpoint, load_public_key
+    from gateway.audit.checkpoint import Checkpoint
 
     against = Checkpoint.from_json(Path(args.checkpoint).read_text()) if args.checkpoint else None
 
     async def action(audit: Any) -> int:
-        if args.public_key:
-            public_key = load_public_key(Path(args.public_key))
-        else:
-            public_key = audit.signing_key.public_key
-        from gateway.audit.verify import verify_chain
-
+        key = audit.verifying_key(Path(args.public_key) if args.public_key else None)
+        files = [Path(f) for f in args.checkpoints]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            print(f"no such checkpoint file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        kept = [] if args.no_checkpoint_file and not files else audit.kept_checkpoints(files)
         with tqdm(desc="verifying", unit=" records", file=sys.stderr, disable=args.quiet) as bar:
-            report = await verify_chain(audit.engine, public_key, against, bar.update)
+            report = await audit.verify(against, bar.update, key=key, kept=kept)
         for finding in report.findings:
             print(f"{finding.kind.upper():<12} seq {finding.seq}: {finding.detail}")
+        if not report.key_trusted:
+            print(
+                f"WARNING      checkpoint signatures were checked only with {key.source}: "
+                "UNTRUSTED (whoever can rewrite the hub's state can replace that key too). "
+                "Pass --public-key with the key you keep, or pin audit.trusted_public_key_file."
+            )
         against_text = f", against the checkpoint at seq {report.checkpoint_seq}" if against else ""
+        sources = ", ".join(str(f) for f in files or [audit.checkpoint_file])
+        file_text = f", {len(kept)} kept in {sources}" if kept else ""
         verdict = "ok" if report.ok else f"NOT OK ({len(report.findings)} finding(s))"
+        trust = "" if report.key_trusted else " (signatures UNTRUSTED)"
         print(
-            f"audit log {verdict}: {report.checked} records walked from the {report.anchor}"
-            f"{against_text}; last seq {report.last_seq}, head {report.head_hash}"
+            f"audit log {verdict}{trust}: {report.checked} records walked from the "
+            f"{report.anchor}{against_text}; {report.checkpoints_checked} checkpoint(s) "
+            f"checked{file_text}; last seq {report.last_seq}, head {report.head_hash}"
         )
-        return 0 if report.ok else 1
+        if not report.ok:
+            return 1
+        return UNTRUSTED_EXIT if args.require_trusted_key and not report.key_trusted else 0
 
     return _with_log(action)
 
@@ -187,11 +213,14 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from gateway.audit import checkpoint_file
     from gateway.audit.retention import prune
 
     async def action(audit: Any) -> int:
         days = args.retention_days or audit.settings.retention_days
         result = await prune(audit.engine, audit.signing_key, days)
+        if result.checkpoint is not None:
+            checkpoint_file.append(audit.checkpoint_file, result.checkpoint)
         if result.checkpoint is None:
             print(f"nothing older than {days:g} days")
         else:
@@ -213,11 +242,34 @@ def add_audit_commands(commands: Any) -> None:
         "verify",
         help="walk the chain; report edited, deleted, inserted, reordered records and a cut tail",
         description="Verify the access log's hash chain from its genesis (or the latest prune "
-        "checkpoint). With --checkpoint, also check it against a signed checkpoint you kept "
-        "(a truncated or rewritten log no longer matches). Exit code 1 when not ok.",
+        "checkpoint) and every checkpoint in the checkpoint table. With --checkpoint, also "
+        "check it against a signed checkpoint you kept, and with --checkpoints against every "
+        "checkpoint of a checkpoint file (default: the hub's audit.checkpoint_file, if it "
+        "exists): a truncated or rewritten log, or deleted checkpoints, no longer match. "
+        "Signatures are trusted only with --public-key or audit.trusted_public_key_file; "
+        "otherwise a WARNING line says they are UNTRUSTED. Exit code 1 when not ok, 3 with "
+        "--require-trusted-key and no trusted key.",
     )
     verify.add_argument("--checkpoint", help="a checkpoint file from `audit checkpoint`")
+    verify.add_argument(
+        "--checkpoints",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a JSON lines checkpoint file the gateway wrote (repeatable; default: "
+        "audit.checkpoint_file when it exists)",
+    )
+    verify.add_argument(
+        "--no-checkpoint-file",
+        action="store_true",
+        help="do not read audit.checkpoint_file (when no --checkpoints is given)",
+    )
     verify.add_argument("--public-key", help="the hub's public key (PEM) you hold")
+    verify.add_argument(
+        "--require-trusted-key",
+        action="store_true",
+        help=f"exit {UNTRUSTED_EXIT} when no trusted key checked the signatures",
+    )
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=_verify)
 

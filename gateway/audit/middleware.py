@@ -4,7 +4,9 @@
 before GraphQL (401, 403, 429, 400) is recorded as well as one the graph answers. It holds the
 response back until the record is committed (group commit in the writer): a response the
 caller received always has its record in the log. If the log cannot be written the caller
-gets 503 AUDIT_UNAVAILABLE instead of the answer: no unlogged disclosure.
+gets 503 AUDIT_UNAVAILABLE instead of the answer: no unlogged disclosure. The exception is a
+flood of refusals (``audit.refusal_codes``): past the first few per caller and window they
+are counted into one aggregate record (``gateway/audit/refusals.py``) and answered at once.
 
 ``record_subscription`` is the same for operations on a websocket (schema/stream_audit.py
 calls the gateway's hook once per operation when it ends), and ``record_refused_connection``
@@ -74,8 +76,12 @@ def record_operation(
     code: str | None,
     started_us: int,
     latency_us: int,
+    source: str | None = None,
 ) -> AuditRecord:
-    """The record of one operation, from what the request context gathered."""
+    """The record of one operation, from what the request context gathered.
+
+    ``source`` (a keyed hash of the caller's address) is kept only when there is no
+    principal: it is whom a refused, unauthenticated caller is counted against."""
     disclosed: dict[str, str] = {}
     customers: tuple[str, ...] = ()
     backends: tuple[str, ...] = ()
@@ -109,7 +115,15 @@ def record_operation(
         policy_version=policy_version,
         backends=backends,
         latency_us=latency_us,
+        source=source if principal is None else None,
     )
+
+
+def source_of(audit: AuditLog, scope: Scope) -> str:
+    """The caller's address as a keyed hash (an address is personal data; a plain hash of
+    an IPv4 address is reversed by hashing all 2**32 of them)."""
+    client = scope.get("client")
+    return audit.hasher(f"source:{client[0] if client else '-'}")
 
 
 async def record_subscription(
@@ -167,6 +181,8 @@ async def record_refused_connection(
         started_us=started_us,
         latency_us=int((time.perf_counter() - started_perf) * 1_000_000),
     )
+    if audit.refusals.counts(record):
+        return  # counted into its window's aggregate record
     try:
         await audit.append(record)
     except AuditUnavailable:
@@ -204,16 +220,18 @@ class AuditTrail:
             outcome = "refused" if code in REFUSAL_CODES else "error"
         else:
             outcome, code = "ok", None
+        principal = scope.get("switchboard.principal")
         return record_operation(
             self.audit,
             request_id=scope.get("switchboard.request_id", ""),
-            principal=scope.get("switchboard.principal"),
+            principal=principal,
             purpose=scope.get("switchboard.purpose"),
             context=context,
             outcome=outcome,
             code=code,
             started_us=started[0],
             latency_us=int((time.perf_counter() - started[1]) * 1_000_000),
+            source=source_of(self.audit, scope) if principal is None else None,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -238,8 +256,15 @@ class AuditTrail:
                 return
             done = True
             status = held[0]["status"]
+            record = self._record(scope, status, bytes(body), started)
+            if scope.get("switchboard.result") is None and self.audit.refusals.counts(record):
+                # A refusal past the first few of its window (rate limited, bad keys): counted
+                # into one aggregate record, answered without a record of its own.
+                for kept in held:
+                    await send(kept)
+                return
             try:
-                await self.audit.append(self._record(scope, status, bytes(body), started))
+                await self.audit.append(record)
             except AuditUnavailable:
                 await _unavailable(scope, receive, send)
                 return

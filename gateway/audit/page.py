@@ -94,7 +94,7 @@ SCRIPT = r"""
   async function verify() {
     // From the latest trustworthy signed checkpoint to the head (not the whole chain).
     const data = await call("query { auditVerification { ok checked lastSeq headHash anchor "
-      + "startedFrom { kind seq time } findings { kind seq detail } } }");
+      + "signatures keyId startedFrom { kind seq time } findings { kind seq detail } } }");
     const v = data.auditVerification;
     const status = $("chain-status");
     status.dataset.ok = String(v.ok);
@@ -103,12 +103,18 @@ SCRIPT = r"""
         + " (signed " + v.startedFrom.time + ")"
       : "the start of the log";
     status.dataset.fromSeq = v.startedFrom ? String(v.startedFrom.seq) : "0";
+    status.dataset.signatures = v.signatures;
+    // Without a pinned key the hub checked its checkpoints with its own key file: say so.
+    const trust = v.signatures === "TRUSTED"
+      ? " Signatures checked with the pinned key " + v.keyId + "."
+      : " Signatures UNTRUSTED: checked only with the hub's own key file (pin "
+        + "audit.trusted_public_key_file, or run `switchboard audit verify --public-key`).";
     if (v.ok) {
       status.textContent = "Chain verified: " + v.checked + " records walked since " + from
-        + "; head " + (v.headHash || "-").slice(0, 16) + "…";
+        + "; head " + (v.headHash || "-").slice(0, 16) + "…." + trust;
     } else {
       status.textContent = "Chain NOT verified: " + v.findings.map(
-        (f) => f.kind + " at seq " + f.seq + " (" + f.detail + ")").join("; ");
+        (f) => f.kind + " at seq " + f.seq + " (" + f.detail + ")").join("; ") + trust;
     }
   }
 
@@ -122,7 +128,8 @@ SCRIPT = r"""
     if (reset) { after = null; $("records").tBodies[0].replaceChildren(); }
     const data = await call("query($f: AuditFilter, $after: String) { auditLog(filter: $f, "
       + "first: 50, after: $after) { nodes { seq time subject role channel purpose "
-      + "operationType operationName outcome code backends disclosed { path level } } "
+      + "operationType operationName outcome code refusedCount windowEnd backends "
+      + "disclosed { path level } } "
       + "pageInfo { hasNextPage endCursor } } }", { f: filter, after: after });
     const body = $("records").tBodies[0];
     for (const r of data.auditLog.nodes) {
@@ -131,7 +138,8 @@ SCRIPT = r"""
       cell(row, r.seq); cell(row, r.time); cell(row, r.subject); cell(row, r.role);
       cell(row, r.channel); cell(row, r.purpose);
       cell(row, [r.operationType, r.operationName].filter(Boolean).join(" "));
-      cell(row, r.outcome + (r.code ? " (" + r.code + ")" : ""));
+      cell(row, r.outcome + (r.code ? " (" + r.code + ")" : "")
+        + (r.refusedCount != null ? " x" + r.refusedCount + " until " + r.windowEnd : ""));
       cell(row, r.disclosed.filter((d) => d.level === "CLEAR").map((d) => d.path).join(", "));
       cell(row, r.backends.join(", "));
       body.appendChild(row);

@@ -21,6 +21,8 @@ GENESIS_HASH = "0" * 64
 
 OUTCOMES = ("ok", "partial", "refused", "error")
 LEVELS = ("clear", "masked", "denied")
+# Fields a record carries only when set (canonical form and stored row alike).
+OPTIONAL_FIELDS = ("source", "refused_count", "window_end_us")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,14 @@ class AuditRecord:
     policy_version: str | None = None
     backends: tuple[str, ...] = ()  # sorted
     latency_us: int = 0
+    # Refusals only (docs/audit.md, "Refusals past a limit"); outside the canonical form when
+    # None, so records written before these fields existed keep their hashes.
+    source: str | None = None  # keyed hash of the caller's address, when no principal
+    refused_count: int | None = None  # an aggregate: refusals counted, not recorded one by one
+    window_end_us: int | None = None  # an aggregate: the end of its window (time_us: start)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "time_us": self.time_us,
             "request_id": self.request_id,
             "outcome": self.outcome,
@@ -67,6 +74,11 @@ class AuditRecord:
             "backends": list(self.backends),
             "latency_us": self.latency_us,
         }
+        for name in OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
 
     @property
     def has_clear(self) -> bool:
@@ -93,7 +105,14 @@ class AuditRecord:
             policy_version=data.get("policy_version"),
             backends=tuple(data.get("backends") or ()),
             latency_us=int(data.get("latency_us") or 0),
+            source=data.get("source"),
+            refused_count=_int_or_none(data.get("refused_count")),
+            window_end_us=_int_or_none(data.get("window_end_us")),
         )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value is not None else None
 
 
 def canonical(record: AuditRecord) -> bytes:

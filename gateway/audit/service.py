@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import checkpoint as checkpoints
-from gateway.audit.checkpoint import Checkpoint, SigningKey
+from gateway.audit import checkpoint_file
+from gateway.audit.checkpoint import Checkpoint, SigningKey, key_id, load_public_key
+from gateway.audit.checkpoint_file import KeptCheckpoint
 from gateway.audit.reader import AuditLogReader
 from gateway.audit.record import AuditRecord, CustomerHasher
-from gateway.audit.store import metadata
+from gateway.audit.refusals import RefusalCounter
+from gateway.audit.scheduler import CheckpointScheduler
+from gateway.audit.store import add_missing_columns, metadata
 from gateway.audit.verify import verify_chain, verify_incremental
-from gateway.audit.writer import AuditWriter
+from gateway.audit.writer import AuditUnavailable, AuditWriter
 from gateway.database import create_tables
 from gateway.settings import AuditSettings
 from schema.audit_reader import VerificationReport
+
+log = logging.getLogger("switchboard.audit")
 
 
 def customer_key(settings: AuditSettings) -> bytes:
@@ -42,42 +55,164 @@ def signing_key_path(settings: AuditSettings) -> Path:
     return settings.signing_key_file or settings.state_dir / "audit-signing.key"
 
 
+def checkpoint_file_path(settings: AuditSettings) -> Path:
+    return settings.checkpoint_file or settings.state_dir / "audit-checkpoints.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyingKey:
+    """The public key checkpoint signatures are checked with, and whether it is trusted:
+    supplied by the auditor or pinned by the operator, never the hub's own key file (nor a
+    key a checkpoint carries), which whoever rewrites the hub's state can replace too."""
+
+    public_key: Ed25519PublicKey
+    trusted: bool
+    source: str
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public_key)
+
+
 class AuditLog:
     def __init__(self, engine: AsyncEngine, settings: AuditSettings) -> None:
         self.engine = engine
         self.settings = settings
         self.hasher = CustomerHasher(customer_key(settings))
         self.signing_key = SigningKey(signing_key_path(settings))
+        self.checkpoint_file = checkpoint_file_path(settings)
         self.writer = AuditWriter(engine, max_batch=settings.max_batch)
         self.reader = AuditLogReader(engine, self.hasher, self.verify_latest)
+        self.refusals = RefusalCounter(
+            codes=frozenset(settings.refusal_codes),
+            window_s=settings.refusal_window_s,
+            individual=settings.refusal_individual_records,
+            max_callers=settings.refusal_max_callers,
+        )
+        self.scheduler = CheckpointScheduler(
+            engine,
+            self.signing_key,
+            file=self.checkpoint_file,
+            every_records=settings.checkpoint_every_records,
+            every_s=settings.checkpoint_every_s,
+            poll_s=settings.checkpoint_poll_s,
+        )
+        self._refusal_task: asyncio.Task[None] | None = None
 
     async def create_tables(self) -> None:
         await create_tables(self.engine, metadata)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(add_missing_columns)
+        except DBAPIError:  # another worker added them meanwhile: check again
+            async with self.engine.begin() as conn:
+                await conn.run_sync(add_missing_columns)
 
-    async def start(self) -> None:
+    async def start(self, *, schedule_checkpoints: bool = False) -> None:
+        """Tables, writer and refusal counting; ``schedule_checkpoints`` (the gateway's
+        lifespan): also sign checkpoints on the schedule, if ``audit.scheduled_checkpoints``."""
         await self.create_tables()
         await self.writer.start()
+        self._refusal_task = asyncio.create_task(self._write_refusals(), name="audit-refusals")
+        if schedule_checkpoints and self.settings.scheduled_checkpoints:
+            self.scheduler.start()
 
     async def stop(self) -> None:
+        if self._refusal_task is not None:
+            self._refusal_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refusal_task
+            self._refusal_task = None
+            # The windows still open: their counts go in before the writer stops.
+            await self._append_refusals(self.refusals.due(_now_us(), all_windows=True))
+        await self.scheduler.stop()
         await self.writer.stop()
+
+    async def _write_refusals(self) -> None:
+        """Write the aggregate of each refusal window soon after it ends."""
+        pause = min(self.settings.refusal_window_s / 2, 5.0)
+        while True:
+            await asyncio.sleep(pause)
+            await self._append_refusals(self.refusals.due(_now_us()))
+
+    async def _append_refusals(self, aggregates: list[AuditRecord]) -> None:
+        results = await asyncio.gather(
+            *(self.append(a) for a in aggregates), return_exceptions=True
+        )
+        for aggregate, result in zip(aggregates, results, strict=True):
+            if isinstance(result, AuditUnavailable):
+                log.error(
+                    "audit aggregate of %d refusal(s) lost: code=%s",
+                    aggregate.refused_count,
+                    aggregate.code,
+                )
 
     async def append(self, record: AuditRecord) -> int:
         """Append and wait for the commit (raises AuditUnavailable if it cannot be made)."""
         return await self.writer.append(record)
 
+    def verifying_key(self, supplied: Path | None = None) -> VerifyingKey:
+        """The key an auditor supplied, else the one pinned in the settings, else (UNTRUSTED)
+        the hub's own."""
+        if supplied is not None:
+            return VerifyingKey(load_public_key(supplied), True, f"--public-key {supplied}")
+        pinned = self.settings.trusted_public_key_file
+        if pinned is not None:
+            return VerifyingKey(
+                load_public_key(pinned), True, f"audit.trusted_public_key_file {pinned}"
+            )
+        return VerifyingKey(
+            self.signing_key.public_key,
+            False,
+            f"the hub's own key file {self.signing_key.public_path} (not a trusted key)",
+        )
+
+    def kept_checkpoints(self, files: Sequence[Path] = ()) -> list[KeptCheckpoint]:
+        """The checkpoints in the given files, else in the hub's checkpoint file if any."""
+        if not files:
+            files = [self.checkpoint_file] if self.checkpoint_file.exists() else []
+        return [kept for path in files for kept in checkpoint_file.read(path)]
+
     async def verify(
-        self, against: Checkpoint | None = None, progress: Callable[[int], None] | None = None
+        self,
+        against: Checkpoint | None = None,
+        progress: Callable[[int], None] | None = None,
+        *,
+        key: VerifyingKey | None = None,
+        kept: Sequence[KeptCheckpoint] = (),
     ) -> VerificationReport:
-        return await verify_chain(self.engine, self.signing_key.public_key, against, progress)
+        """The whole chain and the checkpoint table; against a checkpoint the auditor kept
+        and the checkpoints of a file (``kept``), if given."""
+        key = key or self.verifying_key()
+        return await verify_chain(
+            self.engine,
+            key.public_key,
+            against,
+            progress,
+            kept=kept,
+            trusted=key.trusted,
+            key_source=key.source,
+        )
 
     async def verify_latest(self, full: bool = False) -> VerificationReport:
         """The auditors' page: from the latest trustworthy checkpoint to the head.
 
-        ``full``: the whole chain, against the latest checkpoint the hub published.
+        ``full``: the whole chain and the checkpoint table, against the hub's checkpoint file.
         """
+        key = self.verifying_key()
         if not full:
-            return await verify_incremental(self.engine, self.signing_key.public_key)
-        return await self.verify(await checkpoints.latest(self.engine, checkpoints.PUBLISHED))
+            return await verify_incremental(
+                self.engine, key.public_key, trusted=key.trusted, key_source=key.source
+            )
+        kept = await asyncio.to_thread(self.kept_checkpoints)
+        return await self.verify(key=key, kept=kept)
 
     async def publish_checkpoint(self) -> Checkpoint:
-        return await checkpoints.publish(self.engine, self.signing_key)
+        """Sign the head now, store it and add it to the checkpoint file."""
+        checkpoint = await checkpoints.publish(self.engine, self.signing_key)
+        await asyncio.to_thread(checkpoint_file.append, self.checkpoint_file, checkpoint)
+        return checkpoint
+
+
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)

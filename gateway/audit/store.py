@@ -21,9 +21,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 
-from gateway.audit.record import AuditRecord
+from gateway.audit.record import OPTIONAL_FIELDS, AuditRecord
 
 metadata = MetaData()
 
@@ -52,6 +54,9 @@ audit_record = Table(
     Column("policy_version", String(64)),
     Column("backends", Text, nullable=False),  # JSON list
     Column("latency_us", BigInteger, nullable=False),
+    Column("source", String(64)),  # keyed hash of a refused caller's address (no principal)
+    Column("refused_count", BigInteger),  # an aggregate of refusals: how many
+    Column("window_end_us", BigInteger),  # an aggregate of refusals: its window's end
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_record_subject_seq", "subject", "seq"),
@@ -89,7 +94,27 @@ audit_checkpoint = Table(
     Column("time_us", BigInteger, nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
+    Index("ix_audit_checkpoint_seq", "seq"),  # the newest checkpoint, polled every second
 )
+
+
+# Columns added after the first release: a log created before them gets them at start-up
+# (nullable, so the rows already there keep their content and their hashes).
+ADDED_COLUMNS = ("source", "refused_count", "window_end_us")
+
+
+def add_missing_columns(sync_conn: Any) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for the ADDED_COLUMNS an older audit_record lacks, and
+    the indexes an older audit_checkpoint lacks."""
+    present = {c["name"] for c in inspect(sync_conn).get_columns("audit_record")}
+    for name in ADDED_COLUMNS:
+        if name in present:
+            continue
+        column = audit_record.c[name]
+        kind = column.type.compile(dialect=sync_conn.dialect)
+        sync_conn.execute(text(f"ALTER TABLE audit_record ADD COLUMN {name} {kind}"))
+    for index in audit_checkpoint.indexes:
+        index.create(sync_conn, checkfirst=True)
 
 
 def _dumps(value: Any) -> str:
@@ -98,6 +123,8 @@ def _dumps(value: Any) -> str:
 
 def record_row(seq: int, record: AuditRecord, prev_hash: str, hash_: str) -> dict[str, Any]:
     data = record.as_dict()
+    for name in OPTIONAL_FIELDS:
+        data.setdefault(name, None)
     data.update(
         seq=seq,
         customers=_dumps(data["customers"]),

@@ -10,16 +10,21 @@ signed checkpoint the auditor kept (the log ends before it), and a log rewritten
 no longer matches the checkpoint's head hash.
 
 ``verify_chain`` (the CLI's default, and ``auditVerification(full: true)``) walks from the
-latest signed prune checkpoint (retention), or from the genesis. ``verify_incremental`` (the
-auditors' page and ``auditVerification``) walks only from the latest checkpoint in the table
-that proves trustworthy (signature valid with the public key, head hash still that of the
-record at its seq) to the head; checkpoints that fail are findings, never starting points.
+latest prune checkpoint (retention) whose signature verifies, or from the genesis, and holds
+every checkpoint against the chain: each row of the table, the auditor's own (``against``)
+and each line of a checkpoint file (``kept``); kept ones missing from the table were deleted.
+Signatures are checked with the key given; whether it is trusted (the auditor's or a pinned
+one, not the hub's own key file) is the caller's to say, and the report carries it.
+``verify_incremental`` (the auditors' page and ``auditVerification``) walks only from the
+latest checkpoint in the table that proves trustworthy (signature valid with the public key,
+head hash still that of the record at its seq) to the head; checkpoints that fail are
+findings, never starting points.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,7 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import checkpoint as checkpoints
-from gateway.audit.checkpoint import Checkpoint, signature_valid
+from gateway.audit.checkpoint import Checkpoint, key_id, signature_valid
+from gateway.audit.checkpoint_file import KeptCheckpoint
 from gateway.audit.record import GENESIS_HASH, chain_hash
 from gateway.audit.store import audit_head, audit_record, record_of
 from schema.audit_reader import Finding, VerificationReport
@@ -190,51 +196,152 @@ async def _walk_to_head(
     return last
 
 
+@dataclass(frozen=True, slots=True)
+class _Compared:
+    """A checkpoint to hold the chain against, and how to name where it came from."""
+
+    checkpoint: Checkpoint
+    where: str  # "the checkpoint" (the auditor's), "the checkpoint table's", "FILE line N"
+    kept: bool  # held outside the database: it must also still be in the table
+
+
+def _identity(c: Checkpoint) -> tuple[str, int, str, int, str]:
+    return (c.kind, c.seq, c.head_hash, c.time_us, c.signature)
+
+
+def _signature_finding(compared: _Compared, public_key: Ed25519PublicKey) -> Finding | None:
+    c = compared.checkpoint
+    if signature_valid(c, public_key):
+        return None
+    if compared.where == "the checkpoint":  # the one the auditor passed with --checkpoint
+        return Finding("rewritten", c.seq, "the checkpoint's signature is not valid")
+    signer = "" if c.key_id == key_id(public_key) else f", and it names another key ({c.key_id})"
+    return Finding(
+        "forged_checkpoint",
+        c.seq,
+        f"the {c.kind} checkpoint at seq {c.seq} ({compared.where}) does not verify with the "
+        f"public key {key_id(public_key)}{signer}: edited or forged; not trusted",
+    )
+
+
+def _chain_finding(compared: _Compared, walk: _Walk, last: int) -> Finding | None:
+    """Whether the chain, as walked, still has the checkpoint's head hash at its seq."""
+    c, where = compared.checkpoint, compared.where
+    if c.kind != checkpoints.PUBLISHED or c.seq <= walk.anchor_seq:
+        return None  # records pruned on purpose: the signature is what there is to check
+    if last < c.seq:
+        covers = "the checkpoint" if where == "the checkpoint" else f"the checkpoint in {where}"
+        return Finding(
+            "truncated", last + 1, f"the log ends at seq {last}; {covers} covers seq {c.seq}"
+        )
+    stored = walk.hash_at.get(c.seq)
+    if stored is None or stored == c.head_hash:
+        return None  # a record missing there is already a finding of the walk
+    if where == "the table":
+        return Finding(
+            "checkpoint_mismatch",
+            c.seq,
+            f"the published checkpoint at seq {c.seq} in the checkpoint table names a head hash "
+            "the log does not have there: the log was rewritten under it",
+        )
+    which = "the checkpoint's" if where == "the checkpoint" else f"the checkpoint in {where}'s"
+    return Finding("rewritten", c.seq, f"seq {c.seq} does not match {which} head hash")
+
+
+def _deleted_finding(compared: _Compared) -> Finding:
+    c = compared.checkpoint
+    where = "the checkpoint you kept" if compared.where == "the checkpoint" else compared.where
+    return Finding(
+        "checkpoint_deleted",
+        c.seq,
+        f"{where} ({c.kind}, seq {c.seq}, signed at {c.time_us} us) is not in the checkpoint "
+        "table: deleted",
+    )
+
+
+def _deduplicated(findings: list[Finding]) -> list[Finding]:
+    """One finding per (kind, seq, detail), one ``truncated`` per seq; sorted by seq."""
+    seen: set[tuple[str, int, str]] = set()
+    kept: list[Finding] = []
+    for f in findings:
+        key = (f.kind, f.seq, "" if f.kind == "truncated" else f.detail)
+        if key not in seen:
+            seen.add(key)
+            kept.append(f)
+    kept.sort(key=lambda f: f.seq)
+    return kept
+
+
 async def verify_chain(
     engine: AsyncEngine,
     public_key: Ed25519PublicKey,
     against: Checkpoint | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    kept: Sequence[KeptCheckpoint] = (),
+    trusted: bool = False,
+    key_source: str = "",
 ) -> VerificationReport:
-    """Verify the whole log; against a checkpoint the auditor kept, if given."""
+    """Verify the whole log and every checkpoint in the table; against a checkpoint the
+    auditor kept and the checkpoints of a checkpoint file (``kept``), if given.
+
+    Each checkpoint must verify with ``public_key`` and (published ones after the anchor)
+    match the chain at its seq; each kept one must also still be in the table. ``trusted``
+    says whether ``public_key`` came from the auditor or the operator's pin (reported as is).
+    """
     findings: list[Finding] = []
-    anchor = await checkpoints.latest(engine, checkpoints.PRUNE)
-    if anchor is not None and not signature_valid(anchor, public_key):
-        findings.append(
-            Finding("rewritten", anchor.seq, "the prune checkpoint's signature is not valid")
-        )
+    table = [c async for c in checkpoints.newest_first(engine)]
+    compared: list[_Compared] = []
+    if against is not None:
+        compared.append(_Compared(against, "the checkpoint", kept=True))
+    for line in kept:
+        if line.checkpoint is None:
+            findings.append(Finding("forged_checkpoint", 0, f"{line.origin} is not a checkpoint"))
+        else:
+            compared.append(_Compared(line.checkpoint, line.origin, kept=True))
+    outside = {_identity(c.checkpoint) for c in compared}
+    # Table rows the auditor's own copies already stand for are compared once, as theirs.
+    compared += [
+        _Compared(c, "the table", kept=False) for c in table if _identity(c) not in outside
+    ]
+    valid: list[_Compared] = []
+    for item in compared:
+        problem = _signature_finding(item, public_key)
+        if problem is None:
+            valid.append(item)
+        else:
+            findings.append(problem)
+    table_ids = {_identity(c) for c in table}
+    for item in valid:
+        if item.kept and _identity(item.checkpoint) not in table_ids:
+            findings.append(_deleted_finding(item))
+    # The walk starts from the latest prune checkpoint in the table that verifies.
+    anchor = max(
+        (
+            c.checkpoint
+            for c in valid
+            if c.where == "the table" or _identity(c.checkpoint) in table_ids
+            if c.checkpoint.kind == checkpoints.PRUNE
+        ),
+        key=lambda c: c.seq,
+        default=None,
+    )
     walk = _Walk(
         anchor_seq=anchor.seq if anchor else 0,
         anchor_hash=anchor.head_hash if anchor else GENESIS_HASH,
     )
-    if against is not None and not signature_valid(against, public_key):
-        findings.append(
-            Finding("rewritten", against.seq, "the checkpoint's signature is not valid")
-        )
-        against = None
-    last = await _walk_to_head(
-        engine, walk, {against.seq} if against else set(), progress, findings
-    )
-    if against is not None:
-        if last < against.seq:
-            findings.append(
-                Finding(
-                    "truncated",
-                    last + 1,
-                    f"the log ends at seq {last}; the checkpoint covers seq {against.seq}",
-                )
-            )
-        elif against.seq > walk.anchor_seq:
-            stored = walk.hash_at.get(against.seq)
-            if stored is not None and stored != against.head_hash:
-                findings.append(
-                    Finding(
-                        "rewritten",
-                        against.seq,
-                        f"seq {against.seq} does not match the checkpoint's head hash",
-                    )
-                )
-    findings.sort(key=lambda f: f.seq)
+    watch = {
+        c.checkpoint.seq
+        for c in valid
+        if c.checkpoint.kind == checkpoints.PUBLISHED and c.checkpoint.seq > walk.anchor_seq
+    }
+    last = await _walk_to_head(engine, walk, watch, progress, findings)
+    for item in valid:
+        problem = _chain_finding(item, walk, last)
+        if problem is not None:
+            findings.append(problem)
+    against_valid = against is not None and signature_valid(against, public_key)
+    findings = _deduplicated(findings)
     return VerificationReport(
         ok=not findings,
         checked=walk.checked,
@@ -243,7 +350,11 @@ async def verify_chain(
         head_hash=walk.last_hash,
         anchor=f"prune checkpoint at seq {anchor.seq}" if anchor else "genesis",
         findings=findings,
-        checkpoint_seq=against.seq if against else None,
+        checkpoint_seq=against.seq if against is not None and against_valid else None,
+        key_trusted=trusted,
+        key_id=key_id(public_key),
+        key_source=key_source,
+        checkpoints_checked=len(valid),
     )
 
 
@@ -298,6 +409,9 @@ async def verify_incremental(
     engine: AsyncEngine,
     public_key: Ed25519PublicKey,
     progress: Callable[[int], None] | None = None,
+    *,
+    trusted: bool = False,
+    key_source: str = "",
 ) -> VerificationReport:
     """Verify from the latest trustworthy checkpoint in the table to the head.
 
@@ -309,7 +423,9 @@ async def verify_incremental(
     """
     findings: list[Finding] = []
     start: Checkpoint | None = None
+    checked_checkpoints = 0
     async for candidate in checkpoints.newest_first(engine):
+        checked_checkpoints += 1
         problem = await _untrusted(engine, candidate, public_key)
         if problem is None:
             start = candidate
@@ -338,4 +454,8 @@ async def verify_incremental(
         start_kind=start.kind if start else None,
         start_seq=start.seq if start else None,
         start_time_us=start.time_us if start else None,
+        key_trusted=trusted,
+        key_id=key_id(public_key),
+        key_source=key_source,
+        checkpoints_checked=checked_checkpoints,
     )
