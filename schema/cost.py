@@ -88,7 +88,7 @@ DEFAULT_FIELD_COST = FieldCost()
 
 #: Type.field -> its backend calls. Keep in step with the resolvers (schema/query.py,
 #: schema/types.py, schema/verification.py) until the mapping files say it.
-FIELD_COSTS: Mapping[str, FieldCost] = {
+FIELD_COSTS: dict[str, FieldCost] = {
     # Entry points: a crosswalk lookup by hub id (identity resolution at first sight) is
     # batched; a lookup by MSISDN and a search page are one BOSS call each.
     "Query.customer": FieldCost(1, batched=True),
@@ -111,7 +111,7 @@ FIELD_COSTS: Mapping[str, FieldCost] = {
 }
 
 #: Type.field -> its list size, for the lists and pages whose size matters.
-LIST_SIZES: Mapping[str, ListSize] = {
+LIST_SIZES: dict[str, ListSize] = {
     "Query.customers": ListSize("first", sized_fields=("nodes",)),
     "Query.offerings": ListSize(assumed=50),
     "Customer.subscriptions": ListSize(assumed=5),
@@ -121,6 +121,13 @@ LIST_SIZES: Mapping[str, ListSize] = {
     "BillingAccount.bills": ListSize("first", sized_fields=("items",)),
     "BillingAccount.payments": ListSize("first", sized_fields=("items",)),
 }
+
+
+def declare_field_cost(key: str, cost: FieldCost, size: ListSize | None = None) -> None:
+    """Cost a field a declared system adds (schema/system_fields.py), from its mapping."""
+    FIELD_COSTS[key] = cost
+    if size is not None:
+        LIST_SIZES[key] = size
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from adapters.declared.spec import ConnectionSpec, RecordSpec, SystemSpec
 from adapters.declared.values import Record
 from policies.masks import DataClass
 from schema.classified import classified
+from schema.cost import FieldCost, ListSize, declare_field_cost
 from schema.customer_scope import CustomerScope
 from schema.errors import bad_input, identity_conflict
 from schema.types import Customer
@@ -129,6 +130,23 @@ def _customer_field(spec: SystemSpec, record_type: type) -> strawberry.types.fie
     return field
 
 
+def _declare_costs(spec: SystemSpec) -> None:
+    """What the system's fields can cost in backend calls, for the operation limits."""
+    graph = spec.graph
+    assert graph is not None
+    # A lookup by number (lazy linking) and a read by key, both batched for the whole request.
+    declare_field_cost(f"Customer.{graph.field}", FieldCost(2, batched=True), ListSize(assumed=2))
+    for connection in graph.connections:
+        # One page call per record it hangs under.
+        declare_field_cost(
+            f"{graph.type}.{connection.name}",
+            FieldCost(1),
+            ListSize("first", sized_fields=("items",)),
+        )
+    for write in spec.writes.values():
+        declare_field_cost(f"Mutation.{write.name}", FieldCost(2))
+
+
 def install_system_fields(registry: SystemRegistry) -> None:
     """Give ``Customer`` the fields of the declared systems (and only theirs)."""
     fields = list(_CUSTOMER_FIELDS)
@@ -144,4 +162,5 @@ def install_system_fields(registry: SystemRegistry) -> None:
             extra[connection.name] = _connection_field(spec, connection, item_type)
         member_type = record_type(graph.type, record, graph.description, extra)
         fields.append(_customer_field(spec, member_type))
+        _declare_costs(spec)
     Customer.__strawberry_definition__.fields[:] = fields
