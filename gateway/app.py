@@ -42,10 +42,13 @@ from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
+from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
+from gateway.jwt_auth import JwtVerifier
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
+from gateway.trusted_documents import TrustedDocumentsGate, load_manifest
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
@@ -73,7 +76,7 @@ class SwitchboardGraphQL(GraphQL):
         policies: PolicyStore,
         *,
         enforce_policy: bool = True,
-        keys: ApiKeyStore | None = None,
+        keys: Credentials | None = None,
         audit: AuditLog | None = None,
         **kwargs: Any,
     ) -> None:
@@ -134,13 +137,15 @@ class SwitchboardGraphQL(GraphQL):
         started = (time.time_ns() // 1000, time.perf_counter())
         params = context.connection_params or {}
         key = params.get("X-Api-Key") or params.get("apiKey") or params.get("x-api-key")
-        principal = (
-            await self._keys.authenticate(key)
-            if self._keys is not None and isinstance(key, str)
-            else None
-        )
+        principal, refused = None, "UNAUTHENTICATED"
+        if self._keys is not None and isinstance(key, str):
+            try:
+                principal = await self._keys.authenticate(key)
+            except CredentialRefused as error:
+                log.warning("websocket credential refused: %s", error.reason)
+                refused = error.code
         refusal = (
-            "UNAUTHENTICATED"
+            refused
             if principal is None
             else "CHANNEL_NOT_ALLOWED"
             if self._policies.current.channel(principal.channel) is None
@@ -191,6 +196,14 @@ def _refused(status: int, code: str, message: str) -> JSONResponse:
     )
 
 
+def _credential_refused(refused: CredentialRefused, request_id: str | None) -> JSONResponse:
+    # One line with the reason (expired, wrong audience, ...): nothing of the credential.
+    log.warning("credential refused: %s request_id=%s", refused.reason, request_id)
+    if refused.status == 401:
+        return _unauthenticated(refused.message)
+    return _refused(refused.status, refused.code, refused.message)
+
+
 def _unauthenticated(message: str) -> JSONResponse:
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
@@ -205,7 +218,7 @@ class Authenticate:
     def __init__(
         self,
         app: ASGIApp,
-        keys: ApiKeyStore,
+        keys: Credentials,
         policies: PolicyStore,
         *,
         graphiql: bool,
@@ -242,9 +255,11 @@ class Authenticate:
             )
             await response(scope, receive, send)
             return
-        principal = await self.keys.authenticate(key)
-        if principal is None:
-            await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
+        try:
+            principal = await self.keys.authenticate(key)
+        except CredentialRefused as refused:
+            response = _credential_refused(refused, scope.get("switchboard.request_id"))
+            await response(scope, receive, send)
             return
         scope["switchboard.principal"] = principal  # refusals below are audited with it
         claimed = request.headers.get("x-channel")
@@ -300,12 +315,17 @@ class Authenticate:
             key = authorization[7:].strip()
         if key:
             started = (time.time_ns() // 1000, time.perf_counter())
-            principal = await self.keys.authenticate(key)
+            principal, refused = None, None
+            try:
+                principal = await self.keys.authenticate(key)
+            except CredentialRefused as error:
+                log.warning("websocket credential refused: %s", error.reason)
+                refused = error
             claimed = headers.get("x-channel")
             purpose = headers.get("x-purpose") or None
             refusal = None
-            if principal is None:
-                refusal = "UNAUTHENTICATED", 4401
+            if refused is not None:
+                refusal = refused.code, 4401 if refused.status == 401 else 4403
             elif claimed is not None and claimed != principal.channel:
                 refusal = "CHANNEL_MISMATCH", 4401
             elif purpose is not None and purpose not in self.policies.current.purposes:
@@ -431,11 +451,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
         required_classes=wiring.registry.data_classes(),
     )
     audit = AuditLog(engine, settings.audit) if settings.audit.enabled else None
+    oidc = settings.auth.oidc
+    credentials = Credentials(
+        keys, JwtVerifier(oidc, lambda: policies.current.channels) if oidc.enabled else None
+    )
+    # Read at start-up: a bad manifest stops the start (ManifestInvalid names the entry).
+    manifest = load_manifest(
+        settings.trusted_documents.manifest_file, settings.trusted_documents.max_manifest_bytes
+    )
     graphql = SwitchboardGraphQL(
         backends,
         policies,
         enforce_policy=settings.policy_enforcement,
-        keys=keys,
+        keys=credentials,
         audit=audit,
         schema=schema,
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
@@ -467,6 +495,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
         policies.start_watching(settings.policy_reload_interval_s)
+        credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
         # as the process. Without this every full collection walked it: 120 ms stalls a few
         # times a second under load, the whole of the p95 tail (bench: cache-on p99 178 ms ->
@@ -475,6 +504,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.freeze()
         yield
         await policies.stop_watching()
+        await credentials.close()
         if workflows is not None:
             workflows.engine.shutdown()
         if audit is not None:
@@ -517,9 +547,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics.render(wiring.all_guards, wiring.cache), media_type=metrics.CONTENT_TYPE
         )
 
-    endpoint: Any = Authenticate(
+    documents = TrustedDocumentsGate(
         graphql,
-        keys,
+        policies,
+        manifest,
+        max_body_bytes=settings.trusted_documents.max_body_bytes,
+    )
+    endpoint: Any = Authenticate(
+        documents,
+        credentials,
         policies,
         graphiql=settings.graphql.graphiql,
         verifications=backends.verifications,
@@ -535,8 +571,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             WebSocketRoute(
                 "/graphql",
                 Authenticate(
-                    graphql,
-                    keys,
+                    documents,
+                    credentials,
                     policies,
                     graphiql=settings.graphql.graphiql,
                     verifications=backends.verifications,

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -202,6 +202,114 @@ class AuditSettings(BaseModel):
     )
 
 
+#: Signature algorithms a bearer token may use: asymmetric only. ``none`` and the HMAC family
+#: are never accepted (an HS256 token "signed" with the public key is the classic confusion).
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class OidcSettings(BaseModel):
+    """OAuth2/OIDC bearer tokens (JWT) beside API keys (gateway/jwt_auth.py, docs/security.md).
+
+    Off unless ``jwks_file`` or ``jwks_url`` is set; then ``issuer`` and ``audience`` are
+    required. Claims map to the principal: which claim holds the channel, role, scopes and
+    partner.
+    """
+
+    jwks_file: Path | None = Field(
+        default=None, description="A local JSON Web Key Set file (read at start-up)."
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The issuer's JWKS URL, fetched in the background and cached.",
+    )
+    issuer: str | None = Field(default=None, description="The `iss` every token must carry.")
+    audience: list[str] = Field(
+        default_factory=list, description="Accepted `aud` values (one must match)."
+    )
+    algorithms: list[str] = Field(
+        default=["RS256", "ES256"], min_length=1, description="Signature algorithms accepted."
+    )
+    leeway_s: float = Field(
+        default=30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat."
+    )
+    max_token_age_s: float = Field(
+        default=3600,
+        gt=0,
+        description="A token issued (iat) longer ago than this is refused, whatever its exp.",
+    )
+    max_token_bytes: int = Field(
+        default=8192, ge=512, le=65536, description="Longer bearer tokens are refused unread."
+    )
+    jwks_cache_ttl_s: float = Field(
+        default=300, gt=0, description="How long fetched keys are used before a refresh."
+    )
+    jwks_timeout_s: float = Field(
+        default=2.0, gt=0, le=30, description="One JWKS fetch, connect included."
+    )
+    jwks_min_refresh_interval_s: float = Field(
+        default=30,
+        ge=0,
+        description="An unknown kid refetches the JWKS at most this often (no fetch storm).",
+    )
+    jwks_max_bytes: int = Field(
+        default=262_144, ge=1024, description="Largest JWKS document read (file or URL)."
+    )
+    channel_claim: str = Field(default="channel", min_length=1)
+    role_claim: str = Field(default="role", min_length=1)
+    scope_claim: str = Field(
+        default="scope", min_length=1, description="Space-separated string or list of scopes."
+    )
+    partner_claim: str | None = Field(default="partner", description="Unset: no partner.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.jwks_file is not None or self.jwks_url is not None
+
+    @model_validator(mode="after")
+    def _checked(self) -> OidcSettings:
+        unsafe = sorted(set(self.algorithms) - ASYMMETRIC_ALGORITHMS)
+        if unsafe:
+            raise ValueError(
+                f"auth.oidc.algorithms: {', '.join(unsafe)} not allowed "
+                f"(asymmetric only: {', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+            )
+        if self.jwks_file is not None and self.jwks_url is not None:
+            raise ValueError("auth.oidc: set jwks_file or jwks_url, not both")
+        if self.enabled and (not self.issuer or not self.audience):
+            raise ValueError("auth.oidc: issuer and audience are required with a JWKS")
+        return self
+
+
+class AuthSettings(BaseModel):
+    """How callers authenticate besides API keys."""
+
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+
+
+class TrustedDocumentsSettings(BaseModel):
+    """Persisted (trusted) documents: the manifest hash-only requests name (docs/security.md).
+
+    Which channels accept nothing else is policy (a channel's ``documents: trusted_only``).
+    """
+
+    manifest_file: Path | None = Field(
+        default=None,
+        description='JSON {"<sha256 hex>": "<document>", ..., "channels": {"<channel>": '
+        "{...}}}; read at start-up.",
+    )
+    max_manifest_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest manifest file read."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the document gate reads to find the document.",
+    )
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -245,6 +353,8 @@ class Settings(BaseSettings):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    trusted_documents: TrustedDocumentsSettings = Field(default_factory=TrustedDocumentsSettings)
 
     @classmethod
     def settings_customise_sources(

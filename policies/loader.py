@@ -17,6 +17,8 @@ import yaml
 
 from policies.masks import BUILTIN_CLASSES, DataClass, DeclaredMask
 from policies.model import (
+    DOCUMENTS_ANY,
+    DOCUMENTS_TRUSTED_ONLY,
     ROWS_ALL,
     ROWS_VERIFIED_CUSTOMER,
     ChannelProfile,
@@ -58,7 +60,9 @@ CHANNEL_KEYS = {
     "requires_verification",
     "continuity",
     "rows",
+    "documents",
 }
+DOCUMENTS = {DOCUMENTS_ANY, DOCUMENTS_TRUSTED_ONLY}
 CONTINUITY_KEYS = {"from", "max_age_minutes", "carries"}
 ROWS = {ROWS_ALL, ROWS_VERIFIED_CUSTOMER}
 RULE_KEYS = {"id", "class", "channel", "role", "purpose", "verified", "decision"}
@@ -217,6 +221,12 @@ class _Reader:
         rows = spec.get("rows", ROWS_ALL)
         if rows not in ROWS:
             self.error(line, f"rows must be one of {', '.join(sorted(ROWS))}")
+        documents = spec.get("documents", DOCUMENTS_ANY)
+        if documents not in DOCUMENTS:
+            self.error(
+                line,
+                f"channel '{name}': documents must be one of {', '.join(sorted(DOCUMENTS))}",
+            )
         return ChannelProfile(
             name,
             allowed,
@@ -227,6 +237,7 @@ class _Reader:
             continuity=self.continuity(name, spec.get("continuity"), line),
             rows=str(rows),
             limits=self.operation_limits(spec.get("limits"), line, f"channel '{name}'"),
+            documents=str(documents) if documents in DOCUMENTS else DOCUMENTS_ANY,
         )
 
     def operation_limits(self, spec: Any, line: int, what: str) -> OperationLimits:

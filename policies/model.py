@@ -42,6 +42,11 @@ class Continuity:
 ROWS_ALL = "all"
 ROWS_VERIFIED_CUSTOMER = "verified_customer"
 
+#: Documents a channel may run: any, or only the trusted documents of the hub's manifest
+#: (gateway/trusted_documents.py), sent in full or by hash.
+DOCUMENTS_ANY = "any"
+DOCUMENTS_TRUSTED_ONLY = "trusted_only"
+
 
 @dataclass(frozen=True, slots=True)
 class OperationLimits:
@@ -98,6 +103,8 @@ class ChannelProfile:
     rows: str = ROWS_ALL
     #: Operation limits for this channel (the policy's `limits`, with this channel's own).
     limits: OperationLimits = field(default_factory=OperationLimits)
+    #: DOCUMENTS_ANY, or DOCUMENTS_TRUSTED_ONLY: nothing but the manifest's documents.
+    documents: str = DOCUMENTS_ANY
 
     def allows(self, operation: str) -> bool:
         return self.operations is None or operation in self.operations

@@ -45,6 +45,9 @@ REFUSAL_CODES = frozenset(
         "SEARCH_NOT_ALLOWED",
         "FORBIDDEN",
         "SCOPE_REQUIRED",  # a partner credential without the mutation's scope
+        "TOKEN_CHANNEL_UNKNOWN",  # a bearer token for a channel the policy does not have
+        "PERSISTED_DOCUMENT_REQUIRED",  # a trusted_only channel sent another document
+        "PERSISTED_DOCUMENT_NOT_FOUND",
     }
 )
 
