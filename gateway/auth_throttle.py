@@ -1,12 +1,13 @@
 """Throttling of failed authentication: per client address and per presented key id.
 
 Wrong API keys used to cost nothing but a 401 (200 wrong keys: 200 x 401), so a caller could
-guess, or make the hub look keys up in its database, as fast as it liked. Two counters of
-failed attempts (a key that is unknown, revoked or malformed) per fixed window of
-``auth.failure_window_s``:
+guess, or make the hub look keys up in its database, as fast as it liked. Two counts of
+failed attempts (a key that is unknown, revoked or malformed) in the last
+``auth.failure_window_s`` seconds:
 
 - **per source address**: past ``auth.max_failures_per_source`` failures, every attempt from
-  that address is answered 429 (Retry-After: the end of the window) without checking the key;
+  that address is answered 429 without checking the key (Retry-After: until the oldest of
+  those failures is a window old);
 - **per key id** (the public ``<id>`` of ``sb_<id>.<secret>``): past
   ``auth.max_failures_per_key_id`` failures naming it, from however many addresses, an
   address that has itself failed with that id in the window gets 429 for it without a check.
@@ -24,62 +25,84 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 from gateway.settings import AuthSettings
 
-MAX_TRACKED = 100_000  # entries per map before stale windows are forgotten
+MAX_TRACKED = 100_000  # addresses (and ids) remembered before idle ones are forgotten
 
 
 class FailedAuthThrottle:
+    """Failed attempts in the last ``failure_window_s`` seconds (a sliding window: no burst
+    of twice the limit across a window boundary)."""
+
     def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._clock = clock
-        self._by_source: dict[str, tuple[int, int]] = {}  # source -> (window, failures)
-        self._by_key_id: dict[str, tuple[int, int]] = {}  # key id -> (window, failures)
-        self._pairs: dict[tuple[str, str], int] = {}  # (key id, source) -> window it failed in
-
-    def _window(self) -> tuple[int, int]:
-        """The current window's number, and the whole seconds until it ends."""
-        now = self._clock()
-        size = self._settings.failure_window_s
-        window = int(now // size)
-        return window, max(1, math.ceil((window + 1) * size - now))
+        # The times of the latest failures, at most the limit's worth each (bounded memory).
+        self._by_source: dict[str, deque[float]] = {}
+        self._by_key_id: dict[str, deque[float]] = {}
+        self._pairs: dict[tuple[str, str], float] = {}  # (key id, source) -> last failure
 
     def refused(self, source: str, key_id: str | None) -> int | None:
         """Seconds to wait if this attempt is refused unchecked, else None (check the key)."""
-        window, retry_after = self._window()
-        seen = self._by_source.get(source)
-        if seen and seen[0] == window and seen[1] >= self._settings.max_failures_per_source:
-            return retry_after
-        if key_id is not None:
-            named = self._by_key_id.get(key_id)
-            if (
-                named
-                and named[0] == window
-                and named[1] >= self._settings.max_failures_per_key_id
-                and self._pairs.get((key_id, source)) == window
-            ):
-                return retry_after
-        return None
+        now = self._clock()
+        window = self._settings.failure_window_s
+        until = _blocked_until(
+            self._by_source.get(source), self._settings.max_failures_per_source, window, now
+        )
+        if until is None and key_id is not None:
+            last = self._pairs.get((key_id, source))
+            if last is not None and now - last < window:  # this address guessed this id
+                until = _blocked_until(
+                    self._by_key_id.get(key_id), self._settings.max_failures_per_key_id, window, now
+                )
+        return None if until is None else max(1, math.ceil(until - now))
 
     def failed(self, source: str, key_id: str | None) -> None:
         """Count one failed attempt (a key was presented and did not authenticate)."""
-        window, _ = self._window()
-        _count(self._by_source, source, window)
+        now = self._clock()
+        _note(self._by_source, source, now, self._settings.max_failures_per_source, self._horizon)
         if key_id is not None:
-            _count(self._by_key_id, key_id, window)
-            self._pairs[(key_id, source)] = window
+            _note(
+                self._by_key_id, key_id, now, self._settings.max_failures_per_key_id, self._horizon
+            )
+            self._pairs[(key_id, source)] = now
             if len(self._pairs) > MAX_TRACKED:
-                self._pairs = {k: w for k, w in self._pairs.items() if w == window}
+                horizon = self._horizon()
+                self._pairs = {k: t for k, t in self._pairs.items() if t > horizon}
+
+    def _horizon(self) -> float:
+        return self._clock() - self._settings.failure_window_s
 
 
-def _count(counts: dict[str, tuple[int, int]], key: str, window: int) -> None:
-    start, failures = counts.get(key, (window, 0))
-    counts[key] = (window, failures + 1) if start == window else (window, 1)
-    if len(counts) > MAX_TRACKED:  # forget addresses and ids idle since an earlier window
-        for stale in [k for k, v in counts.items() if v[0] != window]:
-            del counts[stale]
+def _blocked_until(
+    times: deque[float] | None, limit: int, window: float, now: float
+) -> float | None:
+    """When attempts are let through again, if ``limit`` failures fall in the last window:
+    the oldest of them is a window old then. None if they do not."""
+    if times is None or len(times) < limit:
+        return None
+    end = times[0] + window
+    return end if end > now else None
+
+
+def _note(
+    counts: dict[str, deque[float]],
+    key: str,
+    now: float,
+    limit: int,
+    horizon: Callable[[], float],
+) -> None:
+    times = counts.get(key)
+    if times is None:
+        times = counts[key] = deque(maxlen=limit)
+    times.append(now)
+    if len(counts) > MAX_TRACKED:  # forget whoever has not failed within the window
+        cutoff = horizon()
+        for idle in [k for k, t in counts.items() if t[-1] <= cutoff]:
+            del counts[idle]
 
 
 def source_of(scope: dict) -> str:
