@@ -12,6 +12,7 @@ suggestions hidden (graphql-core's own ``hide_suggestions``), and those errors g
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -26,7 +27,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from schema.errors import GraphError
+from schema.errors import GraphError, to_coded_error
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 
@@ -81,8 +82,14 @@ def operation_fields(document: DocumentNode, operation_name: str | None) -> tupl
 class ChannelRules(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
+        self._hide_suggestions(self.execution_context.result)  # HTTP: the one result
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        self._hide_suggestions(result)  # websocket: before the result is sent
+        yield
+
+    def _hide_suggestions(self, result: Any) -> None:
         context = self.execution_context
-        result = context.result
         if result is None or not result.errors or context.graphql_document is None:
             return  # answered, or not parsed: no validation messages
         if any(e.original_error is not None or e.path is not None for e in result.errors):
@@ -104,7 +111,8 @@ class ChannelRules(SchemaExtension):
             hide_suggestions=True,
         )
         if hidden:
-            result.errors = hidden
+            # Coded here: a websocket result is sent before CodedErrors sees it.
+            result.errors = [to_coded_error(e) for e in hidden]
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context

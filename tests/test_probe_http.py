@@ -437,6 +437,19 @@ def test_suggestions_reach_only_channels_that_may_introspect(probe):
     assert "Did you mean" not in json.dumps(argument)
 
 
+def test_suggestions_stay_off_the_websocket_too(probe):
+    misspelt = 'subscription { requestUpdate(requestId: "x") { state } }'
+    with open_socket(probe, "app") as ws:
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": misspelt}}))
+        message = json.loads(ws.recv(timeout=10))
+    assert message["type"] == "error"
+    assert message["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "Did you mean" not in json.dumps(message)
+    with open_socket(probe, "agent") as ws:
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": misspelt}}))
+        assert "Did you mean 'requestUpdates'" in ws.recv(timeout=10)
+
+
 # --- 6. failed authentication is throttled -------------------------------------------------------
 
 
