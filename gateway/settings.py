@@ -202,6 +202,58 @@ class AuditSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """What /graphql accepts over HTTP before GraphQL sees it (docs/security.md)."""
+
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest POST body to /graphql (bytes); larger ones get 413 PAYLOAD_TOO_LARGE.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=4,
+        le=512,
+        description="Deepest nesting of arrays and objects in a request's JSON; deeper: 400.",
+    )
+
+
+class AuthSettings(BaseModel):
+    """Throttling of failed authentication (gateway/auth_throttle.py, docs/security.md)."""
+
+    failure_window_s: float = Field(
+        default=60.0, gt=0, description="The window failed attempts are counted in."
+    )
+    max_failures_per_source: int = Field(
+        default=20,
+        ge=1,
+        description="Failed attempts from one client address in a window; past it: 429.",
+    )
+    max_failures_per_key_id: int = Field(
+        default=10,
+        ge=1,
+        description="Failed attempts naming one key id (sb_<id>.) in a window; past it, "
+        "addresses that failed with that id get 429 (others are still checked).",
+    )
+
+
+class WebSocketSettings(BaseModel):
+    """Limits on one websocket connection (gateway/ws_limits.py, docs/security.md)."""
+
+    max_operations_per_connection: int = Field(
+        default=100,
+        ge=1,
+        description="Operations running at once on one connection; past it the new one "
+        "gets an error message (TOO_MANY_OPERATIONS).",
+    )
+    max_messages_per_second: int = Field(
+        default=50,
+        ge=1,
+        description="Messages a client may send on one connection per second; past it the "
+        "socket is closed with 4429.",
+    )
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -245,6 +297,9 @@ class Settings(BaseSettings):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
 
     @classmethod
     def settings_customise_sources(
