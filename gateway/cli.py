@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
-from gateway.settings import STATE_DIR, Settings, load_settings
+from gateway.settings import STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
@@ -377,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except SettingsInvalid as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 2
     except ValidationError as error:
         print(f"switchboard: invalid settings:\n{error}", file=sys.stderr)
         return 2
