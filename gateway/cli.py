@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
-from gateway.settings import STATE_DIR, Settings, SettingsInvalid, load_settings
+from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
@@ -19,21 +20,32 @@ DEMO_CUSTOMERS = 2000
 DEMO_SEED = 42
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags (--host, --port, --workers)."""
+    overrides: dict[str, object] = {}
     if getattr(args, "host", None):
         overrides["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["port"] = args.port
     if getattr(args, "workers", None):
         overrides["workers"] = args.workers
-    return load_settings(**overrides)
+    return overrides
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(**_overrides(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)
+    # Each uvicorn worker imports gateway.asgi and reads the settings anew, from the
+    # environment and the TOML file: a flag reaches the workers only through the environment
+    # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
+    # both ran under the bare executor id and could recover each other's workflows.
+    for name, value in _overrides(args).items():
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     uvicorn.run(
         "gateway.asgi:app",
         host=settings.host,

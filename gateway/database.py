@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -33,6 +34,15 @@ def create_engine(url: str) -> AsyncEngine:
 
 async def create_tables(engine: AsyncEngine, *schemas: MetaData) -> None:
     """Create missing tables (idempotent; several workers may race here at start-up)."""
-    async with engine.begin() as conn:
-        for metadata in schemas:
-            await conn.run_sync(metadata.create_all, checkfirst=True)
+    for attempt in range(3):
+        try:
+            async with engine.begin() as conn:
+                for metadata in schemas:
+                    await conn.run_sync(metadata.create_all, checkfirst=True)
+            return
+        except DBAPIError as error:
+            # SQLite looks for a table outside the write lock: of two workers starting on a
+            # fresh database, the one that loses the race is told "already exists"; its next
+            # pass finds the tables. (Without this, `serve --workers 2` died on first use.)
+            if "already exists" not in str(error.orig) or attempt == 2:
+                raise

@@ -1,0 +1,90 @@
+"""An operator's and a newcomer's first steps: the commands behave as the README says.
+
+Each test runs the real `switchboard` command in a subprocess: several workers each take an
+executor slot however the worker count is given, `compare` finds the gateway where it is
+configured, Ctrl-C stops a seed cleanly, SIGTERM stops the demo and its simulators.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import REPO, SWITCHBOARD, free_ports, stop
+
+
+def _base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(SWITCHBOARD_CONFIG="/nonexistent/switchboard.toml", **extra)
+    return env
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _held(lock_file: Path) -> bool:
+    """Whether another process holds the exclusive lock on ``lock_file`` (a worker's slot)."""
+    if not lock_file.exists():
+        return False
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("given_by", ["flag", "environment", "toml"])
+def test_two_workers_take_two_executor_slots_however_the_count_is_given(
+    tmp_path: Path, given_by: str
+) -> None:
+    """`serve --workers 2`, SWITCHBOARD_WORKERS=2 and `workers = 2` in the TOML file all give
+    two workers with their own executor id (a held slot lock each), never two under one id."""
+    (port, *nobody) = free_ports(4)  # the backends need not run for the workers to start
+    env = _base_env(
+        SWITCHBOARD_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/hub.db",
+        SWITCHBOARD_BOSS__BASE_URL=f"http://127.0.0.1:{nobody[0]}",
+        SWITCHBOARD_BILLING__BASE_URL=f"http://127.0.0.1:{nobody[1]}",
+        SWITCHBOARD_CARE__BASE_URL=f"http://127.0.0.1:{nobody[2]}",
+    )
+    argv = [*SWITCHBOARD, "serve", "--port", str(port)]
+    if given_by == "flag":
+        argv += ["--workers", "2"]
+    elif given_by == "environment":
+        env["SWITCHBOARD_WORKERS"] = "2"
+    else:
+        config = tmp_path / "switchboard.toml"
+        config.write_text("workers = 2\n")
+        env["SWITCHBOARD_CONFIG"] = str(config)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    slots = [tmp_path / f"executor-local-{slot}.lock" for slot in (0, 1)]
+    try:
+        _wait_for(
+            lambda: process.poll() is not None or all(_held(slot) for slot in slots),
+            30,
+            "two workers holding an executor slot each",
+        )
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        stop(process)
+    # The slots go with the workers: a restarted worker takes its predecessor's back.
+    assert not any(_held(slot) for slot in slots)
