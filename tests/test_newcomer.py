@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -88,3 +91,69 @@ def test_two_workers_take_two_executor_slots_however_the_count_is_given(
         stop(process)
     # The slots go with the workers: a restarted worker takes its predecessor's back.
     assert not any(_held(slot) for slot in slots)
+
+
+def _children(pid: int) -> list[int]:
+    """The direct child processes of ``pid`` (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("when", ["while the workers start", "mid-way"])
+def test_ctrl_c_stops_a_seed_its_workers_and_removes_the_partial_stores(
+    tmp_path: Path, when: str
+) -> None:
+    data_dir = tmp_path / "data"
+    progress = tmp_path / "stderr"
+    with progress.open("w") as stderr:
+        # Large enough to use the two generator processes and to be caught mid-way.
+        process = subprocess.Popen(
+            [*SWITCHBOARD, "seed", "--customers", "200000", "--data-dir", str(data_dir)],
+            cwd=REPO,
+            env=_base_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+    try:
+        _wait_for(lambda: any(data_dir.glob("*.seeding")), 60, "the seed to start writing")
+        _wait_for(lambda: len(_children(process.pid)) >= 3, 30, "the generator processes")
+        if when == "mid-way":  # the bar shows chunks written: the workers are generating
+            _wait_for(
+                lambda: re.search(r" [1-9][0-9.]*k/200k", progress.read_text()) is not None,
+                60,
+                "a chunk written",
+            )
+        workers = _children(process.pid)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole group
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = progress.read_text()
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "leaked" not in output, output
+    last = output.replace("\r", "\n").strip().splitlines()[-1]
+    assert last == f"seed interrupted: nothing written to {data_dir}"
+    assert sorted(p.name for p in data_dir.iterdir()) == []
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "the workers to end")
