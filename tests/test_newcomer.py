@@ -157,3 +157,66 @@ def test_ctrl_c_stops_a_seed_its_workers_and_removes_the_partial_stores(
     assert last == f"seed interrupted: nothing written to {data_dir}"
     assert sorted(p.name for p in data_dir.iterdir()) == []
     _wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "the workers to end")
+
+
+def _demo_env(tmp_path: Path) -> tuple[dict[str, str], list[int]]:
+    ports = free_ports(4)
+    env = _base_env(
+        SWITCHBOARD_PORT=str(ports[0]),
+        SWITCHBOARD_BOSS__BASE_URL=f"http://127.0.0.1:{ports[1]}",
+        SWITCHBOARD_BILLING__BASE_URL=f"http://127.0.0.1:{ports[2]}",
+        SWITCHBOARD_CARE__BASE_URL=f"http://127.0.0.1:{ports[3]}",
+    )
+    return env, ports
+
+
+def _start_demo(tmp_path: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+    """`switchboard demo` in ``tmp_path`` (its state goes there) on a small dataset."""
+    log = (tmp_path / "demo.log").open("w")
+    process = subprocess.Popen(
+        [*SWITCHBOARD, "demo", "--customers", "50", "--data-dir", str(tmp_path / "sim-data")],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError((tmp_path / "demo.log").read_text()[-3000:])
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait_for(up, 90, "the demo's gateway")
+    except BaseException:
+        _stop_tree(process)
+        raise
+    return process
+
+
+def _stop_tree(process: subprocess.Popen, children: list[int] | None = None) -> None:
+    """Test clean-up: the demo and, should it have left them, its children."""
+    children = [*(children or ()), *_children(process.pid)]
+    stop(process)
+    for pid in children:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_the_demo_and_its_simulators(tmp_path: Path) -> None:
+    env, ports = _demo_env(tmp_path)
+    process = _start_demo(tmp_path, env, ports[0])
+    simulators = _children(process.pid)
+    try:
+        assert simulators, "the demo runs its simulators in a child process"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        assert process.returncode == 128 + signal.SIGTERM
+        _wait_for(lambda: not any(_alive(pid) for pid in simulators), 10, "the simulators")
+        _wait_for(lambda: all(_port_free(port) for port in ports), 10, "the ports to be free")
+    finally:
+        _stop_tree(process, simulators)
