@@ -225,22 +225,40 @@ def _policy_explain(args: argparse.Namespace) -> int:
     return 1 if refusals else 0
 
 
+def gateway_url(settings: Settings) -> str:
+    """Where a local client reaches the gateway these settings serve."""
+    import ipaddress
+
+    host = settings.host
+    try:
+        if ipaddress.ip_address(host).is_unspecified:  # listening everywhere: loopback too
+            host = "127.0.0.1"
+    except ValueError:
+        pass  # a host name
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
 def _compare(args: argparse.Namespace) -> int:
-    from gateway.compare import compare, load_keys
+    from gateway.compare import CompareFailed, compare, load_keys
 
     purposes = dict(item.split("=", 1) for item in args.purpose)
-    phone = args.phone or load_settings().care.base_url
-    print(
-        compare(
-            args.url,
+    settings = load_settings()
+    try:
+        table = compare(
+            (args.url or gateway_url(settings)).rstrip("/"),
             load_keys(Path(args.keys)),
             args.msisdn,
             args.channels.split(","),
             purposes,
             verify_by_otp_in=tuple(c for c in args.verify_by_otp.split(",") if c),
-            phone_url=phone,
+            phone_url=args.phone or settings.care.base_url,
         )
-    )
+    except CompareFailed as failed:
+        print(f"switchboard compare: {failed}", file=sys.stderr)
+        return 1
+    print(table)
     return 0
 
 
@@ -346,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHANNEL=PURPOSE",
         help="purpose a channel states (repeatable)",
     )
-    compare.add_argument("--url", default="http://127.0.0.1:8000")
+    compare.add_argument(
+        "--url",
+        help="the gateway's base URL (default: host and port from the settings, "
+        "http://127.0.0.1:8000 unless SWITCHBOARD_PORT or switchboard.toml says otherwise)",
+    )
     compare.add_argument("--keys", default=str(STATE_DIR / "demo-keys.json"))
     compare.add_argument(
         "--verify-by-otp",

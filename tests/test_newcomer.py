@@ -220,3 +220,55 @@ def test_sigterm_stops_the_demo_and_its_simulators(tmp_path: Path) -> None:
         _wait_for(lambda: all(_port_free(port) for port in ports), 10, "the ports to be free")
     finally:
         _stop_tree(process, simulators)
+
+
+def _compare(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SWITCHBOARD, "compare", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compare_finds_the_gateway_on_its_configured_port(tmp_path: Path) -> None:
+    env, ports = _demo_env(tmp_path)
+    process = _start_demo(tmp_path, env, ports[0])
+    try:
+        done = _compare(tmp_path, env)  # the port comes from SWITCHBOARD_PORT
+        assert done.returncode == 0, done.stderr
+        header, *rows, summary = done.stdout.strip().splitlines()
+        assert header.split()[0] == "field" and "app (no purpose)" in header
+        assert any(row.startswith("profile.certificateNumber") for row in rows)
+        assert summary.endswith("other fields are the same in every channel)")
+        (nobody,) = free_ports(1)
+        given = _compare(tmp_path, env, "--url", f"http://127.0.0.1:{nobody}")
+    finally:
+        _stop_tree(process)
+    assert given.returncode == 1
+    assert given.stderr.startswith(
+        f"switchboard compare: nothing answers at http://127.0.0.1:{nobody}"
+    )
+    assert len(given.stderr.strip().splitlines()) == 1
+
+
+def test_compare_says_in_one_line_when_no_gateway_answers(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    keys = tmp_path / ".switchboard" / "demo-keys.json"
+    keys.parent.mkdir()
+    keys.write_text('{"agent": "sb_x", "app": "sb_x", "store": "sb_x", "partner": "sb_x"}')
+    done = _compare(tmp_path, _base_env(SWITCHBOARD_PORT=str(port)))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"switchboard compare: nothing answers at http://127.0.0.1:{port} (ConnectError): is the "
+        "demo running? Give the gateway with --url or SWITCHBOARD_PORT/SWITCHBOARD_HOST"
+    )
+    keys.unlink()
+    missing = _compare(tmp_path, _base_env(SWITCHBOARD_PORT=str(port)))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "switchboard compare: no keys file at .switchboard/demo-keys.json: "
+        "`switchboard demo` writes it"
+    )
