@@ -80,21 +80,16 @@ def start_simulators(data_dir: Path, settings: Settings) -> subprocess.Popen[str
         name: str(urlparse(getattr(settings, name).base_url).port)
         for name in ("boss", "billing", "care")
     }
+    argv = [sys.executable, "-m", "simulators", "serve", "--data-dir", str(data_dir)]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", port]
+    # The loyalty instances where system_urls moves them (else both sides' defaults agree).
+    moved = {k.replace("_", "-").lower(): v for k, v in settings.system_urls.items()}
+    for instance in ("loyalty-north", "loyalty-south"):
+        if instance in moved and urlparse(moved[instance]).port:
+            argv += [f"--{instance}-port", str(urlparse(moved[instance]).port)]
     process = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
-        [
-            sys.executable,
-            "-m",
-            "simulators",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--boss-port",
-            ports["boss"],
-            "--billing-port",
-            ports["billing"],
-            "--care-port",
-            ports["care"],
-        ],
+        argv,
         stdout=subprocess.PIPE,
         text=True,
     )

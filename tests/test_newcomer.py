@@ -8,6 +8,7 @@ configured, Ctrl-C stops a seed cleanly, SIGTERM stops the demo and its simulato
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import signal
@@ -170,12 +171,19 @@ def test_ctrl_c_stops_a_seed_its_workers_and_removes_the_partial_stores(
 
 
 def _demo_env(tmp_path: Path) -> tuple[dict[str, str], list[int]]:
-    ports = free_ports(4)
+    """A demo entirely on free ports: the gateway, BOSS, billing, care, the two loyalties."""
+    ports = free_ports(6)
     env = _base_env(
         SWITCHBOARD_PORT=str(ports[0]),
         SWITCHBOARD_BOSS__BASE_URL=f"http://127.0.0.1:{ports[1]}",
         SWITCHBOARD_BILLING__BASE_URL=f"http://127.0.0.1:{ports[2]}",
         SWITCHBOARD_CARE__BASE_URL=f"http://127.0.0.1:{ports[3]}",
+        SWITCHBOARD_SYSTEM_URLS=json.dumps(
+            {
+                "loyalty-north": f"http://127.0.0.1:{ports[4]}",
+                "loyalty-south": f"http://127.0.0.1:{ports[5]}",
+            }
+        ),
     )
     return env, ports
 
