@@ -482,4 +482,3 @@ def test_codes_to_one_customer_are_limited(gateway, sims, customers):
     ceiling = post(gateway, START, {"id": hub_id}, channel="web")
     assert error_of(ceiling)["extensions"]["code"] == "OTP_RATE_LIMITED"
     assert sum(len(inbox(sims, s.msisdn)) for s in bundle.subscribers) == sent == 8
-
