@@ -24,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
@@ -40,10 +40,13 @@ from gateway.audit.middleware import (
 from gateway.audit.page import audit_page, audit_script
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
-from gateway.auth import ApiKeyStore
+from gateway.auth import ApiKeyStore, key_id_of
+from gateway.auth_throttle import FailedAuthThrottle, source_of
 from gateway.backends import build_backends
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
+from gateway.graphql_http import GraphQLOverHTTP
+from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
@@ -51,6 +54,7 @@ from gateway.settings import Settings, load_settings
 from gateway.trusted_documents import TrustedDocumentsGate, load_manifest
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
+from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
@@ -67,8 +71,9 @@ READINESS_TIMEOUT_S = 3.0
 IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 
 
-class SwitchboardGraphQL(GraphQL):
-    """Strawberry's ASGI view with the hub's per-request context."""
+class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
+    """Strawberry's ASGI view with the hub's per-request context (GraphQL over HTTP: the
+    mixin, gateway/graphql_http.py)."""
 
     def __init__(
         self,
@@ -187,7 +192,7 @@ class SwitchboardGraphQL(GraphQL):
         if result.errors:
             result.errors = [to_coded_error(e) for e in result.errors]
         request.scope["switchboard.result"] = result  # for the audit record (AuditTrail)
-        return process_result(result)
+        return await super().process_result(request, result)
 
 
 def _refused(status: int, code: str, message: str) -> JSONResponse:
@@ -202,6 +207,14 @@ def _credential_refused(refused: CredentialRefused, request_id: str | None) -> J
     if refused.status == 401:
         return _unauthenticated(refused.message)
     return _refused(refused.status, refused.code, refused.message)
+
+
+def _throttled(retry_after: int) -> JSONResponse:
+    response = _refused(
+        429, "RATE_LIMITED", "Too many failed authentication attempts; try again later."
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _unauthenticated(message: str) -> JSONResponse:
@@ -224,8 +237,10 @@ class Authenticate:
         graphiql: bool,
         verifications: VerificationStore | None = None,
         audit: AuditLog | None = None,
+        throttle: FailedAuthThrottle | None = None,
     ) -> None:
         self.app = app
+        self.throttle = throttle  # failed keys, per address and key id (auth_throttle.py)
         self.audit = audit  # websockets refused here are recorded (HTTP: AuditTrail)
         self.keys = keys
         self.policies = policies
@@ -256,10 +271,16 @@ class Authenticate:
             await response(scope, receive, send)
             return
         try:
-            principal = await self.keys.authenticate(key)
+            principal, retry_after = await self._authenticate(scope, key)
         except CredentialRefused as refused:
             response = _credential_refused(refused, scope.get("switchboard.request_id"))
             await response(scope, receive, send)
+            return
+        if retry_after is not None:
+            await _throttled(retry_after)(scope, receive, send)
+            return
+        if principal is None:  # not reached: a refused credential raised above
+            await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
             return
         scope["switchboard.principal"] = principal  # refusals below are audited with it
         claimed = request.headers.get("x-channel")
@@ -305,6 +326,25 @@ class Authenticate:
         scope["switchboard.purpose"] = purpose
         await self.app(scope, receive, send)
 
+    async def _authenticate(self, scope: Scope, key: str) -> tuple[Principal | None, int | None]:
+        """The credential's principal, or the seconds to wait if it is throttled.
+
+        A key or bearer token that does not authenticate raises CredentialRefused, counted as
+        a failure first (a bad token like a bad key: per address, and per key id for keys).
+        """
+        if self.throttle is None:
+            return await self.keys.authenticate(key), None
+        source, key_id = source_of(scope), key_id_of(key)
+        retry_after = self.throttle.refused(source, key_id)
+        if retry_after is not None:
+            return None, retry_after
+        try:
+            return await self.keys.authenticate(key), None
+        except CredentialRefused as refused:
+            if refused.status == 401:  # a well-signed token for an unknown channel guessed nothing
+                self.throttle.failed(source, key_id)
+            raise
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A key in the upgrade request is checked here (refused before the socket opens);
         without one, the view's on_ws_connect requires it in connection_init."""
@@ -315,17 +355,21 @@ class Authenticate:
             key = authorization[7:].strip()
         if key:
             started = (time.time_ns() // 1000, time.perf_counter())
-            principal, refused = None, None
+            principal, retry_after, refused = None, None, None
             try:
-                principal = await self.keys.authenticate(key)
+                principal, retry_after = await self._authenticate(scope, key)
             except CredentialRefused as error:
                 log.warning("websocket credential refused: %s", error.reason)
                 refused = error
             claimed = headers.get("x-channel")
             purpose = headers.get("x-purpose") or None
             refusal = None
-            if refused is not None:
+            if retry_after is not None:
+                refusal = "RATE_LIMITED", 4429
+            elif refused is not None:
                 refusal = refused.code, 4401 if refused.status == 401 else 4403
+            elif principal is None:
+                refusal = "UNAUTHENTICATED", 4401
             elif claimed is not None and claimed != principal.channel:
                 refusal = "CHANNEL_MISMATCH", 4401
             elif purpose is not None and purpose not in self.policies.current.purposes:
@@ -469,6 +513,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
         allow_queries_via_get=True,
+        max_subscriptions_per_connection=settings.websocket.max_operations_per_connection,
+    )
+    throttle = FailedAuthThrottle(settings.auth)  # one per process: HTTP and websockets
+    graphql.graphql_transport_ws_handler_class = transport_ws_handler(
+        settings.websocket, throttle, audit, settings.http.max_json_depth
     )
     adapters = (backends.boss, backends.billing, backends.care)
 
@@ -548,10 +597,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     documents = TrustedDocumentsGate(
-        graphql,
+        RequestGate(
+            graphql,
+            max_body_bytes=settings.http.max_body_bytes,
+            max_json_depth=settings.http.max_json_depth,
+        ),
         policies,
         manifest,
-        max_body_bytes=settings.trusted_documents.max_body_bytes,
+        max_body_bytes=settings.http.max_body_bytes,
     )
     endpoint: Any = Authenticate(
         documents,
@@ -559,6 +612,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         policies,
         graphiql=settings.graphql.graphiql,
         verifications=backends.verifications,
+        throttle=throttle,
     )
     if audit is not None:
         endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
@@ -577,6 +631,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     graphiql=settings.graphql.graphiql,
                     verifications=backends.verifications,
                     audit=audit,
+                    throttle=throttle,
                 ),
             ),
             Route("/audit", audit_page),

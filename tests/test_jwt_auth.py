@@ -24,11 +24,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from pydantic import ValidationError
 
 from gateway.jwt_auth import JwksInvalid, parse_jwks
 from gateway.policy_store import DEFAULT_POLICY_FILE
-from gateway.settings import load_settings
+from gateway.settings import SettingsInvalid, load_settings
 from policies.masks import mask_name
 from tests.harness import SimulatorUrls, gateway_env, issue_key, running_gateway
 
@@ -322,11 +321,11 @@ manifest_file = "documents.json"
 
     for unsafe in ('["HS256"]', '["none"]', '["RS256", "HS512"]'):
         monkeypatch.setenv("SWITCHBOARD_AUTH__OIDC__ALGORITHMS", unsafe)
-        with pytest.raises(ValidationError, match="not allowed"):
+        with pytest.raises(SettingsInvalid, match="not allowed"):
             load_settings()
     monkeypatch.delenv("SWITCHBOARD_AUTH__OIDC__ALGORITHMS")
     monkeypatch.setenv("SWITCHBOARD_AUTH__OIDC__AUDIENCE", "[]")
-    with pytest.raises(ValidationError, match="issuer and audience are required"):
+    with pytest.raises(SettingsInvalid, match="issuer and audience are required"):
         load_settings()
 
 
