@@ -160,6 +160,7 @@ def token_gateway(
         SWITCHBOARD_AUTH__OIDC__AUDIENCE=json.dumps([AUDIENCE]),
         SWITCHBOARD_AUTH__OIDC__MAX_TOKEN_AGE_S="600",
         SWITCHBOARD_AUTH__OIDC__LEEWAY_S="5",
+        SWITCHBOARD_AUTH__MAX_FAILURES_PER_SOURCE="1000",  # the throttle has its own test
     )
     agent_key = issue_key(env, channel="agent", role="agent")
     log = state / "gateway.log"
@@ -342,3 +343,33 @@ def test_a_jwks_with_a_private_or_symmetric_key_is_refused(issuer):
             parse_jwks(json.dumps({"keys": keys}).encode(), 65536, "jwks.json")
     with pytest.raises(JwksInvalid, match="larger than"):
         parse_jwks(b" " * 2000, 1024, "jwks.json")
+
+
+def test_bad_tokens_are_throttled_like_bad_keys(sims, issuer, tmp_path, customers):
+    """Three bad tokens from one address, then even a good one waits (429), unchecked."""
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(
+        json.dumps({"keys": [_public_jwk(RSAAlgorithm, issuer.rsa_key, "rsa-1", "RS256")]})
+    )
+    env = gateway_env(
+        sims,
+        f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+        SWITCHBOARD_CACHE__ENABLED="false",
+        SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
+        SWITCHBOARD_AUTH__OIDC__JWKS_FILE=str(jwks),
+        SWITCHBOARD_AUTH__OIDC__ISSUER=ISSUER,
+        SWITCHBOARD_AUTH__OIDC__AUDIENCE=json.dumps([AUDIENCE]),
+        SWITCHBOARD_AUTH__MAX_FAILURES_PER_SOURCE="3",
+    )
+    with running_gateway(env, tmp_path / "gateway.log") as url:
+        gateway = TokenGateway(
+            url=url, log=tmp_path / "gateway.log", database=tmp_path, agent_key=""
+        )
+        assert gateway.post(issuer.rsa(), "{ offerings { id } }").status_code == 200
+        for _ in range(3):
+            bad = gateway.post(issuer.rsa(key=issuer.stranger_key), "{ offerings { id } }")
+            assert bad.status_code == 401
+        throttled = gateway.post(issuer.rsa(), "{ offerings { id } }")
+        assert throttled.status_code == 429
+        assert throttled.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert int(throttled.headers["Retry-After"]) >= 1
