@@ -7,15 +7,18 @@ with PyJWT and send them as ``Authorization: Bearer``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -24,6 +27,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from gateway.jwt_auth import JwksInvalid, parse_jwks
 from gateway.policy_store import DEFAULT_POLICY_FILE
@@ -373,3 +378,89 @@ def test_bad_tokens_are_throttled_like_bad_keys(sims, issuer, tmp_path, customer
         assert throttled.status_code == 429
         assert throttled.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         assert int(throttled.headers["Retry-After"]) >= 1
+
+
+def test_tokens_work_in_the_websocket_connection_init(token_gateway, issuer):
+    url = token_gateway.url.replace("http://", "ws://") + "/graphql"
+    for token, expected in ((issuer.rsa(), "connection_ack"), (issuer.rsa(aud="other"), None)):
+        with connect(url, subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+            ws.send(json.dumps({"type": "connection_init", "payload": {"apiKey": token}}))
+            try:
+                reply = json.loads(ws.recv(timeout=10))["type"]
+            except ConnectionClosed as closed:
+                reply, code = None, closed.rcvd.code if closed.rcvd else None
+                assert code == 4403
+            assert reply == expected
+
+
+class _JwksServer:
+    """A loopback issuer's JWKS endpoint: its key set can change, and it can hang."""
+
+    def __init__(self) -> None:
+        self.jwks: dict = {"keys": []}
+        self.delay_s = 0.0
+        self.fetches = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.fetches += 1
+                time.sleep(server.delay_s)
+                body = json.dumps(server.jwks).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _JwksServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_jwks_url_follows_key_rotation_and_never_waits_past_its_timeout(sims, issuer, tmp_path):
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with _JwksServer() as jwks:
+        jwks.jwks = {"keys": [_public_jwk(RSAAlgorithm, issuer.rsa_key, "rsa-1", "RS256")]}
+        env = gateway_env(
+            sims,
+            f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+            SWITCHBOARD_CACHE__ENABLED="false",
+            SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
+            SWITCHBOARD_AUTH__OIDC__JWKS_URL=jwks.url,
+            SWITCHBOARD_AUTH__OIDC__ISSUER=ISSUER,
+            SWITCHBOARD_AUTH__OIDC__AUDIENCE=json.dumps([AUDIENCE]),
+            SWITCHBOARD_AUTH__OIDC__JWKS_TIMEOUT_S="1",
+            SWITCHBOARD_AUTH__OIDC__JWKS_MIN_REFRESH_INTERVAL_S="0",
+        )
+        log = tmp_path / "gateway.log"
+        with running_gateway(env, log) as url:
+            gateway = TokenGateway(url=url, log=log, database=tmp_path, agent_key="")
+            assert gateway.post(issuer.rsa(), "{ offerings { id } }").status_code == 200
+            # The issuer rotates: a token with the new kid makes the gateway fetch again.
+            jwks.jwks = {"keys": [_public_jwk(RSAAlgorithm, rotated, "rsa-2", "RS256")]}
+            new = issuer.rsa(kid="rsa-2", key=rotated)
+            assert gateway.post(new, "{ offerings { id } }").status_code == 200
+            # The issuer hangs: an unknown kid waits for the fetch at most jwks_timeout_s.
+            jwks.delay_s = 5
+            started = time.monotonic()
+            hung = gateway.post(issuer.rsa(kid="rsa-3", key=rotated), "{ offerings { id } }")
+            assert hung.status_code == 401
+            assert time.monotonic() - started < 3
+            # Keys already held keep working while the issuer is down.
+            assert gateway.post(new, "{ offerings { id } }").status_code == 200
+            jwks.delay_s = 0
+        assert "JWKS refresh failed: TimeoutError" in log.read_text()
