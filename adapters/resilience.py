@@ -28,7 +28,8 @@ from tenacity import (
 
 from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
 from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
-from adapters.transport import AiohttpTransport
+from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
+from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -172,8 +173,19 @@ class Endpoint:
     breaker_reset_s: float = 5.0
     #: Bulkhead: calls in flight at once; more wait for a slot within their timeout.
     max_concurrency: int = 50
+    #: A reply body (decompressed) longer than this is dropped with its connection.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: JSON arrays/objects or XML elements nested deeper than this are refused.
+    max_response_depth: int = DEFAULT_MAX_DEPTH
+    #: JSON values or XML elements and attributes in one reply (or one list read) at most.
+    max_response_items: int = DEFAULT_MAX_ITEMS
     #: The backend's shared guard; None builds one from the fields above.
     guard: BackendGuard | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def reply_limits(self) -> ReplyLimits:
+        """What ``adapters.parsing.read_json`` / ``read_xml`` accept from this backend."""
+        return ReplyLimits(max_depth=self.max_response_depth, max_items=self.max_response_items)
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -250,7 +262,7 @@ def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=endpoint.base_url,
         timeout=httpx.Timeout(endpoint.timeout_s),
-        transport=AiohttpTransport(endpoint.max_connections),
+        transport=AiohttpTransport(endpoint.max_connections, endpoint.max_response_bytes),
         headers={"User-Agent": "switchboard-hub"},
     )
 
@@ -259,6 +271,10 @@ def transport_error(system: str, error: httpx.HTTPError) -> AdapterError:
     """Translate an httpx failure into the taxonomy (the URL may hold keys: never echo it)."""
     if isinstance(error, httpx.TimeoutException):
         return TimedOut(system, "did not answer within the timeout")
+    if isinstance(error, ResponseTooLarge):
+        return BadResponse(
+            system, f"answered with a body over the {error.limit}-byte limit (max_response_bytes)"
+        )
     if isinstance(error, httpx.TransportError):
         return Unavailable(system, "could not be reached")
     return BadResponse(system, "answered with an unusable HTTP response")

@@ -90,6 +90,9 @@ def _endpoint(system: str, backend: BackendSettings) -> Endpoint:
         breaker_failure_threshold=backend.breaker_failure_threshold,
         breaker_reset_s=backend.breaker_reset_s,
         max_concurrency=backend.max_concurrency,
+        max_response_bytes=backend.max_response_bytes,
+        max_response_depth=backend.max_response_depth,
+        max_response_items=backend.max_response_items,
     )
     # The guard is built here, not in the adapter, so that /readyz and /metrics can see it.
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))

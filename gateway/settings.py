@@ -62,6 +62,25 @@ class BackendSettings(SettingsModel):
         gt=0,
         description="Cool-down of an open circuit before one probe call tries the system again.",
     )
+    # Hostile or broken replies (docs/security.md, "Hostile backends"). The biggest reply the
+    # bundled systems give is ~125 KB (a 200-customer BOSS page is ~115 KB); 8 MiB leaves room
+    # for fat free text while capping what one call can hold at once.
+    max_response_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="A reply body (decompressed) over this is refused and its connection closed.",
+    )
+    max_response_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="JSON or XML nested deeper is refused (libxml2 stops at 256 regardless).",
+    )
+    max_response_items: int = Field(
+        default=200_000,
+        ge=100,
+        description="JSON values, or XML elements plus attributes, per reply (or list read).",
+    )
 
 
 class BossSettings(BackendSettings):
