@@ -1,0 +1,258 @@
+"""Hostile backends: replies too big, endless, too deep, too many, with entities, mislabelled.
+
+A real gateway talks to the real care simulator and to two hostile proxies
+(``tests/hostile_backends.py``) in front of the real BOSS (SOAP) and billing (REST) simulators.
+Each case turns one system's replies hostile and checks, end to end, that the 360 of a known
+customer answers that system's fields with BACKEND_BAD_RESPONSE only, every other system's
+fields still answer, nothing of the hostile body is quoted back, and the gateway's memory
+comes back to where it was.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulators.dataset import CustomerBundle, has_certificate_typo
+from tests.conftest import HUB_SEED
+from tests.harness import (
+    REPO,
+    SimulatorUrls,
+    free_ports,
+    gateway_env,
+    issue_key,
+    post_graphql,
+    start_gateway,
+    stop,
+)
+from tests.hostile_backends import MARKER
+
+#: The hub's default reply cap (BackendSettings.max_response_bytes).
+DEFAULT_CAP = 8 * 1024 * 1024
+#: What may sit in socket buffers between the hostile server and the hub when it hangs up.
+IN_FLIGHT_SLACK = 16 * 1024 * 1024
+
+QUERY = """query($id: ID!) { customer(id: $id) {
+  id
+  profile { customerNo name }
+  subscriptions { msisdn }
+  billingAccounts { id balance { amount { amount } } }
+  tickets(first: 3) { id }
+} }"""
+RESOLVE = "query($msisdn: String!) { customerByMsisdn(msisdn: $msisdn) { id } }"
+
+#: The fields of the query each system answers.
+PATHS = {
+    "boss": {("customer", "profile"), ("customer", "subscriptions")},
+    "billing": {("customer", "billingAccounts")},
+}
+CASES = {
+    "boss": ["endless", "huge", "deep", "abyss", "laughs", "swarm", "wrong_type"],
+    "billing": ["endless", "huge", "deep", "abyss", "swarm", "wrong_type"],
+}
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile proxy process and its control."""
+
+    url: str
+    process: subprocess.Popen
+
+    def set(self, mode: str) -> None:
+        httpx.post(f"{self.url}/_hostile/mode", json={"mode": mode}, timeout=10).raise_for_status()
+
+    def stats(self) -> dict[str, int]:
+        return httpx.get(f"{self.url}/_hostile/stats", timeout=10).json()
+
+
+def start_hostile(kind: str, upstream: str) -> Hostile:
+    (port,) = free_ports(1)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.hostile_backends",
+            "--kind",
+            kind,
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("hostile ready"):
+        stop(process)
+        raise RuntimeError(f"hostile backend did not start: {line!r}")
+    return Hostile(f"http://127.0.0.1:{port}", process)
+
+
+@dataclass(frozen=True)
+class HostileHub:
+    url: str
+    key: str
+    pid: int
+    log: Path
+    hostile: dict[str, Hostile]
+
+    def query(self, document: str, variables: dict) -> dict:
+        response = post_graphql(self.url, self.key, document, variables)
+        assert response.status_code == 200, response.text
+        assert MARKER.decode() not in response.text
+        return response.json()
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def hub(sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileHub]:
+    hostile: dict[str, Hostile] = {}
+    process = None
+    try:
+        hostile["boss"] = start_hostile("soap", sims.boss)
+        hostile["billing"] = start_hostile("rest", sims.billing)
+        state = tmp_path_factory.mktemp("hostilehub")
+        env = gateway_env(
+            SimulatorUrls(boss=hostile["boss"].url, billing=hostile["billing"].url, care=sims.care),
+            f"sqlite+aiosqlite:///{state / 'hub.db'}",
+            # Every call must reach the hostile backend; the reply limits keep their defaults.
+            SWITCHBOARD_CACHE__ENABLED="false",
+        )
+        key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
+        url, process = start_gateway(env, state / "gateway.log")
+        yield HostileHub(url, key, process.pid, state / "gateway.log", hostile)
+    finally:
+        if process is not None:
+            stop(process)
+        for backend in hostile.values():
+            stop(backend.process)
+
+
+@pytest.fixture(scope="module")
+def known(hub: HostileHub, customers: list[CustomerBundle]) -> tuple[str, CustomerBundle]:
+    """A customer the hub has linked in all three systems (so BOSS is not needed to find it)."""
+    bundle = next(
+        c
+        for c in customers[60:]
+        if not has_certificate_typo(HUB_SEED, c.customer.index)
+        and any(s.status != "D" for s in c.subscribers)
+    )
+    msisdn = next(s.msisdn for s in bundle.subscribers if s.status != "D")
+    hub_id = hub.query(RESOLVE, {"msisdn": msisdn})["data"]["customerByMsisdn"]["id"]
+    healthy = hub.query(QUERY, {"id": hub_id})
+    assert "errors" not in healthy, healthy
+    return hub_id, bundle
+
+
+@pytest.fixture
+def proxying(hub: HostileHub) -> Iterator[None]:
+    yield
+    for backend in hub.hostile.values():
+        backend.set("proxy")
+
+
+def assert_only_system_failed(body: dict, system: str, bundle: CustomerBundle) -> None:
+    customer = body["data"]["customer"]
+    assert customer is not None, body
+    errors = body["errors"]
+    assert {tuple(e["path"]) for e in errors} == PATHS[system], errors
+    assert {e["extensions"]["code"] for e in errors} == {"BACKEND_BAD_RESPONSE"}, errors
+    assert {e["extensions"]["system"] for e in errors} == {system}
+    for path in PATHS[system]:
+        assert customer[path[-1]] is None
+    # Every other system still answers.
+    assert customer["tickets"] is not None
+    if system != "billing":
+        assert [a["id"] for a in customer["billingAccounts"]] == [bundle.account.id]
+    if system != "boss":
+        assert customer["profile"]["customerNo"] == bundle.customer.customer_no
+        assert customer["subscriptions"]
+
+
+@pytest.mark.parametrize(("system", "mode"), [(s, m) for s, modes in CASES.items() for m in modes])
+def test_a_hostile_reply_fails_only_its_system(hub, known, proxying, system, mode):
+    hub_id, bundle = known
+    before = hub.hostile[system].stats()
+    hub.hostile[system].set(mode)
+    body = hub.query(QUERY, {"id": hub_id})
+    assert_only_system_failed(body, system, bundle)
+    if mode in ("endless", "huge"):
+        # The hub stopped reading near its cap and hung up: the stream never ran to its end.
+        stats = wait_for_abort(hub.hostile[system], before["streams_aborted"])
+        assert stats["max_bytes_before_abort"] < DEFAULT_CAP + IN_FLIGHT_SLACK
+    # The same system answers again once its replies are sane: the hub kept nothing broken.
+    hub.hostile[system].set("proxy")
+    assert "errors" not in hub.query(QUERY, {"id": hub_id})
+
+
+def wait_for_abort(backend: Hostile, aborted_before: int) -> dict[str, int]:
+    # The hostile server notices the hang-up a moment after the hub answered (bounded wait).
+    for _ in range(100):
+        stats = backend.stats()
+        if stats["streams_aborted"] > aborted_before:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"the hub never hung up on the stream: {stats}")
+
+
+def test_a_burst_of_hostile_replies_leaves_memory_where_it_was(hub, known, proxying):
+    hub_id, _ = known
+    for _ in range(5):
+        hub.query(QUERY, {"id": hub_id})
+    before_kb = hub.rss_kb()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for system, modes in CASES.items():
+            for mode in modes:
+                hub.hostile[system].set(mode)
+                bodies = list(pool.map(lambda _: hub.query(QUERY, {"id": hub_id}), range(8)))
+                assert all(
+                    {e["extensions"]["code"] for e in b["errors"]} == {"BACKEND_BAD_RESPONSE"}
+                    for b in bodies
+                ), (system, mode)
+            hub.hostile[system].set("proxy")
+    after_kb = hub.rss_kb()
+    grown_mb = (after_kb - before_kb) / 1024
+    assert grown_mb < 50, f"the gateway grew by {grown_mb:.0f} MB ({before_kb} -> {after_kb} kB)"
+
+
+def test_the_gateway_log_quotes_no_hostile_body(hub, known):
+    # Runs after the cases above (same module): whatever they logged, none of it is the body.
+    assert MARKER.decode() not in hub.log.read_text(errors="replace")
+
+
+def test_every_adapter_decodes_replies_through_the_bounded_readers():
+    """A reply decoded anywhere but adapters/parsing.py would skip the limits."""
+    unbounded = {("json", "loads"), ("etree", "fromstring"), ("etree", "XML"), ("etree", "parse")}
+    offenders = []
+    for module in sorted((REPO / "adapters").glob("*.py")):
+        # parsing.py holds the readers; codec.py decodes the hub's own cache entries.
+        if module.name in ("parsing.py", "codec.py"):
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = node.func.value
+            name = owner.id if isinstance(owner, ast.Name) else None
+            if (name, node.func.attr) in unbounded or (
+                node.func.attr == "json" and not node.args and not node.keywords
+            ):
+                offenders.append(f"{module.name}:{node.lineno} {name}.{node.func.attr}()")
+    assert not offenders, offenders
