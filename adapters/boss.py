@@ -47,6 +47,7 @@ from adapters.resilience import (
     status_error,
     transport_error,
 )
+from adapters.transport import CappedSyncTransport
 
 NS = "http://boss.simulator.switchboard/crm/v1"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -101,7 +102,10 @@ class BossAdapter:
                 self._service = await asyncio.to_thread(self._load_service)
 
     def _load_service(self) -> AsyncServiceProxy:
-        wsdl_http = httpx.Client(timeout=self._endpoint.timeout_s * 5)
+        wsdl_http = httpx.Client(
+            timeout=self._endpoint.timeout_s * 5,
+            transport=CappedSyncTransport(self._endpoint.max_response_bytes),
+        )
         try:
             transport = AsyncTransport(client=self._http, wsdl_client=wsdl_http)
             client = zeep.AsyncClient(

@@ -131,6 +131,49 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
+class CappedSyncTransport(httpx.BaseTransport):
+    """httpx's own synchronous transport, under the same reply cap.
+
+    zeep fetches a WSDL and its schemas with a synchronous client, in a thread, at start-up:
+    an endless WSDL would otherwise grow the hub without bound. Compression is refused rather
+    than decoded (httpx would inflate the whole body at once, past any cap): a contract is
+    fetched once, uncompressed costs nothing.
+    """
+
+    def __init__(self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._limit = max_response_bytes
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["Accept-Encoding"] = "identity"
+        response = self._inner.handle_request(request)
+        chunks: list[bytes] = []
+        try:
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise httpx.DecodingError("a compressed contract is refused")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._limit:
+                raise ResponseTooLarge(self._limit)
+            received = 0
+            for chunk in response.stream:  # type: ignore[union-attr]
+                received += len(chunk)
+                if received > self._limit:
+                    raise ResponseTooLarge(self._limit)
+                chunks.append(chunk)
+        finally:
+            # Past the cap this drops the connection with the rest of the body unread.
+            response.close()
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=[(k, v) for k, v in response.headers.multi_items() if k != "content-length"],
+            content=b"".join(chunks),
+            request=request,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 async def _read_capped(answer: aiohttp.ClientResponse, limit: int) -> bytes:
     """The whole body, read chunk by chunk and never past ``limit`` bytes.
 

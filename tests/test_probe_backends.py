@@ -242,7 +242,7 @@ def test_every_adapter_decodes_replies_through_the_bounded_readers():
     """A reply decoded anywhere but adapters/parsing.py would skip the limits."""
     unbounded = {("json", "loads"), ("etree", "fromstring"), ("etree", "XML"), ("etree", "parse")}
     offenders = []
-    for module in sorted((REPO / "adapters").glob("*.py")):
+    for module in sorted((REPO / "adapters").rglob("*.py")):
         # parsing.py holds the readers; codec.py decodes the hub's own cache entries.
         if module.name in ("parsing.py", "codec.py"):
             continue
