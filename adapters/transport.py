@@ -187,18 +187,18 @@ async def _read_capped(answer: aiohttp.ClientResponse, limit: int) -> bytes:
     if declared is not None and declared > limit:
         answer.close()
         raise ResponseTooLarge(limit)
-    chunks: list[bytes] = []
-    received = 0
+    # One growing buffer, not a list of chunks: each chunk is freed as soon as it is copied,
+    # so a refused body leaves one block to give back, not thousands of small ones.
+    body = bytearray()
     try:
         async for chunk in answer.content.iter_any():
-            received += len(chunk)
-            if received > limit:
-                chunks.clear()
+            if len(body) + len(chunk) > limit:
+                body.clear()  # give the memory back now, not when the error is gone
                 answer.close()
                 raise ResponseTooLarge(limit)
-            chunks.append(chunk)
+            body += chunk
     except BaseException:
         # Cancelled (the call's deadline) or broken mid-body: the connection is unusable.
         answer.close()
         raise
-    return b"".join(chunks)
+    return bytes(body)

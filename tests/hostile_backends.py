@@ -18,6 +18,10 @@ Modes:
   libxml2's 256 and Python's recursion limit: a reader without a depth limit takes it).
 - ``abyss``: nesting 100,000 levels deep.
 - ``laughs`` (SOAP): the real answer under a "billion laughs" DTD, with an entity reference.
+- ``xxe`` (SOAP): the real answer under a small DTD declaring an external (file) entity and an
+  internal one, both referenced: a parser that accepts DTDs takes it.
+- ``huge_wsdl`` (SOAP): reads are relayed, but the WSDL comes with 64 MB of trailing
+  whitespace, streamed without a length.
 - ``swarm``: the real answer with 300,000 tiny extra items (JSON ``{}`` / XML ``<x/>``),
   under a megabyte of bytes that a parser turns into hundreds of megabytes of objects.
 - ``wrong_type``: the real answer labelled as the other format (JSON for SOAP, HTML for REST).
@@ -41,8 +45,20 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 MARKER = b"HOSTILE-MARKER-7f3a"
-MODES = ("proxy", "endless", "huge", "deep", "abyss", "laughs", "swarm", "wrong_type")
+MODES = (
+    "proxy",
+    "endless",
+    "huge",
+    "deep",
+    "abyss",
+    "laughs",
+    "xxe",
+    "swarm",
+    "wrong_type",
+    "huge_wsdl",
+)
 HUGE_PADDING = 100 * 1024 * 1024
+WSDL_PADDING = 64 * 1024 * 1024
 CHUNK = 64 * 1024
 DEEP = 100
 ABYSS = 100_000
@@ -81,6 +97,11 @@ class HostileBackend:
     # --- serving ---------------------------------------------------------------------------
 
     async def serve(self, request: Request) -> Response:
+        if self.mode == "huge_wsdl":
+            real = await self._relay(request)
+            if request.method != "GET":
+                return real
+            return self._streamed(self._padded(bytes(real.body), WSDL_PADDING), self._media_type)
         is_read = request.method == ("POST" if self.kind == "soap" else "GET")
         if self.mode == "proxy" or not is_read:
             return await self._relay(request)
@@ -151,10 +172,10 @@ class HostileBackend:
             yield filler
             await asyncio.sleep(0)
 
-    async def _padded(self, body: bytes) -> AsyncIterator[bytes]:
+    async def _padded(self, body: bytes, padding: int = HUGE_PADDING) -> AsyncIterator[bytes]:
         yield body
         blank = b" " * CHUNK
-        for _ in range(HUGE_PADDING // CHUNK):
+        for _ in range(padding // CHUNK):
             yield blank
             await asyncio.sleep(0)
 
@@ -181,6 +202,16 @@ class HostileBackend:
             entities.append(b'<!ENTITY lol%d "%s">' % (level, references))
         dtd = b"<!DOCTYPE soapenv:Envelope [" + b"".join(entities) + b"]>"
         body = self._in_soap_body(body, b"<laughs>&lol9;</laughs>")
+        declaration = re.match(rb"<\?xml[^>]*\?>", body)
+        end = declaration.end() if declaration else 0
+        return body[:end] + dtd + body[end:]
+
+    def _soap_xxe(self, body: bytes) -> bytes:
+        dtd = (
+            b'<!DOCTYPE soapenv:Envelope [<!ENTITY ext SYSTEM "file:///etc/hostname">'
+            b'<!ENTITY mark "' + MARKER + b'">]>'
+        )
+        body = self._in_soap_body(body, b"<xxe>&ext;&mark;</xxe>")
         declaration = re.match(rb"<\?xml[^>]*\?>", body)
         end = declaration.end() if declaration else 0
         return body[:end] + dtd + body[end:]
