@@ -22,6 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.boss import BossAdapter
+from adapters.declared.registry import BUNDLED_SYSTEMS_DIR, load_registry
+from adapters.declared.system import DeclaredSystem
+from adapters.errors import BadResponse
+from adapters.resilience import Endpoint
 from simulators.dataset import CustomerBundle, has_certificate_typo
 from tests.conftest import HUB_SEED
 from tests.harness import (
@@ -251,11 +256,71 @@ def test_a_burst_of_hostile_replies_leaves_memory_where_it_was(hub, known, proxy
     grown_mb = (after_kb - before_kb) / 1024
     print(f"gateway RSS {before_kb} kB before the burst, {after_kb} kB after")
     assert grown_mb < 50, f"the gateway grew by {grown_mb:.0f} MB ({before_kb} -> {after_kb} kB)"
-
-
-def test_the_gateway_log_quotes_no_hostile_body(hub, known):
-    # Runs after the cases above (same module): whatever they logged, none of it is the body.
+    # Whatever the hub logged about all of it, none of it is the backends' bodies.
     assert MARKER.decode() not in hub.log.read_text(errors="replace")
+
+
+async def test_an_oversized_wsdl_is_refused_at_its_cap(hub, proxying):
+    """zeep's WSDL fetch (synchronous, at start-up) is capped like every call."""
+    backend = hub.hostile["boss"]
+    before = backend.stats()
+    backend.set("huge_wsdl")
+    adapter = BossAdapter(
+        Endpoint("boss", backend.url, timeout_s=2.0),
+        wsdl_path="/boss/services/BossService?wsdl",
+        service_path="/boss/services/BossService",
+        login_system_code="SWITCHBOARD",
+    )
+    try:
+        with pytest.raises(BadResponse) as refused:
+            await adapter.start()
+    finally:
+        await adapter.close()
+    assert "max_response_bytes" in refused.value.message
+    stats = wait_for_abort(backend, before["streams_aborted"])
+    assert stats["max_bytes_before_abort"] < DEFAULT_CAP + IN_FLIGHT_SLACK
+
+
+@pytest.fixture(scope="module")
+def hostile_loyalty(sims: SimulatorUrls) -> Iterator[Hostile]:
+    backend = start_hostile("soap", sims.loyalty_north)
+    try:
+        yield backend
+    finally:
+        stop(backend.process)
+
+
+@pytest.mark.parametrize("case", list(CASES["boss"]))
+async def test_the_declared_soap_engine_holds_the_same_limits(
+    sims, hostile_loyalty, customers, case
+):
+    """The generic engine (a SOAP 1.2 system, two instances): only the hostile one fails."""
+    spec = next(s for s in load_registry(BUNDLED_SYSTEMS_DIR) if s.name == "loyalty")
+    urls = {"loyalty-north": hostile_loyalty.url, "loyalty-south": sims.loyalty_south}
+    system = DeclaredSystem(spec, {n: Endpoint(n, urls[n], timeout_s=2.0) for n in urls})
+    numbers = [s.msisdn for c in customers for s in c.subscribers]
+    north = [m for m in numbers if system.owner_of(m) == "loyalty-north"][:20]
+    south = [m for m in numbers if system.owner_of(m) == "loyalty-south"][:20]
+    assert north and south
+    await system.start()
+    try:
+        hostile_loyalty.set("proxy")
+        await system.lookup_msisdns("membersByMsisdn", north)  # sane replies read fine
+        for mode in CASES["boss"][case]:
+            before = hostile_loyalty.stats()
+            hostile_loyalty.set(mode)
+            with pytest.raises(BadResponse) as refused:
+                await system.lookup_msisdns("membersByMsisdn", north)
+            assert refused.value.system == "loyalty-north"
+            assert MARKER.decode() not in str(refused.value)
+            if mode in ("endless", "huge"):
+                stats = wait_for_abort(hostile_loyalty, before["streams_aborted"])
+                assert stats["max_bytes_before_abort"] < DEFAULT_CAP + IN_FLIGHT_SLACK
+            # The other instance of the same system still answers.
+            await system.lookup_msisdns("membersByMsisdn", south)
+    finally:
+        hostile_loyalty.set("proxy")
+        await system.close()
 
 
 def test_every_adapter_decodes_replies_through_the_bounded_readers():
