@@ -89,7 +89,8 @@ def _json_structure(content: bytes) -> bytes:
     All of it runs at C speed on the bytes (translate, replace, split). For a document that
     json.loads would reject the result may be wrong; json.loads then rejects it.
     """
-    if b'\\"' in content:
+    # (A one-byte search is a memchr; the two-byte one costs as much as the rest together.)
+    if b"\\" in content and b'\\"' in content:
         # Escaped quotes do not end strings. Drop escape pairs left to right (an escaped
         # backslash before a quote leaves the quote standing, as in JSON). A body without any
         # backslash-quote has no escaped quote, whatever its other escapes.

@@ -11,6 +11,7 @@ comes back to where it was.
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from adapters.boss import BossAdapter
 from adapters.declared.registry import BUNDLED_SYSTEMS_DIR, load_registry
 from adapters.declared.system import DeclaredSystem
 from adapters.errors import BadResponse
+from adapters.parsing import ReplyLimits, read_json, read_xml
 from adapters.resilience import Endpoint
 from simulators.dataset import CustomerBundle, has_certificate_typo
 from tests.conftest import HUB_SEED
@@ -341,3 +343,98 @@ def test_every_adapter_decodes_replies_through_the_bounded_readers():
             ):
                 offenders.append(f"{module.name}:{node.lineno} {name}.{node.func.attr}()")
     assert not offenders, offenders
+
+
+def _nested(levels: int) -> list:
+    document: list = []
+    for _ in range(levels - 1):
+        document = [document]
+    return document
+
+
+# --- the readers on their own: what must pass, what must not ----------------------------
+
+LIMITS = ReplyLimits(max_depth=64, max_items=1000)
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        # Brackets, commas and escaped quotes inside strings are text, not structure.
+        json.dumps({"note": "[" * 500 + "," * 5000, "quoted": 'say "[[[" \\ then ]]]'}),
+        json.dumps(["\\", '\\\\"[[[[', {"a": '\\"}}}}'}]),
+        json.dumps(_nested(64)),
+        json.dumps(list(range(990))),
+    ],
+)
+def test_json_the_limits_allow_is_read(document):
+    assert read_json("billing", document.encode(), JSON_TYPE, LIMITS) == json.loads(document)
+
+
+@pytest.mark.parametrize(
+    ("document", "limit"),
+    [
+        (json.dumps(_nested(65)), "max_response_depth"),
+        (json.dumps({"a": [{"b": _nested(64)}]}), "max_response_depth"),
+        (json.dumps(list(range(1001))), "max_response_items"),
+        ('["\\\\"' + ", [" * 70 + "]" * 70 + "]", "max_response_depth"),
+    ],
+)
+def test_json_past_the_limits_is_refused_naming_the_limit(document, limit):
+    with pytest.raises(BadResponse) as refused:
+        read_json("billing", document.encode(), JSON_TYPE, LIMITS)
+    assert limit in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        ("application/json", True),
+        ("Application/JSON; charset=utf-8", True),
+        ("application/problem+json", True),
+        ("text/json", False),
+        ("text/html", False),
+        (None, False),
+    ],
+)
+def test_a_rest_reply_must_say_json(content_type, accepted):
+    if accepted:
+        assert read_json("billing", b"[]", content_type, LIMITS) == []
+    else:
+        with pytest.raises(BadResponse):
+            read_json("billing", b"[]", content_type, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        ("text/xml; charset=utf-8", True),
+        ('application/soap+xml; charset=utf-8; action="urn:x"', True),
+        ("application/xml", False),
+        ("application/json", False),
+        (None, False),
+    ],
+)
+def test_a_soap_reply_must_say_soap_xml(content_type, accepted):
+    if accepted:
+        assert read_xml("boss", b"<a/>", content_type, LIMITS).tag == "a"
+    else:
+        with pytest.raises(BadResponse):
+            read_xml("boss", b"<a/>", content_type, LIMITS)
+
+
+def test_xml_within_the_limits_is_read_and_past_them_refused():
+    at_limit = b"<r>" + b'<a x="1"/>' * 499 + b"</r>"  # 1 + 499 elements + 499 attributes
+    assert len(read_xml("boss", at_limit, "text/xml", LIMITS)) == 499
+    deep_enough = b"<a>" * 64 + b"</a>" * 64
+    assert read_xml("boss", deep_enough, "text/xml", LIMITS).tag == "a"
+    for body, limit in (
+        (b"<r>" + b'<a x="1"/>' * 500 + b"</r>", "max_response_items"),
+        (b"<a>" * 65 + b"</a>" * 65, "max_response_depth"),
+        # Over the cheap bound ("<" and "=" counted), so counted exactly before any tree.
+        (b"<r>" + b"<a>" * 65 + b"</a>" * 65 + b"<b/>" * 900 + b"</r>", "max_response_depth"),
+    ):
+        with pytest.raises(BadResponse) as refused:
+            read_xml("boss", body, "text/xml", LIMITS)
+        assert limit in refused.value.message
