@@ -24,6 +24,8 @@ Modes:
   whitespace, streamed without a length.
 - ``swarm``: the real answer with 300,000 tiny extra items (JSON ``{}`` / XML ``<x/>``),
   under a megabyte of bytes that a parser turns into hundreds of megabytes of objects.
+- ``gzip_bomb``: the real answer and 200 MB of whitespace, gzip-compressed to about 200 KB
+  (``Content-Encoding: gzip``, its compressed length declared).
 - ``wrong_type``: the real answer labelled as the other format (JSON for SOAP, HTML for REST).
 
 Every hostile body carries ``MARKER``, so that tests can check it is never quoted back.
@@ -33,7 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import gzip
 import re
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -56,6 +61,7 @@ MODES = (
     "swarm",
     "wrong_type",
     "huge_wsdl",
+    "gzip_bomb",
 )
 HUGE_PADDING = 100 * 1024 * 1024
 WSDL_PADDING = 64 * 1024 * 1024
@@ -109,6 +115,11 @@ class HostileBackend:
             return self._streamed(self._endless(), self._media_type)
         real = await self._relay(request)
         body = bytes(real.body)
+        if self.mode == "gzip_bomb":
+            # Two gzip members: the answer, then the padding (compressed once, at first use).
+            bomb = gzip.compress(body) + _compressed_padding()
+            headers = {"content-encoding": "gzip"}
+            return Response(bomb, media_type=self._media_type, headers=headers)
         if self.mode == "huge":
             return self._streamed(
                 self._padded(body), self._media_type, length=len(body) + HUGE_PADDING
@@ -246,6 +257,17 @@ class HostileBackend:
 
 
 SOAP_ENV = b"http://schemas.xmlsoap.org/soap/envelope/"
+BOMB_PADDING = 200 * 1024 * 1024
+
+
+@functools.cache
+def _compressed_padding() -> bytes:
+    """BOMB_PADDING spaces as one gzip member, compressed a megabyte at a time."""
+    blank = b" " * (1024 * 1024)
+    stream = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    parts = [stream.compress(blank) for _ in range(BOMB_PADDING // len(blank))]
+    parts.append(stream.flush())
+    return b"".join(parts)
 
 
 def _xml_nest(levels: int) -> bytes:
