@@ -37,7 +37,7 @@ from lxml import etree
 from adapters.errors import BadResponse
 from adapters.records import Money
 
-#: Nesting levels a reply may have by default; the hub's own replies need at most 8.
+#: Nesting levels a reply may have by default; the bundled systems' replies need at most 7.
 DEFAULT_MAX_DEPTH = 64
 #: JSON values, or XML elements and attributes, one reply may hold by default.
 DEFAULT_MAX_ITEMS = 200_000

@@ -165,7 +165,12 @@ class CappedSyncTransport(httpx.BaseTransport):
             response.close()
         return httpx.Response(
             status_code=response.status_code,
-            headers=[(k, v) for k, v in response.headers.multi_items() if k != "content-length"],
+            # The body is handed over whole: its framing headers no longer apply.
+            headers=[
+                (k, v)
+                for k, v in response.headers.multi_items()
+                if k.lower() not in ("content-length", "transfer-encoding")
+            ],
             content=b"".join(chunks),
             request=request,
         )
