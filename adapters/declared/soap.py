@@ -29,6 +29,8 @@ from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, CappedSyncTransport
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+#: What ``answer`` assumes a body handed in without its Content-Type was labelled (unit use).
+SOAP12_MEDIA_TYPE = "application/soap+xml"
 _ENVELOPES = (SOAP11, SOAP12)
 
 
@@ -144,7 +146,11 @@ class SoapEngine:
         return self.answer(operation, response.status_code, response.content, content_type)
 
     def answer(
-        self, operation: OperationSpec, status: int, content: bytes, content_type: str | None
+        self,
+        operation: OperationSpec,
+        status: int,
+        content: bytes,
+        content_type: str | None = SOAP12_MEDIA_TYPE,
     ) -> etree._Element:
         name = operation.name
         if not content:
