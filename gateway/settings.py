@@ -38,6 +38,12 @@ class BackendSettings(BaseModel):
         ge=1,
         description="Bulkhead: calls in flight at once; more wait for a slot within the timeout.",
     )
+    max_concurrency_per_request: int = Field(
+        default=10,
+        ge=1,
+        description="Fair share: one request's calls in flight at once (at most max_concurrency);"
+        " its others wait for its own slots within their timeout.",
+    )
     breaker_failure_threshold: int = Field(
         default=5,
         ge=1,
@@ -47,6 +53,13 @@ class BackendSettings(BaseModel):
         default=5.0,
         gt=0,
         description="Cool-down of an open circuit before one probe call tries the system again.",
+    )
+    breaker_min_budget_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A timed-out attempt counts against the breaker only if it reached the "
+        "backend with at least this share of timeout_s left (else the hub's queueing used it).",
     )
 
 
