@@ -96,6 +96,11 @@ class GraphQLSettings(SettingsModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
     document_cache_size: int = Field(default=1024, ge=0)
+    operation_limits: bool = Field(
+        default=True,
+        description="Off only to measure the operation limits' cost (bench/): no token, depth, "
+        "alias, root field or cost limit is checked, whatever the policy says.",
+    )
 
 
 class CacheTtlSettings(SettingsModel):
