@@ -168,3 +168,14 @@ def test_fitting_keeps_a_good_record_as_it_is_and_mends_a_bad_one(outcome: str):
         assert fit is good
     else:
         assert fit.outcome == "error"
+
+
+def test_fitting_keeps_text_that_fits_whatever_its_script():
+    from gateway.audit.record import fitted
+    from gateway.audit.writer import COLUMN_LENGTHS
+
+    fine = record(1, operation_name="查询客户", subject="agent-ø" * 18)  # 126 characters
+    fit = fitted(fine, COLUMN_LENGTHS)
+    assert fit == fine
+    cut = fitted(record(1, operation_name="查" * 200), COLUMN_LENGTHS)
+    assert cut.operation_name == "查" * 128

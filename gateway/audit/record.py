@@ -135,6 +135,8 @@ def _text(value: Any, length: int | None) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    if value.isascii() and "\x00" not in value:  # the common case: nothing to mend
+        return value if length is None or len(value) <= length else value[:length]
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     try:
@@ -160,6 +162,38 @@ def _texts(values: Any, length: int | None) -> tuple[str, ...]:
     return tuple(t for t in (_text(v, length) for v in values) if t is not None)
 
 
+def _plain(value: Any, length: int) -> bool:
+    """ASCII text without NUL within ``length``: what almost every field of a record holds."""
+    return type(value) is str and value.isascii() and "\x00" not in value and len(value) <= length
+
+
+def _fits(record: AuditRecord, lengths: Mapping[str, int]) -> bool:
+    """Whether the record already fits its columns (checked cheaply, without building)."""
+    unbounded = 1 << 30
+    for name in _OPTIONAL_TEXT:
+        value = getattr(record, name)
+        if value is not None and not _plain(value, lengths.get(name, unbounded)):
+            return False
+    if not _plain(record.request_id, lengths.get("request_id", unbounded)):
+        return False
+    if record.outcome not in OUTCOMES:
+        return False
+    for number in (record.time_us, record.latency_us, record.refused_count, record.window_end_us):
+        if number is not None and (
+            type(number) is not int or not _BIGINT_MIN <= number <= _BIGINT_MAX
+        ):
+            return False
+    if record.time_us is None or record.latency_us is None:
+        return False
+    for values in (record.customers, record.backends):
+        if type(values) is not tuple or not all(_plain(v, 64) for v in values):
+            return False
+    disclosed = record.disclosed
+    return type(disclosed) is dict and all(
+        _plain(k, unbounded) and _plain(v, unbounded) for k, v in disclosed.items()
+    )
+
+
 def fitted(record: AuditRecord, lengths: Mapping[str, int]) -> AuditRecord:
     """The record with every field of its column's type: what one request put in cannot
     fail the commit of the whole batch its record shares (gateway/audit/writer.py).
@@ -168,6 +202,8 @@ def fitted(record: AuditRecord, lengths: Mapping[str, int]) -> AuditRecord:
     or 0 where the column is not nullable); an unknown outcome becomes ``error``. A record that
     already fits is returned as it is, so the common case costs a few type checks.
     """
+    if _fits(record, lengths):
+        return record
     changes: dict[str, Any] = {}
 
     def fit(name: str, value: Any) -> None:
@@ -185,17 +221,12 @@ def fitted(record: AuditRecord, lengths: Mapping[str, int]) -> AuditRecord:
     fit("customers", _texts(record.customers, 64))
     fit("backends", _texts(record.backends, 64))
     disclosed = record.disclosed if isinstance(record.disclosed, dict) else {}
-    fit(
-        "disclosed",
-        {
-            k: v
-            for k, v in disclosed.items()
-            if isinstance(k, str)
-            and isinstance(v, str)
-            and _text(k, None) == k
-            and _text(v, None) == v
-        },
-    )
+    if disclosed is not record.disclosed or not all(
+        _text(k, None) == k and _text(v, None) == v for k, v in disclosed.items()
+    ):
+        changes["disclosed"] = {
+            k: v for k, v in disclosed.items() if _text(k, None) == k and _text(v, None) == v
+        }
     return replace(record, **changes) if changes else record
 
 
