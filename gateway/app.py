@@ -457,7 +457,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if workflows is not None:
         backends = dataclasses.replace(backends, workflows=workflows.services)
-    schema = build_schema(settings.graphql.document_cache_size, wiring.registry)
+    schema = build_schema(
+        settings.graphql.document_cache_size,
+        wiring.registry,
+        operation_limits=settings.graphql.operation_limits,
+    )
     policies = PolicyStore(
         settings.policy_file or DEFAULT_POLICY_FILE,
         operation_names(schema),

@@ -52,6 +52,12 @@ class BackendSettings(SettingsModel):
         ge=1,
         description="Bulkhead: calls in flight at once; more wait for a slot within the timeout.",
     )
+    max_concurrency_per_request: int = Field(
+        default=10,
+        ge=1,
+        description="Fair share: one request's calls in flight at once (at most max_concurrency);"
+        " its others wait for its own slots within their timeout.",
+    )
     breaker_failure_threshold: int = Field(
         default=5,
         ge=1,
@@ -81,6 +87,13 @@ class BackendSettings(SettingsModel):
         ge=100,
         description="JSON values, or XML elements plus attributes, per reply (or list read).",
     )
+    breaker_min_budget_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A timed-out attempt counts against the breaker only if it reached the "
+        "backend with at least this share of timeout_s left (else the hub's queueing used it).",
+    )
 
 
 class BossSettings(BackendSettings):
@@ -102,6 +115,11 @@ class GraphQLSettings(SettingsModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
     document_cache_size: int = Field(default=1024, ge=0)
+    operation_limits: bool = Field(
+        default=True,
+        description="Off only to measure the operation limits' cost (bench/): no token, depth, "
+        "alias, root field or cost limit is checked, whatever the policy says.",
+    )
 
 
 class CacheTtlSettings(SettingsModel):
