@@ -20,7 +20,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -43,6 +43,7 @@ from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
+from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
@@ -83,6 +84,10 @@ class SwitchboardGraphQL(GraphQL):
         self._enforce_policy = enforce_policy
         self._keys = keys
         self._audit = audit
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our page with the assets the gateway serves, not strawberry's CDN-loaded one.
+        return graphiql_page()
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
@@ -545,6 +550,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
+            *([Mount(ASSETS_PATH, GraphiQLAssets())] if settings.graphql.graphiql else []),
         ],
         lifespan=lifespan,
     )
