@@ -181,7 +181,7 @@ class SwitchboardGraphQL(GraphQL):
 
     async def process_result(
         self, request: Request, result: ExecutionResult
-    ) -> GraphQLHTTPResponse:  # type: ignore[override]
+    ) -> GraphQLHTTPResponse:
         # Parse errors raised inside the parser cache skip the schema's extensions: code them
         # here, where every answer passes (coding is idempotent).
         if result.errors:
@@ -328,27 +328,28 @@ class Authenticate:
                     )
                 await send({"type": "websocket.close", "code": refusal[1]})
                 return
-            principal, refusal = await resolve_verification(
+            assert principal is not None  # refused above otherwise
+            principal, denial = await resolve_verification(
                 headers.get("x-verification"),
                 principal,
                 self.policies.current,
                 self.verifications,
             )
-            if refusal is not None:
-                await deny_upgrade(scope, receive, send, refusal)
+            if denial is not None:
+                await deny_upgrade(scope, receive, send, denial)
                 return
             scope["switchboard.principal"] = principal
             scope["switchboard.purpose"] = purpose
         elif "x-verification" in headers:
             # A verification is resolved for a known caller: with the key in connection_init,
             # the verification goes there too.
-            refusal = _refused(
+            denial = _refused(
                 400,
                 "VERIFICATION_WITHOUT_KEY",
                 "Send X-Verification where the API key is: both on the upgrade request, "
                 "or both in the connection_init payload.",
             )
-            await deny_upgrade(scope, receive, send, refusal)
+            await deny_upgrade(scope, receive, send, denial)
             return
         await self.app(scope, receive, send)
 

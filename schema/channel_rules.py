@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     InlineFragmentNode,
     OperationDefinitionNode,
@@ -46,7 +47,7 @@ def operation_fields(document: DocumentNode, operation_name: str | None) -> tupl
     fragments = {
         d.name.value: d.selection_set
         for d in document.definitions
-        if hasattr(d, "type_condition") and hasattr(d, "selection_set")
+        if isinstance(d, FragmentDefinitionNode)
     }
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = next(
