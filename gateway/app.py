@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
@@ -40,15 +40,19 @@ from gateway.audit.middleware import (
 from gateway.audit.page import audit_page, audit_script
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
-from gateway.auth import ApiKeyStore
+from gateway.auth import ApiKeyStore, key_id_of
+from gateway.auth_throttle import FailedAuthThrottle, source_of
 from gateway.backends import build_backends
 from gateway.database import create_engine, create_tables
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
+from gateway.graphql_http import GraphQLOverHTTP
+from gateway.http_input import RequestGate
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
+from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
@@ -65,8 +69,9 @@ READINESS_TIMEOUT_S = 3.0
 IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 
 
-class SwitchboardGraphQL(GraphQL):
-    """Strawberry's ASGI view with the hub's per-request context."""
+class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
+    """Strawberry's ASGI view with the hub's per-request context (GraphQL over HTTP: the
+    mixin, gateway/graphql_http.py)."""
 
     def __init__(
         self,
@@ -187,13 +192,21 @@ class SwitchboardGraphQL(GraphQL):
         if result.errors:
             result.errors = [to_coded_error(e) for e in result.errors]
         request.scope["switchboard.result"] = result  # for the audit record (AuditTrail)
-        return process_result(result)
+        return await super().process_result(request, result)
 
 
 def _refused(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         {"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status
     )
+
+
+def _throttled(retry_after: int) -> JSONResponse:
+    response = _refused(
+        429, "RATE_LIMITED", "Too many failed authentication attempts; try again later."
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _unauthenticated(message: str) -> JSONResponse:
@@ -216,8 +229,10 @@ class Authenticate:
         graphiql: bool,
         verifications: VerificationStore | None = None,
         audit: AuditLog | None = None,
+        throttle: FailedAuthThrottle | None = None,
     ) -> None:
         self.app = app
+        self.throttle = throttle  # failed keys, per address and key id (auth_throttle.py)
         self.audit = audit  # websockets refused here are recorded (HTTP: AuditTrail)
         self.keys = keys
         self.policies = policies
@@ -247,7 +262,10 @@ class Authenticate:
             )
             await response(scope, receive, send)
             return
-        principal = await self.keys.authenticate(key)
+        principal, retry_after = await self._authenticate(scope, key)
+        if retry_after is not None:
+            await _throttled(retry_after)(scope, receive, send)
+            return
         if principal is None:
             await _unauthenticated("Unknown or revoked API key.")(scope, receive, send)
             return
@@ -295,6 +313,19 @@ class Authenticate:
         scope["switchboard.purpose"] = purpose
         await self.app(scope, receive, send)
 
+    async def _authenticate(self, scope: Scope, key: str) -> tuple[Principal | None, int | None]:
+        """The key's principal (None: refused), or the seconds to wait if it is throttled."""
+        if self.throttle is None:
+            return await self.keys.authenticate(key), None
+        source, key_id = source_of(scope), key_id_of(key)
+        retry_after = self.throttle.refused(source, key_id)
+        if retry_after is not None:
+            return None, retry_after
+        principal = await self.keys.authenticate(key)
+        if principal is None:
+            self.throttle.failed(source, key_id)
+        return principal, None
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A key in the upgrade request is checked here (refused before the socket opens);
         without one, the view's on_ws_connect requires it in connection_init."""
@@ -305,11 +336,13 @@ class Authenticate:
             key = authorization[7:].strip()
         if key:
             started = (time.time_ns() // 1000, time.perf_counter())
-            principal = await self.keys.authenticate(key)
+            principal, retry_after = await self._authenticate(scope, key)
             claimed = headers.get("x-channel")
             purpose = headers.get("x-purpose") or None
             refusal = None
-            if principal is None:
+            if retry_after is not None:
+                refusal = "RATE_LIMITED", 4429
+            elif principal is None:
                 refusal = "UNAUTHENTICATED", 4401
             elif claimed is not None and claimed != principal.channel:
                 refusal = "CHANNEL_MISMATCH", 4401
@@ -447,6 +480,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         graphql_ide="graphiql" if settings.graphql.graphiql else None,
         allow_queries_via_get=True,
+        max_subscriptions_per_connection=settings.websocket.max_operations_per_connection,
+    )
+    throttle = FailedAuthThrottle(settings.auth)  # one per process: HTTP and websockets
+    graphql.graphql_transport_ws_handler_class = transport_ws_handler(
+        settings.websocket, throttle, audit, settings.http.max_json_depth
     )
     adapters = (backends.boss, backends.billing, backends.care)
 
@@ -524,11 +562,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     endpoint: Any = Authenticate(
-        graphql,
+        RequestGate(
+            graphql,
+            max_body_bytes=settings.http.max_body_bytes,
+            max_json_depth=settings.http.max_json_depth,
+        ),
         keys,
         policies,
         graphiql=settings.graphql.graphiql,
         verifications=backends.verifications,
+        throttle=throttle,
     )
     if audit is not None:
         endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
@@ -547,6 +590,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     graphiql=settings.graphql.graphiql,
                     verifications=backends.verifications,
                     audit=audit,
+                    throttle=throttle,
                 ),
             ),
             Route("/audit", audit_page),

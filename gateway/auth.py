@@ -59,6 +59,11 @@ def _split(key: str) -> str | None:
     return key_id if key_id.isalnum() and len(key_id) <= 16 else None
 
 
+def key_id_of(key: str) -> str | None:
+    """The public id of a presented key (``sb_<id>.``), None if it is not of that form."""
+    return _split(key)
+
+
 class ApiKeyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
 from gateway.schema_commands import add_schema_commands
-from gateway.settings import STATE_DIR, Settings, load_settings
+from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
@@ -20,21 +21,32 @@ DEMO_CUSTOMERS = 2000
 DEMO_SEED = 42
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags (--host, --port, --workers)."""
+    overrides: dict[str, object] = {}
     if getattr(args, "host", None):
         overrides["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["port"] = args.port
     if getattr(args, "workers", None):
         overrides["workers"] = args.workers
-    return load_settings(**overrides)
+    return overrides
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(**_overrides(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)
+    # Each uvicorn worker imports gateway.asgi and reads the settings anew, from the
+    # environment and the TOML file: a flag reaches the workers only through the environment
+    # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
+    # both ran under the bare executor id and could recover each other's workflows.
+    for name, value in _overrides(args).items():
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     uvicorn.run(
         "gateway.asgi:app",
         host=settings.host,
@@ -214,22 +226,40 @@ def _policy_explain(args: argparse.Namespace) -> int:
     return 1 if refusals else 0
 
 
+def gateway_url(settings: Settings) -> str:
+    """Where a local client reaches the gateway these settings serve."""
+    import ipaddress
+
+    host = settings.host
+    try:
+        if ipaddress.ip_address(host).is_unspecified:  # listening everywhere: loopback too
+            host = "127.0.0.1"
+    except ValueError:
+        pass  # a host name
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
 def _compare(args: argparse.Namespace) -> int:
-    from gateway.compare import compare, load_keys
+    from gateway.compare import CompareFailed, compare, load_keys
 
     purposes = dict(item.split("=", 1) for item in args.purpose)
-    phone = args.phone or load_settings().care.base_url
-    print(
-        compare(
-            args.url,
+    settings = load_settings()
+    try:
+        table = compare(
+            (args.url or gateway_url(settings)).rstrip("/"),
             load_keys(Path(args.keys)),
             args.msisdn,
             args.channels.split(","),
             purposes,
             verify_by_otp_in=tuple(c for c in args.verify_by_otp.split(",") if c),
-            phone_url=phone,
+            phone_url=args.phone or settings.care.base_url,
         )
-    )
+    except CompareFailed as failed:
+        print(f"switchboard compare: {failed}", file=sys.stderr)
+        return 1
+    print(table)
     return 0
 
 
@@ -335,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHANNEL=PURPOSE",
         help="purpose a channel states (repeatable)",
     )
-    compare.add_argument("--url", default="http://127.0.0.1:8000")
+    compare.add_argument(
+        "--url",
+        help="the gateway's base URL (default: host and port from the settings, "
+        "http://127.0.0.1:8000 unless SWITCHBOARD_PORT or switchboard.toml says otherwise)",
+    )
     compare.add_argument("--keys", default=str(STATE_DIR / "demo-keys.json"))
     compare.add_argument(
         "--verify-by-otp",
@@ -379,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except SettingsInvalid as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 2
     except ValidationError as error:
         print(f"switchboard: invalid settings:\n{error}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -79,30 +80,45 @@ def start_simulators(data_dir: Path, settings: Settings) -> subprocess.Popen[str
         name: str(urlparse(getattr(settings, name).base_url).port)
         for name in ("boss", "billing", "care")
     }
+    argv = [sys.executable, "-m", "simulators", "serve", "--data-dir", str(data_dir)]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", port]
+    # The loyalty instances where system_urls moves them (else both sides' defaults agree).
+    moved = {k.replace("_", "-").lower(): v for k, v in settings.system_urls.items()}
+    for instance in ("loyalty-north", "loyalty-south"):
+        if instance in moved and urlparse(moved[instance]).port:
+            argv += [f"--{instance}-port", str(urlparse(moved[instance]).port)]
     process = subprocess.Popen(  # noqa: S603 -- our own interpreter and arguments
-        [
-            sys.executable,
-            "-m",
-            "simulators",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--boss-port",
-            ports["boss"],
-            "--billing-port",
-            ports["billing"],
-            "--care-port",
-            ports["care"],
-        ],
+        argv,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    for line in process.stdout:
-        print(line, end="", flush=True)
-        if line.startswith("simulators ready"):
-            return process
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            if line.startswith("simulators ready"):
+                return process
+    except BaseException:  # stopped while they start: they must not outlive the demo
+        stop_simulators(process)
+        raise
     raise SystemExit(f"the simulators did not start (exit code {process.wait()})")
+
+
+def stop_simulators(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # SIGTERM's default action ends the process on the spot, leaving the simulators running.
+    # As an exception it unwinds through run_demo's cleanup, like Ctrl-C's KeyboardInterrupt.
+    raise SystemExit(128 + signum)
 
 
 def print_banner(settings: Settings, keys: dict[str, str]) -> None:
@@ -114,13 +130,20 @@ def print_banner(settings: Settings, keys: dict[str, str]) -> None:
     for name, key in keys.items():
         print(f"    {name:<8} {key}")
     print()
+    compare = ".venv/bin/switchboard compare"
+    if (settings.host, settings.port) != ("127.0.0.1", 8000):
+        compare += f" --url {base}"
     print("  Try the 360 query from README.md. To see one customer through the app, the store")
-    print("  and a partner side by side:  .venv/bin/switchboard compare")
+    print(f"  and a partner side by side:  {compare}")
     print("  Stop with Ctrl-C.")
     print(flush=True)
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
+    """Seed, start the simulators and serve until Ctrl-C or SIGTERM; stop the simulators."""
+    # uvicorn takes SIGTERM over while it serves and raises it again once it has stopped:
+    # that lands here too, so the simulators are stopped in every phase.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     import uvicorn
 
     from simulators.cli import main as simulators_main
@@ -152,9 +175,5 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             log_level="info",
         )
     finally:
-        simulators.terminate()
-        try:
-            simulators.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            simulators.kill()
+        stop_simulators(simulators)
     return 0

@@ -9,21 +9,35 @@ directory, or the path in ``SWITCHBOARD_CONFIG``.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 STATE_DIR = Path(".switchboard")
+ENV_PREFIX = "SWITCHBOARD_"
 
 
-class BackendSettings(BaseModel):
+class SettingsModel(BaseModel):
+    """A table of the settings: an unknown key in it is a typo, refused like a top-level one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SettingsInvalid(ValueError):
+    """The settings cannot be read; the message is one line naming the key or file:line."""
+
+
+class BackendSettings(SettingsModel):
     """How the hub reaches one legacy system."""
 
     base_url: str
@@ -65,13 +79,13 @@ class CareSettings(BackendSettings):
     base_url: str = "http://127.0.0.1:8103"
 
 
-class GraphQLSettings(BaseModel):
+class GraphQLSettings(SettingsModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
     document_cache_size: int = Field(default=1024, ge=0)
 
 
-class CacheTtlSettings(BaseModel):
+class CacheTtlSettings(SettingsModel):
     """Seconds a cached record of each kind is served; 0 leaves that kind uncached."""
 
     profile: float = Field(default=300, ge=0)
@@ -86,7 +100,7 @@ class CacheTtlSettings(BaseModel):
     interactions: float = Field(default=60, ge=0)
 
 
-class CacheSettings(BaseModel):
+class CacheSettings(SettingsModel):
     """The read-through cache in front of the backends (adapters/cache.py)."""
 
     enabled: bool = Field(default=True, description="Off to measure the cache's effect (bench/).")
@@ -105,7 +119,7 @@ class CacheSettings(BaseModel):
     ttl_s: CacheTtlSettings = Field(default_factory=CacheTtlSettings)
 
 
-class WorkflowSettings(BaseModel):
+class WorkflowSettings(SettingsModel):
     """The durable workflow engine (DBOS Transact) and the workflows' waits (orchestration/)."""
 
     enabled: bool = Field(default=True, description="Off: no engine, workflow mutations refused.")
@@ -134,7 +148,7 @@ class WorkflowSettings(BaseModel):
     subscription_poll_s: float = Field(default=1.0, gt=0)
 
 
-class AuditSettings(BaseModel):
+class AuditSettings(SettingsModel):
     """The tamper-evident access log (gateway/audit/, docs/audit.md)."""
 
     enabled: bool = Field(
@@ -202,6 +216,58 @@ class AuditSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """What /graphql accepts over HTTP before GraphQL sees it (docs/security.md)."""
+
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest POST body to /graphql (bytes); larger ones get 413 PAYLOAD_TOO_LARGE.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=4,
+        le=512,
+        description="Deepest nesting of arrays and objects in a request's JSON; deeper: 400.",
+    )
+
+
+class AuthSettings(BaseModel):
+    """Throttling of failed authentication (gateway/auth_throttle.py, docs/security.md)."""
+
+    failure_window_s: float = Field(
+        default=60.0, gt=0, description="The window failed attempts are counted in."
+    )
+    max_failures_per_source: int = Field(
+        default=20,
+        ge=1,
+        description="Failed attempts from one client address in a window; past it: 429.",
+    )
+    max_failures_per_key_id: int = Field(
+        default=10,
+        ge=1,
+        description="Failed attempts naming one key id (sb_<id>.) in a window; past it, "
+        "addresses that failed with that id get 429 (others are still checked).",
+    )
+
+
+class WebSocketSettings(BaseModel):
+    """Limits on one websocket connection (gateway/ws_limits.py, docs/security.md)."""
+
+    max_operations_per_connection: int = Field(
+        default=100,
+        ge=1,
+        description="Operations running at once on one connection; past it the new one "
+        "gets an error message (TOO_MANY_OPERATIONS).",
+    )
+    max_messages_per_second: int = Field(
+        default=50,
+        ge=1,
+        description="Messages a client may send on one connection per second; past it the "
+        "socket is closed with 4429.",
+    )
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -245,6 +311,9 @@ class Settings(BaseSettings):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -256,14 +325,48 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: explicit arguments, then environment, then the TOML file.
-        toml_path = Path(os.environ.get("SWITCHBOARD_CONFIG", "switchboard.toml"))
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+            TomlConfigSettingsSource(settings_cls, toml_file=config_path()),
         )
 
 
+def config_path() -> Path:
+    """The TOML config file: SWITCHBOARD_CONFIG, else switchboard.toml in the working dir."""
+    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", "switchboard.toml"))
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings; raise pydantic.ValidationError naming the bad key on bad input."""
-    return Settings(**overrides)
+    """Read the settings; raise SettingsInvalid (one line, naming the bad key) on bad input."""
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsInvalid(_toml_problem(config_path(), error)) from None
+    except ValidationError as error:
+        raise SettingsInvalid(_validation_problem(error)) from None
+    except SettingsError as error:  # e.g. a nested value given as malformed JSON in the env
+        raise SettingsInvalid(f"invalid settings: {error}") from None
+
+
+def _toml_problem(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    # tomllib reports the place only inside its message: "... (at line 3, column 9)".
+    message = str(error)
+    place = re.search(r"\(at line (\d+), column \d+\)$", message)
+    if place is None:
+        return f"{path}: not valid TOML: {message}"
+    return f"{path}:{place.group(1)}: not valid TOML: {message[: place.start()].strip()}"
+
+
+def _validation_problem(error: ValidationError) -> str:
+    """Every problem on one line: dotted key, where it came from, what is wrong (no values:
+    a setting may be a secret)."""
+    problems = []
+    variables = {name.upper(): name for name in os.environ}  # names are case-insensitive
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        variable = variables.get(ENV_PREFIX + "__".join(str(p) for p in item["loc"]).upper())
+        where = f"from {variable}" if variable else f"in {config_path()}"
+        reason = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{key} ({where}): {reason}")
+    return "invalid settings: " + "; ".join(problems)

@@ -2,11 +2,17 @@
 
 Checked before execution against the channel profile of the caller's credential, so a channel
 cannot reach an operation its profile does not list, whatever aliases or fragments it uses.
+
+A channel that may not introspect must not learn the schema from validation messages either:
+graphql-core's "Did you mean 'customer'?" suggestions name fields, arguments, types and enum
+values. For such channels a document that fails validation is validated again with
+suggestions hidden (graphql-core's own ``hide_suggestions``), and those errors go out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -16,10 +22,13 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    validate,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from schema.errors import GraphError
+from schema.errors import GraphError, to_coded_error
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 
@@ -72,6 +81,40 @@ def operation_fields(document: DocumentNode, operation_name: str | None) -> tupl
 
 
 class ChannelRules(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        yield
+        self._hide_suggestions(self.execution_context.result)  # HTTP: the one result
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        self._hide_suggestions(result)  # websocket: before the result is sent
+        yield
+
+    def _hide_suggestions(self, result: Any) -> None:
+        context = self.execution_context
+        if result is None or not result.errors or context.graphql_document is None:
+            return  # answered, or not parsed: no validation messages
+        if any(e.original_error is not None or e.path is not None for e in result.errors):
+            return  # not (only) validation errors
+        request = context.context
+        disclosure = getattr(request, "disclosure", None)
+        if disclosure is None or not disclosure.enforced:
+            return
+        profile = disclosure.policy.channel(request.principal.channel)
+        if profile is not None and profile.introspection:
+            return
+        # Validated again without suggestions. The result's list may be the validation cache's
+        # (shared by every channel): the result gets a new list, the cached one is untouched.
+        # Strawberry validates with these two rules added to the schema's (validate_document).
+        hidden = validate(
+            context.schema._schema,
+            context.graphql_document,
+            (*context.validation_rules, MaybeNullValidationRule, OneOfInputValidationRule),
+            hide_suggestions=True,
+        )
+        if hidden:
+            # Coded here: a websocket result is sent before CodedErrors sees it.
+            result.errors = [to_coded_error(e) for e in hidden]
+
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
         principal = context.context.principal

@@ -8,8 +8,10 @@ request-independent message, never a stack trace or a backend's own words.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -65,8 +67,54 @@ def _coded(error: GraphQLError, code: str, message: str, **extra: str) -> GraphQ
     )
 
 
+# graphql-core's variable coercion errors: "Variable '$id' has invalid value at .a: <why>". The
+# reason quotes the value the caller sent (it may be personal data) and, for input objects,
+# suggests field names: only the variable and the path inside it are kept.
+_VARIABLE_ERROR = re.compile(
+    r"^(Variable '\$[_A-Za-z][_0-9A-Za-z]*' has invalid (?:default )?value)"
+)
+_VARIABLE_PATH = re.compile(r"^ at ((?:\.[_A-Za-z][_0-9A-Za-z]*|\[\d+\])+):")
+
+# The codes of errors about the request itself (nothing was executed): GraphQL over HTTP
+# answers them 4xx with application/graphql-response+json (gateway/graphql_http.py).
+REQUEST_ERROR_CODES = frozenset(
+    {"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT"}
+)
+
+
+def _variable_error(error: GraphQLError) -> GraphQLError | None:
+    """A variable that does not fit its type, coded BAD_USER_INPUT without its value."""
+    if error.path is not None:
+        return None
+    found = _VARIABLE_ERROR.match(error.message)
+    if found is None:
+        return None
+    path = _VARIABLE_PATH.match(error.message[found.end() :])
+    message = found.group(1) + (f" at {path.group(1)}" if path else "") + "."
+    return _coded(error, "BAD_USER_INPUT", message)
+
+
+def is_request_error(result: Any) -> bool:
+    """Whether a result only says the request was unusable (parse, validation, variables)."""
+    errors = getattr(result, "errors", None)
+    return (
+        bool(errors)
+        and getattr(result, "data", None) is None
+        and all(
+            e.path is None and (e.extensions or {}).get("code") in REQUEST_ERROR_CODES
+            for e in errors or ()
+        )
+    )
+
+
 def to_coded_error(error: GraphQLError) -> GraphQLError:
     original = error.original_error
+    if (original is None or not isinstance(original, GraphError | AdapterError)) and "code" not in (
+        error.extensions or {}
+    ):
+        variable = _variable_error(error)
+        if variable is not None:
+            return variable
     if original is None:
         # Syntax and validation errors (about the document the caller sent), or an error
         # coded already: keep what it carries, add a code where it has none.

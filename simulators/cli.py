@@ -110,15 +110,22 @@ def _seed(args: argparse.Namespace) -> int:
 
     from simulators.seed import seed_dataset
 
-    with tqdm(total=args.customers, unit="customer", unit_scale=True, disable=args.quiet) as bar:
-        result = seed_dataset(
-            args.data_dir,
-            args.customers,
-            args.seed,
-            progress=bar.update,
-            force=args.force,
-            workers=args.workers,
-        )
+    try:
+        with tqdm(
+            total=args.customers, unit="customer", unit_scale=True, disable=args.quiet
+        ) as bar:
+            result = seed_dataset(
+                args.data_dir,
+                args.customers,
+                args.seed,
+                progress=bar.update,
+                force=args.force,
+                workers=args.workers,
+            )
+    except KeyboardInterrupt:
+        # seed_dataset has stopped its workers and removed its partial files on the way out.
+        print(f"seed interrupted: nothing written to {args.data_dir}", file=sys.stderr)
+        return 130
     if result.skipped and result.loyalty_built:
         print(
             f"{args.data_dir} already holds seed {args.seed} with {args.customers} customers; "

@@ -17,12 +17,16 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import islice
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 from simulators.billing import store as billing_store
@@ -150,9 +154,51 @@ def _chunks(seed: int, customers: int, workers: int) -> Iterator[tuple[int, list
         return
     # spawn, not fork: the caller may have threads (a test runner, an event loop).
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
+    # (The resource tracker first: starting it unblocks SIGINT in the caller, bpo-33613.)
+    resource_tracker.ensure_running()
+    pool = None
+    try:
+        with _interrupts_held():
+            pool = context.Pool(workers, initializer=_leave_interrupts_to_the_parent)
         # imap keeps index order, so the stores are byte-identical whatever the worker count.
         yield from pool.imap(_chunk_rows_args, ranges, chunksize=1)
+    finally:
+        # Also on Ctrl-C or when the consumer stops early: no worker outlives the seed, and
+        # joining them lets the pool release its semaphores (else "leaked semaphore" warnings).
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C waits for the end of the block, then raises KeyboardInterrupt as usual.
+
+    Ctrl-C reaches the whole process group, workers included, even while they import: the
+    processes started inside begin with SIGINT blocked (a signal mask survives fork and exec)
+    until their initializer ignores it. And the parent must not be interrupted half-way
+    through starting one (the worker would die of a truncated hand-over, with a traceback).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Python's signal handlers
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGINT lands in `held`
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    # A worker that died of Ctrl-C would print a traceback and leave the pool waiting for its
+    # chunk (the pool replaces the worker, not the task); the parent stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _temporary(data_dir: Path, system: str) -> Path:
@@ -201,6 +247,7 @@ def seed_dataset(
         workers = min(2, os.cpu_count() or 1) if customers >= PARALLEL_FROM else 1
 
     conns: dict[str, sqlite3.Connection] = {}
+    complete = False
     try:
         for system in _STORES:
             path = _temporary(data_dir, system)
@@ -210,11 +257,12 @@ def seed_dataset(
             for ddl in _TABLES[system]:
                 conn.execute(ddl)
             conns[system] = conn
-        for count, row_lists in _chunks(seed, customers, workers):
-            for (system, insert), rows in zip(_INSERTS, row_lists, strict=True):
-                conns[system].executemany(insert, rows)
-            if progress is not None:
-                progress(count)
+        with closing(_chunks(seed, customers, workers)) as chunks:
+            for count, row_lists in chunks:
+                for (system, insert), rows in zip(_INSERTS, row_lists, strict=True):
+                    conns[system].executemany(insert, rows)
+                if progress is not None:
+                    progress(count)
         # One thread per store: SQLite releases the GIL while it sorts, so the index builds
         # of the three files overlap.
         with ThreadPoolExecutor(len(conns)) as pool:
@@ -229,9 +277,13 @@ def seed_dataset(
             final = store_path(data_dir, system)
             _remove(final)
             os.replace(_temporary(data_dir, system), final)
+        complete = True
     finally:
         for conn in conns.values():
             conn.close()
+        if not complete:  # interrupted or failed: leave no half-written store behind
+            for system in _STORES:
+                _remove(_temporary(data_dir, system))
     return SeedResult(data_dir, customers, seed, time.perf_counter() - started, skipped=False)
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import REPO, free_ports
 
 
 @pytest.mark.parametrize("command", ["demo", "serve", "simulators", "seed", "keys", "policy"])
@@ -87,3 +87,73 @@ def test_policy_explain_shows_what_a_verification_level_changes(tmp_path):
     assert "clear" in line and "store-clerk-id-card-after-id-check" in line
     unknown = switchboard(*common, "--verified", "retina")
     assert unknown.returncode == 2 and "unknown verification level" in unknown.stdout
+
+
+def _settings_env(**extra: str) -> dict[str, str]:
+    # On a free port, so that a gateway that wrongly accepted its settings would harm nothing.
+    (port,) = free_ports(1)
+    return {
+        "PATH": "/usr/bin:/bin",
+        "SWITCHBOARD_CONFIG": "/nonexistent.toml",
+        "SWITCHBOARD_PORT": str(port),
+        **extra,
+    }
+
+
+def _serve_refused(env: dict[str, str]) -> str:
+    """`switchboard serve` refusing its settings: exit code 2 and one line, no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_an_unknown_key_inside_a_toml_table_is_refused_by_its_dotted_path(tmp_path):
+    config = tmp_path / "switchboard.toml"
+    config.write_text("port = 8000\n\n[billing]\ntimout_s = 1\n\n[cache.ttl_s]\nprofil = 3\n")
+    line = _serve_refused(_settings_env(SWITCHBOARD_CONFIG=str(config)))
+    assert f"billing.timout_s (in {config}): unknown key" in line
+    assert "cache.ttl_s.profil" in line
+
+
+def test_a_toml_syntax_error_is_one_line_with_file_and_line(tmp_path):
+    config = tmp_path / "switchboard.toml"
+    config.write_text("port = 8000\n[billing]\ntimeout_s = \n")
+    line = _serve_refused(_settings_env(SWITCHBOARD_CONFIG=str(config)))
+    assert line.startswith(f"switchboard: {config}:3: not valid TOML")
+
+
+def test_bad_environment_values_are_one_line_naming_the_variable():
+    line = _serve_refused(_settings_env(SWITCHBOARD_PORT="not-a-port"))
+    assert "port (from SWITCHBOARD_PORT)" in line
+    line = _serve_refused(_settings_env(SWITCHBOARD_CARE__TIMOUT_S="1"))
+    assert "care.timout_s (from SWITCHBOARD_CARE__TIMOUT_S): unknown key" in line
+    line = _serve_refused(_settings_env(SWITCHBOARD_BILLING="{not json"))
+    assert 'field "billing"' in line
+
+
+def test_every_settings_table_refuses_unknown_keys():
+    """A new table added to the settings inherits the refusal (gateway.settings.SettingsModel)."""
+    from pydantic import BaseModel
+
+    from gateway.settings import Settings
+
+    def tables(model: type[BaseModel], path: str):
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield f"{path}{name}", kind
+                yield from tables(kind, f"{path}{name}.")
+
+    found = dict(tables(Settings, ""))
+    assert {"billing", "cache.ttl_s", "workflows", "audit"} <= set(found)
+    for path, model in found.items():
+        assert model.model_config.get("extra") == "forbid", path
