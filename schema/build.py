@@ -89,8 +89,10 @@ def build_schema(
             ParserCache(maxsize=document_cache_size),
             ValidationCache(maxsize=document_cache_size),
         ]
+    query = _merged("Query", QUERY_ROOTS)
+    assert query is not None  # QUERY_ROOTS is never empty
     return GraphSchema(
-        query=_merged("Query", QUERY_ROOTS),
+        query=query,
         mutation=_merged("Mutation", mutation_roots),
         # "Subscription" is taken: it is a customer's line (the telecom word).
         subscription=_merged("SubscriptionRoot", SUBSCRIPTION_ROOTS),

@@ -73,7 +73,9 @@ def _chained(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int], str]:
     """The rows of a batch chained onto the head: records, customer rows, seqs, new head."""
     seq, prev = head_seq, head_hash
-    rows, customers, seqs = [], [], []
+    rows: list[dict[str, Any]] = []
+    customers: list[dict[str, Any]] = []
+    seqs: list[int] = []
     for record in records:
         seq += 1
         digest = chain_hash(prev, record)
