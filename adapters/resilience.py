@@ -33,8 +33,8 @@ from tenacity import (
 from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
 from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
 from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
-from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
 from adapters.request_share import NoRequestSlot, current_share
+from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
 
 P = ParamSpec("P")
 R = TypeVar("R")
