@@ -28,6 +28,7 @@ demo: env
 test: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 lint: env
@@ -39,7 +40,7 @@ format: env
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .switchboard .pytest_cache .ruff_cache .mypy_cache
 
 # The benchmark: real gateway, real simulators, loopback, bounded; a few minutes.
 bench: env

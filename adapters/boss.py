@@ -30,7 +30,7 @@ from adapters.errors import (
     NotFound,
     Unavailable,
 )
-from adapters.parsing import chunks, reading, to_date, to_datetime, unique
+from adapters.parsing import chunks, read_xml, reading, to_date, to_datetime, unique
 from adapters.records import (
     CustomerProfile,
     Offering,
@@ -47,6 +47,7 @@ from adapters.resilience import (
     status_error,
     transport_error,
 )
+from adapters.transport import CappedSyncTransport
 
 NS = "http://boss.simulator.switchboard/crm/v1"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -64,10 +65,6 @@ STAR_LEVELS = {
     "5": StarLevel.PREMIUM,
 }
 STAR_LEVEL_CODES = {level: code for code, level in STAR_LEVELS.items()}
-
-# Answers are parsed without DTDs, entities or network access: a hostile or broken backend
-# must not be able to make the hub fetch URLs or expand entities.
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 def _q(name: str) -> str:
@@ -93,6 +90,7 @@ class BossAdapter:
         self._login_system_code = login_system_code
         self._policy = CallPolicy(endpoint)
         self._http = make_http_client(endpoint)
+        self._limits = endpoint.reply_limits
         self._service: Any = None
         self._sequence = itertools.count(1)
         self._starting = asyncio.Lock()
@@ -104,7 +102,10 @@ class BossAdapter:
                 self._service = await asyncio.to_thread(self._load_service)
 
     def _load_service(self) -> AsyncServiceProxy:
-        wsdl_http = httpx.Client(timeout=self._endpoint.timeout_s * 5)
+        wsdl_http = httpx.Client(
+            timeout=self._endpoint.timeout_s * 5,
+            transport=CappedSyncTransport(self._endpoint.max_response_bytes),
+        )
         try:
             transport = AsyncTransport(client=self._http, wsdl_client=wsdl_http)
             client = zeep.AsyncClient(
@@ -250,19 +251,22 @@ class BossAdapter:
             raise BusinessRejected(
                 self.name, f"{operation} request does not fit the WSDL"
             ) from None
-        return self._result(operation, response.status_code, response.content)
+        return self._result(
+            operation, response.status_code, response.content, response.headers.get("content-type")
+        )
 
-    def _result(self, operation: str, status: int, content: bytes) -> etree._Element:
+    def _result(
+        self, operation: str, status: int, content: bytes, content_type: str | None
+    ) -> etree._Element:
         if not content:
             raise status_error(self.name, status) or BadResponse(
                 self.name, f"answered {operation} with an empty body"
             )
         try:
-            envelope = etree.fromstring(content, _PARSER)
-        except etree.XMLSyntaxError:
-            raise status_error(self.name, status) or BadResponse(
-                self.name, f"answered {operation} with a body that is not XML"
-            ) from None
+            # No DTDs, entities or network access, within the depth and size limits.
+            envelope = read_xml(self.name, content, content_type, self._limits)
+        except BadResponse as unreadable:
+            raise status_error(self.name, status) or unreadable from None
         body = envelope.find(f"{{{SOAP_ENV}}}Body")
         if body is None or len(body) == 0:
             raise BadResponse(self.name, f"answered {operation} without a SOAP body")

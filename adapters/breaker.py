@@ -60,8 +60,10 @@ class NoFreeSlot(TimedOut):
     # The wait used the whole time budget: there is nothing left to retry with.
     retryable = False
 
-    def __init__(self, system: str) -> None:
-        super().__init__(system, "had no free call slot within the timeout")
+    def __init__(
+        self, system: str, message: str = "had no free call slot within the timeout"
+    ) -> None:
+        super().__init__(system, message)
 
 
 def is_failure(error: BaseException) -> bool:

@@ -1,8 +1,12 @@
 """How the hub calls a backend: one time budget, a breaker, a bulkhead, and retries for reads.
 
 Every call, read or write, gets a deadline (the endpoint's timeout) and passes the backend's
-guard: the circuit breaker (fail fast while the system is down, probe it back) and the bulkhead
-(at most ``max_concurrency`` calls in flight; waiting for a slot spends the same budget).
+guard: the request's fair share (at most ``max_concurrency_per_request`` of one request's calls
+in flight, ``adapters/request_share.py``), the circuit breaker (fail fast while the system is
+down, probe it back) and the bulkhead (at most ``max_concurrency`` calls in flight; waiting for
+a slot spends the same budget). Only time spent in the backend counts against it: an attempt
+that times out after the hub's own queueing left it less than ``breaker_min_budget_share`` of
+the timeout is not the backend's failure.
 Reads are retried, and only for errors that may pass (unavailable, timed out), with jittered
 exponential backoff; attempts, backoff sleeps and slot waits all fit inside the one deadline,
 so a slow or dead backend costs the caller at most its timeout. Writes are never retried here:
@@ -28,7 +32,9 @@ from tenacity import (
 
 from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
 from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
-from adapters.transport import AiohttpTransport
+from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
+from adapters.request_share import NoRequestSlot, current_share
+from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,6 +52,12 @@ class CallStats:
     rejected: int = 0
     #: Calls that found no free slot before their deadline.
     slot_timeouts: int = 0
+    #: Calls that waited for their own request's slots until their deadline (not the backend's
+    #: fault: the request asked for more than its share).
+    request_slot_timeouts: int = 0
+    #: Attempts that timed out after queueing in the hub had left them too little of the
+    #: budget; not counted against the backend's breaker.
+    queued_timeouts: int = 0
 
 
 class BackendGuard:
@@ -63,13 +75,24 @@ class BackendGuard:
         failure_threshold: int = 5,
         reset_s: float = 5.0,
         max_concurrency: int = 50,
+        max_concurrency_per_request: int = 10,
+        min_budget_share: float = 0.5,
         breaker: CircuitBreaker | None = None,
     ) -> None:
+        if max_concurrency_per_request < 1 or not 0 <= min_budget_share <= 1:
+            raise ValueError(
+                "max_concurrency_per_request must be >= 1 and min_budget_share in [0, 1]"
+            )
         self.system = system
         self.breaker = breaker or CircuitBreaker(
             system, failure_threshold=failure_threshold, reset_s=reset_s
         )
         self.bulkhead = Bulkhead(system, max_concurrency)
+        # A share above the bulkhead would be no share at all.
+        self.max_concurrency_per_request = min(max_concurrency_per_request, max_concurrency)
+        #: An attempt that reaches the backend with less than this share of its call's budget
+        #: and then times out spent most of it queueing in the hub: not the backend's failure.
+        self.min_budget_share = min_budget_share
         self.stats = CallStats()
 
     @classmethod
@@ -79,30 +102,65 @@ class BackendGuard:
             failure_threshold=endpoint.breaker_failure_threshold,
             reset_s=endpoint.breaker_reset_s,
             max_concurrency=endpoint.max_concurrency,
+            max_concurrency_per_request=endpoint.max_concurrency_per_request,
+            min_budget_share=endpoint.breaker_min_budget_share,
         )
 
     async def attempt(
         self,
         deadline: float,
+        budget_s: float,
         call: Callable[P, Awaitable[R]],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
-        """One attempt of a call: breaker, then a bulkhead slot, then the call, by ``deadline``."""
+        """One attempt of a call: the request's share, the breaker, a bulkhead slot, then the
+        call, all by ``deadline``; ``budget_s`` is the whole call's time budget."""
+        share = current_share()
+        if share is None:  # outside a request: a workflow step, a script
+            return await self._attempt(deadline, budget_s, call, *args, **kwargs)
+        try:
+            async with share.slot(self.system, self.max_concurrency_per_request, deadline):
+                return await self._attempt(deadline, budget_s, call, *args, **kwargs)
+        except NoRequestSlot:
+            # Raised before the breaker saw the call: nothing to settle.
+            self.stats.request_slot_timeouts += 1
+            raise
+
+    async def _attempt(
+        self,
+        deadline: float,
+        budget_s: float,
+        call: Callable[P, Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
         try:
             probe = self.breaker.admit()
         except AdapterError:
             self.stats.rejected += 1
             raise
+        loop = asyncio.get_running_loop()
+        budget_left = float("inf")  # until the call starts: a slot timeout is not the backend's
         try:
             async with self.bulkhead.slot(deadline):
                 self.stats.attempts += 1
+                budget_left = deadline - loop.time()
                 try:
                     async with asyncio.timeout_at(deadline):
                         result = await call(*args, **kwargs)
                 except TimeoutError:
                     # Our own deadline, not the transport's: the budget ran out mid-call.
                     raise TimedOut(self.system, "did not answer within the timeout") from None
+        except TimedOut as error:
+            if budget_left < self.min_budget_share * budget_s:
+                # The hub's queueing (slot waits, earlier attempts) ate the budget: the
+                # backend had too little of it to be blamed for the timeout.
+                self.stats.queued_timeouts += 1
+                self.breaker.abandoned(probe)
+            else:
+                self._settle(probe, error)
+            raise
         except AdapterError as error:
             self._settle(probe, error)
             raise
@@ -172,8 +230,24 @@ class Endpoint:
     breaker_reset_s: float = 5.0
     #: Bulkhead: calls in flight at once; more wait for a slot within their timeout.
     max_concurrency: int = 50
+    #: A reply body (decompressed) longer than this is dropped with its connection.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: JSON arrays/objects or XML elements nested deeper than this are refused.
+    max_response_depth: int = DEFAULT_MAX_DEPTH
+    #: JSON values or XML elements and attributes in one reply (or one list read) at most.
+    max_response_items: int = DEFAULT_MAX_ITEMS
+    #: Fair share: one request's calls in flight at once; its others wait for its own slots.
+    max_concurrency_per_request: int = 10
+    #: A timed-out attempt counts against the breaker only if it reached the backend with at
+    #: least this share of the timeout left.
+    breaker_min_budget_share: float = 0.5
     #: The backend's shared guard; None builds one from the fields above.
     guard: BackendGuard | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def reply_limits(self) -> ReplyLimits:
+        """What ``adapters.parsing.read_json`` / ``read_xml`` accept from this backend."""
+        return ReplyLimits(max_depth=self.max_response_depth, max_items=self.max_response_items)
 
 
 def _is_retryable(error: BaseException) -> bool:
@@ -201,7 +275,7 @@ class CallPolicy:
     async def read(self, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
         deadline = self._deadline()
         try:
-            return await self.guard.attempt(deadline, call, *args, **kwargs)
+            return await self.guard.attempt(deadline, self._timeout_s, call, *args, **kwargs)
         except AdapterError as error:
             if not error.retryable or self._attempts < 2:
                 raise
@@ -233,12 +307,12 @@ class CallPolicy:
         if loop.time() + pause >= deadline:
             raise first_failure
         await asyncio.sleep(pause)
-        return await retrying(self.guard.attempt, deadline, call, *args, **kwargs)
+        return await retrying(self.guard.attempt, deadline, self._timeout_s, call, *args, **kwargs)
 
     async def write(self, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
         # Once, never retried: a timed-out write may have happened; its workflow repeats it
         # with the same idempotency key.
-        return await self.guard.attempt(self._deadline(), call, *args, **kwargs)
+        return await self.guard.attempt(self._deadline(), self._timeout_s, call, *args, **kwargs)
 
 
 def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:
@@ -250,7 +324,7 @@ def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=endpoint.base_url,
         timeout=httpx.Timeout(endpoint.timeout_s),
-        transport=AiohttpTransport(endpoint.max_connections),
+        transport=AiohttpTransport(endpoint.max_connections, endpoint.max_response_bytes),
         headers={"User-Agent": "switchboard-hub"},
     )
 
@@ -259,6 +333,10 @@ def transport_error(system: str, error: httpx.HTTPError) -> AdapterError:
     """Translate an httpx failure into the taxonomy (the URL may hold keys: never echo it)."""
     if isinstance(error, httpx.TimeoutException):
         return TimedOut(system, "did not answer within the timeout")
+    if isinstance(error, ResponseTooLarge):
+        return BadResponse(
+            system, f"answered with a body over the {error.limit}-byte limit (max_response_bytes)"
+        )
     if isinstance(error, httpx.TransportError):
         return Unavailable(system, "could not be reached")
     return BadResponse(system, "answered with an unusable HTTP response")

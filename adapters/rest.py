@@ -6,14 +6,13 @@ comma-separated filters, TMF error bodies) and turns every failure into the erro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from adapters.errors import AdapterError, BadResponse, BusinessRejected, NotFound
-from adapters.parsing import chunks, csv, unique
+from adapters.parsing import chunks, csv, read_json, unique
 from adapters.resilience import (
     CallPolicy,
     Endpoint,
@@ -31,6 +30,7 @@ class RestClient:
     def __init__(self, endpoint: Endpoint) -> None:
         self.system = endpoint.system
         self._http = make_http_client(endpoint)
+        self._limits = endpoint.reply_limits
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -61,6 +61,9 @@ class RestClient:
                 path, {**params, "offset": offset, "limit": page_size}
             )
             collected.extend(page)
+            if len(collected) > self._limits.max_items:
+                # Pages that never end add up: the item limit holds for the whole list.
+                raise BadResponse(self.system, "answered a list with more items than the limit")
             offset += len(page)
             if not page or offset >= total:
                 return collected
@@ -109,21 +112,19 @@ class RestClient:
             self.system, f"refused the request (HTTP {status})", backend_code=backend_code
         )
 
-    @staticmethod
-    def _tmf_error_code(response: httpx.Response) -> str | None:
+    def _tmf_error_code(self, response: httpx.Response) -> str | None:
         # The TMF error body's code is a stable number; its message may quote input: not kept.
         try:
-            body = response.json()
-        except ValueError:
+            body = self._decode(response)
+        except BadResponse:
             return None
         code = body.get("code") if isinstance(body, dict) else None
         return str(code) if code is not None else None
 
     def _decode(self, response: httpx.Response) -> Any:
-        try:
-            return json.loads(response.content)
-        except ValueError:
-            raise BadResponse(self.system, "answered with a body that is not JSON") from None
+        return read_json(
+            self.system, response.content, response.headers.get("content-type"), self._limits
+        )
 
     def _object(self, value: Any) -> JsonObject:
         if not isinstance(value, dict):

@@ -5,8 +5,11 @@ The adapters speak httpx (and zeep's async transport is built on it), but httpx'
 aiohttp's costs under 0.1 ms: measured with 10 concurrent GETs against the billing simulator,
 and the profile of the gateway under load put 60 % of its time in httpx when the cache is off.
 This transport keeps the httpx API for the adapters and moves the connection handling to
-aiohttp (C-accelerated HTTP parser, cheap keep-alive pool). Bodies are read whole: backend
-answers are small documents that are parsed at once anyway.
+aiohttp (C-accelerated HTTP parser, cheap keep-alive pool). Bodies are read whole (backend
+answers are small documents that are parsed at once anyway), but never past the backend's
+``max_response_bytes``: the body is read as a stream, counted after decompression, and a reply
+that declares or reaches more is dropped with its connection (``ResponseTooLarge``). A hostile
+or broken backend can then hold at most that much of the hub's memory per call in flight.
 
 Failures are re-raised as the httpx exceptions the adapters already translate
 (``adapters.resilience.transport_error``), so the error taxonomy is the same on either pool.
@@ -21,6 +24,21 @@ import httpx
 
 #: How long an idle keep-alive connection to a backend is kept.
 KEEPALIVE_S = 30.0
+#: The default cap on one reply's body (decompressed), when the endpoint does not set one.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+class ResponseTooLarge(httpx.DecodingError):
+    """A reply's body was (or declared itself) longer than the backend's size cap.
+
+    An ``httpx.DecodingError``, not a ``TransportError``: the backend answered, with something
+    the hub refuses to read, so ``transport_error`` makes it a ``BadResponse`` (not retried,
+    not counted against the circuit), like any other unreadable answer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the reply is larger than {limit} bytes")
+        self.limit = limit
 
 
 def _translated(error: Exception) -> httpx.HTTPError:
@@ -45,8 +63,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     adapters are built before the loop starts (in ``create_app``).
     """
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(
+        self, max_connections: int, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -86,7 +107,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
             ) as answer:
-                content = await answer.read()
+                content = await _read_capped(answer, self._max_response_bytes)
                 return httpx.Response(
                     status_code=answer.status,
                     headers=[
@@ -108,3 +129,81 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class CappedSyncTransport(httpx.BaseTransport):
+    """httpx's own synchronous transport, under the same reply cap.
+
+    zeep fetches a WSDL and its schemas with a synchronous client, in a thread, at start-up:
+    an endless WSDL would otherwise grow the hub without bound. Compression is refused rather
+    than decoded (httpx would inflate the whole body at once, past any cap): a contract is
+    fetched once, uncompressed costs nothing.
+    """
+
+    def __init__(self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._limit = max_response_bytes
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["Accept-Encoding"] = "identity"
+        response = self._inner.handle_request(request)
+        chunks: list[bytes] = []
+        try:
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise httpx.DecodingError("a compressed contract is refused")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._limit:
+                raise ResponseTooLarge(self._limit)
+            received = 0
+            for chunk in response.stream:  # type: ignore[union-attr]
+                received += len(chunk)
+                if received > self._limit:
+                    raise ResponseTooLarge(self._limit)
+                chunks.append(chunk)
+        finally:
+            # Past the cap this drops the connection with the rest of the body unread.
+            response.close()
+        return httpx.Response(
+            status_code=response.status_code,
+            # The body is handed over whole: its framing headers no longer apply.
+            headers=[
+                (k, v)
+                for k, v in response.headers.multi_items()
+                if k.lower() not in ("content-length", "transfer-encoding")
+            ],
+            content=b"".join(chunks),
+            request=request,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+async def _read_capped(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, read chunk by chunk and never past ``limit`` bytes.
+
+    Past the limit the connection is closed, not returned to the pool: the rest of the body
+    (possibly endless) is never read, and the next call does not inherit it.
+    """
+    try:
+        declared = answer.content_length
+    except ValueError:
+        declared = None
+    if declared is not None and declared > limit:
+        answer.close()
+        raise ResponseTooLarge(limit)
+    # One growing buffer, not a list of chunks: each chunk is freed as soon as it is copied,
+    # so a refused body leaves one block to give back, not thousands of small ones.
+    body = bytearray()
+    try:
+        async for chunk in answer.content.iter_any():
+            if len(body) + len(chunk) > limit:
+                body.clear()  # give the memory back now, not when the error is gone
+                answer.close()
+                raise ResponseTooLarge(limit)
+            body += chunk
+    except BaseException:
+        # Cancelled (the call's deadline) or broken mid-body: the connection is unusable.
+        answer.close()
+        raise
+    return bytes(body)

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -45,6 +45,7 @@ from gateway.auth_throttle import FailedAuthThrottle, source_of
 from gateway.backends import build_backends
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
+from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
@@ -91,6 +92,10 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
         self._enforce_policy = enforce_policy
         self._keys = keys
         self._audit = audit
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our page with the assets the gateway serves, not strawberry's CDN-loaded one.
+        return graphiql_page()
 
     async def get_context(self, request: Request, response: Response) -> RequestContext:  # type: ignore[override]
         # Only the GraphiQL page itself is served without a key (Authenticate lets nothing
@@ -186,7 +191,7 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
 
     async def process_result(
         self, request: Request, result: ExecutionResult
-    ) -> GraphQLHTTPResponse:  # type: ignore[override]
+    ) -> GraphQLHTTPResponse:
         # Parse errors raised inside the parser cache skip the schema's extensions: code them
         # here, where every answer passes (coding is idempotent).
         if result.errors:
@@ -387,27 +392,28 @@ class Authenticate:
                     )
                 await send({"type": "websocket.close", "code": refusal[1]})
                 return
-            principal, refusal = await resolve_verification(
+            assert principal is not None  # refused above otherwise
+            principal, denial = await resolve_verification(
                 headers.get("x-verification"),
                 principal,
                 self.policies.current,
                 self.verifications,
             )
-            if refusal is not None:
-                await deny_upgrade(scope, receive, send, refusal)
+            if denial is not None:
+                await deny_upgrade(scope, receive, send, denial)
                 return
             scope["switchboard.principal"] = principal
             scope["switchboard.purpose"] = purpose
         elif "x-verification" in headers:
             # A verification is resolved for a known caller: with the key in connection_init,
             # the verification goes there too.
-            refusal = _refused(
+            denial = _refused(
                 400,
                 "VERIFICATION_WITHOUT_KEY",
                 "Send X-Verification where the API key is: both on the upgrade request, "
                 "or both in the connection_init payload.",
             )
-            await deny_upgrade(scope, receive, send, refusal)
+            await deny_upgrade(scope, receive, send, denial)
             return
         await self.app(scope, receive, send)
 
@@ -488,7 +494,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if workflows is not None:
         backends = dataclasses.replace(backends, workflows=workflows.services)
-    schema = build_schema(settings.graphql.document_cache_size, wiring.registry)
+    schema = build_schema(
+        settings.graphql.document_cache_size,
+        wiring.registry,
+        operation_limits=settings.graphql.operation_limits,
+    )
     policies = PolicyStore(
         settings.policy_file or DEFAULT_POLICY_FILE,
         operation_names(schema),
@@ -636,6 +646,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
+            *([Mount(ASSETS_PATH, GraphiQLAssets())] if settings.graphql.graphiql else []),
         ],
         lifespan=lifespan,
     )

@@ -28,6 +28,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from starlette.types import Scope
+
 from gateway.settings import AuthSettings
 
 MAX_TRACKED = 100_000  # addresses (and ids) remembered before idle ones are forgotten
@@ -105,7 +107,7 @@ def _note(
             del counts[idle]
 
 
-def source_of(scope: dict) -> str:
+def source_of(scope: Scope) -> str:
     """The client address of an ASGI scope ('unknown' when the server gives none)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"

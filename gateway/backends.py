@@ -90,6 +90,11 @@ def _endpoint(system: str, backend: BackendSettings) -> Endpoint:
         breaker_failure_threshold=backend.breaker_failure_threshold,
         breaker_reset_s=backend.breaker_reset_s,
         max_concurrency=backend.max_concurrency,
+        max_response_bytes=backend.max_response_bytes,
+        max_response_depth=backend.max_response_depth,
+        max_response_items=backend.max_response_items,
+        max_concurrency_per_request=backend.max_concurrency_per_request,
+        breaker_min_budget_share=backend.breaker_min_budget_share,
     )
     # The guard is built here, not in the adapter, so that /readyz and /metrics can see it.
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
@@ -121,6 +126,7 @@ def _instance_endpoint(spec: SystemSpec, name: str, base_url: str) -> Endpoint:
         breaker_failure_threshold=call.breaker_failure_threshold,
         breaker_reset_s=call.breaker_reset_s,
         max_concurrency=call.max_concurrency,
+        max_concurrency_per_request=call.max_concurrency_per_request,
     )
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
 

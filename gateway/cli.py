@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
+from gateway.schema_commands import add_schema_commands
 from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
 
@@ -214,11 +215,11 @@ def _policy_explain(args: argparse.Namespace) -> int:
         mode = " (dry run: logged, not refused)" if report.dry_run else ""
         print(f"limits of channel {args.channel}{mode}:")
         for check in report.limits:
-            verdict = "EXCEEDED" if check.exceeded else "ok"
-            print(f"  {check.name:<16} {check.found:>6} of {check.limit:<6} {verdict}")
+            state = "EXCEEDED" if check.exceeded else "ok"
+            print(f"  {check.name:<16} {check.found:>6} of {check.limit:<6} {state}")
         # Where the estimated backend calls go, costliest first.
-        for path, calls in sorted(report.figures.paths.items(), key=lambda p: -p[1])[:10]:
-            print(f"  cost {calls:>6}  {path}")
+        for costed, calls in sorted(report.figures.paths.items(), key=lambda p: -p[1])[:10]:
+            print(f"  cost {calls:>6}  {costed}")
         for search in report.searches:
             outcome = f"refused: {search.refusal}" if search.refusal else "allowed"
             print(f"search {search.where} on class {search.data_class}: {outcome}")
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_commands(commands)
     add_systems_commands(commands)
+    add_schema_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

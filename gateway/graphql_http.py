@@ -79,8 +79,8 @@ class GraphQLOverHTTP:
             response = coded_response(refusal, media_type)
         except HTTPException as error:  # strawberry's fixed reasons: no caller data in them
             code = STRAWBERRY_CODES.get(error.status_code, "BAD_REQUEST")
-            refusal = InputRefused(error.status_code, code, error.reason)
-            response = coded_response(refusal, media_type)
+            refused = InputRefused(error.status_code, code, error.reason)
+            response = coded_response(refused, media_type)
         else:
             status = scope.pop(STATUS_KEY, None)
             if status is not None:

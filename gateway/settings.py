@@ -52,6 +52,12 @@ class BackendSettings(SettingsModel):
         ge=1,
         description="Bulkhead: calls in flight at once; more wait for a slot within the timeout.",
     )
+    max_concurrency_per_request: int = Field(
+        default=10,
+        ge=1,
+        description="Fair share: one request's calls in flight at once (at most max_concurrency);"
+        " its others wait for its own slots within their timeout.",
+    )
     breaker_failure_threshold: int = Field(
         default=5,
         ge=1,
@@ -61,6 +67,32 @@ class BackendSettings(SettingsModel):
         default=5.0,
         gt=0,
         description="Cool-down of an open circuit before one probe call tries the system again.",
+    )
+    # Hostile or broken replies (docs/security.md, "Hostile backends"). The biggest reply the
+    # bundled systems give is ~125 KB (a 200-customer BOSS page is ~115 KB); 8 MiB leaves room
+    # for fat free text while capping what one call can hold at once.
+    max_response_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="A reply body (decompressed) over this is refused and its connection closed.",
+    )
+    max_response_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="JSON or XML nested deeper is refused (libxml2 stops at 256 regardless).",
+    )
+    max_response_items: int = Field(
+        default=200_000,
+        ge=100,
+        description="JSON values, or XML elements plus attributes, per reply (or list read).",
+    )
+    breaker_min_budget_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A timed-out attempt counts against the breaker only if it reached the "
+        "backend with at least this share of timeout_s left (else the hub's queueing used it).",
     )
 
 
@@ -83,6 +115,11 @@ class GraphQLSettings(SettingsModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
     document_cache_size: int = Field(default=1024, ge=0)
+    operation_limits: bool = Field(
+        default=True,
+        description="Off only to measure the operation limits' cost (bench/): no token, depth, "
+        "alias, root field or cost limit is checked, whatever the policy says.",
+    )
 
 
 class CacheTtlSettings(SettingsModel):

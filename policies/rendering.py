@@ -33,7 +33,8 @@ def _group(number: int) -> str:
 def chinese_integer(number: int) -> str:
     if number == 0:
         return "零"
-    groups, parts = [], []
+    groups: list[int] = []
+    parts: list[str] = []
     while number:
         groups.append(number % 10000)
         number //= 10000

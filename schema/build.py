@@ -61,9 +61,15 @@ class GraphSchema(strawberry.Schema):
 
 
 def build_schema(
-    document_cache_size: int = 1024, registry: SystemRegistry = EMPTY
+    document_cache_size: int = 1024,
+    registry: SystemRegistry = EMPTY,
+    *,
+    operation_limits: bool = True,
 ) -> strawberry.Schema:
-    """The schema, with the graph fields of the systems ``registry`` declares."""
+    """The schema, with the graph fields of the systems ``registry`` declares.
+
+    ``operation_limits=False`` leaves the limits' extension out altogether (the benchmark's
+    off side: ``graphql.operation_limits``), so that what is measured is its whole cost."""
     install_system_fields(registry)
     declared_writes = system_mutations(registry)
     mutation_roots = (*MUTATION_ROOTS, declared_writes) if declared_writes else MUTATION_ROOTS
@@ -75,14 +81,18 @@ def build_schema(
         OperationLimitsRule,  # after the channel rules: a refused operation is not costed
         OperationFacts,
     ]
+    if not operation_limits:
+        extensions.remove(OperationLimitsRule)
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
         extensions += [
             ParserCache(maxsize=document_cache_size),
             ValidationCache(maxsize=document_cache_size),
         ]
+    query = _merged("Query", QUERY_ROOTS)
+    assert query is not None  # QUERY_ROOTS is never empty
     return GraphSchema(
-        query=_merged("Query", QUERY_ROOTS),
+        query=query,
         mutation=_merged("Mutation", mutation_roots),
         # "Subscription" is taken: it is a customer's line (the telecom word).
         subscription=_merged("SubscriptionRoot", SUBSCRIPTION_ROOTS),

@@ -17,6 +17,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     InlineFragmentNode,
     OperationDefinitionNode,
@@ -55,7 +56,7 @@ def operation_fields(document: DocumentNode, operation_name: str | None) -> tupl
     fragments = {
         d.name.value: d.selection_set
         for d in document.definitions
-        if hasattr(d, "type_condition") and hasattr(d, "selection_set")
+        if isinstance(d, FragmentDefinitionNode)
     }
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = next(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from graphql.pyutils import Path
 from strawberry.extensions import FieldExtension
 from strawberry.types import Info
 
@@ -23,7 +24,7 @@ from schema.errors import GraphError
 def field_path(info: Info) -> str:
     """The response path without list indices or aliases: parent type names, then fields."""
     names: list[str] = []
-    path = info.path
+    path: Path | None = info.path
     while path is not None:
         if isinstance(path.key, str):
             names.append(path.key)

@@ -11,6 +11,7 @@ from adapters.declared.linker import DeclaredLinker
 from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
+from adapters.request_share import open_request_share
 from orchestration.service import Workflows
 from policies.disclosure import Disclosure
 from policies.model import Policy
@@ -71,6 +72,9 @@ def new_request_context(
     audit: AuditReader | None = None,
 ) -> RequestContext:
     backends_called: set[str] = set()
+    # This request's fair share of each backend's call slots (adapters/request_share.py):
+    # the calling task and every task its resolvers and loaders start from here on see it.
+    open_request_share()
     return RequestContext(
         principal=principal,
         backends=backends,

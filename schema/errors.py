@@ -102,7 +102,7 @@ def is_request_error(result: Any) -> bool:
         and getattr(result, "data", None) is None
         and all(
             e.path is None and (e.extensions or {}).get("code") in REQUEST_ERROR_CODES
-            for e in errors
+            for e in errors or ()
         )
     )
 

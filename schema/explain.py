@@ -8,6 +8,7 @@ from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLObjectType,
     InlineFragmentNode,
@@ -228,7 +229,7 @@ def explain(
                 condition = selection.type_condition
                 target = graphql_schema.get_type(condition.name.value) if condition else parent
                 walk(selection.selection_set, target, prefix)
-            else:
+            elif isinstance(selection, FragmentSpreadNode):
                 fragment = fragments.get(selection.name.value)
                 if fragment is not None:
                     target = graphql_schema.get_type(fragment.type_condition.name.value)

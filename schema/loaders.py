@@ -9,6 +9,7 @@ loaded is ever served to another.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -34,6 +35,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 SYSTEMS_TO_RESOLVE = ("billing", "care")
+#: What a list loader answers for a key its system did not return.
+NO_RECORDS: Sequence[Any] = ()
 
 
 def _keyed(
@@ -81,7 +84,7 @@ class Loaders:
             _keyed(noted("boss", boss.get_customers))
         )
         self.subscriptions = DataLoader[str, Sequence[Subscription]](
-            _keyed(noted("boss", boss.get_subscriptions), ())
+            _keyed(noted("boss", boss.get_subscriptions), NO_RECORDS)
         )
         self.billing_accounts = DataLoader[str, BillingAccount | None](
             _keyed(noted("billing", billing.get_accounts))
@@ -90,10 +93,10 @@ class Loaders:
             _keyed(noted("billing", billing.get_balances))
         )
         self.tickets = DataLoader[str, Sequence[Ticket]](
-            _keyed(noted("care", care.get_tickets), ())
+            _keyed(noted("care", care.get_tickets), NO_RECORDS)
         )
         self.interactions = DataLoader[str, Sequence[Interaction]](
-            _keyed(noted("care", care.get_interactions), ())
+            _keyed(noted("care", care.get_interactions), NO_RECORDS)
         )
         self.identity_by_customer_no = DataLoader[str, Identity | None](self._identities)
         self.identity_by_hub_id = DataLoader[str, Identity | None](self._identities_by_hub_id)
@@ -209,7 +212,7 @@ class Loaders:
         loader = self._link_loaders.get(system)
         if loader is None:
             loader = DataLoader[str, Identity | BaseException](
-                lambda nos, name=system: self._link_lazily(name, nos)
+                functools.partial(self._link_lazily, system)
             )
             self._link_loaders[system] = loader
         self._seen[identity.customer_no] = identity

@@ -93,13 +93,24 @@ def excess(name: str, found: int, limits: OperationLimits, channel: str) -> Grap
 
 
 class OperationLimitsRule(SchemaExtension):
+    # Runs on every operation: the common case (within every limit) is kept to a few
+    # attribute reads and comparisons on top of the cached figures (bench/limits_ab.py).
+
+    #: The channel's limits, read once per operation (in on_parse, again if it did not run).
+    _found: tuple[OperationLimits, str] | bool | None = False
+
     def _limits(self) -> tuple[OperationLimits, str] | None:
-        request = self.execution_context.context
-        disclosure = getattr(request, "disclosure", None)
-        if disclosure is None or not disclosure.enforced:
-            return None
-        channel = request.principal.channel
-        return disclosure.policy.limits_for(channel), channel
+        found = self._found
+        if found is False:
+            request = self.execution_context.context
+            disclosure = getattr(request, "disclosure", None)
+            if disclosure is None or not disclosure.enforced:
+                found = None
+            else:
+                channel = request.principal.channel
+                found = (disclosure.policy.limits_for(channel), channel)
+            self._found = found
+        return found  # type: ignore[return-value]
 
     def on_parse(self) -> Iterator[None]:
         # Before the parser (ParserCache comes later in the list): counting stops at the
@@ -109,11 +120,8 @@ class OperationLimitsRule(SchemaExtension):
         if found is not None and query:
             limits, channel = found
             tokens = count_tokens(query, limits.max_tokens)
-            refusal = excess("max_tokens", tokens, limits, channel)
-            if refusal is not None:
-                if not limits.dry_run:
-                    raise refusal
-                self._log_dry_run("max_tokens", tokens, limits, channel)
+            if tokens > limits.max_tokens:
+                self._refuse("max_tokens", tokens, limits, channel)
         yield
 
     def on_execute(self) -> Iterator[None]:
@@ -130,20 +138,30 @@ class OperationLimitsRule(SchemaExtension):
                 context.variables,
                 context.context.backends.max_page_size,
             )
-            measured = [
-                ("max_depth", figures.depth),
-                ("max_aliases", figures.aliases),
-                ("max_root_fields", figures.root_fields),
-                ("max_cost", figures.cost),
-            ]
-            for name, value in measured:
-                refusal = excess(name, value, limits, channel)
-                if refusal is None:
-                    continue
-                if not limits.dry_run:
-                    raise refusal
-                self._log_dry_run(name, value, limits, channel)
+            if (
+                figures.depth > limits.max_depth
+                or figures.aliases > limits.max_aliases
+                or figures.root_fields > limits.max_root_fields
+                or figures.cost > limits.max_cost
+            ):
+                for name, value in (
+                    ("max_depth", figures.depth),
+                    ("max_aliases", figures.aliases),
+                    ("max_root_fields", figures.root_fields),
+                    ("max_cost", figures.cost),
+                ):
+                    if value > getattr(limits, name):
+                        self._refuse(name, value, limits, channel)
         yield
+
+    def _refuse(self, name: str, value: int, limits: OperationLimits, channel: str) -> None:
+        """Raise the refusal for a figure past its limit, or only log it in dry-run mode."""
+        refusal = excess(name, value, limits, channel)
+        if refusal is None:
+            return
+        if not limits.dry_run:
+            raise refusal
+        self._log_dry_run(name, value, limits, channel)
 
     def _log_dry_run(self, name: str, value: int, limits: OperationLimits, channel: str) -> None:
         context = self.execution_context

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from types import GenericAlias
 from typing import Any
 
 import strawberry
 from strawberry.types import Info
+from strawberry.types.base import get_object_definition
 
 from adapters.declared.registry import SystemRegistry
 from adapters.declared.spec import ConnectionSpec, RecordSpec, SystemSpec
@@ -39,7 +41,7 @@ PYTHON_TYPES: dict[str, type] = {
 }
 
 #: Customer's own fields, before any system added some (a schema may be built more than once).
-_CUSTOMER_FIELDS = list(Customer.__strawberry_definition__.fields)
+_CUSTOMER_FIELDS = list(get_object_definition(Customer, strict=True).fields)
 
 
 def record_type(
@@ -48,11 +50,14 @@ def record_type(
     description: str | None,
     extra: dict[str, Any] | None = None,
 ) -> type:
-    annotations: dict[str, Any] = {"_located": strawberry.Private[tuple[str, str] | None]}
+    # Named first: mypy reads a subscripted alias inside a dict display as a type application.
+    located = strawberry.Private[tuple[str, str] | None]
+    annotations: dict[str, Any] = {"_located": located}
     namespace: dict[str, Any] = {"__annotations__": annotations, "_located": None}
     for field in record.fields:
         kind = PYTHON_TYPES[field.type]
-        annotations[field.name] = list[kind] | None if field.many else kind | None  # type: ignore[valid-type]
+        # GenericAlias is what list[kind] builds, spelt so for a type known only at run time.
+        annotations[field.name] = GenericAlias(list, kind) | None if field.many else kind | None
         if field.data_class:
             namespace[field.name] = classified(DataClass(field.data_class), field.description)
         else:
@@ -62,7 +67,7 @@ def record_type(
 
 
 def _page_type(name: str, item: type) -> type:
-    namespace = {"__annotations__": {"total_count": int, "items": list[item]}}  # type: ignore[valid-type]
+    namespace = {"__annotations__": {"total_count": int, "items": GenericAlias(list, item)}}
     return strawberry.type(type(name, (), namespace), name=name)
 
 
@@ -74,7 +79,7 @@ def _check_page(first: int, offset: int, limit: int) -> None:
 
 
 def _instance(record_type: type, values: Record, located: tuple[str, str] | None) -> Any:
-    names = {f.python_name for f in record_type.__strawberry_definition__.fields}
+    names = {f.python_name for f in get_object_definition(record_type, strict=True).fields}
     item = record_type(**{k: v for k, v in values.items() if k in names})
     item._located = located
     return item
@@ -163,4 +168,4 @@ def install_system_fields(registry: SystemRegistry) -> None:
         member_type = record_type(graph.type, record, graph.description, extra)
         fields.append(_customer_field(spec, member_type))
         _declare_costs(spec)
-    Customer.__strawberry_definition__.fields[:] = fields
+    get_object_definition(Customer, strict=True).fields[:] = fields

@@ -145,7 +145,11 @@ class RequestEvent:
     @classmethod
     def of(cls, row: EventRow) -> RequestEvent:
         return cls(
-            state=row.state, at=row.at, channel=row.channel, actor=row.actor, detail=row.detail
+            state=row.state,
+            at=row.at,
+            channel=row.channel,
+            actor=row.actor,
+            detail=JSON(row.detail),
         )
 
 
@@ -182,7 +186,7 @@ class ServiceRequest:
             state=row.state,
             status=row.status,
             waiting_for=row.waiting_for,
-            detail=row.detail,
+            detail=JSON(row.detail),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -565,7 +569,7 @@ def _update(event: EventRow) -> RequestUpdate:
         at=event.at,
         channel=event.channel,
         actor=event.actor,
-        detail=event.detail,
+        detail=JSON(event.detail),
     )
 
 

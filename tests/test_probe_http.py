@@ -240,7 +240,7 @@ def test_bad_bodies_get_a_coded_4xx_and_a_record(probe, name):
     assert "data" not in response.json()
     assert code_of(response) == code
     record = only_record(probe, request_id)
-    assert (record["outcome"], record["code"]) == ("error", code)
+    assert (record["outcome"], record["code"]) == ("refused", code)
     assert record["subject"] == "test-agent" and record["operation_type"] is None
 
 

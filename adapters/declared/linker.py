@@ -48,17 +48,15 @@ class DeclaredLinker:
     def instances(self) -> tuple[str, ...]:
         return tuple(self.system.instances)
 
-    async def resolve(self, customers: Sequence[CustomerKeys]) -> dict[str, list[SystemResolution]]:
+    async def resolve(self, customers: Sequence[CustomerKeys]) -> Resolved:
         """Per customer number, a resolution for each instance that could be settled now."""
         if not customers:
-            return {}
+            return Resolved({}, {})
         if self.rule.match == "msisdn":
             return await self._by_msisdn(customers)
         return await self._by_certificate(customers)
 
-    async def _by_msisdn(
-        self, customers: Sequence[CustomerKeys]
-    ) -> dict[str, list[SystemResolution]]:
+    async def _by_msisdn(self, customers: Sequence[CustomerKeys]) -> Resolved:
         numbers = {c.customer_no: _numbers(list(c.msisdns)) for c in customers}
         owners = {n: self.system.owner_of(n) for found in numbers.values() for n in found}
         wanted = sorted({n for n, owner in owners.items() if owner is not None})

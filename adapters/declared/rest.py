@@ -9,7 +9,6 @@ mean the system is not serving.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +18,7 @@ from adapters.declared.faults import classify
 from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
 from adapters.declared.values import json_find
 from adapters.errors import BadResponse, NotFound
+from adapters.parsing import read_json
 from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
 
 
@@ -50,6 +50,7 @@ class RestEngine:
         self.instance = instance
         self.name = instance.name
         self._http = make_http_client(endpoint)
+        self._limits = endpoint.reply_limits
         self._headers = dict(spec.rest_headers)
 
     async def start(self) -> None:
@@ -82,12 +83,13 @@ class RestEngine:
         status = response.status_code
         if status >= 500 or status in (502, 503, 504):
             raise status_error(self.name, status) or BadResponse(self.name, f"HTTP {status}")
-        try:
-            body = json.loads(response.content) if response.content else None
-        except (ValueError, RecursionError):
-            raise BadResponse(
-                self.name, f"answered {operation.name} with a body that is not JSON"
-            ) from None
+        content_type = response.headers.get("content-type")
+        # Content type, depth and size checked (adapters/parsing.py), the body never quoted.
+        body = (
+            read_json(self.name, response.content, content_type, self._limits)
+            if response.content
+            else None
+        )
         if status >= 400:
             path = self.spec.errors.code
             code = json_find(body, path) if path else None

@@ -23,14 +23,15 @@ from adapters.declared.faults import classify
 from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
 from adapters.declared.values import xml_find, xml_find_all, xml_text
 from adapters.errors import AdapterError, BadResponse, BusinessRejected
+from adapters.parsing import read_xml
 from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
+from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, CappedSyncTransport
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+#: What ``answer`` assumes a body handed in without its Content-Type was labelled (unit use).
+SOAP12_MEDIA_TYPE = "application/soap+xml"
 _ENVELOPES = (SOAP11, SOAP12)
-
-# No DTDs, entities or network: a hostile backend must not make the hub fetch or expand.
-PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 def _header_element(qualified: str, values: dict[str, str]) -> etree._Element:
@@ -50,9 +51,16 @@ def contract_location(spec: SystemSpec, base_url: str) -> str:
     return str(Path(spec.system_file).parent / contract)
 
 
-def load_client(location: str, http: httpx.AsyncClient, timeout_s: float) -> zeep.AsyncClient:
+def load_client(
+    location: str,
+    http: httpx.AsyncClient,
+    timeout_s: float,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+) -> zeep.AsyncClient:
     """zeep's client for a WSDL (synchronous: call it in a thread)."""
-    wsdl_http = httpx.Client(timeout=timeout_s * 5)
+    wsdl_http = httpx.Client(
+        timeout=timeout_s * 5, transport=CappedSyncTransport(max_response_bytes)
+    )
     try:
         transport = AsyncTransport(client=http, wsdl_client=wsdl_http)
         return zeep.AsyncClient(
@@ -84,6 +92,7 @@ class SoapEngine:
         self.name = instance.name
         self._endpoint = endpoint
         self._http = make_http_client(endpoint)
+        self._limits = endpoint.reply_limits
         self._service: Any = None
         self._starting = asyncio.Lock()
         self._headers = [_header_element(q, dict(v)) for q, v in spec.soap_headers]
@@ -99,6 +108,7 @@ class SoapEngine:
                 contract_location(self.spec, self._endpoint.base_url),
                 self._http,
                 self._endpoint.timeout_s,
+                self._endpoint.max_response_bytes,
             )
             binding = binding_of(client, self.spec.soap_binding)
         except httpx.HTTPError as error:
@@ -132,20 +142,26 @@ class SoapEngine:
             raise BusinessRejected(
                 self.name, f"{operation.name} request does not fit the WSDL"
             ) from None
-        return self.answer(operation, response.status_code, response.content)
+        content_type = response.headers.get("content-type")
+        return self.answer(operation, response.status_code, response.content, content_type)
 
-    def answer(self, operation: OperationSpec, status: int, content: bytes) -> etree._Element:
+    def answer(
+        self,
+        operation: OperationSpec,
+        status: int,
+        content: bytes,
+        content_type: str | None = SOAP12_MEDIA_TYPE,
+    ) -> etree._Element:
         name = operation.name
         if not content:
             raise status_error(self.name, status) or BadResponse(
                 self.name, f"answered {name} with an empty body"
             )
         try:
-            envelope = etree.fromstring(content, PARSER)
-        except etree.XMLSyntaxError:
-            raise status_error(self.name, status) or BadResponse(
-                self.name, f"answered {name} with a body that is not XML"
-            ) from None
+            # No DTDs, entities or network; content type, depth and size checked.
+            envelope = read_xml(self.name, content, content_type, self._limits)
+        except BadResponse as unreadable:
+            raise status_error(self.name, status) or unreadable from None
         namespace = etree.QName(envelope).namespace
         if namespace not in _ENVELOPES:
             raise BadResponse(self.name, f"answered {name} without a SOAP envelope")

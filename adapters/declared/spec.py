@@ -42,7 +42,7 @@ INSTANCE_KEYS = {"name", "base_url", "owns"}
 OWNS_KEYS = {"msisdn_prefix"}
 CALL_KEYS = {
     "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
-    "breaker_failure_threshold", "breaker_reset_s",
+    "max_concurrency_per_request", "breaker_failure_threshold", "breaker_reset_s",
 }  # fmt: skip
 MAPPING_KEYS = {"system", "records", "operations", "errors", "identity", "graph", "writes"}
 WRITE_KEYS = {
@@ -218,6 +218,8 @@ class CallSpec:
     retry_backoff_s: float = 0.05
     max_connections: int = 20
     max_concurrency: int = 20
+    #: Fair share: one request's calls in flight to an instance at once.
+    max_concurrency_per_request: int = 5
     breaker_failure_threshold: int = 5
     breaker_reset_s: float = 5.0
 
@@ -479,6 +481,9 @@ def _call(spec: dict, s: _Reader) -> CallSpec:
         retry_backoff_s=s.number(spec, "retry_backoff_s", 0.05, 0, 10),
         max_connections=s.number(spec, "max_connections", 20, 1, 1000, integer=True),
         max_concurrency=s.number(spec, "max_concurrency", 20, 1, 1000, integer=True),
+        max_concurrency_per_request=s.number(
+            spec, "max_concurrency_per_request", 5, 1, 1000, integer=True
+        ),
         breaker_failure_threshold=s.number(
             spec, "breaker_failure_threshold", 5, 1, 1000, integer=True
         ),

@@ -67,7 +67,7 @@ class DeclaredSystem:
                 op = spec.operations[op_name]
                 record = spec.records[op.record or ""]
                 codec = _record_codec(record) if op.key_field else tuple_of(_record_codec(record))
-                kind = Kind(f"{spec.name}.{op_name}", codec)
+                kind: Kind[Any] = Kind(f"{spec.name}.{op_name}", codec)
                 cache.register(kind, ttl)
                 self._kinds[op_name] = kind
 
@@ -159,7 +159,7 @@ class DeclaredSystem:
         for msisdn in msisdns:
             number = to_e164(msisdn)
             owner = self.owner_of(msisdn) if number is not None else None
-            if owner is not None:
+            if number is not None and owner is not None:
                 by_instance.setdefault(owner, []).append(number)
         return await self._lookup(op, by_instance)
 

@@ -165,7 +165,7 @@ def encode(record: Record, spec: RecordSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in spec.fields:
         value = record.get(f.name)
-        out[f.name] = [_encode_one(v) for v in value] if f.many else _encode_one(value)
+        out[f.name] = [_encode_one(v) for v in value or ()] if f.many else _encode_one(value)
     return out
 
 

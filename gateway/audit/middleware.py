@@ -29,12 +29,14 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
 from policies.principal import Principal
+from schema.operation_limits import CODES
 
 log = logging.getLogger("switchboard.audit")
 
 # Codes that mean "the caller may not do this" rather than "it went wrong".
 REFUSAL_CODES = frozenset(
     {
+        # Who is asking, and for what (gateway/auth.py, the channel rules).
         "UNAUTHENTICATED",
         "CHANNEL_MISMATCH",
         "RATE_LIMITED",
@@ -45,6 +47,22 @@ REFUSAL_CODES = frozenset(
         "SEARCH_NOT_ALLOWED",
         "FORBIDDEN",
         "SCOPE_REQUIRED",  # a partner credential without the mutation's scope
+        # The customer's verification the channel asks for (schema/verification_rules.py,
+        # gateway/verification_gate.py).
+        "VERIFICATION_REQUIRED",
+        "VERIFICATION_INVALID",
+        "VERIFICATION_EXPIRED",
+        "VERIFICATION_NOT_CARRIED",
+        "CUSTOMER_NOT_VERIFIED",
+        # The operation limits (schema/operation_limits.py): refused before anything ran.
+        *CODES.values(),
+        # The HTTP request itself (gateway/http_input.py, gateway/graphql_http.py).
+        "BAD_REQUEST",
+        "PAYLOAD_TOO_LARGE",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "NOT_ACCEPTABLE",
+        "METHOD_NOT_ALLOWED",
+        "SUBSCRIPTION_REQUIRES_WEBSOCKET",
         "TOKEN_CHANNEL_UNKNOWN",  # a bearer token for a channel the policy does not have
         "PERSISTED_DOCUMENT_REQUIRED",  # a trusted_only channel sent another document
         "PERSISTED_DOCUMENT_NOT_FOUND",

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 GENESIS_HASH = "0" * 64
@@ -113,6 +114,120 @@ class AuditRecord:
 
 def _int_or_none(value: Any) -> int | None:
     return int(value) if value is not None else None
+
+
+# --- fitting a record to its columns -------------------------------------------------------
+
+#: Fields held in text columns that may be null, and those that may not.
+_OPTIONAL_TEXT = (
+    "code", "subject", "role", "channel", "partner", "credential_id", "purpose",
+    "operation_type", "operation_name", "document_sha256", "policy_version", "source",
+)  # fmt: skip
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def _text(value: Any, length: int | None) -> str | None:
+    """A column's text, or None when the value is not text at all.
+
+    Never ``str(value)`` of something else: a caller's object could hold personal data, and
+    the log must not gain what the request layer did not mean to record. NUL (refused by
+    PostgreSQL) and lone surrogates (not encodable, refused by SQLite) are replaced.
+    """
+    if not isinstance(value, str):
+        return None
+    if value.isascii() and "\x00" not in value:  # the common case: nothing to mend
+        return value if length is None or len(value) <= length else value[:length]
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:length] if length is not None else value
+
+
+def _bigint(value: Any, default: int | None) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    try:
+        number = int(value)
+    except (OverflowError, ValueError):  # inf, nan
+        return default
+    return min(max(number, _BIGINT_MIN), _BIGINT_MAX)
+
+
+def _texts(values: Any, length: int | None) -> tuple[str, ...]:
+    if not isinstance(values, list | tuple | set | frozenset):
+        return ()
+    return tuple(t for t in (_text(v, length) for v in values) if t is not None)
+
+
+def _plain(value: Any, length: int) -> bool:
+    """ASCII text without NUL within ``length``: what almost every field of a record holds."""
+    return type(value) is str and value.isascii() and "\x00" not in value and len(value) <= length
+
+
+def _fits(record: AuditRecord, lengths: Mapping[str, int]) -> bool:
+    """Whether the record already fits its columns (checked cheaply, without building)."""
+    unbounded = 1 << 30
+    for name in _OPTIONAL_TEXT:
+        value = getattr(record, name)
+        if value is not None and not _plain(value, lengths.get(name, unbounded)):
+            return False
+    if not _plain(record.request_id, lengths.get("request_id", unbounded)):
+        return False
+    if record.outcome not in OUTCOMES:
+        return False
+    for number in (record.time_us, record.latency_us, record.refused_count, record.window_end_us):
+        if number is not None and (
+            type(number) is not int or not _BIGINT_MIN <= number <= _BIGINT_MAX
+        ):
+            return False
+    if record.time_us is None or record.latency_us is None:
+        return False
+    for values in (record.customers, record.backends):
+        if type(values) is not tuple or not all(_plain(v, 64) for v in values):
+            return False
+    disclosed = record.disclosed
+    return type(disclosed) is dict and all(
+        _plain(k, unbounded) and _plain(v, unbounded) for k, v in disclosed.items()
+    )
+
+
+def fitted(record: AuditRecord, lengths: Mapping[str, int]) -> AuditRecord:
+    """The record with every field of its column's type: what one request put in cannot
+    fail the commit of the whole batch its record shares (gateway/audit/writer.py).
+
+    Text is cut to its column's ``lengths``; a value of the wrong type becomes null (or empty,
+    or 0 where the column is not nullable); an unknown outcome becomes ``error``. A record that
+    already fits is returned as it is, so the common case costs a few type checks.
+    """
+    if _fits(record, lengths):
+        return record
+    changes: dict[str, Any] = {}
+
+    def fit(name: str, value: Any) -> None:
+        if value != getattr(record, name) or type(value) is not type(getattr(record, name)):
+            changes[name] = value
+
+    for name in _OPTIONAL_TEXT:
+        fit(name, _text(getattr(record, name), lengths.get(name)))
+    fit("request_id", _text(record.request_id, lengths.get("request_id")) or "")
+    fit("outcome", record.outcome if record.outcome in OUTCOMES else "error")
+    fit("time_us", _bigint(record.time_us, 0))
+    fit("latency_us", _bigint(record.latency_us, 0))
+    fit("refused_count", _bigint(record.refused_count, None))
+    fit("window_end_us", _bigint(record.window_end_us, None))
+    fit("customers", _texts(record.customers, 64))
+    fit("backends", _texts(record.backends, 64))
+    disclosed = record.disclosed if isinstance(record.disclosed, dict) else {}
+    if disclosed is not record.disclosed or not all(
+        _text(k, None) == k and _text(v, None) == v for k, v in disclosed.items()
+    ):
+        changes["disclosed"] = {
+            k: v for k, v in disclosed.items() if _text(k, None) == k and _text(v, None) == v
+        }
+    return replace(record, **changes) if changes else record
 
 
 def canonical(record: AuditRecord) -> bytes:

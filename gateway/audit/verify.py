@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
@@ -55,7 +56,7 @@ class _Walk:
 
 
 def _check_batch(
-    walk: _Walk, rows: list, watch: set[int], expected: str, prev_seq: int
+    walk: _Walk, rows: Sequence[Any], watch: set[int], expected: str, prev_seq: int
 ) -> tuple[str, int]:
     """Re-hash and link-check one batch; the hash and seq the next batch must follow."""
     for row in rows:

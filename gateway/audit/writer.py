@@ -8,6 +8,13 @@ PostgreSQL commits are durable by its own settings.
 
 Appending locks the single head row first, so several workers or replicas sharing one
 database extend one chain, never two.
+
+One bad record must not fail its batch: every record is fitted to its columns' types and
+lengths when it is handed in (``record.fitted``), and a batch whose commit still fails on its
+data is rolled back whole and its records committed again one by one, in their order, so that
+only the one the database refuses fails (each chains onto the head as committed so far, so the
+chain stays whole). A failure of the database itself (locked, unreachable, disk) fails the
+batch at once: retrying each record against it would only multiply the wait.
 """
 
 from __future__ import annotations
@@ -19,14 +26,30 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import String, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SqlInterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.audit.record import GENESIS_HASH, AuditRecord, chain_hash
+from gateway.audit.record import GENESIS_HASH, AuditRecord, chain_hash, fitted
 from gateway.audit.store import audit_customer, audit_head, audit_record, record_row
 
 log = logging.getLogger("switchboard.audit")
+
+#: The length of each text column of a record (what ``fitted`` cuts text to).
+COLUMN_LENGTHS = {
+    c.name: c.type.length
+    for c in audit_record.columns
+    if isinstance(c.type, String) and c.type.length is not None
+}
+#: Errors that say the database is not working, whatever the records: no retry one by one.
+DATABASE_DOWN = (
+    sqlite3.OperationalError,
+    OperationalError,
+    SqlInterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 class AuditUnavailable(Exception):
@@ -50,7 +73,9 @@ def _chained(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int], str]:
     """The rows of a batch chained onto the head: records, customer rows, seqs, new head."""
     seq, prev = head_seq, head_hash
-    rows, customers, seqs = [], [], []
+    rows: list[dict[str, Any]] = []
+    customers: list[dict[str, Any]] = []
+    seqs: list[int] = []
     for record in records:
         seq += 1
         digest = chain_hash(prev, record)
@@ -179,7 +204,7 @@ class AuditWriter:
         if self._task is None or self._task.done():
             raise AuditUnavailable("the audit writer is not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((record, future))
+        self._queue.put_nowait((fitted(record, COLUMN_LENGTHS), future))
         return await future
 
     async def _run(self) -> None:
@@ -199,14 +224,52 @@ class AuditWriter:
             batch.append(self._queue.get_nowait())
         try:
             seqs = await self._commit([record for record, _ in batch])
-        except Exception as error:
+        except DATABASE_DOWN as error:
             log.error("audit batch of %d not committed: %s", len(batch), type(error).__name__)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(AuditUnavailable("the audit log could not be written"))
+            _fail(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                log.error("audit record not committed: %s", type(error).__name__)
+                _fail(batch)
+            else:
+                # Something in the data: find which record, committing them one by one.
+                log.warning(
+                    "audit batch of %d not committed (%s): committing its records one by one",
+                    len(batch),
+                    type(error).__name__,
+                )
+                await self._commit_one_by_one(batch)
         else:
             for (_, future), seq in zip(batch, seqs, strict=True):
                 if not future.done():
                     future.set_result(seq)
         for _ in batch:
             self._queue.task_done()
+
+    async def _commit_one_by_one(
+        self, batch: list[tuple[AuditRecord, asyncio.Future[int]]]
+    ) -> None:
+        for position, (record, future) in enumerate(batch):
+            try:
+                (seq,) = await self._commit([record])
+            except DATABASE_DOWN as error:
+                log.error("audit records not committed: %s", type(error).__name__)
+                _fail(batch[position:])
+                return
+            except Exception as error:
+                # The record's type and request id only: its fields may hold what a caller sent.
+                log.error(
+                    "audit record refused by the database (%s): request_id=%s",
+                    type(error).__name__,
+                    record.request_id,
+                )
+                _fail([(record, future)])
+            else:
+                if not future.done():
+                    future.set_result(seq)
+
+
+def _fail(entries: list[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
+    for _, future in entries:
+        if not future.done():
+            future.set_exception(AuditUnavailable("the audit log could not be written"))
