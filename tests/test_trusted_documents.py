@@ -249,8 +249,7 @@ def test_manifest_loading_errors(tmp_path: Path):
 
 def test_the_policy_names_a_bad_documents_mode_with_its_line():
     text = DEFAULT_POLICY_FILE.read_text().replace(
-        "  partner:\n    operations:",
-        "  partner:\n    documents: trusted_sometimes\n    operations:",
+        "    documents: any\n", "    documents: trusted_sometimes\n"
     )
     assert "trusted_sometimes" in text
     with pytest.raises(
