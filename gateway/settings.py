@@ -253,7 +253,7 @@ class AuditSettings(SettingsModel):
     )
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(SettingsModel):
     """What /graphql accepts over HTTP before GraphQL sees it (docs/security.md)."""
 
     max_body_bytes: int = Field(
@@ -269,7 +269,7 @@ class HttpSettings(BaseModel):
     )
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(SettingsModel):
     """Throttling of failed authentication (gateway/auth_throttle.py, docs/security.md)."""
 
     failure_window_s: float = Field(
@@ -288,7 +288,7 @@ class AuthSettings(BaseModel):
     )
 
 
-class WebSocketSettings(BaseModel):
+class WebSocketSettings(SettingsModel):
     """Limits on one websocket connection (gateway/ws_limits.py, docs/security.md)."""
 
     max_operations_per_connection: int = Field(
