@@ -28,9 +28,11 @@ class CredentialRefused(Exception):
     reason: str  # for the log: one line, nothing of the credential, no claim values
 
 
-UNKNOWN_KEY = CredentialRefused(
-    401, "UNAUTHENTICATED", "Unknown or revoked API key.", "unknown or revoked API key"
-)
+def unknown_key() -> CredentialRefused:
+    # A new one each time: a shared instance would carry every raise's traceback along.
+    return CredentialRefused(
+        401, "UNAUTHENTICATED", "Unknown or revoked API key.", "unknown or revoked API key"
+    )
 
 
 class Credentials:
@@ -46,7 +48,7 @@ class Credentials:
             return await self.tokens.authenticate(presented)
         principal = await self.keys.authenticate(presented)
         if principal is None:
-            raise UNKNOWN_KEY
+            raise unknown_key()
         return principal
 
     def start(self) -> None:

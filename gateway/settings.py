@@ -349,8 +349,7 @@ class TrustedDocumentsSettings(SettingsModel):
         default=16 * 1024 * 1024, ge=1024, description="Largest manifest file read."
     )
 
-
-class HttpSettings(BaseModel):
+class HttpSettings(SettingsModel):
     """What /graphql accepts over HTTP before GraphQL sees it (docs/security.md)."""
 
     max_body_bytes: int = Field(
@@ -366,9 +365,8 @@ class HttpSettings(BaseModel):
     )
 
 
-class AuthSettings(BaseModel):
-    """Throttling of failed authentication (gateway/auth_throttle.py, docs/security.md), and
-    OAuth2/OIDC bearer tokens beside API keys (``oidc``, gateway/jwt_auth.py)."""
+class AuthSettings(SettingsModel):
+    """Throttling of failed authentication (gateway/auth_throttle.py, docs/security.md)."""
 
     failure_window_s: float = Field(
         default=60.0, gt=0, description="The window failed attempts are counted in."
@@ -387,7 +385,7 @@ class AuthSettings(BaseModel):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
 
-class WebSocketSettings(BaseModel):
+class WebSocketSettings(SettingsModel):
     """Limits on one websocket connection (gateway/ws_limits.py, docs/security.md)."""
 
     max_operations_per_connection: int = Field(

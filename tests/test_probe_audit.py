@@ -101,6 +101,9 @@ def probe(sims, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe]:
         SWITCHBOARD_AUDIT__CUSTOMER_KEY="probe-tests-customer-key-0123456789",
         SWITCHBOARD_AUDIT__TRUSTED_PUBLIC_KEY_FILE=str(auditor_copy),
         SWITCHBOARD_AUDIT__REFUSAL_WINDOW_S=str(WINDOW_S),
+        # These probes count refusals in the log; the failed-key throttle has its own tests.
+        SWITCHBOARD_AUTH__MAX_FAILURES_PER_SOURCE="100000",
+        SWITCHBOARD_AUTH__MAX_FAILURES_PER_KEY_ID="100000",
         SWITCHBOARD_AUDIT__REFUSAL_INDIVIDUAL_RECORDS=str(INDIVIDUAL),
         SWITCHBOARD_AUDIT__CHECKPOINT_EVERY_RECORDS=str(CHECKPOINT_EVERY),
         SWITCHBOARD_AUDIT__CHECKPOINT_EVERY_S="1",
@@ -301,7 +304,13 @@ def test_checkpoint_tampering_and_a_forged_tail_are_found(probe: Probe, tmp_path
 
     # 4. A forged tail: the last record the gateway's latest checkpoint covers is rewritten,
     # re-hashed, and the head fixed up. The chain alone is consistent; the file is not.
-    last = probe.rows(probe.head() - 1)[-1]
+    # The record at the file's latest checkpoint is rewritten and every record after it
+    # re-chained up to the head (records past the last checkpoint are the window the schedule
+    # bounds, so the forgery starts where a checkpoint covers it).
+    filed = (probe.state / "audit-checkpoints.jsonl").read_text().splitlines()
+    covered = max(json.loads(line)["seq"] for line in filed)
+    after = probe.rows(covered - 1)
+    last = after[0]
     changed = AuditRecord.from_dict({**stored_record(last), "purpose": "fraud"})
     digest = chain_hash(last["prev_hash"], changed)
     sql(
@@ -310,6 +319,16 @@ def test_checkpoint_tampering_and_a_forged_tail_are_found(probe: Probe, tmp_path
         digest,
         last["seq"],
     )
+    for row in after[1:]:
+        following = chain_hash(digest, AuditRecord.from_dict(stored_record(row)))
+        sql(
+            probe,
+            "UPDATE audit_record SET prev_hash = ?, hash = ? WHERE seq = ?",
+            digest,
+            following,
+            row["seq"],
+        )
+        digest = following
     sql(probe, "UPDATE audit_head SET hash = ?", digest)
     sql(probe, "DELETE FROM audit_checkpoint")
     done = probe.verify(*pub, "--no-checkpoint-file")

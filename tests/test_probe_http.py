@@ -483,9 +483,13 @@ def test_wrong_keys_are_throttled_per_source_without_locking_out_others(probe):
 
 def test_a_throttled_attempt_is_recorded_as_refused(probe):
     with client_from("127.0.0.4") as guesser:
-        for _ in range(20):
+        # Twenty wrong keys of twenty key ids: the per-source limit, not the per-key one, and
+        # the access log's first refusal of that kind for this source (recorded on its own).
+        for attempt in range(20):
             guesser.post(
-                probe.url, json={"query": "{ __typename }"}, headers={"X-Api-Key": "sb_feed.x"}
+                probe.url,
+                json={"query": "{ __typename }"},
+                headers={"X-Api-Key": f"sb_feed{attempt:02d}.x"},
             )
         request_id = rid()
         response = guesser.post(
