@@ -349,6 +349,7 @@ class TrustedDocumentsSettings(SettingsModel):
         default=16 * 1024 * 1024, ge=1024, description="Largest manifest file read."
     )
 
+
 class HttpSettings(SettingsModel):
     """What /graphql accepts over HTTP before GraphQL sees it (docs/security.md)."""
 
