@@ -181,8 +181,12 @@ def requested_hash(request: Mapping[str, Any]) -> str | None:
                 "PERSISTED_DOCUMENT_HASH_MISMATCH",
                 "documentId and extensions.persistedQuery.sha256Hash name different documents.",
             )
-    else:
-        digest = apollo
+        return _checked(digest)
+    return _checked(apollo)
+
+
+def _checked(digest: Any) -> str:
+    """A well-formed SHA-256 hex digest, or PERSISTED_DOCUMENT_NOT_FOUND."""
     if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
         raise _not_found()
     return digest
