@@ -152,7 +152,7 @@ def _policy_check(args: argparse.Namespace) -> int:
         known = {str(c) for c in policy.data_classes} | {str(c) for c in BUILTIN_CLASSES}
         missing = registry.class_problems(known)
         if missing:
-            raise PolicyInvalid(missing)  # type: ignore[arg-type]
+            raise PolicyInvalid(missing)
     except PolicyInvalid as invalid:
         for problem in invalid.problems:
             print(problem)

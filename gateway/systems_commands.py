@@ -69,7 +69,7 @@ def _check(args: argparse.Namespace) -> int:
         known = {str(c) for c in policy.data_classes} | {str(c) for c in BUILTIN_CLASSES}
         problems += registry.class_problems(known)
     except PolicyInvalid as invalid:
-        problems += [Problem(p.file, p.line, p.message) for p in invalid.problems]
+        problems += invalid.problems
     for spec in registry:
         for record in spec.records.values():
             for field in record.fields:

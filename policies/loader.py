@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+# One line-numbered YAML reader and one Problem for the policy and the systems' files.
+from adapters.declared.yaml_lines import LINE, LineLoader, Problem
 from policies.masks import BUILTIN_CLASSES, DataClass, DeclaredMask
 from policies.model import (
     DOCUMENTS_ANY,
@@ -31,7 +33,6 @@ from policies.model import (
     VerificationLimits,
 )
 
-LINE = "__line__"
 TOP_KEYS = {
     "version",
     "purposes",
@@ -71,30 +72,10 @@ RENDERINGS = {"standard", "full", "speech", "text"}
 LEVELS = {level.value: level for level in Level}
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
-
-
 class PolicyInvalid(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
-
-
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line of every mapping."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        mapping = super().construct_mapping(node, deep=True)
-        mapping[LINE] = node.start_mark.line + 1
-        return mapping
 
 
 class _Reader:
@@ -469,7 +450,7 @@ def parse_policy(
     """The policy and its warnings; PolicyInvalid listing every error otherwise."""
     reader = _Reader(file, known_operations)
     try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 -- a SafeLoader subclass
+        document = yaml.load(text, Loader=LineLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0

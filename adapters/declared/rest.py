@@ -16,20 +16,10 @@ import httpx
 
 from adapters.declared.faults import classify
 from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
-from adapters.declared.values import json_find
+from adapters.declared.values import fill_template, json_find
 from adapters.errors import BadResponse, NotFound
 from adapters.parsing import read_json
 from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
-
-
-def _fill(template: Any, values: dict[str, Any]) -> Any:
-    if isinstance(template, dict):
-        return {k: _fill(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [_fill(v, values) for v in template]
-    if isinstance(template, str) and template in values:
-        return values[template]
-    return template
 
 
 class RestAnswer:
@@ -65,12 +55,12 @@ class RestEngine:
             path = path.replace("{key}", quote(str(values["$key"]), safe=""))
         query: dict[str, Any] = {}
         for name, template in operation.query.items():
-            value = _fill(template, values)
+            value = fill_template(template, values)
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
             if value is not None:
                 query[name] = value
-        body = _fill(operation.request, values) if operation.method != "GET" else None
+        body = fill_template(operation.request, values) if operation.method != "GET" else None
         try:
             response = await self._http.request(
                 operation.method, path, params=query, json=body, headers=self._headers

@@ -18,7 +18,7 @@ from adapters.cache import Kind, RecordCache
 from adapters.codec import Codec, tuple_of
 from adapters.declared import rest, soap
 from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, SystemSpec
-from adapters.declared.values import Record, decode, encode, from_json, from_xml
+from adapters.declared.values import Record, decode, encode, fill_template, from_json, from_xml
 from adapters.errors import AdapterError, BadResponse
 from adapters.parsing import chunks, unique
 from adapters.phone import national, to_e164
@@ -203,7 +203,7 @@ class DeclaredSystem:
     async def _call(self, instance: _Instance, op: OperationSpec, values: dict[str, Any]) -> Any:
         engine = instance.engine
         if isinstance(engine, soap.SoapEngine):
-            return await engine.call(op, _fill(op.request or {}, values))
+            return await engine.call(op, fill_template(op.request or {}, values))
         return await engine.call(op, values)
 
     def _extract(
@@ -255,14 +255,3 @@ class DeclaredSystem:
         records = self._extract(instance, op, self.spec.records[op.record], answer)
         total = self._total(instance, op, answer) if op.paged else None
         return total, records
-
-
-def _fill(template: Any, values: dict[str, Any]) -> Any:
-    """A SOAP request template with the call's variables in place."""
-    if isinstance(template, dict):
-        return {k: _fill(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [_fill(v, values) for v in template]
-    if isinstance(template, str) and template in values:
-        return values[template]
-    return template

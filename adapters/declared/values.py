@@ -56,6 +56,17 @@ def xml_text(element: etree._Element, path: tuple[str, ...]) -> str | None:
     return found.text or ""
 
 
+def fill_template(template: Any, values: Mapping[str, Any]) -> Any:
+    """A request template with the call's variables ($keys, $key, ...) in place."""
+    if isinstance(template, dict):
+        return {k: fill_template(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill_template(v, values) for v in template]
+    if isinstance(template, str) and template in values:
+        return values[template]
+    return template
+
+
 def json_find(value: Any, path: tuple[str, ...]) -> Any:
     for step in path:
         if isinstance(value, dict):

@@ -30,7 +30,9 @@ class DeclarationInvalid(ValueError):
         self.problems = problems
 
 
-class _LineLoader(yaml.SafeLoader):
+class LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers the line of every mapping."""
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         mapping = super().construct_mapping(node, deep=True)
         mapping[LINE] = node.start_mark.line + 1
@@ -46,7 +48,7 @@ def load_yaml(path: Path) -> Any:
             [Problem(str(path), 0, f"cannot read: {error.strerror}")]
         ) from None
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 -- a SafeLoader subclass
+        return yaml.load(text, Loader=LineLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
