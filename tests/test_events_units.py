@@ -44,10 +44,10 @@ def test_bundled_sources_declare_every_event_type() -> None:
          "webhook: {hub: /hub, secret_env: S}\n", 1, "transport must be one of"),
         ("source: boss\nwebhook: {hub: /hub, secret_env: S}\nmapping:\n  types:\n"
          "    A: roaming.begun\n", 5, "'roaming.begun' is not an event type"),
-        ("source: boss\nwebhook:\n  hub: hub\n  secret_env: S\nmapping: {types: {A: bill.issued}}\n",
-         3, "webhook.hub must be the registration path"),
-        ("source: boss\nwebhook: {hub: /hub, secret_env: lower}\nmapping: {types: {A: bill.issued}}\n",
-         2, "secret_env must name the environment variable"),
+        ("source: boss\nwebhook:\n  hub: hub\n  secret_env: S\n"
+         "mapping: {types: {A: bill.issued}}\n", 3, "webhook.hub must be the registration path"),
+        ("source: boss\nwebhook: {hub: /hub, secret_env: lower}\n"
+         "mapping: {types: {A: bill.issued}}\n", 2, "secret_env must name the environment variable"),
         ("source: boss\nwebhook: {hub: /hub, secret_env: S}\nmapping:\n  types: {A: bill.issued}\n"
          "  payload:\n    amount: {path: a.b, type: money}\n", 6, "type must be one of"),
         ("source: boss\nwebhook: {hub: /hub, secret_env: S}\nmapping:\n  types: {A: bill.issued}\n"
@@ -151,7 +151,7 @@ def test_event_settings_reach_the_code_by_environment_and_toml(
     assert settings.events.retention_days == 2
     assert settings.events.signature_tolerance_s == 42
     toml.write_text("[events]\ndispatch_batch_sise = 7\n")
-    with pytest.raises(ValueError, match="events.dispatch_batch_sise"):
+    with pytest.raises(ValueError, match=r"events\.dispatch_batch_sise"):
         load_settings()
 
 
@@ -299,7 +299,8 @@ async def test_nats_jetstream_as_source_acks_after_commit_and_dedupes_redelivery
         .replace("transport: webhook", "transport: nats")
         .replace("webhook:\n  hub: /hub", f"nats:\n  stream: {stream}\n  subject: {subject}")
         .replace(
-            "  secret_env: SWITCHBOARD_EVENTS_BOSS_SECRET   # the shared HMAC secret (never in a file)",
+            "  secret_env: SWITCHBOARD_EVENTS_BOSS_SECRET   # the shared HMAC secret "
+            "(never in a file)",
             f"  durable: switchboard-{run}",
         )
     )
