@@ -47,7 +47,7 @@ def test_bundled_sources_declare_every_event_type() -> None:
         ("source: boss\nwebhook:\n  hub: hub\n  secret_env: S\n"
          "mapping: {types: {A: bill.issued}}\n", 3, "webhook.hub must be the registration path"),
         ("source: boss\nwebhook: {hub: /hub, secret_env: lower}\n"
-         "mapping: {types: {A: bill.issued}}\n", 2, "secret_env must name the environment variable"),
+         "mapping: {types: {A: bill.issued}}\n", 2, "secret_env must name the environment"),
         ("source: boss\nwebhook: {hub: /hub, secret_env: S}\nmapping:\n  types: {A: bill.issued}\n"
          "  payload:\n    amount: {path: a.b, type: money}\n", 6, "type must be one of"),
         ("source: boss\nwebhook: {hub: /hub, secret_env: S}\nmapping:\n  types: {A: bill.issued}\n"
