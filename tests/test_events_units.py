@@ -362,3 +362,14 @@ async def test_nats_jetstream_as_source_acks_after_commit_and_dedupes_redelivery
         await js.delete_stream(stream)
         await client.close()
         await engine.dispose()
+
+
+def test_the_example_file_documents_the_event_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in list(os.environ):
+        if variable.startswith("SWITCHBOARD_"):
+            monkeypatch.delenv(variable)
+    example = Path(__file__).resolve().parents[1] / "switchboard.example.toml"
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(example))
+    documented = load_settings().events
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", "/nonexistent/switchboard.toml")
+    assert documented == load_settings().events
