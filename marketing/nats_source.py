@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
-import nats
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from typing import TYPE_CHECKING
 
 from marketing.intake import Intake
 from marketing.sources import EventSourceSpec
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 log = logging.getLogger("switchboard.events")
 
@@ -65,6 +64,12 @@ class NatsSource:
                 await self._client.close()
 
     async def _run(self) -> None:
+        # Imported here: nats-py costs ~1 s of start-up on a loaded machine, and only hubs
+        # with a NATS source need it.
+        import nats
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
         assert self.spec.nats is not None
         n = self.spec.nats
         while True:
