@@ -45,6 +45,7 @@ from gateway.auth_throttle import FailedAuthThrottle, source_of
 from gateway.backends import build_backends
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
+from gateway.events import EventsEndpoint, build_events
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
@@ -57,6 +58,8 @@ from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
+from marketing import store as event_store
+from marketing.recording import RecordingHandler
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
@@ -530,6 +533,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings.websocket, throttle, audit, settings.http.max_json_depth
     )
     adapters = (backends.boss, backends.billing, backends.care)
+    # Business events (marketing/): a bad events.yaml stops the start, file:line.
+    events = build_events(settings, engine, wiring.registry, backends)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -539,6 +544,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             auth.metadata,
             verification_store.metadata,
             request_store.metadata,
+            event_store.metadata,
         )
         for adapter in adapters:
             try:
@@ -553,6 +559,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
+        if events is not None:
+            if settings.events.handler == "record":
+                events.install_event_handler(RecordingHandler(engine, "gateway"))
+            # After the adapters (line lookups) and before serving: callbacks may come at once.
+            await events.start()
         policies.start_watching(settings.policy_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
@@ -562,6 +573,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.collect()
         gc.freeze()
         yield
+        if events is not None:
+            await events.stop()  # unregistered first: no new deliveries while draining
         await policies.stop_watching()
         await credentials.close()
         if workflows is not None:
@@ -644,6 +657,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     throttle=throttle,
                 ),
             ),
+            *(
+                [
+                    Route(
+                        "/events/{source}",
+                        EventsEndpoint(events, settings.events.max_body_bytes).handle,
+                        methods=["POST"],
+                    )
+                ]
+                if events is not None
+                else []
+            ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
             *([Mount(ASSETS_PATH, GraphiQLAssets())] if settings.graphql.graphiql else []),
@@ -653,4 +677,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.keys = keys
     app.state.policies = policies
+    app.state.events = events  # install_event_handler(...) from the lifespan (campaigns)
     return RequestIds(app)  # type: ignore[return-value]

@@ -139,6 +139,22 @@ def print_banner(settings: Settings, keys: dict[str, str]) -> None:
     print(flush=True)
 
 
+def share_demo_event_secret(settings: Settings) -> None:
+    """One generated secret for the demo's event sources, in both processes' environments.
+
+    The simulators sign their notifications with SIMULATORS_EVENTS_SECRET; the hub reads each
+    source's secret from the variable its events.yaml names. A variable already set wins.
+    """
+    import secrets
+
+    from gateway.events import load_event_sources
+
+    secret = os.environ.setdefault("SIMULATORS_EVENTS_SECRET", secrets.token_urlsafe(32))
+    for source in load_event_sources(settings):
+        if source.webhook is not None:
+            os.environ.setdefault(source.webhook.secret_env, secret)
+
+
 def run_demo(settings: Settings, options: DemoOptions) -> int:
     """Seed, start the simulators and serve until Ctrl-C or SIGTERM; stop the simulators."""
     # uvicorn takes SIGTERM over while it serves and raises it again once it has stopped:
@@ -161,6 +177,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
     )
     if code != 0:
         return code
+    share_demo_event_secret(settings)
     simulators = start_simulators(options.data_dir, settings)
     try:
         keys = asyncio.run(issue_demo_keys(settings))
