@@ -43,6 +43,7 @@ from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore, key_id_of
 from gateway.auth_throttle import FailedAuthThrottle, source_of
 from gateway.backends import build_backends
+from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
@@ -57,6 +58,7 @@ from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
+from marketing import store as marketing_store
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
@@ -494,6 +496,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if workflows is not None:
         backends = dataclasses.replace(backends, workflows=workflows.services)
+    # Delivery runs as workflows: without the engine there are no campaigns.
+    campaigns = (
+        build_campaigns(settings.campaigns, engine, backends.identity_store)
+        if workflows is not None
+        else None
+    )
+    if campaigns is not None:
+        backends = dataclasses.replace(backends, marketing=campaigns.services)
     schema = build_schema(
         settings.graphql.document_cache_size,
         wiring.registry,
@@ -539,6 +549,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             auth.metadata,
             verification_store.metadata,
             request_store.metadata,
+            marketing_store.metadata,
         )
         for adapter in adapters:
             try:
@@ -553,6 +564,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
+        if campaigns is not None:
+            campaigns.start()
         policies.start_watching(settings.policy_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
@@ -566,6 +579,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await credentials.close()
         if workflows is not None:
             workflows.engine.shutdown()
+        if campaigns is not None:
+            campaigns.stop()
         if audit is not None:
             # After the workflows: their last requests are still recorded.
             await audit.stop()
@@ -653,4 +668,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.keys = keys
     app.state.policies = policies
+    app.state.campaigns = campaigns
     return RequestIds(app)  # type: ignore[return-value]

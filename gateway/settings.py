@@ -185,6 +185,40 @@ class WorkflowSettings(SettingsModel):
     subscription_poll_s: float = Field(default=1.0, gt=0)
 
 
+class CampaignSettings(SettingsModel):
+    """Event-triggered campaigns and their guards (marketing/, docs/marketing.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Off: no campaign handler is installed; events stay stored, unhandled.",
+    )
+    rules_file: Path | None = Field(
+        default=None,
+        description="The campaigns file (YAML, `switchboard campaigns check`); the bundled "
+        "marketing/rules/campaigns.yaml when unset.",
+    )
+    default_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="The region's time zone: quiet hours and daily/weekly caps are counted in "
+        "the customer's local time, this one when the customer's data has none.",
+    )
+    consent_default_granted: bool = Field(
+        default=True,
+        description="A customer with no stored consent for a channel and purpose counts as "
+        "granted (opt-out); false: only an explicit grant allows a contact (opt-in).",
+    )
+
+    @model_validator(mode="after")
+    def _zone(self) -> CampaignSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("campaigns.default_timezone: not a known IANA time zone") from None
+        return self
+
+
 class AuditSettings(SettingsModel):
     """The tamper-evident access log (gateway/audit/, docs/audit.md)."""
 
@@ -444,6 +478,7 @@ class Settings(BaseSettings):
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    campaigns: CampaignSettings = Field(default_factory=CampaignSettings)
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
