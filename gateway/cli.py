@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
+from gateway.campaign_commands import add_campaign_commands
 from gateway.schema_commands import add_schema_commands
 from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
@@ -30,6 +31,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["port"] = args.port
     if getattr(args, "workers", None):
         overrides["workers"] = args.workers
+    if getattr(args, "campaigns_file", None):
+        overrides["campaigns"] = {"rules_file": args.campaigns_file}
     return overrides
 
 
@@ -46,7 +49,11 @@ def _serve(args: argparse.Namespace) -> int:
     # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
     # both ran under the bare executor id and could recover each other's workflows.
     for name, value in _overrides(args).items():
-        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        if isinstance(value, dict):  # a table: one variable per key (CAMPAIGNS__RULES_FILE)
+            for key, item in value.items():
+                os.environ[f"{ENV_PREFIX}{name.upper()}__{key.upper()}"] = str(item)
+        else:
+            os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     uvicorn.run(
         "gateway.asgi:app",
         host=settings.host,
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address")
     serve.add_argument("--port", type=int, help="listen port")
     serve.add_argument("--workers", type=int, help="worker processes")
+    serve.add_argument("--campaigns-file", help="campaigns file (campaigns.rules_file)")
     serve.set_defaults(run=_serve)
 
     sims = commands.add_parser(
@@ -386,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_systems_commands(commands)
     add_schema_commands(commands)
+    add_campaign_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

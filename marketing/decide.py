@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -340,7 +340,9 @@ class Decider:
         customers: Sequence[str],
         periods: Mapping[str, Mapping[str, str]],
         candidates: Sequence[tuple[BusinessEvent, Campaign]],
+        lock: bool = True,
     ) -> _Batch:
+        """Lock the counters (``lock``; explain reads without) and read what the guards need."""
         keys = sorted(
             (c, scope, periods[c][period])
             for c in customers
@@ -349,12 +351,13 @@ class Decider:
         )
         # First a write: on SQLite it takes the write lock for the whole transaction; on
         # PostgreSQL new counter rows exist before they are locked.
-        await conn.execute(
-            insert_ignoring(conn.dialect.name, hub_contact_count),
-            [{"customer_id": c, "scope": s, "period": p, "contacts": 0} for c, s, p in keys],
-        )
+        if lock:
+            await conn.execute(
+                insert_ignoring(conn.dialect.name, hub_contact_count),
+                [{"customer_id": c, "scope": s, "period": p, "contacts": 0} for c, s, p in keys],
+            )
         period_values = sorted({p for c in customers for p in periods[c].values()})
-        counted = await conn.execute(
+        query = (
             select(hub_contact_count)
             .where(
                 hub_contact_count.c.customer_id.in_(list(customers)),
@@ -365,8 +368,8 @@ class Decider:
                 hub_contact_count.c.scope,
                 hub_contact_count.c.period,
             )
-            .with_for_update()
         )
+        counted = await conn.execute(query.with_for_update() if lock else query)
         counts = {(r.customer_id, r.scope, r.period): int(r.contacts) for r in counted}
         campaigns = sorted({c.id for _, c in candidates})
         made = await conn.execute(
@@ -380,7 +383,7 @@ class Decider:
             select(hub_consent).where(hub_consent.c.customer_id.in_(list(customers)))
         )
         consents = {(r.customer_id, r.channel, r.purpose): bool(r.granted) for r in consented}
-        cutoff = now() - timedelta(days=book.guards.complaint_cooldown_days)
+        cutoff = self.context.clock() - timedelta(days=book.guards.complaint_cooldown_days)
         complained = await conn.execute(
             select(hub_request.c.customer_id).where(
                 hub_request.c.kind == "complaint",
@@ -411,5 +414,3 @@ def _retryable(error: DBAPIError) -> bool:
         )
     )
 
-
-__all__ = ["Decider", "Decision", "GuardContext", "and_", "period_keys", "refusal", "tuple_"]
