@@ -46,6 +46,7 @@ from gateway.backends import build_backends
 from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
+from gateway.events import EventsEndpoint, build_events
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
@@ -58,7 +59,9 @@ from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
-from marketing import store as marketing_store
+from marketing import offer_store as marketing_store
+from marketing import store as event_store
+from marketing.recording import RecordingHandler
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
@@ -540,6 +543,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings.websocket, throttle, audit, settings.http.max_json_depth
     )
     adapters = (backends.boss, backends.billing, backends.care)
+    # Business events (marketing/): a bad events.yaml stops the start, file:line.
+    events = build_events(settings, engine, wiring.registry, backends)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -549,6 +554,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             auth.metadata,
             verification_store.metadata,
             request_store.metadata,
+            event_store.metadata,
             marketing_store.metadata,
         )
         for adapter in adapters:
@@ -565,7 +571,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
         if campaigns is not None:
-            campaigns.start()
+            campaigns.start()  # before the dispatcher: its handler starts deliveries
+        if events is not None:
+            if settings.events.handler == "record":
+                events.install_event_handler(RecordingHandler(engine, "gateway"))
+            elif settings.events.handler == "campaigns" and campaigns is not None:
+                events.install_event_handler(campaigns.handler)
+            # After the adapters (line lookups) and before serving: callbacks may come at once.
+            await events.start()
         policies.start_watching(settings.policy_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
@@ -575,6 +588,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.collect()
         gc.freeze()
         yield
+        if events is not None:
+            await events.stop()  # unregistered first: no new deliveries while draining
         await policies.stop_watching()
         await credentials.close()
         if workflows is not None:
@@ -659,6 +674,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     throttle=throttle,
                 ),
             ),
+            *(
+                [
+                    Route(
+                        "/events/{source}",
+                        EventsEndpoint(events, settings.events.max_body_bytes),
+                        methods=["POST"],
+                    )
+                ]
+                if events is not None
+                else []
+            ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
             *([Mount(ASSETS_PATH, GraphiQLAssets())] if settings.graphql.graphiql else []),
@@ -669,4 +695,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.keys = keys
     app.state.policies = policies
     app.state.campaigns = campaigns
+    app.state.events = events
     return RequestIds(app)  # type: ignore[return-value]

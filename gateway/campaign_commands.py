@@ -66,7 +66,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from gateway.database import create_engine, create_tables
-    from marketing import store as marketing_store
+    from marketing import offer_store as marketing_store
     from marketing.decide import GuardContext
     from marketing.explain import explain
     from orchestration import store as request_store

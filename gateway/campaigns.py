@@ -20,7 +20,7 @@ from marketing.campaigns import DEFAULT_CAMPAIGNS, CampaignBook, load_campaigns
 from marketing.decide import Decider, GuardContext
 from marketing.handler import CampaignHandler
 from marketing.services import MarketingServices
-from marketing.store import MarketingStore
+from marketing.offer_store import MarketingStore
 
 
 @dataclass(frozen=True, slots=True)

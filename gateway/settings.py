@@ -437,6 +437,83 @@ class WebSocketSettings(SettingsModel):
     )
 
 
+class EventsSettings(SettingsModel):
+    """Business events from the legacy systems (marketing/, docs/marketing.md "## Events")."""
+
+    enabled: bool = Field(
+        default=True, description="Off: no listener, no registration, no NATS consumers."
+    )
+    callback_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The hub's address as the systems reach it (callbacks are "
+        "<this>/events/<source>); default http://<host>:<port>.",
+    )
+    max_body_bytes: int = Field(
+        default=65_536, ge=1024, description="Largest notification body; larger: 413."
+    )
+    max_json_depth: int = Field(
+        default=32, ge=4, le=512, description="Deepest nesting in a notification; deeper: 400."
+    )
+    signature_tolerance_s: float = Field(
+        default=300,
+        gt=0,
+        le=3600,
+        description="A signature timestamp further than this from the hub's clock: 401.",
+    )
+    intake_max_batch: int = Field(
+        default=256, ge=1, description="Notifications committed together at most (group commit)."
+    )
+    dispatch: bool = Field(
+        default=True, description="Off: this process stores events but hands none out."
+    )
+    dispatch_batch_size: int = Field(
+        default=100, ge=1, le=10_000, description="Events per EventHandler.handle call at most."
+    )
+    dispatch_poll_s: float = Field(
+        default=0.2, gt=0, description="How often an idle dispatcher looks for new events."
+    )
+    claim_lease_s: float = Field(
+        default=60,
+        gt=0,
+        description="A claimed batch not marked handled by then is handed again elsewhere.",
+    )
+    retry_after_s: float = Field(
+        default=5, ge=0, description="A batch whose handler raised is handed again after this."
+    )
+    retention_days: float = Field(
+        default=30, gt=0, description="Handled events older than this are pruned."
+    )
+    prune_interval_s: float = Field(default=3600, gt=0, description="How often pruning runs.")
+    register: bool = Field(
+        default=True, description="Register the callback with each webhook source's hub."
+    )
+    register_timeout_s: float = Field(default=5, gt=0, description="One hub call at most.")
+    register_retry_s: float = Field(
+        default=5, gt=0, description="A hub (or NATS) unreachable is tried again after this."
+    )
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        pattern=r"^(nats|tls)://",
+        description="The NATS server of sources with transport: nats.",
+    )
+    nats_fetch_batch: int = Field(default=256, ge=1, le=10_000)
+    nats_ack_wait_s: float = Field(
+        default=30, gt=0, description="JetStream redelivers a message not acked by then."
+    )
+    resolve_by_line: bool = Field(
+        default=True,
+        description="An event whose customer key the crosswalk lacks is resolved by its line "
+        "(one BOSS lookup).",
+    )
+    handler: Literal["campaigns", "none", "record"] = Field(
+        default="campaigns",
+        description="campaigns: the campaigns decide and deliver (when campaigns and workflows "
+        "are on); record: the recording handler (one row per event in event_decision; tests "
+        "and bench/); none: events stay stored, unhandled.",
+    )
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -485,6 +562,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     trusted_documents: TrustedDocumentsSettings = Field(default_factory=TrustedDocumentsSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from marketing.audience import Facts, FactsSource, in_control_group, match_event
 from marketing.campaigns import CONTACT_CHANNELS, PERIODS, Campaign, CampaignBook, Guards
 from marketing.events import BusinessEvent
-from marketing.store import (
+from marketing.offer_store import (
     hub_consent,
     hub_contact,
     hub_contact_count,

@@ -21,7 +21,7 @@ from dbos import DBOS, SetWorkflowID
 
 from adapters.errors import AdapterError
 from adapters.phone import national
-from marketing.store import MarketingStore, hub_consent, insert_ignoring, now
+from marketing.offer_store import MarketingStore, hub_consent, insert_ignoring, now
 from orchestration.runtime import current as orchestration
 from orchestration.steps import call, failed
 from orchestration.store import hub_notification

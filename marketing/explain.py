@@ -13,7 +13,7 @@ from marketing.audience import Facts, FactsSource, in_control_group, match
 from marketing.campaigns import CampaignBook
 from marketing.decide import Decider, GuardContext, period_keys, refusal
 from marketing.events import BusinessEvent
-from marketing.store import offer_id
+from marketing.offer_store import offer_id
 
 
 async def explain(

@@ -15,7 +15,7 @@ from adapters.identity_store import IdentityStore
 from marketing.campaigns import CampaignBook, render_message
 from marketing.decide import Decider, Decision
 from marketing.events import BusinessEvent
-from marketing.store import MarketingStore, OfferRow
+from marketing.offer_store import MarketingStore, OfferRow
 
 StartDelivery = Callable[[dict[str, Any]], Awaitable[None]]
 

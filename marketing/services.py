@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from marketing.campaigns import CampaignBook
 from marketing.decide import GuardContext
-from marketing.store import MarketingStore
+from marketing.offer_store import MarketingStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,27 +1,28 @@
-"""The hub's marketing tables: offers, consents, contact counters and contact reservations.
+"""The hub's event table, ``hub_event``: stored once, claimed by one dispatcher, marked handled.
 
-- ``hub_offer``: at most one offer per (campaign, customer), unique; its state says what
-  became of it (CONTROL, SUPPRESSED + the guard, RESERVED, SENT, AVAILABLE, ACCEPTED, FAILED).
-- ``hub_consent``: per customer, channel and purpose, granted or withdrawn, by whom and where.
-- ``hub_contact_count``: contacts per customer, scope (a channel, or ``overall``) and period
-  (``d:<local date>``, ``w:<ISO week>``). Counters change only in the transaction that
-  reserves a send (``hub_contact``), with the counter rows locked first: caps are exact.
-- ``hub_contact``: one row per reserved send (the offer), what it counted against.
-
-No personal data: hub customer ids, campaign ids, channel names, codes and system record ids.
+- **Once.** ``event_id`` is unique; a batch is inserted with ON CONFLICT DO NOTHING and
+  RETURNING, so the caller learns which events were new and which were replays, in the same
+  statement that stores them.
+- **Claims with a lease**, on SQLite and PostgreSQL alike: a dispatcher takes up to N
+  unhandled rows whose lease is free by writing a fresh claim token and ``claimed_until`` in
+  one UPDATE. On PostgreSQL the inner SELECT takes ``FOR UPDATE SKIP LOCKED``, so replicas
+  claiming at once never wait for each other nor take the same rows; SQLite serialises
+  writers, so the one statement is enough there. A dispatcher that dies holding a claim loses
+  it when the lease ends and the rows are handed again (at least once).
+- **Handled** only by the claim's owner (its token), after its handler returned.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import datetime as dt
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
+    JSON,
+    BigInteger,
     Column,
     DateTime,
     Index,
@@ -29,238 +30,186 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    Text,
-    UniqueConstraint,
+    delete,
+    func,
+    or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketing.events import BusinessEvent
 
 metadata = MetaData()
 
-hub_offer = Table(
-    "hub_offer",
+hub_event = Table(
+    "hub_event",
     metadata,
-    Column("id", String(40), primary_key=True),  # offer-<24 hex>, also the delivery workflow id
-    Column("campaign", String(48), nullable=False),
-    Column("customer_id", String(32), nullable=False),
-    Column("event_id", String(200), nullable=False),  # the event that made it
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("event_id", String(200), nullable=False, unique=True),
     Column("event_type", String(40), nullable=False),
-    Column("offer_ref", String(64), nullable=False),  # offering:<id> or pack:<name>
-    Column("channel", String(8)),  # the channel chosen (sms, app, nbo); None when none was
-    Column("state", String(16), nullable=False),
-    Column("guard", String(24)),  # the guard that refused (SUPPRESSED), else None
-    Column("detail", Text, nullable=False, default="{}"),  # JSON: ids, codes
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("campaign", "customer_id", name="uq_offer_campaign_customer"),
+    Column("source", String(32), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("customer_id", String(32)),
+    Column("subscriber", String(20)),
+    Column("payload", JSON, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("handled_at", DateTime(timezone=True)),
+    Column("claim_token", String(32)),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_hub_event_handled_at", "handled_at"),
 )
-Index("ix_hub_offer_customer", hub_offer.c.customer_id, hub_offer.c.state)
-
-hub_consent = Table(
-    "hub_consent",
-    metadata,
-    Column("customer_id", String(32), primary_key=True),
-    Column("channel", String(8), primary_key=True),  # sms, app, nbo
-    Column("purpose", String(32), primary_key=True),  # e.g. marketing
-    Column("granted", Boolean, nullable=False),
-    Column("changed_in", String(32), nullable=False),  # the channel the change came from
-    Column("changed_by", String(64), nullable=False),  # credential id
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+# What dispatchers scan: the unhandled rows, oldest first.
+Index(
+    "ix_hub_event_unhandled",
+    hub_event.c.seq,
+    postgresql_where=hub_event.c.handled_at.is_(None),
+    sqlite_where=hub_event.c.handled_at.is_(None),
 )
 
-hub_contact_count = Table(
-    "hub_contact_count",
-    metadata,
-    Column("customer_id", String(32), primary_key=True),
-    Column("scope", String(8), primary_key=True),  # sms, app or overall
-    Column("period", String(16), primary_key=True),  # d:2026-12-02, w:2026-W49
-    Column("contacts", Integer, nullable=False),
-)
 
-hub_contact = Table(
-    "hub_contact",
-    metadata,
-    Column("offer_id", String(40), primary_key=True),
-    Column("customer_id", String(32), nullable=False),
-    Column("channel", String(8), nullable=False),
-    Column("day", String(16), nullable=False),
-    Column("week", String(16), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-)
-
-#: Offer states a customer still holds (shown as next best offers, accepted from).
-OPEN_STATES = ("SENT", "AVAILABLE")
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def _aware(value: dt.datetime) -> dt.datetime:
+    # SQLite hands datetimes back without their offset; every one stored is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def offer_id(campaign: str, customer_id: str) -> str:
-    """The offer (and delivery workflow) id: one per campaign and customer, whoever decides."""
-    digest = hashlib.sha256(f"{campaign}\x00{customer_id}".encode()).hexdigest()[:24]
-    return f"offer-{digest}"
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
-class OfferRow:
-    id: str
-    campaign: str
-    customer_id: str
-    event_id: str
-    event_type: str
-    offer_ref: str
-    channel: str | None
-    state: str
-    guard: str | None
-    detail: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+class Claim:
+    token: str
+    events: tuple[BusinessEvent, ...]
+    seqs: tuple[int, ...]
 
 
-def offer_row(row: Any) -> OfferRow:
-    return OfferRow(
-        id=row.id,
-        campaign=row.campaign,
-        customer_id=row.customer_id,
+def _event(row: Any) -> BusinessEvent:
+    return BusinessEvent(
         event_id=row.event_id,
         event_type=row.event_type,
-        offer_ref=row.offer_ref,
-        channel=row.channel,
-        state=row.state,
-        guard=row.guard,
-        detail=json.loads(row.detail or "{}"),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        source=row.source,
+        occurred_at=_aware(row.occurred_at),
+        customer_id=row.customer_id,
+        subscriber=row.subscriber,
+        payload=row.payload,
     )
 
 
-class MarketingStore:
-    """Reads and idempotent writes of the marketing tables (the decision's own transaction is
-    in marketing/decide.py)."""
-
+class EventStore:
     def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+        self._engine = engine
+        self._dialect = engine.dialect.name
 
-    async def offer(self, offer_id: str) -> OfferRow | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(hub_offer).where(hub_offer.c.id == offer_id))).first()
-        return offer_row(row) if row else None
+    def _insert(self):  # type: ignore[no-untyped-def]
+        if self._dialect == "postgresql":
+            return postgresql.insert(hub_event).on_conflict_do_nothing(index_elements=["event_id"])
+        return sqlite.insert(hub_event).on_conflict_do_nothing(index_elements=["event_id"])
 
-    async def offers_of(
-        self, customer_id: str, states: Sequence[str] = OPEN_STATES
-    ) -> list[OfferRow]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(hub_offer)
-                .where(hub_offer.c.customer_id == customer_id, hub_offer.c.state.in_(states))
-                .order_by(hub_offer.c.created_at.desc())
+    async def store(self, events: Sequence[BusinessEvent]) -> set[str]:
+        """Store the events not stored yet, in one transaction; the ids that were new.
+
+        Returns after the commit: an id in the answer is durable.
+        """
+        if not events:
+            return set()
+        now = utcnow()
+        rows = [
+            {
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "source": e.source,
+                "occurred_at": _utc(e.occurred_at),
+                "customer_id": e.customer_id,
+                "subscriber": e.subscriber,
+                "payload": dict(e.payload),
+                "received_at": now,
+                "attempts": 0,
+            }
+            for e in events
+        ]
+        async with self._engine.begin() as conn:
+            result = await conn.execute(self._insert().values(rows).returning(hub_event.c.event_id))
+            return {r.event_id for r in result}
+
+    async def claim(self, worker: str, limit: int, lease_s: float) -> Claim:
+        """Up to ``limit`` unhandled events whose lease is free, oldest first, now ours."""
+        now = utcnow()
+        token = uuid.uuid4().hex
+        free = (
+            select(hub_event.c.seq)
+            .where(
+                hub_event.c.handled_at.is_(None),
+                or_(hub_event.c.claimed_until.is_(None), hub_event.c.claimed_until < now),
             )
-            return [offer_row(r) for r in rows]
+            .order_by(hub_event.c.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(hub_event)
+            .where(hub_event.c.seq.in_(free.scalar_subquery()))
+            .values(
+                claim_token=token,
+                claimed_until=now + dt.timedelta(seconds=lease_s),
+                attempts=hub_event.c.attempts + 1,
+            )
+            .returning(*hub_event.c)
+        )
+        async with self._engine.begin() as conn:
+            rows = sorted((await conn.execute(statement)).all(), key=lambda r: r.seq)
+        del worker  # the token is the claim; the worker only names it in logs
+        return Claim(token, tuple(_event(r) for r in rows), tuple(r.seq for r in rows))
 
-    async def offers_of_campaign(self, campaign: str) -> list[OfferRow]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(select(hub_offer).where(hub_offer.c.campaign == campaign))
-            return [offer_row(r) for r in rows]
-
-    async def move(
-        self,
-        offer_id: str,
-        state: str,
-        *,
-        only_from: Sequence[str],
-        guard: str | None = None,
-        merge: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Move an offer to ``state`` if it is in one of ``only_from`` (a repeat is a no-op)."""
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(select(hub_offer.c.detail).where(hub_offer.c.id == offer_id))
-            ).first()
-            if row is None:
-                return False
-            values: dict[str, Any] = {"state": state, "updated_at": now()}
-            if guard is not None:
-                values["guard"] = guard
-            if merge:
-                values["detail"] = json.dumps({**json.loads(row.detail or "{}"), **merge})
+    async def mark_handled(self, claim: Claim) -> int:
+        """Mark a claim's events handled; how many were still ours (a lease may have ended)."""
+        if not claim.seqs:
+            return 0
+        async with self._engine.begin() as conn:
             result = await conn.execute(
-                update(hub_offer)
-                .where(hub_offer.c.id == offer_id, hub_offer.c.state.in_(list(only_from)))
-                .values(**values)
+                update(hub_event)
+                .where(hub_event.c.seq.in_(claim.seqs), hub_event.c.claim_token == claim.token)
+                .values(handled_at=utcnow(), claim_token=None, claimed_until=None)
             )
-            return bool(result.rowcount)
+            return int(result.rowcount or 0)
 
-    async def pending_deliveries(self, limit: int = 1000) -> list[OfferRow]:
-        """Offers reserved for a send whose delivery has not finished (for recovery)."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(hub_offer).where(hub_offer.c.state == "RESERVED").limit(limit)
-            )
-            return [offer_row(r) for r in rows]
-
-    # --- consent --------------------------------------------------------------------------
-
-    async def consents(self, customer_ids: Sequence[str]) -> dict[tuple[str, str, str], bool]:
-        """(customer, channel, purpose) -> granted, for the rows stored."""
-        if not customer_ids:
-            return {}
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(hub_consent).where(hub_consent.c.customer_id.in_(list(customer_ids)))
-            )
-            return {(r.customer_id, r.channel, r.purpose): bool(r.granted) for r in rows}
-
-    async def set_consent(
-        self,
-        customer_id: str,
-        channel: str,
-        purpose: str,
-        granted: bool,
-        *,
-        changed_in: str,
-        changed_by: str,
-    ) -> None:
-        values = {
-            "granted": granted,
-            "changed_in": changed_in,
-            "changed_by": changed_by,
-            "updated_at": now(),
-        }
-        async with self.engine.begin() as conn:
-            # Insert-or-keep, then update: two changes racing on a new row both land (the
-            # later one wins), none is dropped by the unique key.
+    async def release(self, claim: Claim, retry_after_s: float) -> None:
+        """Give a claim back after its handler failed: handed again after ``retry_after_s``."""
+        if not claim.seqs:
+            return
+        async with self._engine.begin() as conn:
             await conn.execute(
-                insert_ignoring(conn.dialect.name, hub_consent).values(
-                    customer_id=customer_id, channel=channel, purpose=purpose, **values
+                update(hub_event)
+                .where(hub_event.c.seq.in_(claim.seqs), hub_event.c.claim_token == claim.token)
+                .values(
+                    claim_token=None,
+                    claimed_until=utcnow() + dt.timedelta(seconds=retry_after_s),
                 )
             )
-            await conn.execute(
-                update(hub_consent)
-                .where(
-                    hub_consent.c.customer_id == customer_id,
-                    hub_consent.c.channel == channel,
-                    hub_consent.c.purpose == purpose,
+
+    async def prune(self, older_than: dt.datetime) -> int:
+        """Delete events handled before ``older_than``; how many."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(hub_event).where(hub_event.c.handled_at < _utc(older_than))
+            )
+            return int(result.rowcount or 0)
+
+    async def counts(self) -> Mapping[str, int]:
+        """Stored and unhandled events (for /metrics and tests): numbers only."""
+        async with self._engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(hub_event))).scalar()
+            unhandled = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(hub_event)
+                    .where(hub_event.c.handled_at.is_(None))
                 )
-                .values(**values)
-            )
-
-    async def contacts(self, customer_id: str) -> dict[tuple[str, str], int]:
-        """(scope, period) -> contacts, for one customer (explain, tests)."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(hub_contact_count).where(hub_contact_count.c.customer_id == customer_id)
-            )
-            return {(r.scope, r.period): int(r.contacts) for r in rows}
-
-
-def insert_ignoring(dialect: str, table: Table) -> Any:
-    """INSERT that leaves an existing row (same key) alone, on SQLite and PostgreSQL."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
+            ).scalar()
+        return {"stored": int(total or 0), "unhandled": int(unhandled or 0)}

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from marketing.campaigns import CHANNELS
 from marketing.services import MarketingServices
-from marketing.store import OPEN_STATES, OfferRow
+from marketing.offer_store import OPEN_STATES, OfferRow
 from orchestration.service import Workflows
 from orchestration.store import KeyReused, hub_request
 from policies.masks import DataClass

@@ -102,6 +102,12 @@ def build_parser(prog: str = "python -m simulators") -> argparse.ArgumentParser:
         default=8105,
         help="loyalty SOAP 1.2 port of MSISDNs 160-199 (default: 8105)",
     )
+    serve.add_argument(
+        "--events-secret",
+        default=None,
+        help="shared secret the systems sign their event notifications with (default: "
+        "$SIMULATORS_EVENTS_SECRET, else the demo's secret)",
+    )
     return parser
 
 
@@ -149,6 +155,12 @@ def _serve(args: argparse.Namespace) -> int:
     from simulators.seed import ensure_loyalty_store, seeded_meta
     from simulators.server import Ports, run
 
+    if args.events_secret:
+        import os
+
+        from simulators.events import SECRET_ENV
+
+        os.environ[SECRET_ENV] = args.events_secret  # read by each system's EventHub
     meta = seeded_meta(args.data_dir)
     if meta is None:
         print(

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import MetaData, func, select
 
 from gateway.database import create_engine
-from marketing import store as marketing_store
+from marketing import offer_store as marketing_store
 from marketing.audience import in_control_group
 from marketing.campaigns import CampaignBook, Guards, load_campaigns
 from marketing.decide import Decider, GuardContext
 from marketing.events import BusinessEvent
-from marketing.store import MarketingStore, hub_contact, hub_offer
+from marketing.offer_store import MarketingStore, hub_contact, hub_offer
 from orchestration import store as request_store
 from orchestration.store import RequestStore
 from tests.conftest import engine_with_empty_tables

@@ -18,8 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulators import ledger
+from simulators.billing.events import builder as event_builder
 from simulators.billing.store import AccountRow, BillingStore
 from simulators.control import SimControl
+from simulators.events import EventHub
 from simulators.rest import (
     GARBLED_BODY,
     JSON,
@@ -203,11 +205,15 @@ def create_app(data_dir: Path) -> Starlette:
         raise RuntimeError(f"{path} is not a seeded billing store")
     conn = open_for_serving(path)
     control = SimControl(injected_failure, GARBLED_BODY, JSON)
-    api = BillingApi(BillingStore(conn), meta.seed)
+    store = BillingStore(conn)
+    api = BillingApi(store, meta.seed)
+    events = EventHub("billing", event_builder(store, meta.seed))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await events.start()
         yield
+        await events.stop()
         conn.close()
 
     app = Starlette(
@@ -219,9 +225,11 @@ def create_app(data_dir: Path) -> Starlette:
             business_route(control, "POST", ADJUST, api.adjust_balance),
             business_route(control, "GET", PAYMENTS, api.list_payments),
             *control.routes(),
+            *events.routes(),
         ],
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
     app.state.control = control
+    app.state.events = events
     return app

@@ -107,6 +107,16 @@ class BillingStore:
         }[field]
         return self._count(where, values), self._select(where, values, offset, limit)
 
+    def account_count(self) -> int:
+        return int(self._conn.execute("SELECT max(idx) FROM account").fetchone()[0] or 0)
+
+    def account_at(self, position: int) -> AccountRow | None:
+        row = self._conn.execute(
+            f"SELECT {_COLS} FROM account a WHERE a.idx >= ? ORDER BY a.idx LIMIT 1",  # noqa: S608
+            (position,),
+        ).fetchone()
+        return AccountRow(*row) if row else None
+
     def account(self, account_id: str) -> AccountRow | None:
         found = self._select("WHERE a.id = ?", (account_id,), 0, 1)
         return found[0] if found else None

@@ -18,9 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from simulators.boss import soap
+from simulators.boss.events import builder as event_builder
 from simulators.boss.operations import HANDLERS, BusinessError, Handler
 from simulators.boss.store import BossStore
 from simulators.control import SimControl
+from simulators.events import EventHub
 from simulators.storage import open_for_serving, store_path
 
 SERVICE_PATH = "/boss/services/BossService"
@@ -110,7 +112,9 @@ def create_app(data_dir: Path) -> Starlette:
     control = SimControl(_injected_failure, soap.GARBLED_BODY, XML)
     wsdl = soap.WSDL_PATH.read_bytes()
     xsd = soap.XSD_PATH.read_bytes()
-    endpoint = BossEndpoint(BossStore(conn), control, wsdl)
+    store = BossStore(conn)
+    endpoint = BossEndpoint(store, control, wsdl)
+    events = EventHub("boss", event_builder(store))
 
     async def wsdl_document(request: Request) -> Response:
         return Response(wsdl, media_type=XML)
@@ -120,7 +124,9 @@ def create_app(data_dir: Path) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await events.start()
         yield
+        await events.stop()
         conn.close()
 
     app = Starlette(
@@ -129,8 +135,10 @@ def create_app(data_dir: Path) -> Starlette:
             Route(f"{SERVICE_PATH}.wsdl", wsdl_document, methods=["GET"]),
             Route("/boss/services/BossService.xsd", xsd_document, methods=["GET"]),
             *control.routes(),
+            *events.routes(),
         ],
         lifespan=lifespan,
     )
     app.state.control = control
+    app.state.events = events
     return app

@@ -202,6 +202,17 @@ class BossStore:
         ).fetchone()
         return SubscriberRow(*row) if row else None
 
+    def subscriber_at(self, position: int) -> SubscriberRow | None:
+        """The line at ``position`` (0-based, by rowid): the event generator's random pick."""
+        row = self._conn.execute(
+            f"SELECT {_SUBSCRIBER_COLS} FROM subscriber WHERE rowid > ? ORDER BY rowid LIMIT 1",  # noqa: S608
+            (position,),
+        ).fetchone()
+        return SubscriberRow(*row) if row else None
+
+    def subscriber_count(self) -> int:
+        return int(self._conn.execute("SELECT max(rowid) FROM subscriber").fetchone()[0] or 0)
+
     def subscriber(self, subscriber_no: str) -> SubscriberRow | None:
         row = self._conn.execute(
             f"SELECT {_SUBSCRIBER_COLS} FROM subscriber WHERE subscriber_no = ?",  # noqa: S608

@@ -14,9 +14,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from simulators.care.events import builder as event_builder
 from simulators.care.messages import MESSAGES, Outbox
 from simulators.care.store import CareStore, InteractionRow, PartyRow, TicketRow
 from simulators.control import SimControl
+from simulators.events import EventHub
 from simulators.rest import (
     GARBLED_BODY,
     JSON,
@@ -315,12 +317,16 @@ def create_app(data_dir: Path) -> Starlette:
     """The care app over ``data_dir/care.db``."""
     conn = open_for_serving(store_path(data_dir, "care"))
     control = SimControl(injected_failure, GARBLED_BODY, JSON)
-    api = CareApi(CareStore(conn))
+    store = CareStore(conn)
+    api = CareApi(store)
     outbox = Outbox()
+    events = EventHub("care", event_builder(store))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await events.start()
         yield
+        await events.stop()
         conn.close()
 
     app = Starlette(
@@ -334,9 +340,11 @@ def create_app(data_dir: Path) -> Starlette:
             business_route(control, "POST", MESSAGES, outbox.send),
             *control.routes(),
             *outbox.routes(),
+            *events.routes(),
         ],
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
     app.state.control = control
+    app.state.events = events
     return app

@@ -146,6 +146,16 @@ class CareStore:
         )
         return self._count("party", where, values), [PartyRow(*row) for row in cur]
 
+    def party_count(self) -> int:
+        return int(self._conn.execute("SELECT max(idx) FROM party").fetchone()[0] or 0)
+
+    def party_at(self, position: int) -> PartyRow | None:
+        row = self._conn.execute(
+            f"SELECT {_PARTY_COLS} FROM party WHERE idx >= ? ORDER BY idx LIMIT 1",  # noqa: S608
+            (position,),
+        ).fetchone()
+        return PartyRow(*row) if row else None
+
     def tickets(
         self, party_ids: Sequence[str], offset: int, limit: int
     ) -> tuple[int, list[TicketRow]]:
