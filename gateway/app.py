@@ -678,7 +678,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 [
                     Route(
                         "/events/{source}",
-                        EventsEndpoint(events, settings.events.max_body_bytes),
+                        EventsEndpoint(events, settings.events.max_body_bytes).__call__,
                         methods=["POST"],
                     )
                 ]

@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from adapters.declared.yaml_lines import DeclarationInvalid, Problem
-from gateway.campaigns import campaigns_file
-from gateway.settings import load_settings
-from marketing.campaigns import CampaignBook, check_offerings, load_campaigns
+from gateway.settings import CampaignSettings, load_settings
+from marketing.campaigns import DEFAULT_CAMPAIGNS, CampaignBook, check_offerings, load_campaigns
 from marketing.events import EVENT_TYPES
 
 HUB_ID = "cus_"
+
+
+def campaigns_file(settings: CampaignSettings) -> Path:
+    # Not gateway.campaigns' own: importing it would load the workflow engine for every
+    # command line the CLI parses.
+    return settings.rules_file or DEFAULT_CAMPAIGNS
 
 
 def _load(path: Path) -> CampaignBook | None:

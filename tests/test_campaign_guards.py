@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import MetaData, func, select
@@ -214,7 +214,9 @@ async def test_open_or_recent_complaint_suppresses(engine) -> None:
     decisions = await decider.decide([_event(1, open_customer), _event(2, recent_customer)])
     assert [(d.outcome, d.guard) for d in decisions] == [("SUPPRESSED", "complaint")] * 2
     # With no cool-down, an archived complaint no longer suppresses; an open one still does.
-    relaxed = _decider(engine, _book(complaint_cooldown_days=0))
+    # (A clock past the archive: 10:00 in Shanghai tomorrow, outside quiet hours.)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(hour=2, minute=0)
+    relaxed = _decider(engine, _book(complaint_cooldown_days=0), clock=lambda: tomorrow)
     again = await relaxed.decide(
         [_event(3, open_customer, "roaming.started"), _event(4, recent_customer, "roaming.started")]
     )
