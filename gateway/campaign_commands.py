@@ -82,8 +82,10 @@ def _explain(args: argparse.Namespace) -> int:
     if book is None:
         return 1
     if not args.customer.startswith(HUB_ID) or len(args.customer) != 24:
-        print("switchboard: --customer must be a hub customer id (cus_ + 20 hex digits)",
-              file=sys.stderr)
+        print(
+            "switchboard: --customer must be a hub customer id (cus_ + 20 hex digits)",
+            file=sys.stderr,
+        )
         return 2
     if args.event is not None and args.event not in EVENT_TYPES:
         print(f"switchboard: --event must be one of {', '.join(EVENT_TYPES)}", file=sys.stderr)

@@ -19,8 +19,8 @@ from marketing.audience import FactsSource
 from marketing.campaigns import DEFAULT_CAMPAIGNS, CampaignBook, load_campaigns
 from marketing.decide import Decider, GuardContext
 from marketing.handler import CampaignHandler
-from marketing.services import MarketingServices
 from marketing.offer_store import MarketingStore
+from marketing.services import MarketingServices
 
 
 @dataclass(frozen=True, slots=True)

@@ -413,4 +413,3 @@ def _retryable(error: DBAPIError) -> bool:
             "database is locked",
         )
     )
-

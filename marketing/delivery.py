@@ -137,7 +137,7 @@ async def campaign_delivery(order: dict[str, Any]) -> dict[str, Any]:
     if not sent["ok"]:
         await record(offer_id, "FAILED", None, {"code": sent["code"]})
         return {"outcome": "FAILED", "code": sent["code"]}
-    merge = {k: sent[k] for k in ("message_id", "subscriber_no") if k in sent}
+    merge: dict[str, Any] = {k: sent[k] for k in ("message_id", "subscriber_no") if k in sent}
     await record(offer_id, "SENT", None, merge)
     return {"outcome": "SENT"}
 

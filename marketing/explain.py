@@ -45,7 +45,11 @@ async def explain(
     )
     async with engine.connect() as conn:
         batch = await decider._lock_and_read(
-            conn, book, [customer_id], {customer_id: periods}, [(probe, c) for c in campaigns],
+            conn,
+            book,
+            [customer_id],
+            {customer_id: periods},
+            [(probe, c) for c in campaigns],
             lock=False,
         )
     lines = []
@@ -59,13 +63,14 @@ async def explain(
         state = batch.offers.get((campaign.id, customer_id))
         if state is not None:
             lines.append(
-                f"{campaign.id}: no: already decided ({state}, offer {offer_id(campaign.id, customer_id)})"
+                f"{campaign.id}: no: already decided "
+                f"({state}, offer {offer_id(campaign.id, customer_id)})"
             )
             continue
         if in_control_group(campaign, customer_id):
             lines.append(f"{campaign.id}: no: the customer is in its control group")
             continue
-        refusals = {}
+        refusals: dict[str, str] = {}
         for channel in campaign.channels:
             guard = refusal(
                 book.guards, context, batch, campaign, customer_id, channel, periods, local

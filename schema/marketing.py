@@ -23,8 +23,8 @@ import strawberry
 from sqlalchemy import select
 
 from marketing.campaigns import CHANNELS
-from marketing.services import MarketingServices
 from marketing.offer_store import OPEN_STATES, OfferRow
+from marketing.services import MarketingServices
 from orchestration.service import Workflows
 from orchestration.store import KeyReused, hub_request
 from policies.masks import DataClass
@@ -296,8 +296,10 @@ async def _start_plan_change(info: GraphInfo, row: OfferRow, key: str) -> str:
 
 @strawberry.type
 class MarketingQuery:
-    @strawberry.field(description="A campaign's report: sent, suppressed by guard, accepted, "
-                      "uplift against its control group.")
+    @strawberry.field(
+        description="A campaign's report: sent, suppressed by guard, accepted, "
+        "uplift against its control group."
+    )
     async def campaign_report(self, info: GraphInfo, campaign_id: str) -> CampaignReport:
         services = _marketing(info)
         campaign = services.book().by_id(campaign_id)
@@ -324,9 +326,8 @@ class MarketingQuery:
             campaign_id=campaign_id,
             matched=len(rows),
             control=len(control),
-            sent=by_state.get("SENT", 0) + sum(
-                1 for r in rows if r.state == "ACCEPTED" and r.channel in ("sms", "app")
-            ),
+            sent=by_state.get("SENT", 0)
+            + sum(1 for r in rows if r.state == "ACCEPTED" and r.channel in ("sms", "app")),
             available=by_state.get("AVAILABLE", 0),
             suppressed=by_state.get("SUPPRESSED", 0),
             suppressed_by=[GuardCount(guard=g, count=n) for g, n in sorted(guards.items())],
@@ -347,8 +348,7 @@ async def _moved_to(
     by_customer = {r.customer_id: r for r in rows}
     async with services.store.engine.connect() as conn:
         found = await conn.execute(
-            select(hub_request.c.customer_id, hub_request.c.detail, hub_request.c.created_at)
-            .where(
+            select(hub_request.c.customer_id, hub_request.c.detail, hub_request.c.created_at).where(
                 hub_request.c.kind == "plan_change",
                 hub_request.c.customer_id.in_(list(by_customer)),
             )
