@@ -678,7 +678,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 [
                     Route(
                         "/events/{source}",
-                        EventsEndpoint(events, settings.events.max_body_bytes).__call__,
+                        EventsEndpoint(events, settings.events.max_body_bytes).handle,
                         methods=["POST"],
                     )
                 ]

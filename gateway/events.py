@@ -96,7 +96,7 @@ def build_events(
             retention_s=e.retention_days * 86400,
             prune_interval_s=e.prune_interval_s,
         ),
-        register=e.register,
+        register=e.register_callbacks,
         register_timeout_s=e.register_timeout_s,
         register_retry_s=e.register_retry_s,
         nats_url=e.nats_url,
@@ -138,7 +138,7 @@ class EventsEndpoint:
         self._wiring = wiring
         self._max_body_bytes = max_body_bytes
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self._max_body_bytes):
             return _answer(413, "PAYLOAD_TOO_LARGE", "The notification body is too large.")

@@ -485,7 +485,7 @@ class EventsSettings(SettingsModel):
         default=30, gt=0, description="Handled events older than this are pruned."
     )
     prune_interval_s: float = Field(default=3600, gt=0, description="How often pruning runs.")
-    register: bool = Field(
+    register_callbacks: bool = Field(
         default=True, description="Register the callback with each webhook source's hub."
     )
     register_timeout_s: float = Field(default=5, gt=0, description="One hub call at most.")

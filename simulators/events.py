@@ -82,7 +82,7 @@ class Registration:
 
 @dataclass
 class DeliveryPolicy:
-    max_attempts: int = 30
+    max_attempts: int = 100  # about three minutes at the capped backoff
     backoff_s: float = 0.1
     max_backoff_s: float = 2.0
     concurrency: int = 16
