@@ -42,7 +42,7 @@ from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore, key_id_of
 from gateway.auth_throttle import FailedAuthThrottle, source_of
-from gateway.backends import build_backends
+from gateway.backends import build_backends, insight_engine
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
@@ -57,6 +57,8 @@ from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
+from insight.rules import DEFAULT_RULES_FILE
+from insight.store import RulesStore
 from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
@@ -64,6 +66,7 @@ from policies.verification import VerificationStore
 from schema.build import build_schema, operation_names
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
+from schema.insight import INSIGHT
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -499,10 +502,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         wiring.registry,
         operation_limits=settings.graphql.operation_limits,
     )
+    # Insight rules are checked before anything else starts: a broken file stops the start.
+    insight_rules = RulesStore(settings.insight_rules_file or DEFAULT_RULES_FILE)
+    backends = dataclasses.replace(backends, insight=insight_engine(backends, insight_rules))
     policies = PolicyStore(
         settings.policy_file or DEFAULT_POLICY_FILE,
         operation_names(schema),
-        required_classes=wiring.registry.data_classes(),
+        # The insight fields' class: a policy that does not declare it is refused.
+        required_classes={
+            **wiring.registry.data_classes(),
+            str(INSIGHT): (str(insight_rules.path), 1),
+        },
     )
     audit = AuditLog(engine, settings.audit) if settings.audit.enabled else None
     oidc = settings.auth.oidc
@@ -554,6 +564,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
         policies.start_watching(settings.policy_reload_interval_s)
+        insight_rules.start_watching(settings.insight_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
         # as the process. Without this every full collection walked it: 120 ms stalls a few
@@ -563,6 +574,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.freeze()
         yield
         await policies.stop_watching()
+        await insight_rules.stop_watching()
         await credentials.close()
         if workflows is not None:
             workflows.engine.shutdown()

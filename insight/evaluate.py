@@ -119,7 +119,11 @@ def evaluate(rules: InsightRules, figures: Mapping[str, float]) -> Insight:
     score = round(churn.model.score(figures), 4)
     level = churn.level(score)
     raising = sorted(
-        ((value, name) for name, value in churn.model.contributions(figures).items() if value >= 0.005),
+        (
+            (value, name)
+            for name, value in churn.model.contributions(figures).items()
+            if value >= 0.005
+        ),
         reverse=True,
     )[: churn.reasons]
     reasons = tuple(

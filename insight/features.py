@@ -89,7 +89,7 @@ def compute_features(records: CustomerRecords, today: date) -> dict[str, float]:
         for p in records.payments
         if (d := _day(p.paid_at)) is not None and year_ago < d <= today and p.status != "failed"
     ]
-    last_paid = max((_day(p.paid_at) for p in paid), default=None)
+    last_paid = max((d for p in paid if (d := _day(p.paid_at)) is not None), default=None)
     ticket_days = [(t, _day(t.created_at)) for t in records.tickets]
     ratios = [
         line.usage.data_used_mb / line.usage.data_allowance_mb

@@ -9,19 +9,22 @@ instead and calls ``InsightEngine.evaluate`` on what they found, so both give th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, TypeVar
 
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.errors import Unavailable
 from adapters.identity import CustomerKeys, IdentityResolver
 from adapters.identity_store import Identity, IdentityStore
-from adapters.records import Bill, Payment
+from adapters.records import CustomerProfile, Page, Subscription
 from insight.evaluate import Insight, evaluate
 from insight.features import CustomerRecords, compute_features
 from insight.rules import InsightRules
 from insight.store import RulesStore
+
+T = TypeVar("T")
 
 #: Bills and payments read per billing account: a year of monthly bills.
 HISTORY_MONTHS = 12
@@ -94,7 +97,10 @@ class InsightEngine:
         Raises the adapters' errors (``Unavailable``, ``TimedOut``...) when a system the
         insight needs cannot be read: a workflow step that calls this is retried as usual.
         """
-        return {key: CustomerFacts.of(found) for key, found in (await self.insights(customer_ids)).items()}
+        return {
+            key: CustomerFacts.of(found)
+            for key, found in (await self.insights(customer_ids)).items()
+        }
 
     async def insights(self, customer_ids: Sequence[str]) -> Mapping[str, Insight]:
         """The whole insight (figures and reasons included) of each known hub customer id."""
@@ -143,19 +149,21 @@ class InsightEngine:
     async def _settle(
         self,
         identities: dict[str, Identity],
-        profiles: Mapping[str, object],
-        lines: Mapping[str, Sequence[object]],
+        profiles: Mapping[str, CustomerProfile],
+        lines: Mapping[str, Sequence[Subscription]],
     ) -> dict[str, Identity]:
         """Resolve billing and care for customers not settled there yet (first sight)."""
         unsettled = [
-            i for i in identities.values() if not (i.is_resolved("billing") and i.is_resolved("care"))
+            i
+            for i in identities.values()
+            if not (i.is_resolved("billing") and i.is_resolved("care"))
         ]
         if unsettled:
             keys = [
                 CustomerKeys(
                     customer_no=i.customer_no,
-                    certificate_no=profile.certificate_no,  # type: ignore[attr-defined]
-                    msisdns=tuple(line.msisdn for line in lines.get(i.customer_no, ())),  # type: ignore[attr-defined]
+                    certificate_no=profile.certificate_no,
+                    msisdns=tuple(line.msisdn for line in lines.get(i.customer_no, ())),
                 )
                 for i in unsettled
                 if (profile := profiles.get(i.customer_no)) is not None
@@ -169,12 +177,14 @@ class InsightEngine:
                     raise Unavailable(system, "could not be asked to link this customer")
         return identities
 
+    @staticmethod
     async def _per_account(
-        self, accounts: Sequence[str], fetch: Callable[..., object]
-    ) -> dict[str, Sequence[Bill] | Sequence[Payment]]:
-        pages = await asyncio.gather(*(fetch(a, 0, HISTORY_MONTHS) for a in accounts))  # type: ignore[misc]
+        accounts: Sequence[str], fetch: Callable[[str, int, int], Awaitable[Page[T]]]
+    ) -> dict[str, Sequence[T]]:
+        """A year of one history (bills, or payments) per account, the accounts at once."""
+        pages = await asyncio.gather(*(fetch(a, 0, HISTORY_MONTHS) for a in accounts))
         return {a: page.items for a, page in zip(accounts, pages, strict=True)}
 
 
-async def _nothing() -> dict[str, object]:
+async def _nothing() -> dict[str, Any]:
     return {}

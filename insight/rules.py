@@ -7,6 +7,7 @@ problem, like the policy and the systems' files (``adapters/declared/yaml_lines`
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -194,7 +195,11 @@ class _Check:
     def number(self, value: Any, line: int, what: str, default: float | None = None) -> float:
         if value is None and default is not None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             self.error(line, f"{what} must be a number")
             return default or 0.0
         return float(value)
@@ -205,7 +210,9 @@ class _Check:
             return str(value)
         return value
 
-    def conditions(self, value: Any, line: int, what: str, facts: set[str]) -> tuple[Condition, ...]:
+    def conditions(
+        self, value: Any, line: int, what: str, facts: set[str]
+    ) -> tuple[Condition, ...]:
         if value is None:
             return ()
         spec = self.mapping(value, line, what)
@@ -215,14 +222,18 @@ class _Check:
             if fact == LINE:
                 continue
             if fact not in facts:
-                self.error(line, f"{what}: unknown figure {fact!r} (known: {', '.join(sorted(facts))})")
+                self.error(
+                    line, f"{what}: unknown figure {fact!r} (known: {', '.join(sorted(facts))})"
+                )
                 continue
             tests = test if isinstance(test, dict) else {"eq": test}
             for op, operand in tests.items():
                 if op == LINE:
                     continue
                 if op not in OPERATORS:
-                    self.error(line, f"{what}.{fact}: unknown operator {op!r} ({', '.join(OPERATORS)})")
+                    self.error(
+                        line, f"{what}.{fact}: unknown operator {op!r} ({', '.join(OPERATORS)})"
+                    )
                 elif op == "in" and not isinstance(operand, list):
                     self.error(line, f"{what}.{fact}: 'in' takes a list")
                 elif op in ("gt", "gte", "lt", "lte") and (
@@ -265,9 +276,13 @@ def _tiers(check: _Check, value: Any, line: int) -> tuple[TierBand, ...]:
                 at,
             )
         )
-    for earlier, band in zip(bands, bands[1:], strict=False):
+    for earlier, band in itertools.pairwise(bands):
         if band.arpu_min >= earlier.arpu_min and band.mou_min >= earlier.mou_min:
-            check.error(band.line, f"value tier {band.tier!r} is unreachable: {earlier.tier!r} above it takes every customer it would")
+            check.error(
+                band.line,
+                f"value tier {band.tier!r} is unreachable: {earlier.tier!r} above it "
+                "takes every customer it would",
+            )
     if bands and (bands[-1].arpu_min or bands[-1].mou_min):
         check.error(bands[-1].line, "the last value tier must take everyone (no minimums)")
     return tuple(bands)
@@ -288,8 +303,18 @@ def _rfm(check: _Check, value: Any, line: int) -> RfmRules:
         for score in "rfm":
             low = seg.get(f"{score}_min", 1)
             high = seg.get(f"{score}_max", 5)
-            if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 for v in (low, high)) or low > high:
-                check.error(seg_line, f"rfm segment {name!r}: {score}_min/{score}_max must be scores 1..5, min <= max")
+            if (
+                not all(
+                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5
+                    for v in (low, high)
+                )
+                or low > high
+            ):
+                check.error(
+                    seg_line,
+                    f"rfm segment {name!r}: {score}_min/{score}_max must be scores 1..5, "
+                    "min <= max",
+                )
                 continue
             bounds[score] = (low, high)
         segments.append(Segment(name, bounds, seg_line))
@@ -319,7 +344,7 @@ def _model(check: _Check, path: Path, line: int) -> ChurnModel:
     features: list[ModelFeature] = []
     for item in data["features"]:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in FEATURES:
+        if not isinstance(name, str) or name not in FEATURES:
             check.error(line, f"churn.model: {path} names an unknown feature {name!r}")
             continue
         try:
@@ -327,19 +352,24 @@ def _model(check: _Check, path: Path, line: int) -> ChurnModel:
                 name, float(item["mean"]), float(item["scale"]), float(item["coefficient"])
             )
         except (KeyError, TypeError, ValueError):
-            check.error(line, f"churn.model: feature {name!r} needs numbers mean, scale, coefficient")
+            check.error(
+                line, f"churn.model: feature {name!r} needs numbers mean, scale, coefficient"
+            )
             continue
         if not feature.scale > 0 or not all(
             math.isfinite(v) for v in (feature.mean, feature.scale, feature.coefficient)
         ):
-            check.error(line, f"churn.model: feature {name!r} needs finite numbers and a positive scale")
+            check.error(
+                line, f"churn.model: feature {name!r} needs finite numbers and a positive scale"
+            )
             continue
         features.append(feature)
     intercept = data.get("intercept")
     if isinstance(intercept, bool) or not isinstance(intercept, int | float):
         check.error(line, f"churn.model: {path} has no numeric intercept")
         intercept = 0.0
-    trained = data.get("trained") if isinstance(data.get("trained"), dict) else {}
+    found = data.get("trained")
+    trained: dict[str, Any] = found if isinstance(found, dict) else {}
     return ChurnModel(str(path), float(intercept), tuple(features), trained)
 
 
@@ -378,7 +408,11 @@ def _stages(check: _Check, value: Any, line: int) -> tuple[Stage, ...]:
         stages.append(Stage(name, when, at))
     for stage in stages[:-1]:
         if not stage.when:
-            check.error(stage.line, f"lifecycle stage {stage.stage!r} has no conditions: the stages after it are unreachable")
+            check.error(
+                stage.line,
+                f"lifecycle stage {stage.stage!r} has no conditions: "
+                "the stages after it are unreachable",
+            )
     if stages and stages[-1].when:
         check.error(stages[-1].line, "the last lifecycle stage must take everyone (no when)")
     return tuple(stages)

@@ -31,7 +31,9 @@ class RulesStore:
             rules = load_rules(self.path)
         except DeclarationInvalid as invalid:
             for problem in invalid.problems:
-                log.error("insight rules refused, %s still in force: %s", self.current.version, problem)
+                log.error(
+                    "insight rules refused, %s still in force: %s", self.current.version, problem
+                )
             return invalid.problems
         self.current = rules
         log.info("insight rules %s in force (%s)", rules.version, self.path)

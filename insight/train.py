@@ -239,4 +239,6 @@ def train(
 
 
 def write_model(trained: Trained, path: Path) -> None:
-    path.write_text(json.dumps(trained.model, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(trained.model, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
