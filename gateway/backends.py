@@ -33,6 +33,7 @@ from adapters.resilience import BackendGuard, Endpoint
 from gateway.settings import BackendSettings, CacheSettings, Settings
 from gateway.verification_store import SqlVerificationStore
 from insight.provider import InsightEngine
+from insight.rules import InsightRules
 from insight.store import RulesStore
 from schema.context import Backends
 
@@ -221,7 +222,7 @@ def build_backends(
     )
 
 
-def insight_engine(backends: Backends, rules: RulesStore) -> InsightEngine:
+def insight_engine(backends: Backends, rules: RulesStore | InsightRules) -> InsightEngine:
     """The insight provider over the same (cached, guarded) adapters as the graph."""
     return InsightEngine(
         rules=rules,
