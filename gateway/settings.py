@@ -532,6 +532,15 @@ class Settings(BaseSettings):
         description="Channel and disclosure rules (YAML); the bundled default when unset.",
     )
     policy_reload_interval_s: float = Field(default=2.0, gt=0)
+    insight_rules_file: Path | None = Field(
+        default=None,
+        description="Customer insight rules (YAML: tags, value tiers, RFM, lifecycle, churn "
+        "levels and the churn model file; docs/insight.md); the bundled "
+        "insight/rules/default.yaml when unset. Reloaded on change like the policy.",
+    )
+    insight_reload_interval_s: float = Field(
+        default=2.0, gt=0, description="How often the insight rules file is polled for changes."
+    )
     policy_enforcement: bool = Field(
         default=True,
         description="Off only to measure the policy's cost (bench/): every field goes out clear.",

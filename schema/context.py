@@ -12,6 +12,7 @@ from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
 from adapters.request_share import open_request_share
+from insight.provider import InsightEngine
 from marketing.services import MarketingServices
 from orchestration.service import Workflows
 from policies.disclosure import Disclosure
@@ -43,6 +44,8 @@ class Backends:
     linkers: Mapping[str, DeclaredLinker] = field(default_factory=dict)
     #: The data class of each system's crosswalk keys, by system (instance) name.
     key_classes: Mapping[str, str] = field(default_factory=dict)
+    #: Customer insight (tags, tiers, churn risk) under the rules in force; None: not offered.
+    insight: InsightEngine | None = None
 
 
 @dataclass(slots=True)

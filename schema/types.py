@@ -23,6 +23,7 @@ from schema.classified import KeyClassified, classified
 from schema.context import RequestContext
 from schema.customer_scope import CustomerScope
 from schema.errors import bad_input, identity_conflict, identity_unresolved
+from schema.insight import CustomerInsight, resolve_insight
 
 if TYPE_CHECKING:
     from schema.marketing import NextBestOffer
@@ -481,6 +482,15 @@ class Customer:
         from schema.marketing import next_best_offers
 
         return await next_best_offers(info, self._identity.hub_id, first)
+
+    @strawberry.field(
+        description="Tags, value tier, RFM, lifecycle stage and churn risk, from every "
+        "system's records under the hub's insight rules (personal data of class insight: "
+        "the policy decides who sees it, e.g. an agent with X-Purpose: marketing).",
+        extensions=[CustomerScope()],
+    )
+    async def insight(self, info: GraphInfo) -> CustomerInsight | None:
+        return await resolve_insight(info, self._identity)
 
     def _keys_of(self, system: str) -> tuple[str, ...]:
         """This customer's keys in a system, or the coded reason there are none to use."""
