@@ -42,7 +42,8 @@ from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore, key_id_of
 from gateway.auth_throttle import FailedAuthThrottle, source_of
-from gateway.backends import build_backends
+from gateway.backends import build_backends, insight_engine
+from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
 from gateway.events import EventsEndpoint, build_events
@@ -58,6 +59,9 @@ from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
+from insight.rules import DEFAULT_RULES_FILE
+from insight.store import RulesStore
+from marketing import offer_store as marketing_store
 from marketing import store as event_store
 from marketing.recording import RecordingHandler
 from orchestration import store as request_store
@@ -67,6 +71,7 @@ from policies.verification import VerificationStore
 from schema.build import build_schema, operation_names
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
+from schema.insight import INSIGHT
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -497,6 +502,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if workflows is not None:
         backends = dataclasses.replace(backends, workflows=workflows.services)
+    # Insight rules are checked before anything else starts: a broken file stops the start.
+    insight_rules = RulesStore(settings.insight_rules_file or DEFAULT_RULES_FILE)
+    backends = dataclasses.replace(backends, insight=insight_engine(backends, insight_rules))
+    # Delivery runs as workflows: without the engine there are no campaigns. Insight
+    # conditions of the campaigns are evaluated by the insight engine (its facts).
+    campaigns = (
+        build_campaigns(settings.campaigns, engine, backends.identity_store, facts=backends.insight)
+        if workflows is not None
+        else None
+    )
+    if campaigns is not None:
+        backends = dataclasses.replace(backends, marketing=campaigns.services)
     schema = build_schema(
         settings.graphql.document_cache_size,
         wiring.registry,
@@ -505,7 +522,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     policies = PolicyStore(
         settings.policy_file or DEFAULT_POLICY_FILE,
         operation_names(schema),
-        required_classes=wiring.registry.data_classes(),
+        # The insight fields' class: a policy that does not declare it is refused.
+        required_classes={
+            **wiring.registry.data_classes(),
+            str(INSIGHT): (str(insight_rules.path), 1),
+        },
     )
     audit = AuditLog(engine, settings.audit) if settings.audit.enabled else None
     oidc = settings.auth.oidc
@@ -545,6 +566,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             verification_store.metadata,
             request_store.metadata,
             event_store.metadata,
+            marketing_store.metadata,
         )
         for adapter in adapters:
             try:
@@ -559,12 +581,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
+        if campaigns is not None:
+            campaigns.start()  # before the dispatcher: its handler starts deliveries
         if events is not None:
             if settings.events.handler == "record":
                 events.install_event_handler(RecordingHandler(engine, "gateway"))
+            elif settings.events.handler == "campaigns" and campaigns is not None:
+                events.install_event_handler(campaigns.handler)
             # After the adapters (line lookups) and before serving: callbacks may come at once.
             await events.start()
         policies.start_watching(settings.policy_reload_interval_s)
+        insight_rules.start_watching(settings.insight_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
         # as the process. Without this every full collection walked it: 120 ms stalls a few
@@ -576,9 +603,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if events is not None:
             await events.stop()  # unregistered first: no new deliveries while draining
         await policies.stop_watching()
+        await insight_rules.stop_watching()
         await credentials.close()
         if workflows is not None:
             workflows.engine.shutdown()
+        if campaigns is not None:
+            campaigns.stop()
         if audit is not None:
             # After the workflows: their last requests are still recorded.
             await audit.stop()
@@ -677,5 +707,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.keys = keys
     app.state.policies = policies
-    app.state.events = events  # install_event_handler(...) from the lifespan (campaigns)
+    app.state.campaigns = campaigns
+    app.state.events = events
     return RequestIds(app)  # type: ignore[return-value]

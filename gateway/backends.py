@@ -38,6 +38,9 @@ from adapters.identity_store import IdentityStore
 from adapters.resilience import BackendGuard, Endpoint
 from gateway.settings import BackendSettings, CacheSettings, Settings
 from gateway.verification_store import SqlVerificationStore
+from insight.provider import InsightEngine
+from insight.rules import InsightRules
+from insight.store import RulesStore
 from schema.context import Backends
 
 
@@ -236,4 +239,16 @@ def build_backends(
         registry=registry,
         probes=probes,
         system_guards=system_guards,
+    )
+
+
+def insight_engine(backends: Backends, rules: RulesStore | InsightRules) -> InsightEngine:
+    """The insight provider over the same (cached, guarded) adapters as the graph."""
+    return InsightEngine(
+        rules=rules,
+        boss=backends.boss,
+        billing=backends.billing,
+        care=backends.care,
+        identity_store=backends.identity_store,
+        identity_resolver=backends.identity_resolver,
     )

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
+from gateway.campaign_commands import add_campaign_commands
+from gateway.insight_commands import add_insight_commands
 from gateway.schema_commands import add_schema_commands
 from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
@@ -30,6 +32,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["port"] = args.port
     if getattr(args, "workers", None):
         overrides["workers"] = args.workers
+    if getattr(args, "campaigns_file", None):
+        overrides["campaigns"] = {"rules_file": args.campaigns_file}
+    if getattr(args, "insight_rules", None):
+        overrides["insight_rules_file"] = args.insight_rules
     return overrides
 
 
@@ -46,7 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
     # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
     # both ran under the bare executor id and could recover each other's workflows.
     for name, value in _overrides(args).items():
-        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        if isinstance(value, dict):  # a table: one variable per key (CAMPAIGNS__RULES_FILE)
+            for key, item in value.items():
+                os.environ[f"{ENV_PREFIX}{name.upper()}__{key.upper()}"] = str(item)
+        else:
+            os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     uvicorn.run(
         "gateway.asgi:app",
         host=settings.host,
@@ -151,6 +161,18 @@ def _policy_check(args: argparse.Namespace) -> int:
         # Every class a declared system uses must be built in or declared by this policy.
         known = {str(c) for c in policy.data_classes} | {str(c) for c in BUILTIN_CLASSES}
         missing = registry.class_problems(known)
+        if "insight" not in known:
+            # Customer.insight's class (schema/insight.py): the gateway would refuse to start.
+            from adapters.declared.yaml_lines import Problem
+
+            missing.append(
+                Problem(
+                    str(path),
+                    1,
+                    "data class 'insight' (Customer.insight) is not declared "
+                    "(add it under data_classes: with its mask)",
+                )
+            )
         if missing:
             raise PolicyInvalid(missing)
     except PolicyInvalid as invalid:
@@ -282,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="simulator stores")
     demo.add_argument("--host", help="gateway address (default from settings: 127.0.0.1)")
     demo.add_argument("--port", type=int, help="gateway port (default from settings: 8000)")
+    demo.add_argument("--insight-rules", help="insight rules file (setting insight_rules_file)")
     demo.set_defaults(run=_demo)
 
     serve = commands.add_parser(
@@ -294,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address")
     serve.add_argument("--port", type=int, help="listen port")
     serve.add_argument("--workers", type=int, help="worker processes")
+    serve.add_argument("--campaigns-file", help="campaigns file (campaigns.rules_file)")
+    serve.add_argument("--insight-rules", help="insight rules file (setting insight_rules_file)")
     serve.set_defaults(run=_serve)
 
     sims = commands.add_parser(
@@ -385,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_commands(commands)
     add_systems_commands(commands)
+    add_insight_commands(commands)
     add_schema_commands(commands)
+    add_campaign_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

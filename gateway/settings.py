@@ -185,6 +185,40 @@ class WorkflowSettings(SettingsModel):
     subscription_poll_s: float = Field(default=1.0, gt=0)
 
 
+class CampaignSettings(SettingsModel):
+    """Event-triggered campaigns and their guards (marketing/, docs/marketing.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Off: no campaign handler is installed; events stay stored, unhandled.",
+    )
+    rules_file: Path | None = Field(
+        default=None,
+        description="The campaigns file (YAML, `switchboard campaigns check`); the bundled "
+        "marketing/rules/campaigns.yaml when unset.",
+    )
+    default_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="The region's time zone: quiet hours and daily/weekly caps are counted in "
+        "the customer's local time, this one when the customer's data has none.",
+    )
+    consent_default_granted: bool = Field(
+        default=True,
+        description="A customer with no stored consent for a channel and purpose counts as "
+        "granted (opt-out); false: only an explicit grant allows a contact (opt-in).",
+    )
+
+    @model_validator(mode="after")
+    def _zone(self) -> CampaignSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("campaigns.default_timezone: not a known IANA time zone") from None
+        return self
+
+
 class AuditSettings(SettingsModel):
     """The tamper-evident access log (gateway/audit/, docs/audit.md)."""
 
@@ -472,10 +506,11 @@ class EventsSettings(SettingsModel):
         description="An event whose customer key the crosswalk lacks is resolved by its line "
         "(one BOSS lookup).",
     )
-    handler: Literal["none", "record"] = Field(
-        default="none",
-        description="record: install the recording handler (one row per event in "
-        "event_decision; tests and bench/) until a real one is installed.",
+    handler: Literal["campaigns", "none", "record"] = Field(
+        default="campaigns",
+        description="campaigns: the campaigns decide and deliver (when campaigns and workflows "
+        "are on); record: the recording handler (one row per event in event_decision; tests "
+        "and bench/); none: events stay stored, unhandled.",
     )
 
 
@@ -497,6 +532,15 @@ class Settings(BaseSettings):
         description="Channel and disclosure rules (YAML); the bundled default when unset.",
     )
     policy_reload_interval_s: float = Field(default=2.0, gt=0)
+    insight_rules_file: Path | None = Field(
+        default=None,
+        description="Customer insight rules (YAML: tags, value tiers, RFM, lifecycle, churn "
+        "levels and the churn model file; docs/insight.md); the bundled "
+        "insight/rules/default.yaml when unset. Reloaded on change like the policy.",
+    )
+    insight_reload_interval_s: float = Field(
+        default=2.0, gt=0, description="How often the insight rules file is polled for changes."
+    )
     policy_enforcement: bool = Field(
         default=True,
         description="Off only to measure the policy's cost (bench/): every field goes out clear.",
@@ -526,6 +570,7 @@ class Settings(BaseSettings):
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    campaigns: CampaignSettings = Field(default_factory=CampaignSettings)
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -53,6 +53,7 @@ class Workflows:
         customer_id: str,
         channel: str,
         workflow_input: Mapping[str, Any],
+        detail: Mapping[str, Any] | None = None,
     ) -> str:
         """Start (or find again) the workflow of a caller's key; the request id."""
         request_id = await self.store.claim_key(
@@ -63,7 +64,12 @@ class Workflows:
             workflow_id(kind, caller, key),
         )
         await self.store.create_request(
-            request_id, kind=kind, customer_id=customer_id, channel=channel, started_by=caller
+            request_id,
+            kind=kind,
+            customer_id=customer_id,
+            channel=channel,
+            started_by=caller,
+            detail=detail,
         )
         self.bus.publish()
         # Same id, same workflow: DBOS starts it once, a repeat returns the running one.

@@ -15,6 +15,7 @@ from adapters.declared.registry import EMPTY, SystemRegistry
 from schema.audit import AuditQuery
 from schema.channel_rules import ChannelRules
 from schema.errors import CodedErrors, to_coded_error
+from schema.marketing import MarketingMutation, MarketingQuery
 from schema.operation_facts import OperationFacts
 from schema.operation_limits import OperationLimitsRule
 from schema.query import Query as CustomerQuery
@@ -27,8 +28,14 @@ from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscripti
 
 # Each feature keeps its root fields in its own module; the roots are merged here so that a
 # new feature adds one entry to a tuple instead of editing another feature's class.
-QUERY_ROOTS: tuple[type, ...] = (CustomerQuery, VerificationQuery, WorkflowQuery, AuditQuery)
-MUTATION_ROOTS: tuple[type, ...] = (VerificationMutation, WorkflowMutation)
+QUERY_ROOTS: tuple[type, ...] = (
+    CustomerQuery,
+    VerificationQuery,
+    WorkflowQuery,
+    AuditQuery,
+    MarketingQuery,
+)
+MUTATION_ROOTS: tuple[type, ...] = (VerificationMutation, WorkflowMutation, MarketingMutation)
 SUBSCRIPTION_ROOTS: tuple[type, ...] = (WorkflowSubscription,)
 
 

@@ -12,6 +12,8 @@ from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
 from adapters.request_share import open_request_share
+from insight.provider import InsightEngine
+from marketing.services import MarketingServices
 from orchestration.service import Workflows
 from policies.disclosure import Disclosure
 from policies.model import Policy
@@ -35,11 +37,15 @@ class Backends:
     verifications: VerificationStore | None = None
     #: Starts and signals workflows, reads requests; None when workflows are off.
     workflows: Workflows | None = None
+    #: Campaigns, offers and consents (marketing/); None when campaigns are off.
+    marketing: MarketingServices | None = None
     #: Systems declared by files (systems/), by name, and the linkers of those with identity.
     systems: Mapping[str, DeclaredSystem] = field(default_factory=dict)
     linkers: Mapping[str, DeclaredLinker] = field(default_factory=dict)
     #: The data class of each system's crosswalk keys, by system (instance) name.
     key_classes: Mapping[str, str] = field(default_factory=dict)
+    #: Customer insight (tags, tiers, churn risk) under the rules in force; None: not offered.
+    insight: InsightEngine | None = None
 
 
 @dataclass(slots=True)

@@ -102,6 +102,10 @@ FIELD_COSTS: dict[str, FieldCost] = {
     "Customer.tickets": FieldCost(1, batched=True),
     "Customer.interactions": FieldCost(1, batched=True),
     "BillingAccount.balance": FieldCost(1, batched=True),
+    # Insight reads the profile, lines, accounts' balances, tickets and interactions through
+    # the loaders and a year of bills and payments per account (2 assumed): counted per
+    # customer, erring high when the 360 query loads the same records anyway.
+    "Customer.insight": FieldCost(10),
     # Pages of bills and payments: one billing call per account.
     "BillingAccount.bills": FieldCost(1),
     "BillingAccount.payments": FieldCost(1),

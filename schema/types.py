@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -22,6 +23,10 @@ from schema.classified import KeyClassified, classified
 from schema.context import RequestContext
 from schema.customer_scope import CustomerScope
 from schema.errors import bad_input, identity_conflict, identity_unresolved
+from schema.insight import CustomerInsight, resolve_insight
+
+if TYPE_CHECKING:
+    from schema.marketing import NextBestOffer
 
 GraphInfo = Info[RequestContext, None]
 
@@ -465,6 +470,27 @@ class Customer:
             ],
             unresolved_systems=[s for s in ("billing", "care") if not i.is_resolved(s)],
         )
+
+    @strawberry.field(
+        description="Offers the campaigns made this customer that are still open, best first, "
+        "within the consent and complaint guards (showing them consumes no contact cap).",
+        extensions=[CustomerScope()],
+    )
+    async def next_best_offers(
+        self, info: GraphInfo, first: int = 3
+    ) -> list[Annotated[NextBestOffer, strawberry.lazy("schema.marketing")]] | None:
+        from schema.marketing import next_best_offers
+
+        return await next_best_offers(info, self._identity.hub_id, first)
+
+    @strawberry.field(
+        description="Tags, value tier, RFM, lifecycle stage and churn risk, from every "
+        "system's records under the hub's insight rules (personal data of class insight: "
+        "the policy decides who sees it, e.g. an agent with X-Purpose: marketing).",
+        extensions=[CustomerScope()],
+    )
+    async def insight(self, info: GraphInfo) -> CustomerInsight | None:
+        return await resolve_insight(info, self._identity)
 
     def _keys_of(self, system: str) -> tuple[str, ...]:
         """This customer's keys in a system, or the coded reason there are none to use."""

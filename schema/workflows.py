@@ -434,6 +434,8 @@ class WorkflowMutation:
                     "offering_id": input.offering_id,
                     "account_id": _first(identity.keys("billing")),
                 },
+                # The offering asked for: a campaign's report counts moves to its offering.
+                detail={"offeringId": input.offering_id},
             )
         except KeyReused:
             raise key_reused() from None

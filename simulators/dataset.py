@@ -43,7 +43,7 @@ from simulators.reference import (
     TZ,
 )
 
-DATASET_VERSION = "1"
+DATASET_VERSION = "2"  # 2: churners show it in tickets and arrears
 
 LINE_SLOTS = 4  # at most four lines per customer
 TICKET_SLOTS = 4  # at most three tickets, one spare slot
@@ -207,6 +207,14 @@ _OFFER_CUM = {
 }
 _LINES_CUM = _cumulative((55, 28, 12, 5))
 _TICKETS_CUM = _cumulative((40, 32, 18, 10))
+# Customers who are leaving (a line terminated or suspended) complained more and paid worse
+# before they left: the labelled history the churn model learns from (insight/train.py). Same
+# number of draws either way, so the other customers' records are unchanged.
+_TICKETS_CUM_CHURNER = _cumulative((15, 25, 30, 30))
+_TEMPLATES_CUM = _cumulative(tuple(1 for _ in TICKET_TEMPLATES))
+_TEMPLATES_CUM_CHURNER = _cumulative(
+    tuple(4 if kind == "complaint" else 1 for kind, _, _ in TICKET_TEMPLATES)
+)
 _INTERACTIONS_CUM = _cumulative((25, 25, 22, 16, 12))
 
 
@@ -404,8 +412,10 @@ def generate(seed: int, index: int) -> CustomerBundle:
         else "cash"
     )
     card = bank_card_number(rng) if method == "bankCard" else None
+    churner = status == "S" or any(s.status != "A" for s in subscribers)
     arrears_draw = r()
-    arrears = 0 if not postpaid or arrears_draw >= 0.1 else (1 if arrears_draw < 0.06 else 2)
+    late, unpaid = (0.35, 0.2) if churner else (0.1, 0.06)
+    arrears = 0 if not postpaid or arrears_draw >= late else (1 if arrears_draw < unpaid else 2)
     account_type = "postpaid" if postpaid else "prepaid"
     base_fee = max(fee_total, 800)
     ba_id = ids.billing_account_id(keys, index)
@@ -434,8 +444,9 @@ def generate(seed: int, index: int) -> CustomerBundle:
     fill = {"msisdn": primary, "cert": cert_no, "card": card or bank_card_number(rng)}
 
     tickets: list[Ticket] = []
-    for t in range(_pick_cum(_TICKETS_CUM, r())):
-        ticket_type, title, text = TICKET_TEMPLATES[int(r() * len(TICKET_TEMPLATES))]
+    for t in range(_pick_cum(_TICKETS_CUM_CHURNER if churner else _TICKETS_CUM, r())):
+        templates = _TEMPLATES_CUM_CHURNER if churner else _TEMPLATES_CUM
+        ticket_type, title, text = TICKET_TEMPLATES[_pick_cum(templates, r())]
         created_ord = _AS_OF_ORD - int(r() * 720)
         created_sec = 8 * 3600 + int(r() * 13 * 3600)
         age_days = _AS_OF_ORD - created_ord

@@ -53,12 +53,16 @@ class Outbox:
         self._lock = threading.Lock()
         self._sent: list[SentMessage] = []
         self._by_key: dict[str, SentMessage] = {}
+        #: POSTs answered with the first message of their key (a sender's repeat).
+        self._replays = 0
 
     async def send(self, request: Request) -> Response:
         key = request.headers.get("x-idempotency-key", "").strip()
         if len(key) > 128:
             raise bad_request("X-Idempotency-Key is longer than 128 characters")
         if key and (first := self._by_key.get(key)) is not None:
+            with self._lock:
+                self._replays += 1
             return json_response(first.item(), 200)
         body = await json_body(request)
         message_type = body.get("messageType", "SMS")
@@ -81,6 +85,10 @@ class Outbox:
             # The number is not repeated: it may be personal data.
             raise bad_request("receiver must be one party with an 11-digit phoneNumber")
         with self._lock:
+            # Checked again under the lock: two POSTs with one key at once send one message.
+            if key and (first := self._by_key.get(key)) is not None:
+                self._replays += 1
+                return json_response(first.item(), 200)
             message = SentMessage(
                 id=f"CM{len(self._sent) + 1:010d}",
                 msisdn=receivers[0]["phoneNumber"],  # type: ignore[index]
@@ -100,5 +108,13 @@ class Outbox:
             return JSONResponse({"error": "msisdn must be an 11-digit number"}, status_code=400)
         return JSONResponse([m.item() for m in self._sent if m.msisdn == msisdn])
 
+    async def stats(self, request: Request) -> Response:
+        """How many messages went out and how many POSTs repeated a key (never counted)."""
+        with self._lock:
+            return JSONResponse({"sent": len(self._sent), "replayed": self._replays})
+
     def routes(self) -> list[Route]:
-        return [Route("/_sim/messages", self.read, methods=["GET"])]
+        return [
+            Route("/_sim/messages", self.read, methods=["GET"]),
+            Route("/_sim/messages/stats", self.stats, methods=["GET"]),
+        ]

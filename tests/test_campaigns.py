@@ -1,0 +1,445 @@
+"""Campaigns end to end: the real simulators emit signed events, the real gateway stores them,
+the campaigns decide, DBOS delivers; sends are counted in the care simulator's message store.
+
+A campaigns file of the test's own (the bundled one without quiet hours and control group, so
+that what is tested does not depend on the time of day; both have unit tests of their own in
+tests/test_campaign_guards.py) reaches the gateway through ``campaigns.rules_file``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from marketing.campaigns import DEFAULT_CAMPAIGNS
+from marketing.offer_store import offer_id
+from simulators.dataset import CustomerBundle
+from tests.harness import (
+    REPO,
+    SWITCHBOARD,
+    SimulatorUrls,
+    free_ports,
+    gateway_env,
+    issue_key,
+    post_graphql,
+    running_simulators,
+    stop,
+)
+
+SECRET = "campaigns-test-secret-" + uuid.uuid4().hex
+SECRETS = {
+    "SWITCHBOARD_EVENTS_BOSS_SECRET": SECRET,
+    "SWITCHBOARD_EVENTS_BILLING_SECRET": SECRET,
+    "SWITCHBOARD_EVENTS_CARE_SECRET": SECRET,
+}
+KILL_EVENTS = 200
+
+
+@dataclass
+class CampaignHub:
+    url: str
+    database: Path
+    sims: SimulatorUrls
+    env: dict[str, str]
+    process: subprocess.Popen
+    log: Path
+    agent: str = ""
+
+    def rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(self.database, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def offer(self, campaign: str, customer_id: str) -> sqlite3.Row | None:
+        found = self.rows(
+            "SELECT * FROM hub_offer WHERE id = ?", (offer_id(campaign, customer_id),)
+        )
+        return found[0] if found else None
+
+    def graphql(self, document: str, variables: dict | None = None, purpose: str = "marketing"):
+        return post_graphql(self.url, self.agent, document, variables, purpose=purpose).json()
+
+
+def _messages(sims: SimulatorUrls, msisdn: str) -> list[dict]:
+    return httpx.get(f"{sims.care}/_sim/messages", params={"msisdn": msisdn}).json()
+
+
+def _until(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _start_on(env: dict[str, str], log: Path, url: str) -> subprocess.Popen:
+    """The gateway on the port of ``url`` (the callback the simulators hold names it)."""
+    port = url.rsplit(":", 1)[1]
+    with log.open("a") as out:
+        process = subprocess.Popen(
+            [*SWITCHBOARD, "serve", "--port", port],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 150  # a loaded shared machine starts it slowly
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(log.read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop(process)
+    raise RuntimeError(log.read_text()[-3000:])
+
+
+def _test_campaigns(path: Path) -> Path:
+    text = DEFAULT_CAMPAIGNS.read_text()
+    text = text.replace('  quiet_hours: {start: "21:00", end: "08:00"}\n', "")
+    text = text.replace("control_share: 0.1", "control_share: 0.0")
+    assert "quiet_hours: {" not in text and "control_share: 0.1" not in text
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def campaign_sims(hub_data_dir: Path) -> Iterator[SimulatorUrls]:
+    os.environ["SIMULATORS_EVENTS_SECRET"] = SECRET  # the child reads it
+    try:
+        with running_simulators(hub_data_dir) as urls:
+            yield urls
+    finally:
+        os.environ.pop("SIMULATORS_EVENTS_SECRET", None)
+
+
+@pytest.fixture(scope="module")
+def hub(
+    campaign_sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CampaignHub]:
+    state = tmp_path_factory.mktemp("campaignhub")
+    database = state / "hub.db"
+    url = f"http://127.0.0.1:{free_ports(1)[0]}"
+    env = gateway_env(
+        campaign_sims,
+        f"sqlite+aiosqlite:///{database}",
+        SWITCHBOARD_CACHE__ENABLED="false",
+        SWITCHBOARD_EVENTS__DISPATCH_POLL_S="0.1",
+        SWITCHBOARD_EVENTS__REGISTER_RETRY_S="0.5",
+        SWITCHBOARD_EVENTS__CALLBACK_BASE_URL=url,
+        SWITCHBOARD_CAMPAIGNS__RULES_FILE=str(_test_campaigns(state / "campaigns.yaml")),
+        **SECRETS,
+    )
+    process = _start_on(env, state / "gateway.log", url)
+    hub = CampaignHub(url, database, campaign_sims, env, process, state / "gateway.log")
+    hub.agent = issue_key(env, channel="agent", role="agent")
+    _until(
+        lambda: all(
+            httpx.get(f"{campaign_sims.of(s)}/hub").json() for s in ("boss", "billing", "care")
+        ),
+        20,
+    )
+    _see_every_customer(hub)
+    try:
+        yield hub
+    finally:
+        stop(hub.process)
+
+
+def _see_every_customer(hub: CampaignHub) -> None:
+    """Page through the customers once: the hub links them (the crosswalk), so events name
+    them by hub id at intake."""
+    after = None
+    while True:
+        page = hub.graphql(
+            "query($a: String) { customers(first: 100, after: $a) { nodes { id }"
+            " pageInfo { hasNextPage endCursor } } }",
+            {"a": after},
+            "service",
+        )
+        assert "errors" not in page, page
+        info = page["data"]["customers"]["pageInfo"]
+        if not info["hasNextPage"]:
+            return
+        after = info["endCursor"]
+
+
+def _emit(hub: CampaignHub, system: str, event_type: str, msisdn: str, **extra: object) -> None:
+    response = httpx.post(
+        f"{hub.sims.of(system)}/_sim/events",
+        json={"eventType": event_type, "msisdn": msisdn, **extra},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+
+
+def _line(customer: CustomerBundle) -> str:
+    return next(s.msisdn for s in customer.subscribers if s.status == "A")
+
+
+def _with_lines(customers: list[CustomerBundle]) -> list[CustomerBundle]:
+    return [c for c in customers if any(s.status == "A" for s in c.subscribers)]
+
+
+def _hub_id(hub: CampaignHub, msisdn: str) -> str:
+    answer = hub.graphql(
+        "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }", {"m": msisdn}, "service"
+    )
+    return answer["data"]["customerByMsisdn"]["id"]
+
+
+def _event_customer(hub: CampaignHub, event_type: str, before: set[str]) -> str:
+    rows = _until(
+        lambda: [
+            r
+            for r in hub.rows("SELECT * FROM hub_event WHERE event_type = ?", (event_type,))
+            if r["event_id"] not in before and r["handled_at"]
+        ]
+    )
+    return rows[0]["customer_id"]
+
+
+CASES = [
+    (
+        "boss",
+        "UsageThresholdCrossedEvent",
+        {"percent": 85},
+        "usage.threshold_crossed",
+        "data-topup-80",
+        "sms",
+    ),
+    ("boss", "RoamingStartedEvent", {}, "roaming.started", "roaming-welcome", "sms"),
+    ("boss", "LineSuspendedEvent", {}, "line.suspended", "suspended-winback", "nbo"),
+    ("billing", "BillIssuedEvent", {}, "bill.issued", "bill-issued-autopay", "app"),
+    ("billing", "PaymentReceivedEvent", {}, "payment.received", "thanks-for-paying", "app"),
+    ("care", "TroubleTicketResolvedEvent", {}, "ticket.resolved", "ticket-resolved-care", "app"),
+]
+
+
+@pytest.mark.parametrize(("system", "theirs", "extra", "ours", "campaign", "channel"), CASES)
+def test_each_event_type_triggers_its_campaign(
+    hub: CampaignHub,
+    customers: list[CustomerBundle],
+    system: str,
+    theirs: str,
+    extra: dict,
+    ours: str,
+    campaign: str,
+    channel: str,
+) -> None:
+    customer = _with_lines(customers)[10 + [c[1] for c in CASES].index(theirs)]
+    msisdn = _line(customer)
+    before = {r["event_id"] for r in hub.rows("SELECT event_id FROM hub_event")}
+    _emit(hub, system, theirs, msisdn, **extra)
+    customer_id = _event_customer(hub, ours, before)
+    expected_state = "AVAILABLE" if channel == "nbo" else "SENT"
+    offer = _until(
+        lambda: (
+            (o := hub.offer(campaign, customer_id)) is not None
+            and o["state"] == expected_state
+            and o
+        )
+    )
+    assert offer["channel"] == channel and offer["event_type"] == ours
+    sms = [m for m in _messages(hub.sims, msisdn)]
+    if channel == "sms":
+        assert len(sms) == 1
+    if channel == "app":
+        notices = hub.rows(
+            "SELECT kind, channel FROM hub_notification WHERE request_id = ?", (offer["id"],)
+        )
+        assert [tuple(n) for n in notices] == [("OFFER", "app")]
+    # The agent console sees it among the customer's next best offers.
+    answer = hub.graphql(
+        "query($id: ID!) { customer(id: $id) { nextBestOffers(first: 5) { offerId campaign"
+        " offer channel } } }",
+        {"id": customer_id},
+    )
+    offers = answer["data"]["customer"]["nextBestOffers"]
+    assert {
+        "offerId": offer["id"],
+        "campaign": campaign,
+        "offer": offer["offer_ref"],
+        "channel": channel,
+    } in offers
+
+
+def test_a_second_event_of_a_campaign_sends_nothing_more(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    customer = _with_lines(customers)[30]
+    msisdn = _line(customer)
+    before = {r["event_id"] for r in hub.rows("SELECT event_id FROM hub_event")}
+    _emit(hub, "boss", "UsageThresholdCrossedEvent", msisdn, percent=90)
+    customer_id = _event_customer(hub, "usage.threshold_crossed", before)
+    _until(lambda: (o := hub.offer("data-topup-80", customer_id)) and o["state"] == "SENT")
+    assert len(_messages(hub.sims, msisdn)) == 1
+    seen = {r["event_id"] for r in hub.rows("SELECT event_id FROM hub_event")}
+    _emit(hub, "boss", "UsageThresholdCrossedEvent", msisdn, percent=95)
+    _event_customer(hub, "usage.threshold_crossed", seen)  # stored and handled
+    time.sleep(0.5)  # a second delivery would have started by now
+    assert len(_messages(hub.sims, msisdn)) == 1
+
+
+def test_consent_withdrawn_on_sms_is_honoured_on_the_next_event(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    customer = _with_lines(customers)[31]
+    msisdn = _line(customer)
+    customer_id = _hub_id(hub, msisdn)
+    answer = hub.graphql(
+        'mutation($c: ID!) { setContactConsent(customerId: $c, channel: "sms",'
+        ' purpose: "marketing", granted: false) { channel granted } }',
+        {"c": customer_id},
+        "service",
+    )
+    assert answer["data"]["setContactConsent"] == {"channel": "sms", "granted": False}
+    before = {r["event_id"] for r in hub.rows("SELECT event_id FROM hub_event")}
+    _emit(hub, "boss", "RoamingStartedEvent", msisdn)
+    _event_customer(hub, "roaming.started", before)
+    offer = _until(
+        lambda: (o := hub.offer("roaming-welcome", customer_id)) and o["state"] == "SENT" and o
+    )
+    assert offer["channel"] == "app"  # sms refused by consent, the app was next
+    assert _messages(hub.sims, msisdn) == []
+    # Bad input is refused with a code and changes nothing.
+    bad = hub.graphql(
+        'mutation($c: ID!) { setContactConsent(customerId: $c, channel: "fax",'
+        ' purpose: "marketing", granted: true) { granted } }',
+        {"c": customer_id},
+        "service",
+    )
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    consent = hub.rows(
+        "SELECT channel, granted, changed_in FROM hub_consent WHERE customer_id = ?",
+        (customer_id,),
+    )
+    assert [tuple(r) for r in consent] == [("sms", 0, "agent")]
+
+
+def test_accepting_an_offering_offer_runs_the_plan_change_saga(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    customer = _with_lines(customers)[32]
+    msisdn = _line(customer)
+    before = {r["event_id"] for r in hub.rows("SELECT event_id FROM hub_event")}
+    _emit(hub, "boss", "UsageThresholdCrossedEvent", msisdn, percent=99)
+    customer_id = _event_customer(hub, "usage.threshold_crossed", before)
+    offer = _until(
+        lambda: (o := hub.offer("data-topup-80", customer_id)) and o["state"] == "SENT" and o
+    )
+    answer = hub.graphql(
+        'mutation($o: ID!) { acceptOffer(offerId: $o, idempotencyKey: "accept-0001")'
+        " { state requestId } }",
+        {"o": offer["id"]},
+        "service",
+    )
+    accepted = answer["data"]["acceptOffer"]
+    assert accepted["state"] == "ACCEPTED" and accepted["requestId"].startswith("plan_change-")
+    request = _until(
+        lambda: (
+            (r := hub.rows("SELECT state FROM hub_request WHERE id = ?", (accepted["requestId"],)))
+            and r[0]["state"] in ("CONFIRMED", "REJECTED", "COMPENSATED")
+            and r[0]
+        )
+    )
+    assert request["state"] in ("CONFIRMED", "REJECTED")  # the saga ran to an end
+    report = hub.graphql(
+        '{ campaignReport(campaignId: "data-topup-80") { matched sent accepted'
+        " suppressed suppressedBy { guard count } convertedTreated uplift } }",
+        purpose="service",
+    )["data"]["campaignReport"]
+    assert report["accepted"] >= 1 and report["convertedTreated"] >= 1
+    assert report["matched"] >= report["sent"] >= 1
+    # Not open any more: a second acceptance with another key is refused.
+    again = hub.graphql(
+        'mutation($o: ID!) { acceptOffer(offerId: $o, idempotencyKey: "accept-0002") { state } }',
+        {"o": offer["id"]},
+        "service",
+    )
+    assert again["data"]["acceptOffer"]["state"] == "ACCEPTED"
+
+
+def test_sigkill_with_200_events_in_flight_loses_none_and_sends_none_twice(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    chosen = _with_lines(customers)[40 : 40 + KILL_EVENTS]
+    assert len(chosen) == KILL_EVENTS
+    lines = [_line(c) for c in chosen]
+    stats_before = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
+    # BOSS keeps retrying while the gateway is down (a loaded machine restarts it slowly).
+    policy = {"max_attempts": 1000, "backoff_s": 0.2, "max_backoff_s": 2.0}
+    assert httpx.post(f"{hub.sims.boss}/_sim/events/control", json=policy).status_code == 200
+    events_before = httpx.get(f"{hub.sims.boss}/_sim/events/stats").json()
+    for msisdn in lines:
+        _emit(hub, "boss", "LineResumedEvent", msisdn, days_off=120)
+    _until(
+        lambda: (
+            len(
+                hub.rows(
+                    "SELECT id FROM hub_offer WHERE campaign = 'welcome-back' AND state = 'SENT'"
+                )
+            )
+            >= 5
+        ),
+        60,
+    )
+    hub.process.send_signal(signal.SIGKILL)
+    hub.process.wait(timeout=10)
+    sent_at_kill = len(
+        hub.rows("SELECT id FROM hub_offer WHERE campaign = 'welcome-back' AND state = 'SENT'")
+    )
+    assert sent_at_kill < KILL_EVENTS, "all sent before the kill: the test proves nothing"
+    time.sleep(1.0)
+    hub.process = _start_on(hub.env, hub.log, hub.url)
+    _until(lambda: httpx.get(f"{hub.sims.boss}/_sim/events/stats").json()["pending"] == 0, 90)
+    events_after = httpx.get(f"{hub.sims.boss}/_sim/events/stats").json()
+    assert events_after["given_up"] == events_before["given_up"]
+    stored = _until(
+        lambda: (
+            len(
+                hub.rows(
+                    "SELECT 1 FROM hub_event WHERE event_type = 'line.resumed'"
+                    " AND handled_at IS NOT NULL"
+                )
+            )
+            == KILL_EVENTS
+        ),
+        60,
+    )
+    assert stored
+    done = _until(
+        lambda: (
+            (rows := hub.rows("SELECT state FROM hub_offer WHERE campaign = 'welcome-back'"))
+            and len(rows) == KILL_EVENTS
+            and all(r["state"] in ("SENT", "SUPPRESSED", "FAILED") for r in rows)
+            and rows
+        ),
+        120,
+    )
+    states = [r["state"] for r in done]
+    assert states.count("SENT") == KILL_EVENTS, states  # none lost, none refused
+    # Every line got exactly one welcome-back SMS, whatever was repeated around the kill.
+    for msisdn in lines:
+        welcome = [m for m in _messages(hub.sims, msisdn) if "Welcome back" in m["content"]]
+        assert len(welcome) == 1, msisdn
+    stats = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
+    assert stats["sent"] - stats_before["sent"] == KILL_EVENTS
