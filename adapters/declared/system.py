@@ -187,7 +187,7 @@ class DeclaredSystem:
             limit = min(limit, op.max_limit)
         instance = self.instances[instance_name]
         values = {"$key": key, "$offset": offset, "$limit": limit}
-        answer = await instance.policy.read(self._call, instance, op, values)
+        answer = await instance.policy.read(op.name, self._call, instance, op, values)
         record = self.spec.records[op.record or ""]
         return self._total(instance, op, answer), self._extract(instance, op, record, answer)
 
@@ -197,7 +197,7 @@ class DeclaredSystem:
         values: dict[str, Any] = {"$keys": batch}
         if len(batch) == 1:
             values["$key"] = batch[0]
-        answer = await instance.policy.read(self._call, instance, op, values)
+        answer = await instance.policy.read(op.name, self._call, instance, op, values)
         return self._extract(instance, op, self.spec.records[op.record or ""], answer)
 
     async def _call(self, instance: _Instance, op: OperationSpec, values: dict[str, Any]) -> Any:
@@ -230,7 +230,9 @@ class DeclaredSystem:
         instance = self.instances[instance_name]
         op = spec.operation
         try:
-            answer = await instance.policy.write(self._call, instance, op, {**values, "$key": key})
+            answer = await instance.policy.write(
+                op.name, self._call, instance, op, {**values, "$key": key}
+            )
         finally:
             if self._cache is not None and spec.evicts:
                 await self._cache.evict(
@@ -249,7 +251,7 @@ class DeclaredSystem:
         """One call with the caller's variables, for ``systems try``."""
         instance = self.instances[instance_name]
         op = self.spec.operations[operation]
-        answer = await instance.policy.read(self._call, instance, op, values)
+        answer = await instance.policy.read(op.name, self._call, instance, op, values)
         if op.record is None:
             return answer
         records = self._extract(instance, op, self.spec.records[op.record], answer)
