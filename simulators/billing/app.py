@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from simulators import ledger
 from simulators.billing.store import AccountRow, BillingStore
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.rest import (
     GARBLED_BODY,
     JSON,
@@ -224,4 +224,5 @@ def create_app(data_dir: Path) -> Starlette:
         lifespan=lifespan,
     )
     app.state.control = control
+    app.add_middleware(TraceparentRecorder, control=control)
     return app

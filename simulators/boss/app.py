@@ -20,7 +20,7 @@ from starlette.routing import Route
 from simulators.boss import soap
 from simulators.boss.operations import HANDLERS, BusinessError, Handler
 from simulators.boss.store import BossStore
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.storage import open_for_serving, store_path
 
 SERVICE_PATH = "/boss/services/BossService"
@@ -133,4 +133,5 @@ def create_app(data_dir: Path) -> Starlette:
         lifespan=lifespan,
     )
     app.state.control = control
+    app.add_middleware(TraceparentRecorder, control=control)
     return app

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from simulators.care.messages import MESSAGES, Outbox
 from simulators.care.store import CareStore, InteractionRow, PartyRow, TicketRow
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.rest import (
     GARBLED_BODY,
     JSON,
@@ -339,4 +339,5 @@ def create_app(data_dir: Path) -> Starlette:
         lifespan=lifespan,
     )
     app.state.control = control
+    app.add_middleware(TraceparentRecorder, control=control)
     return app
