@@ -96,7 +96,15 @@ class TextLines(logging.Formatter):
     """The plain format, with the same one-line, message-free exceptions."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s request_id=%(request_id)s")
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for name in ("request_id", "trace_id"):
+            value = getattr(record, name, None)
+            if value is not None:
+                line += f" {name}={value}"
+        return line
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
