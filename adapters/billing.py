@@ -7,7 +7,7 @@ from typing import Any
 
 from adapters.parsing import reading, to_date, to_datetime, to_money, unique
 from adapters.records import Balance, Bill, BillingAccount, Money, Page, Payment
-from adapters.rest import RestBackend
+from adapters.rest import RestBackend, operation_of
 
 ACCOUNTS = "/tmf-api/accountManagement/v4/billingAccount"
 BILLS = "/tmf-api/customerBillManagement/v4/customerBill"
@@ -46,6 +46,7 @@ class BillingAdapter(RestBackend):
 
     async def list_bills(self, account_id: str, offset: int, limit: int) -> Page[Bill]:
         items, total = await self._policy.read(
+            operation_of("GET", BILLS),
             self._rest.get_list,
             BILLS,
             {"billingAccount.id": account_id, "offset": offset, "limit": limit},
@@ -54,6 +55,7 @@ class BillingAdapter(RestBackend):
 
     async def list_payments(self, account_id: str, offset: int, limit: int) -> Page[Payment]:
         items, total = await self._policy.read(
+            operation_of("GET", PAYMENTS),
             self._rest.get_list,
             PAYMENTS,
             {"account.id": account_id, "offset": offset, "limit": limit},
@@ -70,7 +72,11 @@ class BillingAdapter(RestBackend):
             "reason": reason,
         }
         created = await self._policy.write(
-            self._rest.post, ADJUSTMENTS, body, {"X-Idempotency-Key": idempotency_key}
+            operation_of("POST", ADJUSTMENTS),
+            self._rest.post,
+            ADJUSTMENTS,
+            body,
+            {"X-Idempotency-Key": idempotency_key},
         )
         with reading(self.name, "balance adjustment"):
             return str(created["id"])

@@ -206,6 +206,7 @@ class BossAdapter:
         self, subscriber_no: str, offering_id: str, idempotency_key: str
     ) -> Order:
         result = await self._policy.write(
+            "ChangeOffering",
             self._call,
             "ChangeOffering",
             {
@@ -220,14 +221,17 @@ class BossAdapter:
 
     async def cancel_order(self, order_id: str, idempotency_key: str) -> Order:
         await self._policy.write(
-            self._call, "CancelOrder", {"OrderId": order_id, "IdempotencyKey": idempotency_key}
+            "CancelOrder",
+            self._call,
+            "CancelOrder",
+            {"OrderId": order_id, "IdempotencyKey": idempotency_key},
         )
         return await self.get_order(order_id)
 
     # --- the SOAP exchange ------------------------------------------------------------------
 
     async def _read(self, operation: str, request: dict[str, Any]) -> etree._Element:
-        return await self._policy.read(self._call, operation, request)
+        return await self._policy.read(operation, self._call, operation, request)
 
     async def _call(self, operation: str, request: dict[str, Any]) -> etree._Element:
         """Send one operation; the ``<Op>Result`` element, or an AdapterError."""

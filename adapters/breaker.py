@@ -33,6 +33,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from prometheus_client import Gauge
+
 from adapters.errors import TimedOut, Unavailable
 
 log = logging.getLogger("switchboard.breaker")
@@ -105,6 +107,12 @@ class CircuitBreaker:
         self._opened_mono = 0.0
         self._opened_at: datetime | None = None
         self._probe_in_flight = False
+        #: Called after the state or the failure count changed (the guard's gauges).
+        self.listener: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.listener is not None:
+            self.listener()
 
     @property
     def state(self) -> CircuitState:
@@ -125,6 +133,7 @@ class CircuitBreaker:
             if self._clock() - self._opened_mono < self.reset_s:
                 raise CircuitOpen(self.system)
             self._state = CircuitState.HALF_OPEN
+            self._changed()
         if self._probe_in_flight:
             raise CircuitOpen(self.system)
         self._probe_in_flight = True
@@ -136,9 +145,11 @@ class CircuitBreaker:
             self._probe_in_flight = False
             self._state = CircuitState.CLOSED
             self._failures = 0
+            self._changed()
             log.info("%s circuit closed: the probe call succeeded", self.system)
-        elif self._state is CircuitState.CLOSED:
+        elif self._state is CircuitState.CLOSED and self._failures:
             self._failures = 0
+            self._changed()
         # A call admitted before the circuit opened does not close it: only the probe does.
 
     def failed(self, probe: bool) -> None:
@@ -150,6 +161,8 @@ class CircuitBreaker:
             self._failures += 1
             if self._failures >= self.failure_threshold:
                 self._open()
+            else:
+                self._changed()
 
     def abandoned(self, probe: bool) -> None:
         """The call ended without a verdict on the system (cancelled, or no free slot)."""
@@ -162,6 +175,7 @@ class CircuitBreaker:
         self._state = CircuitState.OPEN
         self._opened_mono = self._clock()
         self._opened_at = datetime.now(UTC)
+        self._changed()
         # The system's name and counts only: nothing of the calls themselves.
         if was is CircuitState.HALF_OPEN:
             log.warning("%s circuit open again: the probe call failed", self.system)
@@ -177,13 +191,15 @@ class CircuitBreaker:
 class Bulkhead:
     """At most ``max_concurrency`` calls in flight to one backend; waiting counts as time."""
 
-    def __init__(self, system: str, max_concurrency: int) -> None:
+    def __init__(self, system: str, max_concurrency: int, *, gauge: Gauge | None = None) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self.system = system
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         self.in_flight = 0
+        #: The in-flight gauge of /metrics (summed over the workers), if any.
+        self._gauge = gauge
 
     @asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[None]:
@@ -201,8 +217,12 @@ class Bulkhead:
             # A free slot is taken without suspending: no timer on the fast path.
             await self._slots.acquire()
         self.in_flight += 1
+        if self._gauge is not None:
+            self._gauge.inc()
         try:
             yield
         finally:
             self.in_flight -= 1
+            if self._gauge is not None:
+                self._gauge.dec()
             self._slots.release()

@@ -79,6 +79,7 @@ from adapters.records import (
     Subscription,
     Ticket,
 )
+from telemetry import metrics
 
 log = logging.getLogger("switchboard.cache")
 
@@ -207,6 +208,14 @@ class RecordCache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._flights: set[asyncio.Task[None]] = set()
         self.stats = CacheStats()
+        for kind in RECORD_KINDS:  # every kind's series from the start, at zero
+            for counter in (
+                metrics.CACHE_HITS,
+                metrics.CACHE_MISSES,
+                metrics.CACHE_SHARED,
+                metrics.CACHE_EVICTIONS,
+            ):
+                counter.labels(kind.name)
 
     @classmethod
     def in_memory(cls, **options: Any) -> RecordCache:
@@ -259,8 +268,11 @@ class RecordCache:
             else:
                 found[key] = value
         self.stats.hits[kind.name] += len(found)
+        if found:
+            metrics.CACHE_HITS.labels(kind.name).inc(len(found))
         if misses:
             self.stats.misses[kind.name] += len(misses)
+            metrics.CACHE_MISSES.labels(kind.name).inc(len(misses))
             waiting: dict[str, asyncio.Future[Any]] = {}
             mine: list[str] = []
             for key in misses:
@@ -270,6 +282,8 @@ class RecordCache:
                 else:
                     waiting[key] = flight
             self.stats.shared[kind.name] += len(waiting)
+            if waiting:
+                metrics.CACHE_SHARED.labels(kind.name).inc(len(waiting))
             if mine:
                 waiting.update(self._take_off(kind, mine, fetch))
             # Shielded: a caller that is cancelled stops waiting but leaves the flight alone.
@@ -369,6 +383,7 @@ class RecordCache:
             full = self._key(kind, key)
             self._inflight.pop(full, None)
             self.stats.evictions[kind.name] += 1
+            metrics.CACHE_EVICTIONS.labels(kind.name).inc()
             keys.append(full)
         if keys:
             await self._delete(keys)
@@ -455,6 +470,7 @@ class RecordCache:
 
     def _failed(self, operation: str, error: BaseException) -> None:
         self.stats.errors += 1
+        metrics.CACHE_ERRORS.inc()
         # The error's type only: its message may quote a key.
         log.warning("cache %s failed: %s", operation, type(error).__name__)
 

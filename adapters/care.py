@@ -8,7 +8,7 @@ from typing import Any
 
 from adapters.parsing import reading, to_datetime
 from adapters.records import Interaction, Party, Ticket, TicketNote
-from adapters.rest import RestBackend
+from adapters.rest import RestBackend, operation_of
 
 PARTIES = "/tmf-api/partyManagement/v4/individual"
 TICKETS = "/tmf-api/troubleTicket/v4/troubleTicket"
@@ -64,7 +64,11 @@ class CareAdapter(RestBackend):
             "relatedParty": [{"id": party_id, "role": "customer", "@referredType": "Individual"}],
         }
         item = await self._policy.write(
-            self._rest.post, TICKETS, body, {"X-Idempotency-Key": idempotency_key}
+            operation_of("POST", TICKETS),
+            self._rest.post,
+            TICKETS,
+            body,
+            {"X-Idempotency-Key": idempotency_key},
         )
         return _ticket(item)
 
@@ -85,7 +89,13 @@ class CareAdapter(RestBackend):
         if note is not None:
             patch["note"] = [{"text": note, "author": "switchboard"}]
         headers = {"X-Idempotency-Key": idempotency_key} if idempotency_key else None
-        item = await self._policy.write(self._rest.patch, f"{TICKETS}/{ticket_id}", patch, headers)
+        item = await self._policy.write(
+            operation_of("PATCH", TICKETS),
+            self._rest.patch,
+            f"{TICKETS}/{ticket_id}",
+            patch,
+            headers,
+        )
         return _ticket(item)
 
     async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
@@ -98,7 +108,11 @@ class CareAdapter(RestBackend):
             "sender": {"name": "switchboard"},
         }
         item = await self._policy.write(
-            self._rest.post, MESSAGES, body, {"X-Idempotency-Key": idempotency_key}
+            operation_of("POST", MESSAGES),
+            self._rest.post,
+            MESSAGES,
+            body,
+            {"X-Idempotency-Key": idempotency_key},
         )
         with reading("care", "communication message"):
             return str(item["id"])

@@ -16,11 +16,14 @@ they carry idempotency keys and are repeated, if at all, by the durable workflow
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Histogram
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -35,6 +38,8 @@ from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
 from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
 from adapters.request_share import NoRequestSlot, current_share
 from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
+from telemetry import tracing
+from telemetry.metrics import CIRCUIT_VALUES, BackendMeters, backend_meters
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,7 +92,12 @@ class BackendGuard:
         self.breaker = breaker or CircuitBreaker(
             system, failure_threshold=failure_threshold, reset_s=reset_s
         )
-        self.bulkhead = Bulkhead(system, max_concurrency)
+        #: The backend's Prometheus series (telemetry/metrics.py), kept in step with ``stats``.
+        self.meters: BackendMeters = backend_meters(system)
+        self.breaker.listener = self._breaker_changed
+        self._breaker_changed()
+        self.bulkhead = Bulkhead(system, max_concurrency, gauge=self.meters.in_flight)
+        self._durations: dict[str, Histogram] = {}
         # A share above the bulkhead would be no share at all.
         self.max_concurrency_per_request = min(max_concurrency_per_request, max_concurrency)
         #: An attempt that reaches the backend with less than this share of its call's budget
@@ -106,22 +116,73 @@ class BackendGuard:
             min_budget_share=endpoint.breaker_min_budget_share,
         )
 
+    def _breaker_changed(self) -> None:
+        snapshot = self.breaker.snapshot()
+        self.meters.circuit_state.set(CIRCUIT_VALUES[snapshot.state.value])
+        self.meters.consecutive_failures.set(snapshot.consecutive_failures)
+
+    def _duration(self, operation: str) -> Histogram:
+        found = self._durations.get(operation)
+        if found is None:
+            # Operation names are the adapters' own constants: a bounded set per backend.
+            found = self._durations[operation] = self.meters.duration(operation)
+        return found
+
     async def attempt(
         self,
+        operation: str,
+        number: int,
         deadline: float,
         budget_s: float,
         call: Callable[P, Awaitable[R]],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
-        """One attempt of a call: the request's share, the breaker, a bulkhead slot, then the
-        call, all by ``deadline``; ``budget_s`` is the whole call's time budget."""
+        """One attempt (``number``, from 1) of a call: the request's share, the breaker, a
+        bulkhead slot, then the call, all by ``deadline``; ``budget_s`` is the whole call's
+        time budget. ``operation`` names the call in metrics and spans (a constant of the
+        adapter: never a key)."""
+        tracer = tracing.tracer()
+        if tracer is None:  # tracing off: no span objects at all
+            return await self._shared(operation, deadline, budget_s, call, *args, **kwargs)
+        with tracer.start_as_current_span(
+            f"{self.system} {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "switchboard.system": self.system,
+                "switchboard.operation": operation,
+                "switchboard.attempt": number,
+            },
+            record_exception=False,  # an error's message may quote the backend's answer
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                result = await self._shared(operation, deadline, budget_s, call, *args, **kwargs)
+            except AdapterError as error:
+                span.set_attribute("switchboard.outcome", error.code)
+                span.set_status(Status(StatusCode.ERROR, error.code))
+                raise
+            except BaseException:
+                span.set_attribute("switchboard.outcome", "CANCELLED")
+                raise
+            span.set_attribute("switchboard.outcome", "OK")
+            return result
+
+    async def _shared(
+        self,
+        operation: str,
+        deadline: float,
+        budget_s: float,
+        call: Callable[P, Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
         share = current_share()
         if share is None:  # outside a request: a workflow step, a script
-            return await self._attempt(deadline, budget_s, call, *args, **kwargs)
+            return await self._attempt(operation, deadline, budget_s, call, *args, **kwargs)
         try:
             async with share.slot(self.system, self.max_concurrency_per_request, deadline):
-                return await self._attempt(deadline, budget_s, call, *args, **kwargs)
+                return await self._attempt(operation, deadline, budget_s, call, *args, **kwargs)
         except NoRequestSlot:
             # Raised before the breaker saw the call: nothing to settle.
             self.stats.request_slot_timeouts += 1
@@ -129,6 +190,7 @@ class BackendGuard:
 
     async def _attempt(
         self,
+        operation: str,
         deadline: float,
         budget_s: float,
         call: Callable[P, Awaitable[R]],
@@ -139,19 +201,24 @@ class BackendGuard:
             probe = self.breaker.admit()
         except AdapterError:
             self.stats.rejected += 1
+            self.meters.rejected.inc()
             raise
         loop = asyncio.get_running_loop()
         budget_left = float("inf")  # until the call starts: a slot timeout is not the backend's
         try:
             async with self.bulkhead.slot(deadline):
                 self.stats.attempts += 1
+                self.meters.calls.inc()
                 budget_left = deadline - loop.time()
+                started = time.perf_counter()
                 try:
                     async with asyncio.timeout_at(deadline):
                         result = await call(*args, **kwargs)
                 except TimeoutError:
                     # Our own deadline, not the transport's: the budget ran out mid-call.
                     raise TimedOut(self.system, "did not answer within the timeout") from None
+                finally:
+                    self._duration(operation).observe(time.perf_counter() - started)
         except TimedOut as error:
             if budget_left < self.min_budget_share * budget_s:
                 # The hub's queueing (slot waits, earlier attempts) ate the budget: the
@@ -203,11 +270,13 @@ class BackendGuard:
         if is_failure(error):
             if count:
                 self.stats.failures += 1
+                self.meters.failures.inc()
             self.breaker.failed(probe)
         elif isinstance(error, NoFreeSlot):
             # The call never reached the backend.
             if count:
                 self.stats.slot_timeouts += 1
+                self.meters.slot_timeouts.inc()
             self.breaker.abandoned(probe)
         else:
             # Not found, refused, unreadable: the system answered.
@@ -272,18 +341,25 @@ class CallPolicy:
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self._timeout_s
 
-    async def read(self, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+    async def read(
+        self, operation: str, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """``call(*args, **kwargs)`` with retries; ``operation`` names it in metrics and
+        spans (the adapter's constant for the call, e.g. ``QueryCustomer``: never a key)."""
         deadline = self._deadline()
         try:
-            return await self.guard.attempt(deadline, self._timeout_s, call, *args, **kwargs)
+            return await self.guard.attempt(
+                operation, 1, deadline, self._timeout_s, call, *args, **kwargs
+            )
         except AdapterError as error:
             if not error.retryable or self._attempts < 2:
                 raise
             first_failure = error
-        return await self._retry(first_failure, deadline, call, *args, **kwargs)
+        return await self._retry(operation, first_failure, deadline, call, *args, **kwargs)
 
     async def _retry(
         self,
+        operation: str,
         first_failure: AdapterError,
         deadline: float,
         call: Callable[P, Awaitable[R]],
@@ -307,12 +383,25 @@ class CallPolicy:
         if loop.time() + pause >= deadline:
             raise first_failure
         await asyncio.sleep(pause)
-        return await retrying(self.guard.attempt, deadline, self._timeout_s, call, *args, **kwargs)
+        number = 1
 
-    async def write(self, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+        async def again() -> R:
+            nonlocal number
+            number += 1
+            return await self.guard.attempt(
+                operation, number, deadline, self._timeout_s, call, *args, **kwargs
+            )
+
+        return await retrying(again)
+
+    async def write(
+        self, operation: str, call: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         # Once, never retried: a timed-out write may have happened; its workflow repeats it
         # with the same idempotency key.
-        return await self.guard.attempt(self._deadline(), self._timeout_s, call, *args, **kwargs)
+        return await self.guard.attempt(
+            operation, 1, self._deadline(), self._timeout_s, call, *args, **kwargs
+        )
 
 
 def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:

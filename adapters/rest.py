@@ -26,6 +26,12 @@ JsonObject = dict[str, Any]
 MAX_FILTER_VALUES = 100
 
 
+def operation_of(method: str, path: str) -> str:
+    """A REST call's name in metrics and spans: the method and the resource, never an id
+    (``GET customerBill``; ``path`` is the resource's constant path, not a record's)."""
+    return f"{method} {path.rstrip('/').rsplit('/', 1)[-1]}"
+
+
 class RestClient:
     def __init__(self, endpoint: Endpoint) -> None:
         self.system = endpoint.system
@@ -158,5 +164,7 @@ class RestBackend:
         """Every item matching any of the values, in as few calls as the filter limit allows."""
         items: list[JsonObject] = []
         for batch in chunks(unique(values), MAX_FILTER_VALUES):
-            items += await self._policy.read(self._rest.get_all, path, {filter_name: csv(batch)})
+            items += await self._policy.read(
+                operation_of("GET", path), self._rest.get_all, path, {filter_name: csv(batch)}
+            )
         return items

@@ -11,6 +11,9 @@ answers are small documents that are parsed at once anyway), but never past the 
 that declares or reaches more is dropped with its connection (``ResponseTooLarge``). A hostile
 or broken backend can then hold at most that much of the hub's memory per call in flight.
 
+Every backend call, bundled or declared, SOAP or REST, goes out here: this is where the W3C
+``traceparent`` is added (``telemetry/tracing.py``).
+
 Failures are re-raised as the httpx exceptions the adapters already translate
 (``adapters.resilience.transport_error``), so the error taxonomy is the same on either pool.
 """
@@ -21,6 +24,8 @@ import asyncio
 
 import aiohttp
 import httpx
+
+from telemetry import tracing
 
 #: How long an idle keep-alive connection to a backend is kept.
 KEEPALIVE_S = 30.0
@@ -98,10 +103,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request.method,
                 str(request.url),
                 headers=[
-                    (k, v)
-                    for k, v in request.headers.multi_items()
-                    # aiohttp frames the body itself.
-                    if k.lower() not in ("transfer-encoding", "content-length")
+                    *(
+                        (k, v)
+                        for k, v in request.headers.multi_items()
+                        # aiohttp frames the body itself.
+                        if k.lower() not in ("transfer-encoding", "content-length")
+                    ),
+                    # W3C trace context: the current span's, or the caller's (tracing off).
+                    *tracing.outgoing().items(),
                 ],
                 data=body or None,
                 allow_redirects=False,

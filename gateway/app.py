@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -51,6 +51,7 @@ from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
+from gateway.observe import OperationMetrics, route_of, server_span
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
@@ -72,6 +73,9 @@ from schema.build import build_schema, operation_names
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
 from schema.insight import INSIGHT
+from telemetry import logs, tracing
+from telemetry import metrics as meters
+from telemetry.metrics import OperationNames
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -429,8 +433,9 @@ class Authenticate:
 class RequestIds:
     """Gives every request an id (the caller's if it is safe), echoed back and logged.
 
-    The log line names method, path, status and time only: query strings and bodies may hold
-    personal data and are never logged.
+    The log line names method, route, status and time only: query strings, bodies and
+    unknown paths may hold personal data and are never logged. The request's server span
+    (tracing on) is opened here too (gateway/observe.py).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -440,11 +445,13 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = Request(scope).headers.get("x-request-id", "")
+        headers = Request(scope).headers
+        offered = headers.get("x-request-id", "")
         request_id = offered if REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         scope["switchboard.request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        logged = logs.request_id.set(request_id)  # on every log line of this request
 
         async def send_with_id(message: Any) -> None:
             nonlocal status
@@ -454,16 +461,30 @@ class RequestIds:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            async with server_span(scope, headers) as span:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", status)
+                    # The route, not the raw path: a path may be anything a caller typed.
+                    route = route_of(scope["path"])
+                    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+                    log.info(
+                        "%s %s %s %.1fms",
+                        scope["method"],
+                        route,
+                        status,
+                        elapsed_ms,
+                        extra={
+                            "method": scope["method"],
+                            "path": route,
+                            "status": status,
+                            "duration_ms": elapsed_ms,
+                        },
+                    )
         finally:
-            log.info(
-                "%s %s %s %.1fms request_id=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                (time.perf_counter() - started) * 1000,
-                request_id,
-            )
+            logs.request_id.reset(logged)
 
 
 async def _probe(name: str, ping: Any, guard: BackendGuard) -> tuple[str, dict[str, Any]]:
@@ -486,8 +507,18 @@ async def _probe(name: str, ping: Any, guard: BackendGuard) -> tuple[str, dict[s
     return name, report
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, span_exporter: Any = None) -> Starlette:
+    """The gateway. ``span_exporter`` (an OpenTelemetry ``SpanExporter``) replaces the OTLP
+    exporter when ``telemetry.enabled``: tests read the spans from an in-memory one."""
     settings = settings or load_settings()
+    telemetry = settings.telemetry
+    tracing.configure(
+        enabled=telemetry.enabled,
+        otlp_endpoint=telemetry.otlp_endpoint,
+        service_name=telemetry.service_name,
+        sample_ratio=telemetry.sample_ratio,
+        exporter=span_exporter,
+    )
     engine = create_engine(settings.database_url)
     wiring = build_backends(settings, engine)
     backends = wiring.backends
@@ -556,6 +587,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     adapters = (backends.boss, backends.billing, backends.care)
     # Business events (marketing/): a bad events.yaml stops the start, file:line.
     events = build_events(settings, engine, wiring.registry, backends)
+    meters.CACHE_ENABLED.set(1 if wiring.cache is not None else 0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -614,6 +646,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await audit.stop()
         await wiring.close()
         await engine.dispose()
+        tracing.shutdown()  # the last spans go out
+        metrics.worker_exited()  # this worker's live gauges leave the replica's sums
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -643,11 +677,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             status_code=200 if ready else 503,
         )
 
-    async def metrics_page(request: Request) -> PlainTextResponse:
-        # Backend names and cache kinds only: nothing here identifies a customer.
-        return PlainTextResponse(
-            metrics.render(wiring.all_guards, wiring.cache), media_type=metrics.CONTENT_TYPE
-        )
+    async def metrics_page(request: Request) -> Response:
+        # Names, kinds and channels only: nothing here identifies a customer.
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     documents = TrustedDocumentsGate(
         RequestGate(
@@ -669,6 +701,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     if audit is not None:
         endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
+    # Outside the audit trail: an operation's duration includes its record's commit.
+    endpoint = OperationMetrics(endpoint, OperationNames(telemetry.max_operation_names))
     app = Starlette(
         routes=[
             Route("/healthz", healthz),

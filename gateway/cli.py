@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -15,8 +14,16 @@ from gateway.audit.commands import add_audit_commands
 from gateway.campaign_commands import add_campaign_commands
 from gateway.insight_commands import add_insight_commands
 from gateway.schema_commands import add_schema_commands
-from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
+from gateway.settings import (
+    ENV_PREFIX,
+    STATE_DIR,
+    Settings,
+    SettingsInvalid,
+    load_settings,
+    replica_state_dir,
+)
 from gateway.systems_commands import add_systems_commands
+from telemetry import logs
 
 DEFAULT_DATA_DIR = STATE_DIR / "sim-data"
 DEMO_CUSTOMERS = 2000
@@ -24,7 +31,8 @@ DEMO_SEED = 42
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The settings given as flags (--host, --port, --workers)."""
+    """The settings given as flags (--host, --port, --workers, --log-format, --trace,
+    --otlp-endpoint)."""
     overrides: dict[str, object] = {}
     if getattr(args, "host", None):
         overrides["host"] = args.host
@@ -36,6 +44,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["campaigns"] = {"rules_file": args.campaigns_file}
     if getattr(args, "insight_rules", None):
         overrides["insight_rules_file"] = args.insight_rules
+    if getattr(args, "log_format", None):
+        overrides["log_format"] = args.log_format
+    telemetry: dict[str, object] = {}
+    if getattr(args, "trace", False):
+        telemetry["enabled"] = True
+    if getattr(args, "otlp_endpoint", None):
+        telemetry["otlp_endpoint"] = args.otlp_endpoint
+    if telemetry:
+        overrides["telemetry"] = telemetry
     return overrides
 
 
@@ -43,30 +60,47 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(**_overrides(args))
 
 
+def _export(overrides: dict[str, object], prefix: str = ENV_PREFIX) -> None:
+    """Flags into the environment the workers inherit (nested tables with ``__``)."""
+    for name, value in overrides.items():
+        if isinstance(value, dict):
+            _export(value, f"{prefix}{name.upper()}__")
+        else:
+            os.environ[f"{prefix}{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.metrics import prepare_multiprocess_dir
+
     settings = _settings(args)
+    logs.configure(settings.log_format)
     # Each uvicorn worker imports gateway.asgi and reads the settings anew, from the
     # environment and the TOML file: a flag reaches the workers only through the environment
     # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
     # both ran under the bare executor id and could recover each other's workflows.
-    for name, value in _overrides(args).items():
-        if isinstance(value, dict):  # a table: one variable per key (CAMPAIGNS__RULES_FILE)
-            for key, item in value.items():
-                os.environ[f"{ENV_PREFIX}{name.upper()}__{key.upper()}"] = str(item)
-        else:
-            os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    _export(_overrides(args))
+    if settings.workers > 1:
+        # Before any worker starts: each writes its metrics there, /metrics sums them.
+        prepare_multiprocess_dir(replica_state_dir(settings.database_url), settings.port)
     uvicorn.run(
         "gateway.asgi:app",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        timeout_worker_healthcheck=settings.worker_healthcheck_s,
         # uvloop: with several workers the default loop stalls keep-alive requests ~45 ms.
         loop="uvloop",
         http="httptools",
+        # uvicorn's access log prints the query string (GET /graphql?query=... holds the
+        # caller's variables): RequestIds logs each request instead, without it.
         access_log=False,
         log_level="info",
+        # No logging set-up of uvicorn's own: its lines go to the hub's handler (JSON).
+        log_config=None,
     )
     return 0
 
@@ -75,6 +109,7 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import DemoOptions, run_demo
 
     configured = _settings(args)
+    logs.configure(configured.log_format)
     # The demo always serves GraphiQL, whatever the configuration says.
     settings = configured.model_copy(
         update={"graphql": configured.graphql.model_copy(update={"graphiql": True})}
@@ -319,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes")
     serve.add_argument("--campaigns-file", help="campaigns file (campaigns.rules_file)")
     serve.add_argument("--insight-rules", help="insight rules file (setting insight_rules_file)")
+    serve.add_argument(
+        "--log-format", choices=("json", "text"), help="log lines (default from settings: json)"
+    )
+    serve.add_argument(
+        "--trace", action="store_true", help="export traces over OTLP (telemetry.enabled)"
+    )
+    serve.add_argument(
+        "--otlp-endpoint", help="OTLP/HTTP traces endpoint (telemetry.otlp_endpoint)"
+    )
     serve.set_defaults(run=_serve)
 
     sims = commands.add_parser(
@@ -432,11 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every request URL at INFO, and backend URLs carry MSISDNs and ID-card
-    # numbers in their filters: personal data never goes to logs.
-    for noisy in ("httpx", "httpcore", "zeep"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The configured format once the settings are read (serve, demo); until then, and for
+    # the other commands, plain lines. httpx logs every request URL at INFO, and backend
+    # URLs carry MSISDNs and ID-card numbers in their filters: logs.QUIET keeps it (and the
+    # other chatty clients) at WARNING, since personal data never goes to logs.
+    logs.configure("text")
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -190,6 +190,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             port=settings.port,
             access_log=False,
             log_level="info",
+            log_config=None,  # uvicorn's lines go to the hub's handler (logs.configure)
         )
     finally:
         stop_simulators(simulators)

@@ -1,112 +1,88 @@
-"""/metrics in the Prometheus text format (0.0.4), written by hand: no client library needed.
+"""/metrics: the Prometheus exposition of telemetry/metrics.py, for the whole replica.
 
-Labels are backend names and cache kinds only, never keys or anything from a request: metric
-labels are stored and shipped far and wide, and must not carry personal data. Figures are per
-process (each worker of ``workers > 1`` reports its own).
+One worker: the process's own registry. Several workers (``switchboard serve --workers N``):
+the parent gives every worker one ``PROMETHEUS_MULTIPROC_DIR`` in the replica's state dir,
+emptied at start (``prepare_multiprocess_dir``), each worker writes its values to its own
+files there, and whichever worker answers /metrics sums them all (prometheus-client's
+multiprocess mode). A worker that exits removes its live gauges (``worker_exited``); one
+killed outright is noticed at the next scrape (its pid is gone) and removed the same way, so
+a dead worker's circuit state or in-flight count does not linger. Its counters and
+histograms stay counted: they happened.
+
+Labels are backend names, cache kinds, steps, channels and bounded operation names only:
+nothing here identifies a customer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+import re
+import shutil
+from pathlib import Path
 
-from adapters.breaker import CircuitState
-from adapters.cache import RECORD_KINDS, RecordCache
-from adapters.resilience import BackendGuard
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
-
-
-def _family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]
-) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
-    return lines
-
-
-def _number(value: float) -> str:
-    # Counters stay exact integers (a "g" format would round them to six digits).
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
 
 
-def _label(name: str, value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'{{{name}="{escaped}"}}'
+def multiprocess_dir() -> Path | None:
+    """The shared directory, if this process writes its values there.
+
+    prometheus-client picks its value store when first imported: the environment variable
+    alone (set after that import) does not make a process write to the directory.
+    """
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory or values.ValueClass is values.MutexValue:
+        return None
+    return Path(directory)
 
 
-def render(guards: Mapping[str, BackendGuard], cache: RecordCache | None) -> str:
-    backends = sorted(guards.items())
-    by_backend = [(_label("backend", name), guard) for name, guard in backends]
-    lines: list[str] = []
-    lines += _family(
-        "switchboard_backend_circuit_state",
-        "gauge",
-        "Circuit breaker state per backend: 0 closed, 1 half-open, 2 open.",
-        ((lb, CIRCUIT_VALUES[g.breaker.state]) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_backend_consecutive_failures",
-        "gauge",
-        "Consecutive failed attempts counted by the circuit breaker.",
-        ((lb, g.breaker.snapshot().consecutive_failures) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_backend_in_flight",
-        "gauge",
-        "Calls in flight to the backend (bulkhead slots in use).",
-        ((lb, g.bulkhead.in_flight) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_backend_calls_total",
-        "counter",
-        "Attempts sent to the backend, retries included.",
-        ((lb, g.stats.attempts) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_backend_failures_total",
-        "counter",
-        "Attempts that found the backend unavailable or timed out.",
-        ((lb, g.stats.failures) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_backend_rejected_total",
-        "counter",
-        "Calls refused at once by an open circuit, without a network call.",
-        ((lb, g.stats.rejected) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_backend_slot_timeouts_total",
-        "counter",
-        "Calls that found no free bulkhead slot before their deadline.",
-        ((lb, g.stats.slot_timeouts) for lb, g in by_backend),
-    )
-    lines += _family(
-        "switchboard_cache_enabled",
-        "gauge",
-        "Whether the read-through cache is on.",
-        [("", 1 if cache is not None else 0)],
-    )
-    if cache is not None:
-        stats = cache.stats
-        kinds = [kind.name for kind in RECORD_KINDS]
-        for name, help_text, counter in (
-            ("hits", "Keys served from the cache.", stats.hits),
-            ("misses", "Keys not in the cache.", stats.misses),
-            ("shared", "Misses that waited for another caller's backend call.", stats.shared),
-            ("evictions", "Keys evicted after writes.", stats.evictions),
-        ):
-            lines += _family(
-                f"switchboard_cache_{name}_total",
-                "counter",
-                help_text,
-                ((_label("kind", kind), counter[kind]) for kind in kinds),
-            )
-        lines += _family(
-            "switchboard_cache_errors_total",
-            "counter",
-            "Cache operations that failed, served as misses.",
-            [("", stats.errors)],
-        )
-    return "\n".join(lines) + "\n"
+def prepare_multiprocess_dir(state_dir: Path, port: int) -> Path:
+    """An empty directory for this replica's workers (per port: replicas sharing a state
+    dir do not mix), exported for the workers to inherit. Called by the parent only."""
+    directory = (state_dir / f"metrics-{port}").resolve()
+    shutil.rmtree(directory, ignore_errors=True)  # the previous run's files would add up
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+def worker_exited(pid: int | None = None) -> None:
+    """Remove a worker's live gauges (this process's by default)."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        multiprocess.mark_process_dead(pid or os.getpid(), str(directory))
+
+
+def _reap_dead_workers(directory: Path) -> None:
+    for name in os.listdir(directory):
+        found = _LIVE_GAUGE_FILE.fullmatch(name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))
+        except PermissionError:  # alive, someone else's
+            pass
+
+
+def render() -> bytes:
+    """The exposition text: this process's series, or every worker's summed."""
+    directory = multiprocess_dir()
+    if directory is None:
+        return generate_latest(REGISTRY)
+    _reap_dead_workers(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, str(directory))
+    return generate_latest(registry)

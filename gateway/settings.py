@@ -514,6 +514,37 @@ class EventsSettings(SettingsModel):
     )
 
 
+class TelemetrySettings(SettingsModel):
+    """Traces (OpenTelemetry) and metric labels (docs/operations.md, "Tracing", "Metrics")."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Traces on: spans exported over OTLP/HTTP. Off: no spans are made at all "
+        "(a caller's traceparent is still passed on to the backends).",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        pattern=r"^https?://",
+        description="The OTLP/HTTP traces endpoint of the collector.",
+    )
+    service_name: str = Field(
+        default="switchboard", min_length=1, description="service.name of every span."
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces sampled; a caller's sampled flag is followed.",
+    )
+    max_operation_names: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Distinct operation names a process labels metrics and spans with; "
+        "later new names are reported as 'other'.",
+    )
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -548,6 +579,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    worker_healthcheck_s: int = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="With workers > 1: seconds a worker may take to answer the supervisor's "
+        "health check (uvicorn's default, 5, kills workers still importing on a busy host).",
+    )
     systems_dir: Path | None = Field(
         default=None,
         description="Folder of declared systems (one sub-folder each: system.yaml + "
@@ -568,6 +606,11 @@ class Settings(BaseSettings):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     care: CareSettings = Field(default_factory=CareSettings)
     graphql: GraphQLSettings = Field(default_factory=GraphQLSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object per line (for collectors); text: one plain line.",
+    )
     cache: CacheSettings = Field(default_factory=CacheSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     campaigns: CampaignSettings = Field(default_factory=CampaignSettings)
@@ -634,3 +677,15 @@ def _validation_problem(error: ValidationError) -> str:
         reason = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
         problems.append(f"{key} ({where}): {reason}")
     return "invalid settings: " + "; ".join(problems)
+
+
+def replica_state_dir(database_url: str) -> Path:
+    """The replica's local state dir: beside a SQLite hub database, else .switchboard/.
+
+    Workflow executor slots and the workers' metric files live there."""
+    from sqlalchemy.engine import make_url  # here: the settings module stays cheap to import
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent
+    return STATE_DIR

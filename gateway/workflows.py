@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.cache import RecordCache
-from gateway.settings import STATE_DIR, WorkflowSettings
+from gateway.settings import WorkflowSettings, replica_state_dir
 from orchestration.engine import EngineConfig, WorkflowEngine, system_database_url
 from orchestration.runtime import EventBus, Runtime, Timings
 from orchestration.service import Workflows
@@ -22,14 +20,6 @@ from schema.context import Backends
 class WorkflowWiring:
     engine: WorkflowEngine
     services: Workflows
-
-
-def _state_dir(database_url: str) -> Path:
-    """The replica's local state dir: beside a SQLite hub database, else .switchboard/."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).parent
-    return STATE_DIR
 
 
 def build_workflows(
@@ -70,7 +60,7 @@ def build_workflows(
         application_version=workflow_settings.application_version,
         executor_id=workflow_settings.executor_id,
         workers=workers,
-        lock_dir=_state_dir(settings_database_url),
+        lock_dir=replica_state_dir(settings_database_url),
     )
     return WorkflowWiring(
         engine=WorkflowEngine(config, runtime),

@@ -22,12 +22,13 @@ from adapters.records import Money
 from orchestration.rules_loader import load_categories
 from orchestration.runtime import current
 from orchestration.steps import bind_request, call, failed, mirror_ticket, notify, record, step_key
+from orchestration.timed import step
 
 AGENT_TOPIC = "agent"
 FEEDBACK_TOPIC = "feedback"
 
 
-@DBOS.step(name="complaint.open_ticket")
+@step("complaint.open_ticket")
 async def open_ticket(
     party_id: str | None, category: str, severity: str, channel: str, description: str
 ) -> dict[str, Any]:
@@ -52,7 +53,7 @@ async def open_ticket(
     return {"ok": True, "ticket_id": ticket.id}
 
 
-@DBOS.step(name="complaint.classify")
+@step("complaint.classify")
 async def classify(category: str) -> dict[str, Any]:
     """The category's rule, checkpointed: a rules change later does not alter this complaint."""
     rule = load_categories().get(category)
@@ -67,7 +68,7 @@ async def classify(category: str) -> dict[str, Any]:
     }
 
 
-@DBOS.step(name="complaint.investigate")
+@step("complaint.investigate")
 async def investigate(customer_no: str, account_id: str | None) -> dict[str, Any]:
     """Facts for the agent, without personal data: line count and state, balance, overdue."""
     runtime = current()
@@ -90,7 +91,7 @@ async def investigate(customer_no: str, account_id: str | None) -> dict[str, Any
     return facts
 
 
-@DBOS.step(name="complaint.credit")
+@step("complaint.credit")
 async def credit(account_id: str | None, amount: str) -> dict[str, Any]:
     if not account_id:
         return {"ok": False, "code": "NO_BILLING_ACCOUNT", "system": "billing"}
@@ -106,7 +107,7 @@ async def credit(account_id: str | None, amount: str) -> dict[str, Any]:
     return {"ok": True, "adjustment_id": adjustment_id}
 
 
-@DBOS.step(name="complaint.evict")
+@step("complaint.evict")
 async def evict(customer_no: str, account_id: str | None, party_id: str | None) -> None:
     await current().evict(
         customer_no, [account_id] if account_id else [], [party_id] if party_id else []

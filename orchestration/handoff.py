@@ -19,11 +19,12 @@ from dbos import DBOS
 from adapters.errors import AdapterError
 from orchestration.runtime import current
 from orchestration.steps import bind_request, call, failed, mirror_ticket, notify, record, step_key
+from orchestration.timed import step
 
 ID_CHECK_TOPIC = "id_check"
 
 
-@DBOS.step(name="handoff.open_ticket")
+@step("handoff.open_ticket")
 async def open_ticket(party_id: str | None, service: str, channel: str) -> dict[str, Any]:
     if not party_id:
         return {"ok": True, "ticket_id": None}

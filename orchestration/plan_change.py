@@ -24,12 +24,13 @@ from adapters.errors import AdapterError
 from adapters.records import Money
 from orchestration.runtime import current
 from orchestration.steps import bind_request, call, failed, notify, record, step_key
+from orchestration.timed import step
 
 #: Share of the monthly fee difference charged or credited for the rest of the month.
 PRORATION_SHARE = Decimal("0.5")
 
 
-@DBOS.step(name="plan_change.eligibility")
+@step("plan_change.eligibility")
 async def check_eligibility(subscriber_no: str, offering_id: str) -> dict[str, Any]:
     boss = current().boss
     try:
@@ -39,7 +40,7 @@ async def check_eligibility(subscriber_no: str, offering_id: str) -> dict[str, A
     return {"ok": True, "eligible": eligible, "reason": reason}
 
 
-@DBOS.step(name="plan_change.arrears")
+@step("plan_change.arrears")
 async def check_arrears(account_id: str | None) -> dict[str, Any]:
     if not account_id:
         return {"ok": True, "overdue": "0"}
@@ -53,7 +54,7 @@ async def check_arrears(account_id: str | None) -> dict[str, Any]:
     return {"ok": True, "overdue": str(overdue)}
 
 
-@DBOS.step(name="plan_change.order")
+@step("plan_change.order")
 async def place_order(subscriber_no: str, offering_id: str) -> dict[str, Any]:
     runtime = current()
     try:
@@ -79,7 +80,7 @@ async def place_order(subscriber_no: str, offering_id: str) -> dict[str, Any]:
     }
 
 
-@DBOS.step(name="plan_change.adjust")
+@step("plan_change.adjust")
 async def adjust(account_id: str, amount: str, step: str, reason: str) -> dict[str, Any]:
     billing = current().billing
     money = Money(Decimal(amount))
@@ -92,7 +93,7 @@ async def adjust(account_id: str, amount: str, step: str, reason: str) -> dict[s
     return {"ok": True, "adjustment_id": adjustment_id}
 
 
-@DBOS.step(name="plan_change.cancel_order")
+@step("plan_change.cancel_order")
 async def cancel_order(order_id: str) -> dict[str, Any]:
     boss = current().boss
     try:
@@ -102,7 +103,7 @@ async def cancel_order(order_id: str) -> dict[str, Any]:
     return {"ok": True, "status": order.status}
 
 
-@DBOS.step(name="plan_change.verify_order")
+@step("plan_change.verify_order")
 async def verify_order(order_id: str) -> dict[str, Any]:
     """Read the order back from BOSS before confirming: it must stand as placed."""
     boss = current().boss
@@ -115,7 +116,7 @@ async def verify_order(order_id: str) -> dict[str, Any]:
     return {"ok": True, "status": placed.status}
 
 
-@DBOS.step(name="plan_change.evict")
+@step("plan_change.evict")
 async def evict(customer_no: str, account_id: str | None) -> None:
     # The line's offering and the account's balance changed: cached copies must go.
     await current().evict(customer_no, [account_id] if account_id else [], [])

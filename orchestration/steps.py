@@ -16,6 +16,7 @@ from dbos import DBOS
 
 from adapters.errors import AdapterError
 from orchestration.runtime import current
+from orchestration.timed import step
 
 T = TypeVar("T")
 
@@ -55,7 +56,7 @@ def failed(error: AdapterError) -> dict[str, Any]:
     return {"ok": False, "code": error.code, "system": error.system}
 
 
-@DBOS.step(name="switchboard.record")
+@step("switchboard.record")
 async def record(
     request_id: str,
     event_key: str,
@@ -83,7 +84,7 @@ async def record(
     runtime.bus.publish()
 
 
-@DBOS.step(name="switchboard.notify")
+@step("switchboard.notify")
 async def notify(
     request_id: str, notice_key: str, channel: str, kind: str, detail: Mapping[str, Any]
 ) -> None:
@@ -95,7 +96,7 @@ async def notify(
     runtime.bus.publish()
 
 
-@DBOS.step(name="switchboard.mirror_ticket")
+@step("switchboard.mirror_ticket")
 async def mirror_ticket(
     ticket_id: str | None,
     step: str,

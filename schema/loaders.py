@@ -30,6 +30,7 @@ from adapters.records import (
     Subscription,
     Ticket,
 )
+from telemetry import tracing
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -37,6 +38,23 @@ V = TypeVar("V")
 SYSTEMS_TO_RESOLVE = ("billing", "care")
 #: What a list loader answers for a key its system did not return.
 NO_RECORDS: Sequence[Any] = ()
+
+
+async def batch_span(system: str, kind: str, size: int, work: Awaitable[V]) -> V:
+    """One DataLoader batch, as a span when tracing is on (names and a count: no keys)."""
+    tracer = tracing.tracer()
+    if tracer is None:
+        return await work
+    with tracer.start_as_current_span(
+        f"batch {system}.{kind}",
+        attributes={
+            "switchboard.system": system,
+            "switchboard.record_kind": kind,
+            "switchboard.batch_size": size,
+        },
+        record_exception=False,  # an adapter error's message is safe, others' may not be
+    ):
+        return await work
 
 
 def _keyed(
@@ -81,32 +99,32 @@ class Loaders:
         self.backends_called = backends_called if backends_called is not None else set()
         noted = self._noting
         self.profiles = DataLoader[str, CustomerProfile | None](
-            _keyed(noted("boss", boss.get_customers))
+            _keyed(noted("boss", "profiles", boss.get_customers))
         )
         self.subscriptions = DataLoader[str, Sequence[Subscription]](
-            _keyed(noted("boss", boss.get_subscriptions), NO_RECORDS)
+            _keyed(noted("boss", "subscriptions", boss.get_subscriptions), NO_RECORDS)
         )
         self.billing_accounts = DataLoader[str, BillingAccount | None](
-            _keyed(noted("billing", billing.get_accounts))
+            _keyed(noted("billing", "billing_accounts", billing.get_accounts))
         )
         self.balances = DataLoader[str, Balance | None](
-            _keyed(noted("billing", billing.get_balances))
+            _keyed(noted("billing", "balances", billing.get_balances))
         )
         self.tickets = DataLoader[str, Sequence[Ticket]](
-            _keyed(noted("care", care.get_tickets), NO_RECORDS)
+            _keyed(noted("care", "tickets", care.get_tickets), NO_RECORDS)
         )
         self.interactions = DataLoader[str, Sequence[Interaction]](
-            _keyed(noted("care", care.get_interactions), NO_RECORDS)
+            _keyed(noted("care", "interactions", care.get_interactions), NO_RECORDS)
         )
         self.identity_by_customer_no = DataLoader[str, Identity | None](self._identities)
         self.identity_by_hub_id = DataLoader[str, Identity | None](self._identities_by_hub_id)
 
     def _noting(
-        self, system: str, fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]]
+        self, system: str, kind: str, fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]]
     ) -> Callable[[list[str]], Awaitable[Mapping[str, V]]]:
         async def fetch_noted(keys: list[str]) -> Mapping[str, V]:
             self.backends_called.add(system)
-            return await fetch(keys)
+            return await batch_span(system, kind, len(keys), fetch(keys))
 
         return fetch_noted
 
@@ -192,7 +210,9 @@ class Loaders:
 
             async def load(keys: list[tuple[str, str]]) -> list[Record | None]:
                 self.backends_called.update({instance for instance, _ in keys})
-                found = await declared.read_by_keys(operation, keys)
+                found = await batch_span(
+                    system, operation, len(keys), declared.read_by_keys(operation, keys)
+                )
                 return [found.get(key) for key in keys]
 
             loader = DataLoader[tuple[str, str], Record | None](load)

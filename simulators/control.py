@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+#: Business calls whose ``traceparent`` header the simulator keeps for /_sim/traceparents.
+KEPT_TRACEPARENTS = 1000
 
 
 @dataclass
@@ -100,6 +104,9 @@ class SimControl:
     ) -> None:
         self.state = ControlState()
         self.calls: Counter[str] = Counter()
+        #: The W3C ``traceparent`` of the latest business calls (None: the call had none), so
+        #: a test can see what an operator's system would receive.
+        self.traceparents: deque[str | None] = deque(maxlen=KEPT_TRACEPARENTS)
         self._failure = failure
         self._garbage = garbage
         self._garbage_media_type = garbage_media_type
@@ -124,6 +131,7 @@ class SimControl:
 
     def reset(self) -> None:
         self.calls.clear()
+        self.traceparents.clear()
         self.state = ControlState()
 
     def routes(self) -> list[Route]:
@@ -132,7 +140,11 @@ class SimControl:
             Route("/_sim/stats", self._stats, methods=["GET"]),
             Route("/_sim/control", self._control, methods=["GET", "POST"]),
             Route("/_sim/reset", self._reset, methods=["POST"]),
+            Route("/_sim/traceparents", self._traceparents, methods=["GET"]),
         ]
+
+    async def _traceparents(self, request: Request) -> Response:
+        return JSONResponse({"traceparents": list(self.traceparents)})
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -153,3 +165,18 @@ class SimControl:
     async def _reset(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"status": "ok", "control": self.state.as_json()})
+
+
+class TraceparentRecorder:
+    """Middleware of each system's app: keeps every business call's traceparent header in
+    its ``SimControl`` (``app.add_middleware(TraceparentRecorder, control=control)``)."""
+
+    def __init__(self, app: ASGIApp, control: SimControl) -> None:
+        self.app = app
+        self.control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_sim/"):
+            value = dict(scope["headers"]).get(b"traceparent")
+            self.control.traceparents.append(value.decode("latin-1") if value else None)
+        await self.app(scope, receive, send)

@@ -160,9 +160,9 @@ async def test_a_timeout_after_queueing_for_a_slot_is_not_the_backends_failure()
     async def hold() -> None:
         await release.wait()
 
-    holder = asyncio.create_task(policy.write(hold))
+    holder = asyncio.create_task(policy.write("test", hold))
     await asyncio.sleep(0)
-    waiting = asyncio.create_task(policy.write(hang))
+    waiting = asyncio.create_task(policy.write("test", hang))
     # The slot frees with 0.3 s of the waiting call's 1 s left: its timeout is the queue's.
     await asyncio.sleep(0.7)
     release.set()
@@ -185,9 +185,9 @@ async def test_a_timeout_after_a_short_wait_is_still_the_backends_failure():
     async def hold() -> None:
         await release.wait()
 
-    holder = asyncio.create_task(policy.write(hold))
+    holder = asyncio.create_task(policy.write("test", hold))
     await asyncio.sleep(0)
-    waiting = asyncio.create_task(policy.write(hang))
+    waiting = asyncio.create_task(policy.write("test", hang))
     # 0.3 s in the queue leaves 0.7 s, over half the budget: a hang past that is BOSS's own.
     await asyncio.sleep(0.3)
     release.set()
@@ -214,7 +214,7 @@ async def test_one_request_holds_at_most_its_share_of_slots():
     async def request(calls: int) -> list:
         open_request_share()  # as schema/context.py does per request
         return await asyncio.gather(
-            *(policy.read(call) for _ in range(calls)), return_exceptions=True
+            *(policy.read("test", call) for _ in range(calls)), return_exceptions=True
         )
 
     # 20 calls of 50 ms, 3 at a time: about 7 rounds of 50 ms, 0.35 s, within the budget.

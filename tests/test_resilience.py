@@ -195,7 +195,7 @@ async def test_the_bulkhead_caps_calls_in_flight(sims, control, customers):
 
     control.set("billing", latency_ms=[60, 60])
     try:
-        results = await asyncio.gather(*(policy.read(call) for _ in range(8)))
+        results = await asyncio.gather(*(policy.read("test", call) for _ in range(8)))
     finally:
         await rest.close()
     assert results == [1] * 8
@@ -222,10 +222,10 @@ async def test_waiting_for_a_slot_counts_in_the_time_budget(clock):
         hasty_calls += 1
         return "never"
 
-    holder = asyncio.create_task(patient.write(hold))
+    holder = asyncio.create_task(patient.write("test", hold))
     await holding.wait()
     with pytest.raises(NoFreeSlot) as raised:
-        await asyncio.wait_for(hasty.read(quick), 10)
+        await asyncio.wait_for(hasty.read("test", quick), 10)
     assert raised.value.code == "BACKEND_TIMEOUT"
     assert hasty_calls == 0
     assert guard.stats.slot_timeouts == 1
@@ -249,7 +249,7 @@ async def test_an_attempt_is_cut_at_the_deadline_and_not_retried_past_it(clock):
 
     # The outer wait_for only keeps a broken budget from hanging the suite.
     with pytest.raises(TimedOut):
-        await asyncio.wait_for(policy.read(hang), 10)
+        await asyncio.wait_for(policy.read("test", hang), 10)
     assert calls == 1
     assert guard.breaker.snapshot().consecutive_failures == 1
 

@@ -188,7 +188,7 @@ class DeclaredSystem:
             limit = min(limit, op.max_limit)
         instance = self.instances[instance_name]
         values = {"$key": key, "$offset": offset, "$limit": limit}
-        answer = await instance.policy.read(self._call, instance, op, values)
+        answer = await instance.policy.read(op.name, self._call, instance, op, values)
         record = self.spec.records[op.record or ""]
         return self._total(instance, op, answer), self._extract(instance, op, record, answer)
 
@@ -200,14 +200,14 @@ class DeclaredSystem:
             values["$key"] = batch[0]
         record = self.spec.records[op.record or ""]
         if not op.all_pages:
-            answer = await instance.policy.read(self._call, instance, op, values)
+            answer = await instance.policy.read(op.name, self._call, instance, op, values)
             return self._extract(instance, op, record, answer)
         # A filtered list read whole, page after page, within the reply item limit.
         found: list[Record] = []
         limit = op.max_limit or 200
         while True:
             paged = {**values, "$offset": len(found), "$limit": limit}
-            answer = await instance.policy.read(self._call, instance, op, paged)
+            answer = await instance.policy.read(op.name, self._call, instance, op, paged)
             page = self._extract(instance, op, record, answer)
             found += page
             if len(found) > instance.max_items:
@@ -219,7 +219,7 @@ class DeclaredSystem:
         """A role's write through the only instance: once (never retried), its records."""
         op = self.spec.operations[operation]
         instance = self._sole_instance()
-        answer = await instance.policy.write(self._call, instance, op, values)
+        answer = await instance.policy.write(op.name, self._call, instance, op, values)
         if op.record is None:
             return []
         return self._extract(instance, op, self.spec.records[op.record], answer)
@@ -262,7 +262,9 @@ class DeclaredSystem:
         instance = self.instances[instance_name]
         op = spec.operation
         try:
-            answer = await instance.policy.write(self._call, instance, op, {**values, "$key": key})
+            answer = await instance.policy.write(
+                op.name, self._call, instance, op, {**values, "$key": key}
+            )
         finally:
             if self._cache is not None and spec.evicts:
                 await self._cache.evict(
@@ -281,7 +283,7 @@ class DeclaredSystem:
         """One call with the caller's variables, for ``systems try``."""
         instance = self.instances[instance_name]
         op = self.spec.operations[operation]
-        answer = await instance.policy.read(self._call, instance, op, values)
+        answer = await instance.policy.read(op.name, self._call, instance, op, values)
         if op.record is None:
             return answer
         records = self._extract(instance, op, self.spec.records[op.record], answer)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +31,8 @@ from gateway.audit.writer import AuditUnavailable, AuditWriter
 from gateway.database import create_tables
 from gateway.settings import AuditSettings
 from schema.audit_reader import VerificationReport
+from telemetry import tracing
+from telemetry.metrics import AUDIT_COMMIT
 
 log = logging.getLogger("switchboard.audit")
 
@@ -148,8 +151,22 @@ class AuditLog:
                 )
 
     async def append(self, record: AuditRecord) -> int:
-        """Append and wait for the commit (raises AuditUnavailable if it cannot be made)."""
-        return await self.writer.append(record)
+        """Append and wait for the commit (raises AuditUnavailable if it cannot be made).
+
+        The wait is ``switchboard_audit_commit_seconds`` (and an ``audit commit`` span)."""
+        started = time.perf_counter()
+        tracer = tracing.tracer()
+        try:
+            if tracer is None:
+                return await self.writer.append(record)
+            with tracer.start_as_current_span("audit commit", record_exception=False) as span:
+                try:
+                    return await self.writer.append(record)
+                except AuditUnavailable:
+                    span.set_status(Status(StatusCode.ERROR, "AUDIT_UNAVAILABLE"))
+                    raise
+        finally:
+            AUDIT_COMMIT.observe(time.perf_counter() - started)
 
     def verifying_key(self, supplied: Path | None = None) -> VerifyingKey:
         """The key an auditor supplied, else the one pinned in the settings, else (UNTRUSTED)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from simulators import ledger
 from simulators.billing.events import builder as event_builder
 from simulators.billing.store import AccountRow, BillingStore
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.events import EventHub
 from simulators.rest import (
     GARBLED_BODY,
@@ -232,4 +232,5 @@ def create_app(data_dir: Path) -> Starlette:
     )
     app.state.control = control
     app.state.events = events
+    app.add_middleware(TraceparentRecorder, control=control)
     return app

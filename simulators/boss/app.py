@@ -21,7 +21,7 @@ from simulators.boss import soap
 from simulators.boss.events import builder as event_builder
 from simulators.boss.operations import HANDLERS, BusinessError, Handler
 from simulators.boss.store import BossStore
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.events import EventHub
 from simulators.storage import open_for_serving, store_path
 
@@ -141,4 +141,5 @@ def create_app(data_dir: Path) -> Starlette:
     )
     app.state.control = control
     app.state.events = events
+    app.add_middleware(TraceparentRecorder, control=control)
     return app

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from simulators.care.events import builder as event_builder
 from simulators.care.messages import MESSAGES, Outbox
 from simulators.care.store import CareStore, InteractionRow, PartyRow, TicketRow
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.events import EventHub
 from simulators.rest import (
     GARBLED_BODY,
@@ -347,4 +347,5 @@ def create_app(data_dir: Path) -> Starlette:
     )
     app.state.control = control
     app.state.events = events
+    app.add_middleware(TraceparentRecorder, control=control)
     return app

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators.control import SimControl
+from simulators.control import SimControl, TraceparentRecorder
 from simulators.loyalty import soap12
 from simulators.loyalty.instances import Instance
 from simulators.loyalty.operations import HANDLERS, Scope
@@ -141,5 +141,6 @@ def create_app(data_dir: Path, instance: Instance) -> Starlette:
         lifespan=lifespan,
     )
     app.state.control = control
+    app.add_middleware(TraceparentRecorder, control=control)
     app.state.instance = instance
     return app
