@@ -209,7 +209,7 @@ SCRIPT = r"""
   }
 
   function outcomeText(r) {
-    return r.outcome + (r.code ? " (" + r.code + ")" : "")
+    return r.outcome.toLowerCase() + (r.code ? " (" + r.code + ")" : "")
       + (r.refusedCount != null ? " x" + r.refusedCount + " until " + localTime(r.windowEnd) : "");
   }
 
@@ -272,7 +272,7 @@ SCRIPT = r"""
     detailRow(fields, "seq", r.seq);
     detailRow(fields, "time", localTime(r.time) + "  (" + r.time + ")");
     detailRow(fields, "request id", r.requestId);
-    detailRow(fields, "outcome", r.outcome);
+    detailRow(fields, "outcome", r.outcome.toLowerCase());
     detailRow(fields, "code", r.code);
     detailRow(fields, "principal", r.subject);
     detailRow(fields, "role", r.role);
