@@ -32,6 +32,7 @@ from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
 from gateway import auth, metrics, verification_store
+from gateway.audit.export import AuditExport
 from gateway.audit.middleware import (
     AuditTrail,
     record_refused_connection,
@@ -703,6 +704,25 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
     # Outside the audit trail: an operation's duration includes its record's commit.
     endpoint = OperationMetrics(endpoint, OperationNames(telemetry.max_operation_names))
+    export_routes: list[Route] = []
+    if audit is not None:
+        # The page's export: authenticated like /graphql, auditor only, itself recorded.
+        exporter = Authenticate(
+            AuditExport(
+                audit,
+                policies,
+                max_records=settings.audit.export_max_records,
+                batch_records=settings.audit.export_batch_records,
+            ),
+            credentials,
+            policies,
+            graphiql=False,
+            verifications=backends.verifications,
+            throttle=throttle,
+        )
+        export_routes.append(
+            Route("/audit/export", AuditTrail(exporter, audit, every_get=True), methods=["GET"])
+        )
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -734,6 +754,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
             ),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
+            *export_routes,
             *([Mount(ASSETS_PATH, GraphiQLAssets())] if settings.graphql.graphiql else []),
         ],
         lifespan=lifespan,

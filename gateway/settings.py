@@ -285,6 +285,18 @@ class AuditSettings(SettingsModel):
         default=["RATE_LIMITED", "UNAUTHENTICATED", "CHANNEL_MISMATCH"],
         description="Refusals before GraphQL that are aggregated past the first few.",
     )
+    export_max_records: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="The auditors' page's export (GET /audit/export) refuses a filter matching "
+        "more records (413 EXPORT_TOO_LARGE: narrow it, or use `switchboard audit export`).",
+    )
+    export_batch_records: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Records an export reads and writes at a time (its memory per download).",
+    )
 
 
 #: Signature algorithms a bearer token may use: asymmetric only. ``none`` and the HMAC family

@@ -112,7 +112,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, date | datetime):
+    if isinstance(value, datetime):  # as the graph answers it: RFC 3339 in UTC
+        from schema.timestamps import rfc3339
+
+        return rfc3339(value)
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)

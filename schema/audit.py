@@ -16,10 +16,12 @@ import strawberry
 
 from schema.audit_reader import AuditEntry, AuditReader, AuditSearch, VerificationReport
 from schema.errors import GraphError, bad_input
+from schema.timestamps import from_micros
 from schema.types import GraphInfo, PageInfo
 
 AUDITOR_ROLE = "auditor"
 MAX_PAGE = 200
+MAX_FILTER_TEXT = 128  # the longest text column a filter compares (subject, operation)
 CURSOR_PREFIX = "seq:"
 
 
@@ -52,6 +54,17 @@ class AuditFilter:
     decision: AuditOutcome | None = None
     clear_only: bool = strawberry.field(
         default=False, description="Only operations that disclosed some field in clear."
+    )
+    role: str | None = strawberry.field(default=None, description="The principal's role.")
+    operation: str | None = strawberry.field(
+        default=None, description="The operation's name (auditLog, customerByMsisdn, ...)."
+    )
+    code: str | None = strawberry.field(
+        default=None, description="The refusal's or error's code (FORBIDDEN, RATE_LIMITED, ...)."
+    )
+    purpose: str | None = strawberry.field(default=None, description="The stated X-Purpose.")
+    request_id: str | None = strawberry.field(
+        default=None, description="One request's records (its X-Request-Id)."
     )
 
 
@@ -100,7 +113,7 @@ class AuditRecord:
     def of(cls, e: AuditEntry) -> AuditRecord:
         return cls(
             seq=e.seq,
-            time=datetime.fromtimestamp(e.time_us / 1_000_000, UTC),
+            time=from_micros(e.time_us),
             request_id=e.request_id,
             outcome=AuditOutcome(e.outcome),
             code=e.code,
@@ -123,11 +136,7 @@ class AuditRecord:
             hash=e.hash,
             source=e.source,
             refused_count=e.refused_count,
-            window_end=(
-                datetime.fromtimestamp(e.window_end_us / 1_000_000, UTC)
-                if e.window_end_us is not None
-                else None
-            ),
+            window_end=(from_micros(e.window_end_us) if e.window_end_us is not None else None),
         )
 
 
@@ -213,7 +222,7 @@ def _started_from(r: VerificationReport) -> AuditCheckpointRef | None:
     return AuditCheckpointRef(
         kind=r.start_kind,
         seq=r.start_seq,
-        time=datetime.fromtimestamp(r.start_time_us / 1_000_000, UTC),
+        time=from_micros(r.start_time_us),
     )
 
 
@@ -250,9 +259,18 @@ def _after(cursor: str) -> int:
 def _search(given: AuditFilter | None) -> AuditSearch:
     if given is None:
         return AuditSearch()
-    for name, value in (("customerId", given.customer_id), ("principal", given.principal)):
-        if value is not None and not 1 <= len(value) <= 128:
-            raise bad_input(f"{name} must be 1 to 128 characters.")
+    for name, value in (
+        ("customerId", given.customer_id),
+        ("principal", given.principal),
+        ("channel", given.channel),
+        ("role", given.role),
+        ("operation", given.operation),
+        ("code", given.code),
+        ("purpose", given.purpose),
+        ("requestId", given.request_id),
+    ):
+        if value is not None and not 1 <= len(value) <= MAX_FILTER_TEXT:
+            raise bad_input(f"{name} must be 1 to {MAX_FILTER_TEXT} characters.")
     return AuditSearch(
         customer_id=str(given.customer_id) if given.customer_id is not None else None,
         principal=given.principal,
@@ -261,6 +279,11 @@ def _search(given: AuditFilter | None) -> AuditSearch:
         time_to_us=_micros(given.to),
         outcome=given.decision.value if given.decision else None,
         clear_only=given.clear_only,
+        role=given.role,
+        operation=given.operation,
+        code=given.code,
+        purpose=given.purpose,
+        request_id=given.request_id,
     )
 
 

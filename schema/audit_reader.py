@@ -21,6 +21,11 @@ class AuditSearch:
     time_to_us: int | None = None
     outcome: str | None = None
     clear_only: bool = False
+    role: str | None = None
+    operation: str | None = None  # the operation's name (auditLog, customerByMsisdn, ...)
+    code: str | None = None  # the refusal's or error's code
+    purpose: str | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

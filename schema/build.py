@@ -22,6 +22,7 @@ from schema.query import Query as CustomerQuery
 from schema.stream_audit import StreamAudit
 from schema.system_fields import install_system_fields
 from schema.system_writes import system_mutations
+from schema.timestamps import SCALAR_OVERRIDES
 from schema.verification import VerificationMutation, VerificationQuery
 from schema.verification_rules import VerificationRules
 from schema.workflows import WorkflowMutation, WorkflowQuery, WorkflowSubscription
@@ -104,6 +105,8 @@ def build_schema(
         # "Subscription" is taken: it is a customer's line (the telecom word).
         subscription=_merged("SubscriptionRoot", SUBSCRIPTION_ROOTS),
         extensions=extensions,
+        # One timestamp style in every answer: RFC 3339 in UTC (schema/timestamps.py).
+        scalar_overrides=SCALAR_OVERRIDES,
     )
 
 

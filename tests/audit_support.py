@@ -67,6 +67,15 @@ class AuditedGateway:
             timeout=30,
         )
 
+    def export(self, key: str | None = None, **params: str) -> httpx.Response:
+        """GET /audit/export (the page's export) with the auditor's key unless told."""
+        return httpx.get(
+            f"{self.url}/audit/export",
+            params=params,
+            headers={"X-Api-Key": key or self.keys["audit"]},
+            timeout=60,
+        )
+
     def publish_checkpoint(self) -> dict:
         """`switchboard audit checkpoint` on this gateway's log, as an operator's cron would."""
         done = subprocess.run(
@@ -100,9 +109,10 @@ class AuditedGateway:
 
 
 @contextmanager
-def audited_gateway(sims: SimulatorUrls, state: Path) -> Iterator[AuditedGateway]:
+def audited_gateway(sims: SimulatorUrls, state: Path, **extra: str) -> Iterator[AuditedGateway]:
     """A gateway of the audit tests' own: known customer key, an SMS channel limited to
-    SMS_LIMIT requests a minute (to see 429s), and keys for agent, app, sms, partner and audit."""
+    SMS_LIMIT requests a minute (to see 429s), and keys for agent, app, sms, partner and audit.
+    ``extra``: more environment variables (settings) for it."""
     policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
     policy["channels"]["sms"]["rate_limit_per_minute"] = SMS_LIMIT  # a 429 within a few calls
     policy["channels"]["sms"]["operations"].append("offerings")
@@ -116,6 +126,7 @@ def audited_gateway(sims: SimulatorUrls, state: Path) -> Iterator[AuditedGateway
         SWITCHBOARD_CACHE__ENABLED="false",
         SWITCHBOARD_AUDIT__STATE_DIR=str(state / "keys"),
         SWITCHBOARD_AUDIT__CUSTOMER_KEY=CUSTOMER_KEY,
+        **extra,
     )
     keys = {
         channel: issue_key(env, channel=channel, role=role, scopes=("customer:read",))

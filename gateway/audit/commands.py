@@ -14,34 +14,9 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from gateway.audit.export_format import EXPORT_COLUMNS, export_row, flat_row
 from gateway.settings import load_settings
-from schema.audit_reader import AuditEntry, AuditSearch
-
-EXPORT_COLUMNS = (
-    "seq",
-    "time",
-    "request_id",
-    "outcome",
-    "code",
-    "subject",
-    "role",
-    "channel",
-    "partner",
-    "credential_id",
-    "purpose",
-    "operation_type",
-    "operation_name",
-    "document_sha256",
-    "customers",
-    "disclosed",
-    "policy_version",
-    "backends",
-    "latency_ms",
-    "hash",
-    "source",
-    "refused_count",
-    "window_end",
-)
+from schema.audit_reader import AuditSearch
 
 
 def _with_log(action: Callable[[Any], Awaitable[int]]) -> int:
@@ -81,47 +56,12 @@ def _search(args: argparse.Namespace) -> AuditSearch:
         time_to_us=args.time_to,
         outcome=args.decision,
         clear_only=args.clear_only,
+        role=args.role,
+        operation=args.operation,
+        code=args.code,
+        purpose=args.purpose,
+        request_id=args.request_id,
     )
-
-
-def export_row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "time": datetime.fromtimestamp(entry.time_us / 1_000_000, UTC).isoformat(),
-        "request_id": entry.request_id,
-        "outcome": entry.outcome,
-        "code": entry.code,
-        "subject": entry.subject,
-        "role": entry.role,
-        "channel": entry.channel,
-        "partner": entry.partner,
-        "credential_id": entry.credential_id,
-        "purpose": entry.purpose,
-        "operation_type": entry.operation_type,
-        "operation_name": entry.operation_name,
-        "document_sha256": entry.document_sha256,
-        "customers": list(entry.customers),
-        "disclosed": dict(entry.disclosed),
-        "policy_version": entry.policy_version,
-        "backends": list(entry.backends),
-        "latency_ms": entry.latency_us / 1000,
-        "hash": entry.hash,
-        "source": entry.source,
-        "refused_count": entry.refused_count,
-        "window_end": (
-            datetime.fromtimestamp(entry.window_end_us / 1_000_000, UTC).isoformat()
-            if entry.window_end_us is not None
-            else None
-        ),
-    }
-
-
-def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    flat = dict(row)
-    flat["customers"] = ";".join(row["customers"])
-    flat["disclosed"] = ";".join(f"{p}={v}" for p, v in row["disclosed"].items())
-    flat["backends"] = ";".join(row["backends"])
-    return flat
 
 
 UNTRUSTED_EXIT = 3  # --require-trusted-key without a trusted key
@@ -185,7 +125,7 @@ def _export_to(args: argparse.Namespace, out: TextIO) -> int:
             async for entry in audit.reader.iterate(search):
                 row = export_row(entry)
                 if writer is not None:
-                    writer.writerow(_flat(row))
+                    writer.writerow(flat_row(row))
                 else:
                     out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
                 bar.update(1)
@@ -287,6 +227,11 @@ def add_audit_commands(commands: Any) -> None:
     export.add_argument("--to", dest="time_to", type=_moment, help="ISO time, exclusive")
     export.add_argument("--decision", choices=("ok", "partial", "refused", "error"))
     export.add_argument("--clear-only", action="store_true", help="only clear disclosures")
+    export.add_argument("--role", help="the principal's role")
+    export.add_argument("--operation", help="the operation's name (customerByMsisdn, ...)")
+    export.add_argument("--code", help="the refusal's or error's code (FORBIDDEN, ...)")
+    export.add_argument("--purpose", help="the stated purpose")
+    export.add_argument("--request-id", help="one request's records")
     export.set_defaults(run=_export)
 
     checkpoint = actions.add_parser(

@@ -66,6 +66,7 @@ REFUSAL_CODES = frozenset(
         "TOKEN_CHANNEL_UNKNOWN",  # a bearer token for a channel the policy does not have
         "PERSISTED_DOCUMENT_REQUIRED",  # a trusted_only channel sent another document
         "PERSISTED_DOCUMENT_NOT_FOUND",
+        "EXPORT_TOO_LARGE",  # the auditors' page's export, past audit.export_max_records
     }
 )
 
@@ -217,6 +218,10 @@ def _is_operation(scope: Scope) -> bool:
     return True
 
 
+def _every_request(scope: Scope) -> bool:
+    return True
+
+
 def _refusal_code(status: int, body: bytes) -> str:
     try:
         return json.loads(body)["errors"][0]["extensions"]["code"]
@@ -225,9 +230,15 @@ def _refusal_code(status: int, body: bytes) -> str:
 
 
 class AuditTrail:
-    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+    """``every_get``: record GET requests without a query too (the export endpoint; on
+    /graphql such a GET is the GraphiQL page). An endpoint that commits its own record
+    before answering (a streamed export) sets ``scope["switchboard.recorded"]``: its
+    response then goes out as it comes, not held back."""
+
+    def __init__(self, app: ASGIApp, audit: AuditLog, *, every_get: bool = False) -> None:
         self.app = app
         self.audit = audit
+        self._recorded = _every_request if every_get else _is_operation
 
     def _record(
         self, scope: Scope, status: int, body: bytes, started: tuple[int, float]
@@ -256,7 +267,7 @@ class AuditTrail:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_operation(scope):
+        if scope["type"] != "http" or not self._recorded(scope):
             await self.app(scope, receive, send)
             return
         started = (time.time_ns() // 1000, time.perf_counter())
@@ -267,6 +278,10 @@ class AuditTrail:
         async def audited_send(message: Message) -> None:
             nonlocal done
             if done:
+                await send(message)
+                return
+            if scope.get("switchboard.recorded"):  # its record is committed already
+                done = True
                 await send(message)
                 return
             held.append(message)

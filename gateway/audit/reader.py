@@ -1,4 +1,5 @@
-"""The auditor's searches over the log: by customer, principal, channel, time, outcome.
+"""The auditor's searches over the log: by customer, principal, role, channel, operation,
+purpose, request id, time, outcome and code.
 
 Newest first, paged by sequence number (``after`` is the last seq of the previous page), so
 every page is a range scan on one of the store's indexes however large the log is.
@@ -36,6 +37,17 @@ def search_query(search: AuditSearch, hasher: CustomerHasher) -> Select[Any]:
         query = query.where(audit_record.c.outcome == search.outcome)
     if search.clear_only:
         query = query.where(audit_record.c.has_clear.is_(True))
+    # Without an index of their own: a rare value scans the log backwards from the newest
+    # record (combine it with a time window or a principal on large logs).
+    for column, value in (
+        (audit_record.c.role, search.role),
+        (audit_record.c.operation_name, search.operation),
+        (audit_record.c.code, search.code),
+        (audit_record.c.purpose, search.purpose),
+        (audit_record.c.request_id, search.request_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
     return query
 
 
@@ -72,16 +84,17 @@ class AuditLogReader:
             rows = (await conn.execute(query)).all()
         return AuditPage(entries=[entry_of(r) for r in rows[:first]], has_next=len(rows) > first)
 
-    async def iterate(self, search: AuditSearch, batch: int = 5000) -> AsyncIterator[AuditEntry]:
-        """Every matching record, oldest first (exports)."""
+    async def iterate(
+        self, search: AuditSearch, batch: int = 5000, up_to_seq: int | None = None
+    ) -> AsyncIterator[AuditEntry]:
+        """Every matching record, oldest first (exports); ``up_to_seq``: none after it (an
+        export is the log as it stood when it was asked for)."""
         after = 0
         while True:
-            query = (
-                search_query(search, self._hasher)
-                .where(audit_record.c.seq > after)
-                .order_by(audit_record.c.seq)
-                .limit(batch)
-            )
+            query = search_query(search, self._hasher).where(audit_record.c.seq > after)
+            if up_to_seq is not None:
+                query = query.where(audit_record.c.seq <= up_to_seq)
+            query = query.order_by(audit_record.c.seq).limit(batch)
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
@@ -90,10 +103,18 @@ class AuditLogReader:
                 return
             after = rows[-1].seq
 
-    async def count(self, search: AuditSearch) -> int:
+    async def count(self, search: AuditSearch, up_to_seq: int | None = None) -> int:
         query = search_query(search, self._hasher).with_only_columns(func.count())
+        if up_to_seq is not None:
+            query = query.where(audit_record.c.seq <= up_to_seq)
         async with self._engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
+
+    async def last_seq(self) -> int:
+        """The newest record's seq (0: an empty log)."""
+        query = select(func.max(audit_record.c.seq))
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one() or 0)
 
     async def verify(self, full: bool = False) -> VerificationReport:
         return await self._verify(full)
