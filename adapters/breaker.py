@@ -81,6 +81,8 @@ class BreakerSnapshot:
     consecutive_failures: int
     #: When the circuit last opened (wall clock, UTC); None while it has never opened.
     opened_at: datetime | None
+    #: When the circuit entered its current state (the breaker's creation for a first state).
+    since: datetime | None = None
 
 
 class CircuitBreaker:
@@ -104,6 +106,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_mono = 0.0
         self._opened_at: datetime | None = None
+        self._since = datetime.now(UTC)
         self._probe_in_flight = False
 
     @property
@@ -111,7 +114,7 @@ class CircuitBreaker:
         return self._state
 
     def snapshot(self) -> BreakerSnapshot:
-        return BreakerSnapshot(self._state, self._failures, self._opened_at)
+        return BreakerSnapshot(self._state, self._failures, self._opened_at, self._since)
 
     def admit(self) -> bool:
         """Let a call through or raise ``CircuitOpen``; True when the call is the probe.
@@ -125,6 +128,7 @@ class CircuitBreaker:
             if self._clock() - self._opened_mono < self.reset_s:
                 raise CircuitOpen(self.system)
             self._state = CircuitState.HALF_OPEN
+            self._since = datetime.now(UTC)
         if self._probe_in_flight:
             raise CircuitOpen(self.system)
         self._probe_in_flight = True
@@ -135,6 +139,7 @@ class CircuitBreaker:
         if probe:
             self._probe_in_flight = False
             self._state = CircuitState.CLOSED
+            self._since = datetime.now(UTC)
             self._failures = 0
             log.info("%s circuit closed: the probe call succeeded", self.system)
         elif self._state is CircuitState.CLOSED:
@@ -161,7 +166,7 @@ class CircuitBreaker:
         was = self._state
         self._state = CircuitState.OPEN
         self._opened_mono = self._clock()
-        self._opened_at = datetime.now(UTC)
+        self._opened_at = self._since = datetime.now(UTC)
         # The system's name and counts only: nothing of the calls themselves.
         if was is CircuitState.HALF_OPEN:
             log.warning("%s circuit open again: the probe call failed", self.system)

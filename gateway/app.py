@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import re
 import time
 import uuid
@@ -41,7 +42,7 @@ from gateway.audit.page import audit_page, audit_script
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore, key_id_of
-from gateway.auth_throttle import FailedAuthThrottle, source_of
+from gateway.auth_throttle import source_of
 from gateway.backends import build_backends
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine, create_tables
@@ -50,8 +51,9 @@ from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
-from gateway.rate_limit import RateLimiter
+from gateway.scaled import build_scaled
 from gateway.settings import Settings, load_settings
+from gateway.shared_limits import AuthThrottle, LocalRequestLimiter, RequestLimiter
 from gateway.trusted_documents import TrustedDocumentsGate, load_manifest
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
@@ -242,7 +244,8 @@ class Authenticate:
         graphiql: bool,
         verifications: VerificationStore | None = None,
         audit: AuditLog | None = None,
-        throttle: FailedAuthThrottle | None = None,
+        throttle: AuthThrottle | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.app = app
         self.throttle = throttle  # failed keys, per address and key id (auth_throttle.py)
@@ -250,7 +253,8 @@ class Authenticate:
         self.keys = keys
         self.policies = policies
         self.graphiql = graphiql
-        self.limiter = RateLimiter()
+        # Per credential; in Redis with the scaled mode (gateway/shared_limits.py).
+        self.limiter = limiter or LocalRequestLimiter()
         self.verifications = verifications
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -301,7 +305,7 @@ class Authenticate:
             )(scope, receive, send)
             return
         profile = self.policies.current.channel(principal.channel)
-        allowed, retry_after = self.limiter.allow(
+        allowed, retry_after = await self.limiter.allow(
             principal.credential_id, profile.rate_limit_per_minute if profile else None
         )
         if not allowed:
@@ -340,14 +344,14 @@ class Authenticate:
         if self.throttle is None:
             return await self.keys.authenticate(key), None
         source, key_id = source_of(scope), key_id_of(key)
-        retry_after = self.throttle.refused(source, key_id)
+        retry_after = await self.throttle.refused(source, key_id)
         if retry_after is not None:
             return None, retry_after
         try:
             return await self.keys.authenticate(key), None
         except CredentialRefused as refused:
             if refused.status == 401:  # a well-signed token for an unknown channel guessed nothing
-                self.throttle.failed(source, key_id)
+                await self.throttle.failed(source, key_id)
             raise
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -525,7 +529,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         allow_queries_via_get=True,
         max_subscriptions_per_connection=settings.websocket.max_operations_per_connection,
     )
-    throttle = FailedAuthThrottle(settings.auth)  # one per process: HTTP and websockets
+
+    def worker_id() -> str:
+        # The workflow executor id names a worker (unique per replica, stable over restarts).
+        return workflows.engine.executor_id if workflows is not None else f"pid-{os.getpid()}"
+
+    # Rate limits, failed-key throttle, eviction feed and replica board: shared in Redis in
+    # the scaled mode, per process otherwise (gateway/scaled.py).
+    scaled = build_scaled(settings, wiring.cache, worker_id, lambda: wiring.all_guards)
+    throttle = scaled.throttle  # one per process: HTTP and websockets
     graphql.graphql_transport_ws_handler_class = transport_ws_handler(
         settings.websocket, throttle, audit, settings.http.max_json_depth
     )
@@ -553,6 +565,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if workflows is not None:
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
+        await scaled.start()  # after the engine: the board names the worker's executor id
         policies.start_watching(settings.policy_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
         # Everything built so far (WSDL, schema, engine, pools: ~180,000 objects) lives as long
@@ -563,6 +576,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.freeze()
         yield
         await policies.stop_watching()
+        await scaled.close()
         await credentials.close()
         if workflows is not None:
             workflows.engine.shutdown()
@@ -606,6 +620,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             metrics.render(wiring.all_guards, wiring.cache), media_type=metrics.CONTENT_TYPE
         )
 
+    async def replicas_page(request: Request) -> JSONResponse:
+        # Every live replica's breakers (scaled mode), or this process's: no personal data.
+        summary, status = await scaled.summary(worker_id(), wiring.all_guards)
+        return JSONResponse(summary, status_code=status)
+
     documents = TrustedDocumentsGate(
         RequestGate(
             graphql,
@@ -623,6 +642,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         graphiql=settings.graphql.graphiql,
         verifications=backends.verifications,
         throttle=throttle,
+        limiter=scaled.limiter,
     )
     if audit is not None:
         endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
@@ -631,6 +651,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
+            Route("/replicas", replicas_page),
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute(
                 "/graphql",

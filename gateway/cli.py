@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
+from gateway.replica_commands import add_replica_commands
 from gateway.schema_commands import add_schema_commands
 from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
@@ -386,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_systems_commands(commands)
     add_schema_commands(commands)
+    add_replica_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

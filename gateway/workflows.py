@@ -24,7 +24,7 @@ class WorkflowWiring:
     services: Workflows
 
 
-def _state_dir(database_url: str) -> Path:
+def state_dir(database_url: str) -> Path:
     """The replica's local state dir: beside a SQLite hub database, else .switchboard/."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
@@ -70,7 +70,8 @@ def build_workflows(
         application_version=workflow_settings.application_version,
         executor_id=workflow_settings.executor_id,
         workers=workers,
-        lock_dir=_state_dir(settings_database_url),
+        lock_dir=state_dir(settings_database_url),
+        executor_lock_wait_s=workflow_settings.executor_lock_wait_s,
     )
     return WorkflowWiring(
         engine=WorkflowEngine(config, runtime),
