@@ -138,6 +138,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
             SWITCHBOARD_SCALED__REDIS_URL=redis_url,
             SWITCHBOARD_SCALED__KEY_PREFIX=prefix,
             SWITCHBOARD_SCALED__HEARTBEAT_S="0.5",
+            # A loaded test machine must not turn a slow Redis call into the local fallback.
+            SWITCHBOARD_SCALED__OPERATION_TIMEOUT_S="2",
             SWITCHBOARD_SCALED__REPLICA_TTL_S="3",
             # The memory cache stays on: the eviction feed is what is under test.
             SWITCHBOARD_CACHE__NAMESPACE=prefix,
