@@ -153,7 +153,7 @@ def post_graphql(
 
 
 def start_gateway(
-    env: dict[str, str], log_path: Path, *, append: bool = False, timeout_s: float = 30.0
+    env: dict[str, str], log_path: Path, *, append: bool = False, timeout_s: float = 90.0
 ) -> tuple[str, subprocess.Popen]:
     """`switchboard serve` on a free port, once /healthz answers: its URL and its process.
 
