@@ -83,6 +83,8 @@ class BreakerSnapshot:
     consecutive_failures: int
     #: When the circuit last opened (wall clock, UTC); None while it has never opened.
     opened_at: datetime | None
+    #: When the circuit entered its current state (the breaker's creation for a first state).
+    since: datetime | None = None
 
 
 class CircuitBreaker:
@@ -106,6 +108,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_mono = 0.0
         self._opened_at: datetime | None = None
+        self._since = datetime.now(UTC)
         self._probe_in_flight = False
         #: Called after the state or the failure count changed (the guard's gauges).
         self.listener: Callable[[], None] | None = None
@@ -119,7 +122,7 @@ class CircuitBreaker:
         return self._state
 
     def snapshot(self) -> BreakerSnapshot:
-        return BreakerSnapshot(self._state, self._failures, self._opened_at)
+        return BreakerSnapshot(self._state, self._failures, self._opened_at, self._since)
 
     def admit(self) -> bool:
         """Let a call through or raise ``CircuitOpen``; True when the call is the probe.
@@ -133,6 +136,7 @@ class CircuitBreaker:
             if self._clock() - self._opened_mono < self.reset_s:
                 raise CircuitOpen(self.system)
             self._state = CircuitState.HALF_OPEN
+            self._since = datetime.now(UTC)
             self._changed()
         if self._probe_in_flight:
             raise CircuitOpen(self.system)
@@ -144,6 +148,7 @@ class CircuitBreaker:
         if probe:
             self._probe_in_flight = False
             self._state = CircuitState.CLOSED
+            self._since = datetime.now(UTC)
             self._failures = 0
             self._changed()
             log.info("%s circuit closed: the probe call succeeded", self.system)
@@ -174,6 +179,7 @@ class CircuitBreaker:
         was = self._state
         self._state = CircuitState.OPEN
         self._opened_mono = self._clock()
+        self._opened_at = self._since = datetime.now(UTC)
         self._opened_at = datetime.now(UTC)
         self._changed()
         # The system's name and counts only: nothing of the calls themselves.

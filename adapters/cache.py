@@ -207,6 +207,8 @@ class RecordCache:
         self._serialize = serialize
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._flights: set[asyncio.Task[None]] = set()
+        # Tells the other hub processes what this one evicted (adapters/cache_fanout.py).
+        self._fanout: Callable[[list[str]], Awaitable[None]] | None = None
         self.stats = CacheStats()
         for kind in RECORD_KINDS:  # every kind's series from the start, at zero
             for counter in (
@@ -387,6 +389,29 @@ class RecordCache:
             keys.append(full)
         if keys:
             await self._delete(keys)
+            if self._fanout is not None:
+                await self._fanout(keys)
+
+    def fan_out_evictions(self, publish: Callable[[list[str]], Awaitable[None]] | None) -> None:
+        """Hand every eviction's keys to ``publish`` too (the scaled mode's eviction feed)."""
+        self._fanout = publish
+
+    async def drop_local(self, full_keys: Sequence[str]) -> None:
+        """Evict keys another process evicted (full keys, as ``evict`` publishes them): not
+        published again, not counted as this process's evictions."""
+        keys = [k for k in full_keys if isinstance(k, str) and k.startswith(self._prefix)]
+        for full in keys:
+            self._inflight.pop(full, None)  # a read in flight here must not store
+        if keys:
+            await self._delete(keys)
+
+    async def clear_local(self) -> None:
+        """Forget everything (evictions may have been missed while the feed was down)."""
+        self._inflight.clear()
+        try:
+            await self._backend.clear()
+        except Exception as error:
+            self._failed("clear", error)
 
     async def evict_line(self, subscriber_no: str) -> None:
         """After a plan change: the customer's lines, the line by MSISDN, bills and balance."""

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import re
 import time
 import uuid
@@ -42,7 +43,7 @@ from gateway.audit.page import audit_page, audit_script
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth import ApiKeyStore, key_id_of
-from gateway.auth_throttle import FailedAuthThrottle, source_of
+from gateway.auth_throttle import source_of
 from gateway.backends import build_backends, insight_engine
 from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
@@ -54,8 +55,9 @@ from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
 from gateway.observe import OperationMetrics, route_of, server_span
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
-from gateway.rate_limit import RateLimiter
+from gateway.scaled import build_scaled
 from gateway.settings import Settings, load_settings
+from gateway.shared_limits import AuthThrottle, LocalRequestLimiter, RequestLimiter
 from gateway.trusted_documents import TrustedDocumentsGate, load_manifest
 from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
@@ -255,7 +257,8 @@ class Authenticate:
         graphiql: bool,
         verifications: VerificationStore | None = None,
         audit: AuditLog | None = None,
-        throttle: FailedAuthThrottle | None = None,
+        throttle: AuthThrottle | None = None,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.app = app
         self.throttle = throttle  # failed keys, per address and key id (auth_throttle.py)
@@ -263,7 +266,8 @@ class Authenticate:
         self.keys = keys
         self.policies = policies
         self.graphiql = graphiql
-        self.limiter = RateLimiter()
+        # Per credential; in Redis with the scaled mode (gateway/shared_limits.py).
+        self.limiter = limiter or LocalRequestLimiter()
         self.verifications = verifications
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -314,7 +318,7 @@ class Authenticate:
             )(scope, receive, send)
             return
         profile = self.policies.current.channel(principal.channel)
-        allowed, retry_after = self.limiter.allow(
+        allowed, retry_after = await self.limiter.allow(
             principal.credential_id, profile.rate_limit_per_minute if profile else None
         )
         if not allowed:
@@ -353,14 +357,14 @@ class Authenticate:
         if self.throttle is None:
             return await self.keys.authenticate(key), None
         source, key_id = source_of(scope), key_id_of(key)
-        retry_after = self.throttle.refused(source, key_id)
+        retry_after = await self.throttle.refused(source, key_id)
         if retry_after is not None:
             return None, retry_after
         try:
             return await self.keys.authenticate(key), None
         except CredentialRefused as refused:
             if refused.status == 401:  # a well-signed token for an unknown channel guessed nothing
-                self.throttle.failed(source, key_id)
+                await self.throttle.failed(source, key_id)
             raise
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -581,7 +585,15 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         allow_queries_via_get=True,
         max_subscriptions_per_connection=settings.websocket.max_operations_per_connection,
     )
-    throttle = FailedAuthThrottle(settings.auth)  # one per process: HTTP and websockets
+
+    def worker_id() -> str:
+        # The workflow executor id names a worker (unique per replica, stable over restarts).
+        return workflows.engine.executor_id if workflows is not None else f"pid-{os.getpid()}"
+
+    # Rate limits, failed-key throttle, eviction feed and replica board: shared in Redis in
+    # the scaled mode, per process otherwise (gateway/scaled.py).
+    scaled = build_scaled(settings, wiring.cache, worker_id, lambda: wiring.all_guards)
+    throttle = scaled.throttle  # one per process: HTTP and websockets
     graphql.graphql_transport_ws_handler_class = transport_ws_handler(
         settings.websocket, throttle, audit, settings.http.max_json_depth
     )
@@ -623,6 +635,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
                 events.install_event_handler(campaigns.handler)
             # After the adapters (line lookups) and before serving: callbacks may come at once.
             await events.start()
+        await scaled.start()  # after the engine: the board names the worker's executor id
         policies.start_watching(settings.policy_reload_interval_s)
         insight_rules.start_watching(settings.insight_reload_interval_s)
         credentials.start()  # a JWKS URL is fetched in the background
@@ -637,6 +650,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
             await events.stop()  # unregistered first: no new deliveries while draining
         await policies.stop_watching()
         await insight_rules.stop_watching()
+        await scaled.close()
         await credentials.close()
         if workflows is not None:
             workflows.engine.shutdown()
@@ -682,6 +696,11 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         # Names, kinds and channels only: nothing here identifies a customer.
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
+    async def replicas_page(request: Request) -> JSONResponse:
+        # Every live replica's breakers (scaled mode), or this process's: no personal data.
+        summary, status = await scaled.summary(worker_id(), wiring.all_guards)
+        return JSONResponse(summary, status_code=status)
+
     documents = TrustedDocumentsGate(
         RequestGate(
             graphql,
@@ -699,6 +718,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         graphiql=settings.graphql.graphiql,
         verifications=backends.verifications,
         throttle=throttle,
+        limiter=scaled.limiter,
     )
     if audit is not None:
         endpoint = AuditTrail(endpoint, audit)  # one record per operation, refusals included
@@ -728,6 +748,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_page),
+            Route("/replicas", replicas_page),
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute(
                 "/graphql",

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from gateway.audit.commands import add_audit_commands
 from gateway.campaign_commands import add_campaign_commands
 from gateway.insight_commands import add_insight_commands
+from gateway.replica_commands import add_replica_commands
 from gateway.schema_commands import add_schema_commands
 from gateway.settings import (
     ENV_PREFIX,
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_insight_commands(commands)
     add_schema_commands(commands)
     add_campaign_commands(commands)
+    add_replica_commands(commands)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -183,6 +183,70 @@ class WorkflowSettings(SettingsModel):
     handoff_wait_s: float = Field(default=14 * 24 * 3600.0, gt=0)
     call_attempts: int = Field(default=3, ge=1, le=10)
     subscription_poll_s: float = Field(default=1.0, gt=0)
+    executor_lock_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="At start, how long to wait for this executor id's liveness lock (held "
+        "by a process still running under the same id) before refusing to start.",
+    )
+
+
+class ScaledSettings(SettingsModel):
+    """The scaled mode: N replicas sharing one Redis for limits, evictions and breaker state
+    (docs/operations.md, "Replicas"). Unset ``redis_url``: all of it per process."""
+
+    redis_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="Redis shared by every replica (redis://host:port/db); unset: every limit, "
+        "cache eviction and breaker view stays in its own process.",
+    )
+    key_prefix: str = Field(
+        default="switchboard",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Prefix of every key and pub/sub channel of the scaled mode (the same on "
+        "every replica of one hub; another hub on the same Redis needs another).",
+    )
+    replica_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="This replica's name in the replica summary; default: workflows.executor_id.",
+    )
+    operation_timeout_s: float = Field(
+        default=0.25, gt=0, le=10, description="One Redis call (a rate limit, a publish)."
+    )
+    redis_retry_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="After a Redis failure, limits are counted in process this long before "
+        "Redis is tried again (no request waits on a dead Redis more than once per period).",
+    )
+    rate_limit_on_redis_error: Literal["local", "closed"] = Field(
+        default="local",
+        description="Redis unreachable: local = each process enforces the limits on its own "
+        "(as without Redis); closed = requests with a rate limit are refused (429).",
+    )
+    heartbeat_s: float = Field(
+        default=2.0, gt=0, description="How often each process publishes its breakers' state."
+    )
+    replica_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A process that has not published for this long drops out of the summary.",
+    )
+    reconnect_max_s: float = Field(
+        default=5.0, gt=0, description="Longest wait between two reconnects of the eviction feed."
+    )
+
+    @model_validator(mode="after")
+    def _checked(self) -> ScaledSettings:
+        if self.replica_ttl_s <= self.heartbeat_s:
+            raise ValueError("scaled.replica_ttl_s must be longer than scaled.heartbeat_s")
+        return self
 
 
 class CampaignSettings(SettingsModel):
@@ -626,6 +690,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     campaigns: CampaignSettings = Field(default_factory=CampaignSettings)
+    scaled: ScaledSettings = Field(default_factory=ScaledSettings)
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -61,6 +61,7 @@ def build_workflows(
         executor_id=workflow_settings.executor_id,
         workers=workers,
         lock_dir=replica_state_dir(settings_database_url),
+        executor_lock_wait_s=workflow_settings.executor_lock_wait_s,
     )
     return WorkflowWiring(
         engine=WorkflowEngine(config, runtime),

@@ -33,9 +33,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from gateway.audit.middleware import record_refused_connection
 from gateway.audit.service import AuditLog
 from gateway.auth import key_id_of
-from gateway.auth_throttle import FailedAuthThrottle, source_of
+from gateway.auth_throttle import source_of
 from gateway.http_input import InputRefused, check_json_tree, check_request_object
 from gateway.settings import WebSocketSettings
+from gateway.shared_limits import AuthThrottle
 
 log = logging.getLogger("switchboard.gateway")
 
@@ -46,7 +47,7 @@ class LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
     """Strawberry's graphql-transport-ws handler with the connection limits above."""
 
     limits: WebSocketSettings = WebSocketSettings()
-    throttle: FailedAuthThrottle | None = None
+    throttle: AuthThrottle | None = None
     audit: AuditLog | None = None
     max_json_depth: int = 32
 
@@ -120,13 +121,13 @@ class LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             await super().handle_connection_init(message)
             return
         source, key_id = source_of(self._scope), key_id_of(key)
-        if self.throttle.refused(source, key_id) is not None:
+        if await self.throttle.refused(source, key_id) is not None:
             await self._refuse("RATE_LIMITED")
             await self.websocket.close(code=4429, reason="Too many failed authentications")
             return
         await super().handle_connection_init(message)
         if not self.connection_acknowledged:
-            self.throttle.failed(source, key_id)
+            await self.throttle.failed(source, key_id)
 
     async def _refuse(self, code: str) -> None:
         """The audit record of something refused on this connection (no operation ran)."""
@@ -146,7 +147,7 @@ class LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
 def transport_ws_handler(
     limits: WebSocketSettings,
-    throttle: FailedAuthThrottle | None,
+    throttle: AuthThrottle | None,
     audit: AuditLog | None,
     max_json_depth: int,
 ) -> type[LimitedTransportWSHandler]:

@@ -26,6 +26,7 @@ from dbos._serialization import DBOSPortableJSON
 from sqlalchemy.engine import make_url
 
 from orchestration import runtime as runtime_module
+from orchestration.executor_lock import ExecutorLock, lock_waiting
 from orchestration.runtime import Runtime
 
 log = logging.getLogger("switchboard.workflows")
@@ -42,6 +43,8 @@ class EngineConfig:
     workers: int = 1
     #: Where worker slots are locked (the replica's local state dir).
     lock_dir: Path = Path(".switchboard")
+    #: How long a start waits for this executor id's liveness lock (orchestration/executor_lock).
+    executor_lock_wait_s: float = 30.0
 
 
 def claim_worker_slot(executor_id: str, lock_dir: Path, workers: int) -> tuple[str, int | None]:
@@ -89,6 +92,7 @@ class WorkflowEngine:
         self.runtime = runtime
         self._launched = False
         self._slot_lock: int | None = None
+        self._alive: ExecutorLock | None = None
         self.executor_id = config.executor_id
 
     def launch(self) -> None:
@@ -101,6 +105,14 @@ class WorkflowEngine:
         self.executor_id, self._slot_lock = claim_worker_slot(
             self.config.executor_id, self.config.lock_dir, self.config.workers
         )
+        try:
+            # Held while this process runs: `workflows recover` takes it to prove us gone.
+            self._alive = lock_waiting(
+                self.executor_id, url, self.config.lock_dir, self.config.executor_lock_wait_s
+            )
+        except BaseException:
+            self._release_slot()
+            raise
         self.runtime.bus.bind(asyncio.get_running_loop())
         runtime_module.install(self.runtime)
         config: DBOSConfig = {
@@ -127,6 +139,12 @@ class WorkflowEngine:
             DBOS.destroy(workflow_completion_timeout_sec=0)
             self._launched = False
         runtime_module.install(None)
+        if self._alive is not None:
+            self._alive.release()
+            self._alive = None
+        self._release_slot()
+
+    def _release_slot(self) -> None:
         if self._slot_lock is not None:
             os.close(self._slot_lock)  # frees the slot for this worker's successor
             self._slot_lock = None
