@@ -28,10 +28,9 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
-from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
-from gateway import auth, metrics, verification_store
+from gateway import metrics
 from gateway.audit.middleware import (
     AuditTrail,
     record_refused_connection,
@@ -44,11 +43,12 @@ from gateway.auth import ApiKeyStore, key_id_of
 from gateway.auth_throttle import FailedAuthThrottle, source_of
 from gateway.backends import build_backends
 from gateway.credentials import CredentialRefused, Credentials
-from gateway.database import create_engine, create_tables
+from gateway.database import create_engine
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
+from gateway.migrate import require_head
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
 from gateway.settings import Settings, load_settings
@@ -57,7 +57,6 @@ from gateway.verification_gate import resolve_verification
 from gateway.workflows import build_workflows
 from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
-from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
 from policies.verification import VerificationStore
@@ -533,13 +532,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await create_tables(
-            engine,
-            identity_store.metadata,
-            auth.metadata,
-            verification_store.metadata,
-            request_store.metadata,
-        )
+        # The schema is `switchboard migrate`'s job (docs/operations.md): start-up only checks
+        # it (DatabaseNotMigrated: one line, what to run) and never creates a table.
+        await require_head(engine)
         for adapter in adapters:
             try:
                 await adapter.start()

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
+from gateway.migrate import DatabaseNotMigrated
+from gateway.migrate_commands import DatabaseUnreachable, add_migrate_command
 from gateway.schema_commands import add_schema_commands
 from gateway.settings import ENV_PREFIX, STATE_DIR, Settings, SettingsInvalid, load_settings
 from gateway.systems_commands import add_systems_commands
@@ -40,7 +42,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.migrate_commands import prepare_database
+
     settings = _settings(args)
+    # Before any worker starts: an old schema stops the start with one line (or, with
+    # database.migrate_on_start, is migrated here, once, so workers never race to do it).
+    prepare_database(settings)
     # Each uvicorn worker imports gateway.asgi and reads the settings anew, from the
     # environment and the TOML file: a flag reaches the workers only through the environment
     # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
@@ -104,15 +111,14 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from adapters import identity_store
-    from gateway import auth
     from gateway.auth import ApiKeyStore
-    from gateway.database import create_engine, create_tables
+    from gateway.database import create_engine
+    from gateway.migrate import require_head
 
     async def issue() -> str:
         engine = create_engine(load_settings().database_url)
         try:
-            await create_tables(engine, identity_store.metadata, auth.metadata)
+            await require_head(engine)
             issued = await ApiKeyStore(engine).issue(
                 subject=args.subject,
                 role=args.role,
@@ -383,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(run=_compare)
 
+    add_migrate_command(commands)
     add_audit_commands(commands)
     add_systems_commands(commands)
     add_schema_commands(commands)
@@ -419,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(f"switchboard: invalid settings:\n{error}", file=sys.stderr)
         return 2
+    except (DatabaseNotMigrated, DatabaseUnreachable) as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into head and the like

@@ -23,6 +23,7 @@ from gateway.audit.service import AuditLog
 from gateway.audit.store import audit_checkpoint, audit_customer, audit_head, audit_record
 from gateway.database import create_engine
 from gateway.settings import AuditSettings
+from tests.conftest import migrated_engine
 from tests.test_audit_chain import T0, execute, kinds, record, row
 
 
@@ -38,7 +39,7 @@ def settings(tmp_path: Path, **extra: object) -> AuditSettings:
 
 
 async def _open(url: str, tmp_path: Path, count: int = 10, **extra: object) -> AuditLog:
-    audit = AuditLog(create_engine(url), settings(tmp_path, **extra))
+    audit = AuditLog(await migrated_engine(url), settings(tmp_path, **extra))
     await audit.start(schedule_checkpoints=True)
     await asyncio.gather(*(audit.append(record(i)) for i in range(1, count + 1)))
     return audit
