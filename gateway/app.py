@@ -51,6 +51,7 @@ from gateway.jwt_auth import JwtVerifier
 from gateway.migrate import require_head
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.rate_limit import RateLimiter
+from gateway.readiness import check_all, hub_dependencies
 from gateway.settings import Settings, load_settings
 from gateway.trusted_documents import TrustedDocumentsGate, load_manifest
 from gateway.verification_gate import resolve_verification
@@ -67,7 +68,6 @@ from schema.errors import to_coded_error
 log = logging.getLogger("switchboard.gateway")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-READINESS_TIMEOUT_S = 3.0
 IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 
 
@@ -457,14 +457,16 @@ class RequestIds:
             )
 
 
-async def _probe(name: str, ping: Any, guard: BackendGuard) -> tuple[str, dict[str, Any]]:
+async def _probe(
+    name: str, ping: Any, guard: BackendGuard, timeout_s: float
+) -> tuple[str, dict[str, Any]]:
     """A backend's readiness: its ping through its circuit breaker, and the breaker's state.
 
     An open circuit reports the backend down without touching the network; after the
     cool-down the ping is the half-open probe, so readiness also brings a circuit back.
     """
     try:
-        await guard.probe(ping, READINESS_TIMEOUT_S)
+        await guard.probe(ping, timeout_s)
     except AdapterError as error:  # CircuitOpen included: down, and no network call made
         report: dict[str, Any] = {"status": "down", "code": error.code}
     else:
@@ -529,6 +531,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings.websocket, throttle, audit, settings.http.max_json_depth
     )
     adapters = (backends.boss, backends.billing, backends.care)
+    dependencies = hub_dependencies(
+        settings,
+        engine,
+        audit=audit,
+        workflows_launched=(lambda: workflows.engine.launched) if workflows is not None else None,
+        workflows_database_url=(
+            workflows.engine.config.system_database_url if workflows is not None else None
+        ),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -565,34 +576,48 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # After the workflows: their last requests are still recorded.
             await audit.stop()
         await wiring.close()
+        await dependencies.close()
         await engine.dispose()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        probes = await asyncio.gather(
-            *(_probe(a.name, a.ping, wiring.guards[a.name]) for a in adapters),
-            *(_probe(p.name, p.ping, wiring.system_guards[p.name]) for p in wiring.probes),
+        # Everything at once, each check cut at its own timeout (gateway/readiness.py).
+        timeout_s = settings.readiness.backend_timeout_s
+        probes, own = await asyncio.gather(
+            asyncio.gather(
+                *(_probe(a.name, a.ping, wiring.guards[a.name], timeout_s) for a in adapters),
+                *(
+                    _probe(p.name, p.ping, wiring.system_guards[p.name], timeout_s)
+                    for p in wiring.probes
+                ),
+            ),
+            check_all(dependencies.dependencies),
         )
         report = dict(probes[: len(adapters)])
         systems = dict(probes[len(adapters) :])
         required = {p.name for p in wiring.probes if p.required}
         for name, found in systems.items():
             found["required"] = name in required
-        # A required system down takes the hub out of rotation; an optional one only
-        # degrades it (its fields fail with coded errors, everything else answers).
-        ready = all(p["status"] == "up" for p in report.values()) and all(
-            systems[name]["status"] == "up" for name in required
-        )
-        whole = ready and all(p["status"] == "up" for p in systems.values())
+        # A required dependency down takes the hub out of rotation; an optional one only
+        # degrades it (its fields fail with coded errors, or reads skip the cache).
+        down = [name for name, p in report.items() if p["status"] != "up"]
+        down += [f"systems.{name}" for name in sorted(required) if systems[name]["status"] != "up"]
+        down += [name for name, p in own.items() if p["required"] and p["status"] != "up"]
+        degraded = [f"systems.{n}" for n, p in systems.items() if not p["required"]]
+        degraded = [n for n in degraded if systems[n[8:]]["status"] != "up"]
+        degraded += [n for n, p in own.items() if not p["required"] and p["status"] != "up"]
         return JSONResponse(
             {
-                "status": "ready" if whole else "degraded" if ready else "unavailable",
+                "status": "unavailable" if down else "degraded" if degraded else "ready",
+                "down": down,
+                "degraded": degraded,
+                "dependencies": own,
                 "backends": report,
                 "systems": systems,
             },
-            status_code=200 if ready else 503,
+            status_code=503 if down else 200,
         )
 
     async def metrics_page(request: Request) -> PlainTextResponse:

@@ -417,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     # numbers in their filters: personal data never goes to logs.
     for noisy in ("httpx", "httpcore", "zeep"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # alembic narrates each step at INFO; `migrate` prints its one line of outcome itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
