@@ -97,8 +97,9 @@ def audit_check(audit: Any, timeout_s: float) -> Check:
         if health.committing_for_s is not None and health.committing_for_s > timeout_s:
             raise NotReady(f"a commit has been running for {health.committing_for_s:.1f} s")
         figures = {"pending": health.pending, "last_commit": _outcome(health.last_commit_ok)}
-        if health.since_success_s is not None and health.since_success_s < timeout_s:
-            return figures  # a batch just committed: that is the proof
+        fresh = health.since_success_s is not None and health.since_success_s < timeout_s
+        if health.last_commit_ok and fresh:
+            return figures  # the last batch committed just now: that is the proof
         # Take the head row's lock as a commit would, then roll back: nothing is written.
         async with audit.engine.connect() as conn:
             await conn.execute(
