@@ -179,7 +179,7 @@ def start_gateway(
     log_path: Path,
     *,
     append: bool = False,
-    timeout_s: float = 60.0,
+    timeout_s: float = 90.0,
     migrate: bool = True,
 ) -> tuple[str, subprocess.Popen]:
     """`switchboard serve` on a free port, once /healthz answers: its URL and its process.
