@@ -31,13 +31,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gateway.database import create_engine, create_tables
-from marketing import offer_store
+from gateway.database import create_engine
+from gateway.migrate import upgrade
 from marketing.campaigns import CampaignBook, load_campaigns
 from marketing.decide import Decider, GuardContext
 from marketing.events import BusinessEvent
 from marketing.offer_store import hub_contact, hub_contact_count, hub_offer
-from orchestration import store as request_store
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 KINDS = (
@@ -101,7 +100,7 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             url, drop = await _postgres_database()
         engines = [create_engine(url) for _ in range(args.deciders)]
         try:
-            await create_tables(engines[0], offer_store.metadata, request_store.metadata)
+            await upgrade(engines[0])
             book = _book()
             context = GuardContext("Asia/Shanghai", True)
             deciders = [Decider(e, lambda: book, context) for e in engines]

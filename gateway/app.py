@@ -29,10 +29,9 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
-from adapters import identity_store
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
-from gateway import auth, metrics, verification_store
+from gateway import metrics
 from gateway.audit.export import AuditExport
 from gateway.audit.middleware import (
     AuditTrail,
@@ -47,14 +46,16 @@ from gateway.auth_throttle import source_of
 from gateway.backends import build_backends, insight_engine
 from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
-from gateway.database import create_engine, create_tables
+from gateway.database import create_engine
 from gateway.events import EventsEndpoint, build_events
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import RequestGate
 from gateway.jwt_auth import JwtVerifier
+from gateway.migrate import require_head
 from gateway.observe import OperationMetrics, route_of, server_span
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
+from gateway.readiness import check_all, hub_dependencies
 from gateway.scaled import build_scaled
 from gateway.settings import Settings, load_settings
 from gateway.shared_limits import AuthThrottle, LocalRequestLimiter, RequestLimiter
@@ -65,10 +66,7 @@ from gateway.ws_limits import transport_ws_handler
 from gateway.ws_verification import apply_payload_verification, deny_upgrade
 from insight.rules import DEFAULT_RULES_FILE
 from insight.store import RulesStore
-from marketing import offer_store as marketing_store
-from marketing import store as event_store
 from marketing.recording import RecordingHandler
-from orchestration import store as request_store
 from policies.disclosure import Disclosure
 from policies.principal import Principal
 from policies.verification import VerificationStore
@@ -83,7 +81,6 @@ from telemetry.metrics import OperationNames
 log = logging.getLogger("switchboard.gateway")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-READINESS_TIMEOUT_S = 3.0
 IDE_VISITOR = Principal(subject="graphiql-page", role="none", channel="none")
 
 
@@ -492,14 +489,16 @@ class RequestIds:
             logs.request_id.reset(logged)
 
 
-async def _probe(name: str, ping: Any, guard: BackendGuard) -> tuple[str, dict[str, Any]]:
+async def _probe(
+    name: str, ping: Any, guard: BackendGuard, timeout_s: float
+) -> tuple[str, dict[str, Any]]:
     """A backend's readiness: its ping through its circuit breaker, and the breaker's state.
 
     An open circuit reports the backend down without touching the network; after the
     cool-down the ping is the half-open probe, so readiness also brings a circuit back.
     """
     try:
-        await guard.probe(ping, READINESS_TIMEOUT_S)
+        await guard.probe(ping, timeout_s)
     except AdapterError as error:  # CircuitOpen included: down, and no network call made
         report: dict[str, Any] = {"status": "down", "code": error.code}
     else:
@@ -602,17 +601,21 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
     events = build_events(settings, engine, wiring.registry, backends)
     meters.CACHE_ENABLED.set(1 if wiring.cache is not None else 0)
 
+    dependencies = hub_dependencies(
+        settings,
+        engine,
+        audit=audit,
+        workflows_launched=(lambda: workflows.engine.launched) if workflows is not None else None,
+        workflows_database_url=(
+            workflows.engine.config.system_database_url if workflows is not None else None
+        ),
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await create_tables(
-            engine,
-            identity_store.metadata,
-            auth.metadata,
-            verification_store.metadata,
-            request_store.metadata,
-            event_store.metadata,
-            marketing_store.metadata,
-        )
+        # The schema is `switchboard migrate`'s job (docs/operations.md): start-up only checks
+        # it (DatabaseNotMigrated: one line, what to run) and never creates a table.
+        await require_head(engine)
         for adapter in adapters:
             try:
                 await adapter.start()
@@ -660,6 +663,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
             # After the workflows: their last requests are still recorded.
             await audit.stop()
         await wiring.close()
+        await dependencies.close()
         await engine.dispose()
         tracing.shutdown()  # the last spans go out
         metrics.worker_exited()  # this worker's live gauges leave the replica's sums
@@ -668,28 +672,41 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        probes = await asyncio.gather(
-            *(_probe(a.name, a.ping, wiring.guards[a.name]) for a in adapters),
-            *(_probe(p.name, p.ping, wiring.system_guards[p.name]) for p in wiring.probes),
+        # Everything at once, each check cut at its own timeout (gateway/readiness.py).
+        timeout_s = settings.readiness.backend_timeout_s
+        probes, own = await asyncio.gather(
+            asyncio.gather(
+                *(_probe(a.name, a.ping, wiring.guards[a.name], timeout_s) for a in adapters),
+                *(
+                    _probe(p.name, p.ping, wiring.system_guards[p.name], timeout_s)
+                    for p in wiring.probes
+                ),
+            ),
+            check_all(dependencies.dependencies),
         )
         report = dict(probes[: len(adapters)])
         systems = dict(probes[len(adapters) :])
         required = {p.name for p in wiring.probes if p.required}
         for name, found in systems.items():
             found["required"] = name in required
-        # A required system down takes the hub out of rotation; an optional one only
-        # degrades it (its fields fail with coded errors, everything else answers).
-        ready = all(p["status"] == "up" for p in report.values()) and all(
-            systems[name]["status"] == "up" for name in required
-        )
-        whole = ready and all(p["status"] == "up" for p in systems.values())
+        # A required dependency down takes the hub out of rotation; an optional one only
+        # degrades it (its fields fail with coded errors, or reads skip the cache).
+        down = [name for name, p in report.items() if p["status"] != "up"]
+        down += [f"systems.{name}" for name in sorted(required) if systems[name]["status"] != "up"]
+        down += [name for name, p in own.items() if p["required"] and p["status"] != "up"]
+        degraded = [f"systems.{n}" for n, p in systems.items() if not p["required"]]
+        degraded = [n for n in degraded if systems[n[8:]]["status"] != "up"]
+        degraded += [n for n, p in own.items() if not p["required"] and p["status"] != "up"]
         return JSONResponse(
             {
-                "status": "ready" if whole else "degraded" if ready else "unavailable",
+                "status": "unavailable" if down else "degraded" if degraded else "ready",
+                "down": down,
+                "degraded": degraded,
+                "dependencies": own,
                 "backends": report,
                 "systems": systems,
             },
-            status_code=200 if ready else 503,
+            status_code=503 if down else 200,
         )
 
     async def metrics_page(request: Request) -> Response:

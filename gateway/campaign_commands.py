@@ -70,11 +70,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gateway.database import create_engine, create_tables
-    from marketing import offer_store as marketing_store
+    from gateway.database import create_engine
+    from gateway.migrate import require_head
     from marketing.decide import GuardContext
     from marketing.explain import explain
-    from orchestration import store as request_store
 
     settings = load_settings()
     path = Path(args.file) if args.file else campaigns_file(settings.campaigns)
@@ -104,7 +103,7 @@ def _explain(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
         engine = create_engine(settings.database_url)
         try:
-            await create_tables(engine, marketing_store.metadata, request_store.metadata)
+            await require_head(engine)  # read only: the schema is `switchboard migrate`'s
             return await explain(engine, book, context, args.customer, args.event, payload)
         finally:
             await engine.dispose()

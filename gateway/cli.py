@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from pydantic import ValidationError
 from gateway.audit.commands import add_audit_commands
 from gateway.campaign_commands import add_campaign_commands
 from gateway.insight_commands import add_insight_commands
+from gateway.migrate import DatabaseNotMigrated
+from gateway.migrate_commands import DatabaseUnreachable, add_migrate_command
 from gateway.replica_commands import add_replica_commands
 from gateway.schema_commands import add_schema_commands
 from gateway.settings import (
@@ -76,9 +79,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.metrics import prepare_multiprocess_dir
+    from gateway.migrate_commands import prepare_database
 
     settings = _settings(args)
     logs.configure(settings.log_format)
+    # Before any worker starts: an old schema stops the start with one line (or, with
+    # database.migrate_on_start, is migrated here, once, so workers never race to do it).
+    prepare_database(settings)
     # Each uvicorn worker imports gateway.asgi and reads the settings anew, from the
     # environment and the TOML file: a flag reaches the workers only through the environment
     # they inherit. Without this, `--workers 2` left each worker believing it was alone, so
@@ -150,15 +157,14 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from adapters import identity_store
-    from gateway import auth
     from gateway.auth import ApiKeyStore
-    from gateway.database import create_engine, create_tables
+    from gateway.database import create_engine
+    from gateway.migrate import require_head
 
     async def issue() -> str:
         engine = create_engine(load_settings().database_url)
         try:
-            await create_tables(engine, identity_store.metadata, auth.metadata)
+            await require_head(engine)
             issued = await ApiKeyStore(engine).issue(
                 subject=args.subject,
                 role=args.role,
@@ -453,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(run=_compare)
 
+    add_migrate_command(commands)
     add_audit_commands(commands)
     add_systems_commands(commands)
     add_insight_commands(commands)
@@ -483,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     # URLs carry MSISDNs and ID-card numbers in their filters: logs.QUIET keeps it (and the
     # other chatty clients) at WARNING, since personal data never goes to logs.
     logs.configure("text")
+    # alembic narrates each step at INFO; `migrate` prints its one line of outcome itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
@@ -492,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(f"switchboard: invalid settings:\n{error}", file=sys.stderr)
         return 2
+    except (DatabaseNotMigrated, DatabaseUnreachable) as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into head and the like

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -36,30 +37,39 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
-async def create_tables(engine: AsyncEngine, *schemas: MetaData) -> None:
-    """Create missing tables (idempotent; several workers may race here at start-up)."""
-    async with _creating_alone(engine), engine.begin() as conn:
-        for metadata in schemas:
-            await conn.run_sync(metadata.create_all, checkfirst=True)
+class LockTimeout(TimeoutError):
+    """Another process held the DDL lock longer than allowed."""
 
 
 @contextlib.asynccontextmanager
-async def _creating_alone(engine: AsyncEngine) -> AsyncIterator[None]:
-    """One process at a time creates the tables of a SQLite database file.
+async def ddl_lock(engine: AsyncEngine, timeout_s: float = 120.0) -> AsyncIterator[None]:
+    """One process at a time changes the tables of a SQLite database file (migrations).
 
     SQLite looks for a table outside any lock, and the first connections to a fresh file
     switch it to WAL: of two workers starting on a fresh database, the slower was told "table
     already exists" or "database is locked" and took the server down (`serve --workers 2`).
     The lock is a file beside the database (never the database itself: closing a descriptor
-    of it would drop SQLite's own locks); PostgreSQL needs none.
+    of it would drop SQLite's own locks). PostgreSQL needs none here: gateway/migrate.py takes
+    an advisory lock in the migrating transaction.
     """
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(f"{database}.ddl.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout_s
+        while True:  # polled, so the wait is bounded (flock itself has no timeout)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(
+                        f"{database}.ddl.lock held for over {timeout_s:g} s"
+                    ) from None
+                await asyncio.sleep(0.05)
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.auth import ApiKeyStore
-from gateway.database import create_engine, create_tables
+from gateway.database import create_engine
+from gateway.migrate import upgrade
 from gateway.settings import STATE_DIR, Settings
 
 KEYS_FILE = STATE_DIR / "demo-keys.json"
@@ -44,13 +45,12 @@ class DemoOptions:
 
 
 async def issue_demo_keys(settings: Settings) -> dict[str, str]:
-    """Revoke the previous demo keys and issue one per channel; write them to KEYS_FILE."""
-    from adapters import identity_store
-    from gateway import auth
-
+    """Migrate the hub database, revoke the previous demo keys and issue one per channel;
+    write them to KEYS_FILE."""
     engine = create_engine(settings.database_url)
     try:
-        await create_tables(engine, identity_store.metadata, auth.metadata)
+        # The demo is the one start that migrates by itself: it owns its database.
+        await upgrade(engine, lock_timeout_s=settings.database.migrate_lock_timeout_s)
         store = ApiKeyStore(engine)
         await store.revoke_where_label(DEMO_LABEL)
         keys: dict[str, str] = {}

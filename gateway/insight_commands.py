@@ -70,7 +70,8 @@ async def _explain_async(args: argparse.Namespace) -> int:
     from adapters.errors import AdapterError, NotFound
     from adapters.identity import CustomerKeys
     from gateway.backends import build_backends, insight_engine
-    from gateway.database import create_engine, create_tables
+    from gateway.database import create_engine
+    from gateway.migrate import require_head
     from gateway.settings import load_settings
     from insight.rules import load_rules
 
@@ -85,9 +86,7 @@ async def _explain_async(args: argparse.Namespace) -> int:
     wiring = build_backends(settings, engine)
     backends = wiring.backends
     try:
-        from adapters import identity_store
-
-        await create_tables(engine, identity_store.metadata)
+        await require_head(engine)  # read only: the schema is `switchboard migrate`'s
         for adapter in (backends.boss, backends.billing, backends.care):
             await adapter.start()
         hub_id = customer

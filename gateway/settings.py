@@ -621,6 +621,53 @@ class TelemetrySettings(SettingsModel):
     )
 
 
+class DatabaseSettings(SettingsModel):
+    """The hub database's schema (gateway/migrate.py, docs/operations.md, "Migrating")."""
+
+    migrate_on_start: bool = Field(
+        default=False,
+        description="`switchboard serve` upgrades the hub database to this release's head "
+        "before it starts the workers (off: it refuses to start on an older schema; run "
+        "`switchboard migrate`).",
+    )
+    migrate_lock_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a migration waits for another one running on the same database.",
+    )
+
+
+class DependencyReadiness(SettingsModel):
+    """One dependency in /readyz: whether it takes the hub out of rotation, and its check's
+    time limit."""
+
+    required: bool = Field(
+        default=True, description="Down: /readyz 503 (required) or 200 degraded (optional)."
+    )
+    timeout_s: float = Field(default=1.0, gt=0, le=30, description="The check's time limit.")
+
+
+class ReadinessSettings(SettingsModel):
+    """What /readyz checks besides the legacy systems (gateway/readiness.py)."""
+
+    backend_timeout_s: float = Field(
+        default=3.0, gt=0, le=30, description="A legacy system's readiness ping."
+    )
+    hub_database: DependencyReadiness = Field(
+        default_factory=lambda: DependencyReadiness(required=True, timeout_s=1.0)
+    )
+    audit: DependencyReadiness = Field(
+        default_factory=lambda: DependencyReadiness(required=True, timeout_s=1.0)
+    )
+    workflows: DependencyReadiness = Field(
+        default_factory=lambda: DependencyReadiness(required=True, timeout_s=2.0)
+    )
+    cache: DependencyReadiness = Field(
+        # Optional: with Redis down, reads fall back to the backends.
+        default_factory=lambda: DependencyReadiness(required=False, timeout_s=0.5)
+    )
+
+
 class Settings(BaseSettings):
     """The hub's whole configuration."""
 
@@ -632,7 +679,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{STATE_DIR}/hub.db",
-        description="The hub's own state (identity crosswalk, API keys). SQLite or PostgreSQL.",
+        description="The hub's own state (identity crosswalk, API keys, verifications, requests, "
+        "the access log). SQLite or PostgreSQL; its schema: `switchboard migrate`.",
     )
     policy_file: Path | None = Field(
         default=None,
@@ -698,6 +746,8 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     trusted_documents: TrustedDocumentsSettings = Field(default_factory=TrustedDocumentsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -95,6 +95,11 @@ class WorkflowEngine:
         self._alive: ExecutorLock | None = None
         self.executor_id = config.executor_id
 
+    @property
+    def launched(self) -> bool:
+        """DBOS was launched by this process and not yet shut down (for /readyz)."""
+        return self._launched
+
     def launch(self) -> None:
         # Importing the workflow modules registers their workflows and steps with DBOS.
         from orchestration import complaint, handoff, plan_change  # noqa: F401

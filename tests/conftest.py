@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.database import create_engine, create_tables
+from gateway.database import create_engine
+from gateway.migrate import upgrade
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from simulators.dataset import CustomerBundle, generate, has_certificate_typo
 from simulators.seed import seed_dataset
@@ -185,11 +186,18 @@ def hub_database_url(request, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+async def migrated_engine(url: str) -> AsyncEngine:
+    """An engine on ``url``, its database migrated to head (what `switchboard migrate` does)."""
+    engine = create_engine(url)
+    await upgrade(engine)
+    return engine
+
+
 async def engine_with_empty_tables(url: str, metadata: MetaData) -> AsyncEngine:
-    """An engine on ``url`` with ``metadata``'s tables created and emptied (the PostgreSQL
+    """An engine on ``url`` migrated to head, ``metadata``'s tables emptied (the PostgreSQL
     database is shared by the whole session: each test starts from a clean slate)."""
     engine = create_engine(url)
-    await create_tables(engine, metadata)
+    await upgrade(engine)
     async with engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             await conn.execute(table.delete())

@@ -112,7 +112,29 @@ def gateway_env(sims: SimulatorUrls, database_url: str, **extra: str) -> dict[st
     return env
 
 
+def migrate_database(database_url: str) -> None:
+    """Upgrade a hub database to head, as `switchboard migrate` does (the same function, in
+    this process: a subprocess per gateway start would cost a second each). Gateways and
+    `keys create` refuse a database that is not at head; the harness migrates before both."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.database import create_engine
+    from gateway.migrate import upgrade
+
+    async def run() -> None:
+        engine = create_engine(database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # callers may be inside an event loop
+        pool.submit(asyncio.run, run()).result()
+
+
 def issue_key(env: dict[str, str], *, channel: str, role: str, scopes: tuple[str, ...] = ()) -> str:
+    migrate_database(env["SWITCHBOARD_DATABASE_URL"])
     argv = [
         *SWITCHBOARD,
         "keys",
@@ -153,13 +175,20 @@ def post_graphql(
 
 
 def start_gateway(
-    env: dict[str, str], log_path: Path, *, append: bool = False, timeout_s: float = 180.0
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    append: bool = False,
+    timeout_s: float = 180.0,
+    migrate: bool = True,
 ) -> tuple[str, subprocess.Popen]:
     """`switchboard serve` on a free port, once /healthz answers: its URL and its process.
 
-    Tests that kill and restart a gateway hold the process themselves; the others use
-    ``running_gateway``.
+    The database is migrated first unless ``migrate`` is false. Tests that kill and restart a
+    gateway hold the process themselves; the others use ``running_gateway``.
     """
+    if migrate:
+        migrate_database(env["SWITCHBOARD_DATABASE_URL"])
     (port,) = free_ports(1)
     with log_path.open("a" if append else "w") as log:
         process = subprocess.Popen(

@@ -15,9 +15,9 @@ from sqlalchemy import text
 from gateway.audit.record import AuditRecord
 from gateway.audit.service import AuditLog
 from gateway.audit.writer import AuditUnavailable
-from gateway.database import create_engine
 from gateway.settings import AuditSettings
 from tests.audit_support import CUSTOMER_KEY
+from tests.conftest import migrated_engine
 from tests.harness import REPO, SWITCHBOARD
 
 T0 = 1_700_000_000_000_000
@@ -77,7 +77,7 @@ def stored(database: Path) -> dict[str, tuple]:
 
 
 async def started_log(database: Path, tmp_path: Path) -> AuditLog:
-    audit = AuditLog(create_engine(f"sqlite+aiosqlite:///{database}"), settings(tmp_path))
+    audit = AuditLog(await migrated_engine(f"sqlite+aiosqlite:///{database}"), settings(tmp_path))
     await audit.start()
     return audit
 

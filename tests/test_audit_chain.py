@@ -21,6 +21,7 @@ from gateway.audit.service import AuditLog
 from gateway.audit.store import audit_checkpoint, audit_customer, audit_head, audit_record
 from gateway.database import create_engine
 from gateway.settings import AuditSettings
+from tests.conftest import migrated_engine
 
 T0 = 1_700_000_000_000_000
 
@@ -49,7 +50,7 @@ def record(i: int, **extra: object) -> AuditRecord:
 
 
 async def make_log(url: str, tmp_path: Path, count: int = 10) -> AuditLog:
-    engine = create_engine(url)
+    engine = await migrated_engine(url)
     audit = AuditLog(
         engine, AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32, max_batch=4)
     )
@@ -322,9 +323,9 @@ async def test_no_answer_goes_out_when_its_record_cannot_be_written(tmp_path: Pa
         scope["switchboard.request_id"] = "r-1"
         await JSONResponse({"data": {"secret": "a customer's data"}})(scope, receive, send)
 
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    engine = await migrated_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+    # The writer is not started: nothing can be made durable.
     log = AuditLog(engine, AuditSettings(state_dir=tmp_path / "keys", customer_key="k" * 32))
-    await log.create_tables()  # the writer is not running: nothing can be made durable
     transport = httpx.ASGITransport(app=AuditTrail(answer, log))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:

@@ -22,7 +22,9 @@ from gateway.audit.scheduler import CheckpointScheduler
 from gateway.audit.service import AuditLog
 from gateway.audit.store import audit_checkpoint, audit_customer, audit_head, audit_record
 from gateway.database import create_engine
+from gateway.migrate import upgrade
 from gateway.settings import AuditSettings
+from tests.conftest import migrated_engine
 from tests.test_audit_chain import T0, execute, kinds, record, row
 
 
@@ -38,7 +40,7 @@ def settings(tmp_path: Path, **extra: object) -> AuditSettings:
 
 
 async def _open(url: str, tmp_path: Path, count: int = 10, **extra: object) -> AuditLog:
-    audit = AuditLog(create_engine(url), settings(tmp_path, **extra))
+    audit = AuditLog(await migrated_engine(url), settings(tmp_path, **extra))
     await audit.start(schedule_checkpoints=True)
     await asyncio.gather(*(audit.append(record(i)) for i in range(1, count + 1)))
     return audit
@@ -303,9 +305,14 @@ async def test_the_gateway_schedule_runs_in_the_background(hub_database_url: str
 
 
 async def test_an_older_log_gains_the_new_columns_and_still_verifies(audit: AuditLog):
+    """A log from before the three nullable columns and before migrations (no
+    alembic_version): `switchboard migrate` (revision 0001 adopting it) adds them, its rows
+    and hashes unchanged."""
     await audit.stop()
     for name in ("source", "refused_count", "window_end_us"):
         await execute(audit, text(f"ALTER TABLE audit_record DROP COLUMN {name}"))
+    await execute(audit, text("DROP TABLE alembic_version"))
+    await upgrade(audit.engine)
     reopened = AuditLog(audit.engine, audit.settings)
     await reopened.start()
     try:

@@ -16,7 +16,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from adapters import codec, identity_store
+from adapters import codec
 from adapters.billing import BillingAdapter
 from adapters.boss import BossAdapter
 from adapters.cache import (
@@ -49,10 +49,10 @@ from adapters.records import (
     Usage,
 )
 from adapters.resilience import Endpoint
-from gateway import auth
 from gateway.auth import ApiKeyStore
 from gateway.backends import build_backends
-from gateway.database import create_engine, create_tables
+from gateway.database import create_engine
+from gateway.migrate import upgrade
 from gateway.settings import CacheTtlSettings, load_settings
 from tests.harness import free_ports, gateway_env, running_gateway
 
@@ -629,7 +629,7 @@ def _issue_key_in_process(database_url: str, role: str = "agent", channel: str =
     async def issue() -> str:
         engine = create_engine(database_url)
         try:
-            await create_tables(engine, identity_store.metadata, auth.metadata)
+            await upgrade(engine)
             issued = await ApiKeyStore(engine).issue(
                 subject="test-cache", role=role, channel=channel, scopes=("customer:read",)
             )

@@ -6,16 +6,14 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters import identity_store
 from gateway.backends import build_backends, insight_engine
-from gateway.database import create_engine, create_tables
+from gateway.database import create_engine
+from gateway.migrate import upgrade
 from gateway.settings import load_settings
 from insight.rules import load_rules
-from marketing import offer_store
 from marketing.campaigns import load_campaigns
 from marketing.decide import Decider, GuardContext
 from marketing.events import BusinessEvent
-from orchestration import store as request_store
 from simulators.dataset import CustomerBundle
 from tests.harness import SimulatorUrls
 
@@ -35,9 +33,7 @@ async def test_insight_conditions_use_the_insight_engines_facts(
     engine = create_engine(settings.database_url)
     wiring = build_backends(settings, engine)
     try:
-        await create_tables(
-            engine, identity_store.metadata, offer_store.metadata, request_store.metadata
-        )
+        await upgrade(engine)
         backends = wiring.backends
         await backends.boss.start()
         insight = insight_engine(backends, load_rules())

@@ -281,8 +281,8 @@ async def test_nats_jetstream_as_source_acks_after_commit_and_dedupes_redelivery
     from nats.js.errors import NotFoundError
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from adapters import identity_store
-    from gateway.database import create_engine, create_tables
+    from gateway.database import create_engine
+    from gateway.migrate import upgrade
     from marketing.wiring import EventConfig, EventWiring
 
     client = await _nats_or_skip()
@@ -306,7 +306,7 @@ async def test_nats_jetstream_as_source_acks_after_commit_and_dedupes_redelivery
     )
     sources = load_sources(folder)
     engine: AsyncEngine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
-    await create_tables(engine, identity_store.metadata, metadata)
+    await upgrade(engine)
     wiring = EventWiring(
         EventConfig(
             callback_base_url="http://127.0.0.1:1",

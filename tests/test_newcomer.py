@@ -292,30 +292,38 @@ def test_compare_says_in_one_line_when_no_gateway_answers(tmp_path: Path) -> Non
     )
 
 
-def test_workers_starting_at_once_on_a_fresh_sqlite_database_all_get_their_tables(
+def test_migrations_started_at_once_on_a_fresh_sqlite_database_all_succeed(
     tmp_path: Path,
 ) -> None:
-    """What `serve --workers N` does at start on a first run: N engines create the same tables
-    of one new SQLite file at once. None may die of 'already exists' or 'database is locked'."""
+    """Three migrations of one new SQLite file at once (three `switchboard migrate`, or a
+    demo beside one): none may die of 'already exists' or 'database is locked', the DDL lock
+    serialises them, and the file ends at head with every hub table."""
     import asyncio
 
-    from sqlalchemy import Column, Integer, MetaData, Table, inspect
+    from sqlalchemy import inspect
 
-    from gateway.database import create_engine, create_tables
+    from gateway.database import create_engine
+    from gateway.migrate import current_revision, head_revision, hub_metadata, upgrade
 
-    metadata = MetaData()
-    for index in range(40):
-        Table(f"t{index}", metadata, Column("id", Integer, primary_key=True))
+    tables = {name for metadata in hub_metadata() for name in metadata.tables}
 
-    async def start_at_once(database: Path) -> set[str]:
+    async def start_at_once(database: Path) -> tuple[set[str], str | None, list[str | None]]:
         engines = [create_engine(f"sqlite+aiosqlite:///{database}") for _ in range(3)]
         try:
-            await asyncio.gather(*(create_tables(engine, metadata) for engine in engines))
+            done = await asyncio.gather(*(upgrade(engine) for engine in engines))
             async with engines[0].connect() as conn:
-                return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+                found = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+            return (
+                found,
+                await current_revision(engines[0]),
+                sorted((d.before for d in done), key=str),
+            )
         finally:
             for engine in engines:
                 await engine.dispose()
 
-    for attempt in range(5):
-        assert asyncio.run(start_at_once(tmp_path / f"hub-{attempt}.db")) == set(metadata.tables)
+    for attempt in range(3):
+        found, revision, befores = asyncio.run(start_at_once(tmp_path / f"hub-{attempt}.db"))
+        assert tables <= found and revision == head_revision()
+        # Exactly one of them migrated; the others waited and found the database at head.
+        assert befores.count(None) == 1 and befores.count(head_revision()) == 2

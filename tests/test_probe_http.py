@@ -795,6 +795,6 @@ def test_the_example_file_documents_the_defaults(monkeypatch):
     documented = load_settings()
     monkeypatch.setenv("SWITCHBOARD_CONFIG", "/nonexistent/switchboard.toml")
     defaults = load_settings()
-    for section in ("http", "auth", "websocket", "telemetry", "scaled"):
+    for section in ("http", "auth", "websocket", "telemetry", "scaled", "database", "readiness"):
         assert getattr(documented, section) == getattr(defaults, section)
         assert f"[{section}]" in example.read_text()

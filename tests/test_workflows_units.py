@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.database import create_engine, create_tables
 from orchestration.engine import claim_worker_slot, system_database_url
 from orchestration.rules_loader import DEFAULT_RULES, load_categories
-from orchestration.store import KeyReused, RequestStore, input_hash, metadata, workflow_id
+from orchestration.store import KeyReused, RequestStore, input_hash, workflow_id
+from tests.conftest import migrated_engine
 
 
 def test_the_bundled_complaint_rules_load() -> None:
@@ -47,8 +47,7 @@ def test_request_ids_and_input_digests_are_stable() -> None:
 
 def test_a_key_stands_for_one_input(tmp_path: Path) -> None:
     async def scenario() -> None:
-        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
-        await create_tables(engine, metadata)
+        engine = await migrated_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
         store = RequestStore(engine)
         digest = input_hash("changePlan", {"x": 1})
         first = await store.claim_key("cred1", "key-0001", "changePlan", digest, "plan_change-a")

@@ -22,14 +22,15 @@ from schema.audit_reader import AuditSearch
 def _with_log(action: Callable[[Any], Awaitable[int]]) -> int:
     from gateway.audit.service import AuditLog
     from gateway.database import create_engine
+    from gateway.migrate import require_head
 
     settings = load_settings()
 
     async def run() -> int:
         engine = create_engine(settings.database_url)
         try:
+            await require_head(engine)  # on an old schema: one line, `switchboard migrate`
             audit = AuditLog(engine, settings.audit)
-            await audit.create_tables()
             return await action(audit)
         finally:
             await engine.dispose()

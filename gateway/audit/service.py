@@ -14,7 +14,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from opentelemetry.trace import Status, StatusCode
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import checkpoint as checkpoints
@@ -25,10 +24,8 @@ from gateway.audit.reader import AuditLogReader
 from gateway.audit.record import AuditRecord, CustomerHasher
 from gateway.audit.refusals import RefusalCounter
 from gateway.audit.scheduler import CheckpointScheduler
-from gateway.audit.store import add_missing_columns, metadata
 from gateway.audit.verify import verify_chain, verify_incremental
 from gateway.audit.writer import AuditUnavailable, AuditWriter
-from gateway.database import create_tables
 from gateway.settings import AuditSettings
 from schema.audit_reader import VerificationReport
 from telemetry import tracing
@@ -102,19 +99,10 @@ class AuditLog:
         )
         self._refusal_task: asyncio.Task[None] | None = None
 
-    async def create_tables(self) -> None:
-        await create_tables(self.engine, metadata)
-        try:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(add_missing_columns)
-        except DBAPIError:  # another worker added them meanwhile: check again
-            async with self.engine.begin() as conn:
-                await conn.run_sync(add_missing_columns)
-
     async def start(self, *, schedule_checkpoints: bool = False) -> None:
-        """Tables, writer and refusal counting; ``schedule_checkpoints`` (the gateway's
-        lifespan): also sign checkpoints on the schedule, if ``audit.scheduled_checkpoints``."""
-        await self.create_tables()
+        """Writer and refusal counting (on a migrated database: `switchboard migrate`);
+        ``schedule_checkpoints`` (the gateway's lifespan): also sign checkpoints on the
+        schedule, if ``audit.scheduled_checkpoints``."""
         await self.writer.start()
         self._refusal_task = asyncio.create_task(self._write_refusals(), name="audit-refusals")
         if schedule_checkpoints and self.settings.scheduled_checkpoints:

@@ -21,8 +21,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    inspect,
-    text,
 )
 
 from gateway.audit.record import OPTIONAL_FIELDS, AuditRecord
@@ -96,25 +94,6 @@ audit_checkpoint = Table(
     Column("signature", String(128), nullable=False),
     Index("ix_audit_checkpoint_seq", "seq"),  # the newest checkpoint, polled every second
 )
-
-
-# Columns added after the first release: a log created before them gets them at start-up
-# (nullable, so the rows already there keep their content and their hashes).
-ADDED_COLUMNS = ("source", "refused_count", "window_end_us")
-
-
-def add_missing_columns(sync_conn: Any) -> None:
-    """``ALTER TABLE ... ADD COLUMN`` for the ADDED_COLUMNS an older audit_record lacks, and
-    the indexes an older audit_checkpoint lacks."""
-    present = {c["name"] for c in inspect(sync_conn).get_columns("audit_record")}
-    for name in ADDED_COLUMNS:
-        if name in present:
-            continue
-        column = audit_record.c[name]
-        kind = column.type.compile(dialect=sync_conn.dialect)
-        sync_conn.execute(text(f"ALTER TABLE audit_record ADD COLUMN {name} {kind}"))
-    for index in audit_checkpoint.indexes:
-        index.create(sync_conn, checkfirst=True)
 
 
 def _dumps(value: Any) -> str:

@@ -23,7 +23,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, insert, select, update
@@ -50,6 +52,17 @@ DATABASE_DOWN = (
     OSError,
     TimeoutError,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """What /readyz reads of the writer (gateway/readiness.py)."""
+
+    running: bool
+    pending: int  # records waiting for a commit
+    last_commit_ok: bool | None  # the last batch's outcome; None before the first
+    since_success_s: float | None  # since the last committed batch
+    committing_for_s: float | None  # the batch being committed now, for how long
 
 
 class AuditUnavailable(Exception):
@@ -172,6 +185,22 @@ class AuditWriter:
         # sqlite3 connection lives there); PostgreSQL: through the async engine.
         self._sqlite: SqliteAppender | None = None
         self._thread: ThreadPoolExecutor | None = None
+        # For readiness: the last batch's outcome and when (monotonic seconds).
+        self._last_ok: bool | None = None
+        self._last_success: float | None = None
+        self._committing_since: float | None = None
+
+    def health(self) -> WriterHealth:
+        now = time.monotonic()
+        return WriterHealth(
+            running=self._task is not None and not self._task.done(),
+            pending=self._queue.qsize(),
+            last_commit_ok=self._last_ok,
+            since_success_s=None if self._last_success is None else now - self._last_success,
+            committing_for_s=(
+                None if self._committing_since is None else now - self._committing_since
+            ),
+        )
 
     async def start(self) -> None:
         await ensure_head(self._engine)
@@ -222,9 +251,11 @@ class AuditWriter:
         batch = [await self._queue.get()]
         while len(batch) < self._max_batch and not self._queue.empty():
             batch.append(self._queue.get_nowait())
+        self._committing_since = time.monotonic()
         try:
             seqs = await self._commit([record for record, _ in batch])
         except DATABASE_DOWN as error:
+            self._last_ok = False
             log.error("audit batch of %d not committed: %s", len(batch), type(error).__name__)
             _fail(batch)
         except Exception as error:
@@ -240,9 +271,12 @@ class AuditWriter:
                 )
                 await self._commit_one_by_one(batch)
         else:
+            self._last_ok, self._last_success = True, time.monotonic()
             for (_, future), seq in zip(batch, seqs, strict=True):
                 if not future.done():
                     future.set_result(seq)
+        finally:
+            self._committing_since = None
         for _ in batch:
             self._queue.task_done()
 
@@ -253,6 +287,7 @@ class AuditWriter:
             try:
                 (seq,) = await self._commit([record])
             except DATABASE_DOWN as error:
+                self._last_ok = False
                 log.error("audit records not committed: %s", type(error).__name__)
                 _fail(batch[position:])
                 return
