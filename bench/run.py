@@ -277,6 +277,9 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
     page_body = [{"query": PAGE, "variables": {"first": 50}}]
     await bench.post(on, page_body[0])
     page_50 = await bench.counted(lambda: bench.throughput(on, page_body))
+    written = gateways["billing-handwritten"]
+    await bench.post(written, page_body[0])
+    page_50_written = await bench.counted(lambda: bench.throughput(written, page_body))
 
     # One backend down: the other systems' fields, sequential, against the same query up.
     normal = await bench.sequential(partial_360(bench, on, bodies["policies-on"]))
@@ -310,6 +313,7 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
         "throughput": throughput,
         "sequential": overhead,
         "page_50": page_50,
+        "page_50_handwritten_billing": page_50_written,
         "billing_down": {"normal": normal.summary(), "down": down.summary()},
         "realistic": {
             "360, cache off": realistic,
@@ -377,12 +381,15 @@ def started_gateways(
     policy["channels"]["agent"].pop("rate_limit_per_minute", None)
     policy_file = state / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
-    # name -> (policy enforcement, read cache, audit log)
+    # name -> (policy enforcement, read cache, audit log, what plays the billing role)
     settings = {
-        "policies-on": ("true", "false", "true"),
-        "policies-off": ("false", "false", "true"),
-        "audit-off": ("true", "false", "false"),
-        "cache-on": ("true", "true", "true"),
+        "policies-on": ("true", "false", "true", "declared"),
+        "policies-off": ("false", "false", "true", "declared"),
+        "audit-off": ("true", "false", "false", "declared"),
+        "cache-on": ("true", "true", "true", "declared"),
+        # The hand-written billing adapter the declared files replaced, for the side-by-side
+        # cost of the generic engine (kept until the comparison is recorded).
+        "billing-handwritten": ("true", "false", "true", "handwritten"),
     }
     with ExitStack() as stack:
         gateways = {}
@@ -398,6 +405,7 @@ def started_gateways(
                 SWITCHBOARD_POLICY_ENFORCEMENT=settings[name][0],
                 SWITCHBOARD_CACHE__ENABLED=settings[name][1],
                 SWITCHBOARD_AUDIT__ENABLED=settings[name][2],
+                SWITCHBOARD_ROLE_ENGINE=settings[name][3],
                 SWITCHBOARD_AUDIT__STATE_DIR=str(state / f"{name}-audit"),
             )
             key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
@@ -417,7 +425,10 @@ def run(args: argparse.Namespace) -> dict:
         with (
             running_simulators(main_data) as sims,
             started_gateways(
-                args, sims, state, ("policies-on", "policies-off", "audit-off", "cache-on")
+                args,
+                sims,
+                state,
+                ("policies-on", "policies-off", "audit-off", "cache-on", "billing-handwritten"),
             ) as gateways,
         ):
             measured, datasets[args.customers] = asyncio.run(
@@ -535,6 +546,12 @@ def report(
             "360, audit log off, cache off": unaudited,
             "360, policies on, cache on (warm)": cached,
             "page of 50, cache off": measured["page_50"],
+            "360, billing by the hand-written adapter, cache off": throughput[
+                "billing-handwritten"
+            ],
+            "page of 50, billing by the hand-written adapter, cache off": measured[
+                "page_50_handwritten_billing"
+            ],
             "360, realistic backend latency, cache off": measured["realistic"]["360, cache off"],
             "360, realistic backend latency, cache on": measured["realistic"]["360, cache on"],
         },
@@ -557,6 +574,7 @@ def report(
                 on["throughput_rps"] / unaudited["throughput_rps"], 3
             ),
             **cpu_ratios(on, off, unaudited, cached),
+            **role_engine_ratios(on, throughput["billing-handwritten"]),
             "cache on/off, p50 latency": round(cached["p50_ms"] / on["p50_ms"], 3),
             "cache on/off, throughput": round(cached["throughput_rps"] / on["throughput_rps"], 3),
             "gateway/floor, sequential p50 (cache off)": round(
@@ -580,6 +598,21 @@ def cpu_ratios(on: dict, off: dict, unaudited: dict, cached: dict) -> dict[str, 
         "audit log on/off, gateway CPU per request": round(on[key] / unaudited[key], 3),
         "cache on/off, gateway CPU per request": round(cached[key] / on[key], 3),
     }
+
+
+def role_engine_ratios(declared: dict, written: dict) -> dict[str, float]:
+    """The declared billing files against the hand-written adapter, one run, interleaved."""
+    key = "gateway_cpu_ms_per_op"
+    ratios = {
+        "billing role declared/hand-written, throughput (360)": round(
+            declared["throughput_rps"] / written["throughput_rps"], 3
+        ),
+    }
+    if key in declared and key in written:
+        ratios["billing role declared/hand-written, gateway CPU per request (360)"] = round(
+            declared[key] / written[key], 3
+        )
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,13 @@ from adapters.cache import (
 from adapters.care import CareAdapter
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.declared.linker import DeclaredLinker
-from adapters.declared.registry import BUNDLED_SYSTEMS_DIR, SystemRegistry, load_registry
+from adapters.declared.registry import (
+    BUNDLED_SYSTEMS_DIR,
+    SystemRegistry,
+    load_registry,
+    with_bundled_roles,
+)
+from adapters.declared.roles import play
 from adapters.declared.spec import SystemSpec
 from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
@@ -135,8 +141,9 @@ def _instance_endpoint(spec: SystemSpec, name: str, base_url: str) -> Endpoint:
 
 
 def load_systems(settings: Settings) -> SystemRegistry:
-    """The declared systems: the settings' folder, or the bundled one."""
-    return load_registry(settings.systems_dir or BUNDLED_SYSTEMS_DIR)
+    """The declared systems: the settings' folder, or the bundled one; a role no system
+    there plays is served by its bundled declaration."""
+    return with_bundled_roles(load_registry(settings.systems_dir or BUNDLED_SYSTEMS_DIR))
 
 
 def build_systems(
@@ -146,7 +153,7 @@ def build_systems(
     overrides = {name.replace("_", "-").lower(): url for name, url in settings.system_urls.items()}
     systems: dict[str, DeclaredSystem] = {}
     endpoints: dict[str, Endpoint] = {}
-    for spec in registry:
+    for spec in registry.graph_systems():
         mine = {
             i.name: _instance_endpoint(spec, i.name, overrides.get(i.name, i.base_url).rstrip("/"))
             for i in spec.instances
@@ -154,6 +161,19 @@ def build_systems(
         endpoints.update(mine)
         systems[spec.name] = DeclaredSystem(spec, mine, cache)
     return systems, endpoints
+
+
+def _role_adapter(
+    registry: SystemRegistry, settings: Settings, role: str, endpoint: Endpoint
+) -> BillingSystem:
+    """The adapter that plays ``role``: the declared system that plays it, reached with the
+    role's own settings table (``[billing]``: base URL, timeouts, breaker, bulkhead), or the
+    hand-written adapter when ``role_engine`` asks for it (the benchmark's comparison)."""
+    spec = registry.playing(role)
+    if settings.role_engine == "handwritten" or spec is None:
+        return BillingAdapter(endpoint)
+    adapter: BillingSystem = play(spec, endpoint)
+    return adapter
 
 
 def build_backends(
@@ -170,14 +190,14 @@ def build_backends(
         service_path=settings.boss.service_path,
         login_system_code=settings.boss.login_system_code,
     )
-    billing: BillingSystem = BillingAdapter(endpoints["billing"])
+    registry = registry if registry is not None else load_systems(settings)
+    billing: BillingSystem = _role_adapter(registry, settings, "billing", endpoints["billing"])
     care: CareSystem = CareAdapter(endpoints["care"])
     cache = build_cache(settings.cache)
     if cache is not None:
         boss = CachedCustomerSystem(boss, cache)
         billing = CachedBillingSystem(billing, cache)
         care = CachedCareSystem(care, cache)
-    registry = registry if registry is not None else load_systems(settings)
     systems, system_endpoints = build_systems(registry, settings, cache)
     linkers = {
         name: DeclaredLinker(system)
@@ -209,7 +229,7 @@ def build_backends(
     }
     probes = tuple(
         SystemProbe(instance, systems[spec.name], spec.required)
-        for spec in registry
+        for spec in registry.graph_systems()
         for instance in spec.instance_names
     )
     return Wiring(

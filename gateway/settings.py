@@ -447,6 +447,12 @@ class Settings(BaseSettings):
         description="Base URL per declared system instance, over its system file "
         '(e.g. {"loyalty-north": "http://10.0.0.5:8104"}).',
     )
+    role_engine: Literal["declared", "handwritten"] = Field(
+        default="declared",
+        description="What serves the hub's roles that a declared system plays (billing): "
+        "the declared files through the generic engines, or the hand-written adapter kept "
+        "for the benchmark's side-by-side comparison.",
+    )
     boss: BossSettings = Field(default_factory=BossSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     care: CareSettings = Field(default_factory=CareSettings)

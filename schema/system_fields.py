@@ -27,7 +27,7 @@ from schema.classified import classified
 from schema.cost import FieldCost, ListSize, declare_field_cost
 from schema.customer_scope import CustomerScope
 from schema.errors import bad_input, identity_conflict
-from schema.types import Customer
+from schema.types import Customer, Money
 
 PYTHON_TYPES: dict[str, type] = {
     "string": str,
@@ -38,6 +38,8 @@ PYTHON_TYPES: dict[str, type] = {
     "bool": bool,
     "date": date,
     "datetime": datetime,
+    # records.Money values; the graph's Money type reads their amount and currency.
+    "money": Money,
 }
 
 #: Customer's own fields, before any system added some (a schema may be built more than once).

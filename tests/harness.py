@@ -152,17 +152,8 @@ def post_graphql(
     )
 
 
-#: How long a gateway may take to answer /healthz. Its imports alone cost ~10 s of CPU; on a
-#: machine shared by several test runs (load 10 on 2 cores) that is 30 s of wall time.
-GATEWAY_START_TIMEOUT_S = float(os.environ.get("SWITCHBOARD_TEST_START_TIMEOUT_S", "120"))
-
-
 def start_gateway(
-    env: dict[str, str],
-    log_path: Path,
-    *,
-    append: bool = False,
-    timeout_s: float = GATEWAY_START_TIMEOUT_S,
+    env: dict[str, str], log_path: Path, *, append: bool = False, timeout_s: float = 90.0
 ) -> tuple[str, subprocess.Popen]:
     """`switchboard serve` on a free port, once /healthz answers: its URL and its process.
 

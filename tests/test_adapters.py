@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 
@@ -10,6 +11,8 @@ import pytest
 from adapters.billing import BillingAdapter
 from adapters.boss import BossAdapter
 from adapters.care import CareAdapter
+from adapters.declared.registry import BUNDLED_SYSTEMS_DIR, load_registry
+from adapters.declared.roles import play
 from adapters.errors import BadResponse, BusinessRejected, NotFound, TimedOut, Unavailable
 from adapters.records import Money, StarLevel
 from adapters.resilience import Endpoint
@@ -33,9 +36,19 @@ async def boss(sims):
     await adapter.close()
 
 
-@pytest.fixture
-async def billing(sims):
-    adapter = BillingAdapter(Endpoint("billing", sims.billing, timeout_s=1.0))
+def billing_adapter(base_url: str, engine: str, timeout_s: float = 1.0):
+    """The billing role: the hand-written adapter, or the bundled declared system."""
+    endpoint = Endpoint("billing", base_url, timeout_s=timeout_s)
+    if engine == "handwritten":
+        return BillingAdapter(endpoint)
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("billing")
+    assert spec is not None
+    return play(spec, endpoint)
+
+
+@pytest.fixture(params=["declared", "handwritten"])
+async def billing(sims, request):
+    adapter = billing_adapter(sims.billing, request.param)
     yield adapter
     await adapter.close()
 
@@ -135,9 +148,10 @@ async def test_garbage_and_outages_are_classified(boss, billing, care, control, 
         await care.get_tickets([customers[0].party.id])
 
 
-async def test_an_unreachable_backend_is_unavailable():
+@pytest.mark.parametrize("engine", ["declared", "handwritten"])
+async def test_an_unreachable_backend_is_unavailable(engine):
     (port,) = free_ports(1)
-    adapter = BillingAdapter(Endpoint("billing", f"http://127.0.0.1:{port}", timeout_s=0.5))
+    adapter = billing_adapter(f"http://127.0.0.1:{port}", engine, timeout_s=0.5)
     try:
         with pytest.raises(Unavailable):
             await adapter.get_accounts(["BA0000000001"])
@@ -198,3 +212,54 @@ async def test_billing_and_care_map_tmf_resources(billing, care, customers):
     assert repeated.id == created.id
     updated = await care.update_ticket(created.id, status="inProgress", note="looking")
     assert updated.status == "inProgress" and updated.notes[-1].text == "looking"
+
+
+async def test_the_declared_billing_reads_what_the_hand_written_adapter_reads(sims, customers):
+    """The bundled billing files against the adapter they replace: the same canonical
+    records for every read of the role, on a spread of the dataset's customers."""
+    declared = billing_adapter(sims.billing, "declared")
+    written = billing_adapter(sims.billing, "handwritten")
+    try:
+        bundles = customers[:40]
+        ids = [b.account.id for b in bundles]
+        certificates = [b.account.certificate_number for b in bundles]
+        msisdns = [line.msisdn for b in bundles for line in b.subscribers][:60]
+        for method, arguments in (
+            ("get_accounts", (ids,)),
+            ("get_balances", (ids,)),
+        ):
+            mine, theirs = await asyncio.gather(
+                getattr(declared, method)(*arguments), getattr(written, method)(*arguments)
+            )
+            assert mine == theirs and len(mine) == len(set(ids)), method
+        for kwargs in ({"certificate_nos": certificates}, {"msisdns": msisdns}):
+            mine, theirs = await asyncio.gather(
+                declared.find_accounts(**kwargs), written.find_accounts(**kwargs)
+            )
+            assert sorted(mine, key=lambda a: a.id) == sorted(theirs, key=lambda a: a.id)
+            assert mine
+        for account_id in ids[:5]:
+            for method in ("list_bills", "list_payments"):
+                for offset, limit in ((0, 5), (3, 20)):
+                    mine = await getattr(declared, method)(account_id, offset, limit)
+                    theirs = await getattr(written, method)(account_id, offset, limit)
+                    assert mine == theirs, (method, offset, limit)
+        assert await declared.get_accounts(["BA0000000000"]) == {}
+    finally:
+        await declared.close()
+        await written.close()
+
+
+async def test_the_declared_billing_adjusts_once_per_key(sims, customers):
+    declared = billing_adapter(sims.billing, "declared")
+    try:
+        account = customers[5].account.id
+        before = (await declared.get_balances([account]))[account].amount.amount
+        key = f"adjust-{uuid.uuid4()}"
+        first = await declared.adjust_balance(account, Money(Decimal("-2.50")), "test", key)
+        again = await declared.adjust_balance(account, Money(Decimal("-2.50")), "test", key)
+        assert first == again
+        after = (await declared.get_balances([account]))[account].amount.amount
+        assert after == before - Decimal("2.50")
+    finally:
+        await declared.close()

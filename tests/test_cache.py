@@ -28,6 +28,7 @@ from adapters.cache import (
 )
 from adapters.care import CareAdapter
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
+from adapters.declared.roles import DeclaredBilling
 from adapters.errors import Unavailable
 from adapters.records import (
     Balance,
@@ -494,7 +495,8 @@ async def test_the_wiring_wraps_the_adapters_only_when_the_cache_is_on(tmp_path)
         on = build_backends(load_settings(), engine)
         off = build_backends(load_settings(cache={"enabled": False}), engine)
         assert isinstance(on.backends.billing, CachedBillingSystem) and on.cache is not None
-        assert isinstance(off.backends.billing, BillingAdapter) and off.cache is None
+        # Unwrapped: the adapter that plays the role itself (the declared billing system).
+        assert isinstance(off.backends.billing, DeclaredBilling) and off.cache is None
         for wiring in (on, off):
             backends = wiring.backends
             assert isinstance(backends.boss, CustomerSystem)

@@ -32,6 +32,14 @@ class SystemRegistry:
     def __len__(self) -> int:
         return len(self.systems)
 
+    def playing(self, role: str) -> SystemSpec | None:
+        """The system that plays one of the hub's roles (``role:`` in its mapping)."""
+        return next((s for s in self if s.role is not None and s.role.plays == role), None)
+
+    def graph_systems(self) -> list[SystemSpec]:
+        """The systems that are not a role's: each is its own part of the graph."""
+        return [s for s in self if s.role is None]
+
     def by_instance(self, instance: str) -> SystemSpec | None:
         return next((s for s in self if instance in s.instance_names), None)
 
@@ -114,3 +122,24 @@ def load_registry(folder: Path | None) -> SystemRegistry:
     if problems:
         raise DeclarationInvalid(problems)
     return SystemRegistry(systems, folder)
+
+
+def with_bundled_roles(registry: SystemRegistry) -> SystemRegistry:
+    """The registry, plus the bundled system of each role that no system in it plays.
+
+    An operator's folder declares its own systems; the hub's roles (billing...) stay served
+    by the bundled declarations until a system in that folder plays them.
+    """
+    if registry.folder is not None and registry.folder.resolve() == BUNDLED_SYSTEMS_DIR:
+        return registry
+    bundled = load_registry(BUNDLED_SYSTEMS_DIR)
+    added = {
+        spec.name: spec
+        for spec in bundled
+        if spec.role is not None
+        and registry.playing(spec.role.plays) is None
+        and spec.name not in registry.systems
+    }
+    if not added:
+        return registry
+    return SystemRegistry({**registry.systems, **added}, registry.folder)

@@ -3,8 +3,8 @@
 ``{key}`` in a path is the record's key (URL-quoted); ``$keys`` in a query is the batch,
 comma-separated (the TMF convention); ``$offset``/``$limit`` page. A total comes from a body
 path or, with ``total: header:X-Total-Count``, from a header. Error bodies' codes (``errors.code``)
-meet the same taxonomy as SOAP faults; 4xx without a declared code is a refusal, 5xx and 502-504
-mean the system is not serving.
+meet the same taxonomy as SOAP faults; 404 without a declared code is "not found", other 4xx
+without one a refusal, 5xx and 502-504 mean the system is not serving.
 """
 
 from __future__ import annotations
@@ -61,9 +61,15 @@ class RestEngine:
             if value is not None:
                 query[name] = value
         body = fill_template(operation.request, values) if operation.method != "GET" else None
+        headers = self._headers
+        if operation.headers:
+            headers = {
+                **headers,
+                **{k: str(fill_template(v, values)) for k, v in operation.headers.items()},
+            }
         try:
             response = await self._http.request(
-                operation.method, path, params=query, json=body, headers=self._headers
+                operation.method, path, params=query, json=body, headers=headers
             )
         except httpx.HTTPError as error:
             raise transport_error(self.name, error) from None
@@ -84,8 +90,11 @@ class RestEngine:
             path = self.spec.errors.code
             code = json_find(body, path) if path else None
             code = str(code) if code is not None else None
-            if status == 404 and code is None:
-                raise NotFound(self.name, "has no such record", backend_code="404")
+            errors = self.spec.errors
+            declared = errors.not_found | errors.rejected | errors.unavailable
+            if status == 404 and (code is None or code not in declared):
+                # The status says it: a code the mapping does not know stays "not found".
+                raise NotFound(self.name, "has no such record", backend_code=code or "404")
             raise classify(self.name, operation.name, self.spec.errors, code, caller_side=True)
         if status != 200 and status != 201:
             raise BadResponse(self.name, f"answered {operation.name} with HTTP {status}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.declared.role_slots import ROLE_VARIABLES, ROLES
 from adapters.declared.yaml_lines import (
     LINE,
     DeclarationInvalid,
@@ -27,7 +28,9 @@ from adapters.declared.yaml_lines import (
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
 GRAPH_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
-FIELD_TYPES = frozenset({"string", "int", "float", "decimal", "bool", "date", "datetime", "msisdn"})
+FIELD_TYPES = frozenset(
+    {"string", "int", "float", "decimal", "bool", "date", "datetime", "msisdn", "money"}
+)
 MATCHES = frozenset({"msisdn", "certificate", "certificate+msisdn"})
 VARIABLES = frozenset({"$keys", "$key", "$offset", "$limit"})
 PROTOCOLS = frozenset({"soap", "rest"})
@@ -44,7 +47,9 @@ CALL_KEYS = {
     "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
     "max_concurrency_per_request", "breaker_failure_threshold", "breaker_reset_s",
 }  # fmt: skip
-MAPPING_KEYS = {"system", "records", "operations", "errors", "identity", "graph", "writes"}
+MAPPING_KEYS = {
+    "system", "records", "operations", "errors", "identity", "graph", "writes", "role",
+}  # fmt: skip
 WRITE_KEYS = {
     "call", "method", "path", "description", "key", "arguments", "request", "idempotency",
     "scope", "record", "list", "evicts",
@@ -53,7 +58,7 @@ ARGUMENT_TYPES = frozenset({"string", "int", "float", "decimal", "bool"})
 FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many"}
 OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
-    "total", "max_limit", "input", "description",
+    "total", "max_limit", "input", "description", "headers", "all_pages",
 }  # fmt: skip
 ERROR_KEYS = {"fault_code", "result_code", "ok", "not_found", "rejected", "unavailable", "code"}
 IDENTITY_KEYS = {"match", "lookup", "key", "key_class", "msisdn", "certificate"}
@@ -107,6 +112,10 @@ class OperationSpec:
     max_limit: int | None = None
     #: What the $keys are: the system's own keys, or MSISDNs (routed by the instances' ranges).
     input: str = "keys"
+    #: REST: request headers of this operation (templates: an idempotency key header).
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    #: Follow $offset/$limit pages until the total (a filtered list read whole).
+    all_pages: bool = False
     line: int = 0
 
     @property
@@ -189,6 +198,16 @@ class WriteSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleSpec:
+    """The hub role a system plays (adapters/declared/role_slots.py) and its operations."""
+
+    plays: str
+    #: Slot name -> the operation that serves it.
+    slots: Mapping[str, str]
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PrefixRange:
     low: int
     high: int
@@ -247,6 +266,7 @@ class SystemSpec:
     identity: IdentitySpec | None = None
     graph: GraphSpec | None = None
     writes: Mapping[str, WriteSpec] = field(default_factory=dict)
+    role: RoleSpec | None = None
     plugin: str | None = None
     system_file: str = ""
     mapping_file: str = ""
@@ -408,6 +428,9 @@ def _build(
     identity = _identity(md.get("identity"), m, records, operations)
     graph = _graph(md.get("graph"), m, records, operations)
     writes = _writes(md.get("writes"), m, records, operations, protocol, identity)
+    role = _role(md.get("role"), m, records, operations)
+    if role is not None and len(instances) != 1:
+        s.error(sd[LINE], "a system that plays a role has one instance (the role's settings)")
     plugin = sd.get("plugin")
     if plugin is not None and (not isinstance(plugin, str) or ":" not in plugin):
         s.error(sd[LINE], "plugin must be 'package.module:attribute'")
@@ -432,6 +455,7 @@ def _build(
         identity=identity,
         graph=graph,
         writes=writes,
+        role=role,
         plugin=plugin,
         system_file=str(system_path),
         mapping_file=str(mapping_path),
@@ -607,8 +631,13 @@ def _operations(
         kind = spec.get("input", "keys")
         if kind not in ("keys", "msisdns"):
             m.error(line, f"operation '{name}': input must be keys or msisdns")
-        for variable in _variables(request) | _variables(query) | _path_variables(spec):
-            if variable not in VARIABLES:
+        headers = plain(spec.get("headers") or {})
+        if not isinstance(headers, dict):
+            m.error(line, f"operation '{name}': headers must be a mapping: name -> value")
+            headers = {}
+        used = _variables(request) | _variables(query) | _variables(headers)
+        for variable in used | _path_variables(spec):
+            if variable not in VARIABLES | ROLE_VARIABLES:
                 m.error(
                     line,
                     f"operation '{name}': unknown variable '{variable}' "
@@ -628,8 +657,14 @@ def _operations(
             total_path=_path(total) if total is not None else None,
             max_limit=max_limit,
             input=kind,
+            headers=headers,
+            all_pages=bool(spec.get("all_pages", False)),
             line=line,
         )
+        if spec.get("all_pages") and not (
+            total is not None and _uses(query, "$offset") and _uses(query, "$limit")
+        ):
+            m.error(line, f"operation '{name}': all_pages needs total and $offset/$limit")
     return operations
 
 
@@ -858,3 +893,88 @@ def _writes(
             line=line,
         )
     return found
+
+
+def _role(
+    spec: Any,
+    m: _Reader,
+    records: Mapping[str, RecordSpec],
+    operations: Mapping[str, OperationSpec],
+) -> RoleSpec | None:
+    """``role: {plays: billing, operations: {slot: operation}}``, held to role_slots.ROLES."""
+    if spec is None:
+        return None
+    if not m.keys(spec, {"plays", "operations"}, "role"):
+        return None
+    line = spec[LINE]
+    plays = spec.get("plays")
+    if plays not in ROLES:
+        m.error(line, f"role.plays must be one of {', '.join(sorted(ROLES))}")
+        return None
+    slots = ROLES[plays]
+    named = spec.get("operations")
+    if not isinstance(named, dict):
+        m.error(line, "role.operations is required: slot -> operation")
+        return None
+    found: dict[str, str] = {}
+    for slot_name, op_name in named.items():
+        if slot_name == LINE:
+            continue
+        slot = slots.get(str(slot_name))
+        if slot is None:
+            m.error(
+                named[LINE],
+                f"role {plays} has no slot '{slot_name}' (slots: {', '.join(sorted(slots))})",
+            )
+            continue
+        op = operations.get(str(op_name))
+        if op is None:
+            m.error(named[LINE], f"role slot '{slot_name}': unknown operation '{op_name}'")
+            continue
+        found[str(slot_name)] = op.name
+        _check_slot(m, plays, str(slot_name), slot, op, records)
+    for slot_name, slot in slots.items():
+        if slot.required and slot_name not in found:
+            m.error(line, f"role {plays} needs an operation for slot '{slot_name}'")
+    return RoleSpec(plays=plays, slots=found, line=line)
+
+
+def _check_slot(
+    m: _Reader,
+    plays: str,
+    slot_name: str,
+    slot: Any,
+    op: OperationSpec,
+    records: Mapping[str, RecordSpec],
+) -> None:
+    # The record named by the slot is built into the canonical dataclass by field name
+    # (adapters/declared/canonical.py): a field it does not have is a mistake in the mapping.
+    from adapters.declared.canonical import canonical_fields
+
+    where = f"role slot '{slot_name}' ({op.name})"
+    if slot.record is not None:
+        if op.record != slot.record:
+            m.error(op.line, f"{where}: record must be {slot.record}")
+        elif (declared := records.get(slot.record)) is not None:
+            known = canonical_fields(slot.record)
+            for f in declared.fields:
+                if f.name not in known:
+                    m.error(
+                        f.line,
+                        f"record {op.record}: {f.name} is not a field of "
+                        f"{slot.record} (fields: {', '.join(sorted(known))})",
+                    )
+    if slot.kind == "write":
+        answer = records.get(op.record or "")
+        if answer is None or answer.field("id") is None:
+            m.error(op.line, f"{where}: its record needs an id field (the change's id)")
+        if op.method == "GET":
+            m.error(op.line, f"{where}: a change is not a GET")
+    if slot.kind == "keyed" and op.key_field != slot.key_field:
+        m.error(op.line, f"{where}: key must be {slot.key_field}")
+    if slot.kind == "page" and not op.paged:
+        m.error(op.line, f"{where}: a page needs total and $key/$offset/$limit")
+    allowed = VARIABLES | slot.variables
+    used = _variables(op.request) | _variables(dict(op.query)) | _variables(dict(op.headers))
+    for variable in sorted(used - allowed):
+        m.error(op.line, f"{where}: the role fills no variable '{variable}' here")

@@ -37,6 +37,7 @@ class _Instance:
     def __init__(self, spec: SystemSpec, instance: InstanceSpec, endpoint: Endpoint) -> None:
         self.spec = instance
         self.policy = CallPolicy(endpoint)
+        self.max_items = endpoint.reply_limits.max_items
         self.engine: soap.SoapEngine | rest.RestEngine = (
             soap.SoapEngine(spec, instance, endpoint)
             if spec.protocol == "soap"
@@ -197,8 +198,39 @@ class DeclaredSystem:
         values: dict[str, Any] = {"$keys": batch}
         if len(batch) == 1:
             values["$key"] = batch[0]
-        answer = await instance.policy.read(self._call, instance, op, values)
-        return self._extract(instance, op, self.spec.records[op.record or ""], answer)
+        record = self.spec.records[op.record or ""]
+        if not op.all_pages:
+            answer = await instance.policy.read(self._call, instance, op, values)
+            return self._extract(instance, op, record, answer)
+        # A filtered list read whole, page after page, within the reply item limit.
+        found: list[Record] = []
+        limit = op.max_limit or 200
+        while True:
+            paged = {**values, "$offset": len(found), "$limit": limit}
+            answer = await instance.policy.read(self._call, instance, op, paged)
+            page = self._extract(instance, op, record, answer)
+            found += page
+            if len(found) > instance.max_items:
+                raise BadResponse(instance.spec.name, "answered a list longer than the limit")
+            if not page or len(found) >= self._total(instance, op, answer):
+                return found
+
+    async def send(self, operation: str, values: dict[str, Any]) -> list[Record]:
+        """A role's write through the only instance: once (never retried), its records."""
+        op = self.spec.operations[operation]
+        instance = self._sole_instance()
+        answer = await instance.policy.write(self._call, instance, op, values)
+        if op.record is None:
+            return []
+        return self._extract(instance, op, self.spec.records[op.record], answer)
+
+    def _sole_instance(self) -> _Instance:
+        return next(iter(self.instances.values()))
+
+    @property
+    def sole_instance(self) -> str:
+        """The instance a role system answers from (role systems have exactly one)."""
+        return self._sole_instance().spec.name
 
     async def _call(self, instance: _Instance, op: OperationSpec, values: dict[str, Any]) -> Any:
         engine = instance.engine

@@ -18,6 +18,7 @@ from lxml import etree
 from adapters.declared.spec import FieldSpec, RecordSpec
 from adapters.errors import BadResponse
 from adapters.phone import to_e164
+from adapters.records import Money
 
 Record = Mapping[str, Any]
 
@@ -113,6 +114,15 @@ def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
             if text not in ("true", "false", "1", "0"):
                 raise ValueError("not a boolean")
             return text in ("true", "1")
+        if kind == "money":
+            # TMF money is {"value": 12.5, "unit": "CNY"}; in XML the element's text.
+            if isinstance(raw, dict):
+                value, unit = raw.get("value"), raw.get("unit") or "CNY"
+            else:
+                value, unit = raw, "CNY"
+            if value is None or isinstance(value, bool | dict | list):
+                raise ValueError("not an amount")
+            return Money(Decimal(str(value)), str(unit))
         if kind == "date":
             return date.fromisoformat(str(raw)[:10])
         if kind == "datetime":
@@ -157,6 +167,8 @@ def _encode_one(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, Money):
+        return {"value": str(value.amount), "unit": value.currency}
     return value
 
 
@@ -169,6 +181,8 @@ def _decode_one(item: Any, f: FieldSpec) -> Any:
         return datetime.fromisoformat(item)
     if f.type == "decimal":
         return Decimal(item)
+    if f.type == "money":
+        return Money(Decimal(item["value"]), item["unit"])
     return item
 
 

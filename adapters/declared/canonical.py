@@ -1,0 +1,82 @@
+"""From a declared record (a dict of typed values) to the hub's canonical record dataclass.
+
+A system that plays a role names its records after the canonical ones (``BillingAccount``,
+``Bill``...) and its fields after theirs (``holder_name``, ``amount_due``...), so the mapping
+is by name, checked when the files are read. A field the answer left out gets the canonical
+type's empty value ("" for text, () for lists, zero for money), as the hand-written adapters
+did, so a system that does not know a field never fails the record for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from adapters import records
+from adapters.records import Money
+
+
+def _record_class(name: str) -> type:
+    found = getattr(records, name, None)
+    if not (isinstance(found, type) and dataclasses.is_dataclass(found)):
+        raise KeyError(name)
+    return found
+
+
+def camel(name: str) -> str:
+    """``amount_due`` -> ``amountDue``: how a mapping names a canonical field."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def canonical_fields(name: str) -> frozenset[str]:
+    """The mapping's names of the canonical record's fields (empty for an unknown record)."""
+    try:
+        return frozenset(camel(f.name) for f in dataclasses.fields(_record_class(name)))
+    except KeyError:
+        return frozenset()
+
+
+def _empty_for(hint: Any) -> Callable[[], Any]:
+    """What a missing value of this annotated type becomes."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return lambda: None
+    if hint is str:
+        return str
+    if hint is Money:
+        return lambda: Money(Decimal("0"))
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    if hint is int:
+        return int
+    if hint is Decimal:
+        return lambda: Decimal("0")
+    if hint is bool:
+        return bool
+    return lambda: None
+
+
+@functools.cache
+def _builder(name: str) -> Callable[[Mapping[str, Any]], Any]:
+    cls = _record_class(name)
+    hints = typing.get_type_hints(cls)
+    plan = [(f.name, camel(f.name), _empty_for(hints[f.name])) for f in dataclasses.fields(cls)]
+
+    def build(record: Mapping[str, Any]) -> Any:
+        values = {}
+        for field_name, declared, empty in plan:
+            value = record.get(declared)
+            values[field_name] = empty() if value is None else value
+        return cls(**values)
+
+    return build
+
+
+def to_canonical(name: str, record: Mapping[str, Any]) -> Any:
+    """The canonical ``name`` record built from a declared record of the same name."""
+    return _builder(name)(record)

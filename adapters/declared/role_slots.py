@@ -1,0 +1,53 @@
+"""What a declared system must offer to play one of the hub's roles (data, no behaviour).
+
+The hub's workflows and core graph speak three roles (adapters/contract.py): the customer
+system, billing and care. A declared system plays one when its mapping has a ``role:`` section
+that names, for each slot below, the operation that serves it. Each slot says what kind of call
+it is, which canonical record (adapters/records.py) its operation's record must be, and which
+variables its request may use besides the generic ones. ``spec.py`` checks a mapping against
+this table; ``roles.py`` calls the operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    #: keyed: records by their keys ($keys, batched); lookup: records found by other values
+    #: ($keys: ID-card numbers, MSISDNs); page: one page for one key ($key, $offset, $limit);
+    #: write: a change, sent once ($idempotencyKey and the slot's variables).
+    kind: str
+    #: The canonical record the operation's record must be (None: the answer is not read).
+    record: str | None
+    #: The record field that answers each requested key (keyed reads).
+    key_field: str | None = None
+    #: Variables the role fills for this slot, besides $keys/$key/$offset/$limit.
+    variables: frozenset[str] = frozenset()
+    required: bool = True
+
+
+ROLES: dict[str, dict[str, Slot]] = {
+    "billing": {
+        "accounts": Slot("keyed", "BillingAccount", key_field="id"),
+        "accounts_by_certificate": Slot("lookup", "BillingAccount"),
+        "accounts_by_msisdn": Slot("lookup", "BillingAccount"),
+        "balances": Slot("keyed", "Balance", key_field="accountId"),
+        "bills": Slot("page", "Bill"),
+        "payments": Slot("page", "Payment"),
+        "adjust_balance": Slot(
+            "write",
+            None,
+            variables=frozenset(
+                {"$idempotencyKey", "$amount", "$currency", "$direction", "$reason"}
+            ),
+        ),
+    },
+}
+
+#: Every variable some role slot fills: the generic operation check accepts them, the role
+#: check then holds each operation to its own slot's variables.
+ROLE_VARIABLES: frozenset[str] = frozenset(
+    v for slots in ROLES.values() for slot in slots.values() for v in slot.variables
+)

@@ -1,0 +1,127 @@
+"""The hub's roles (adapters/contract.py) played by declared systems.
+
+A role adapter is the role's own logic, written once per role and never per system: which slot
+to call for a contract method, how to merge lookups, what variables a write fills. Everything
+system-specific (paths, batch sizes, field paths, error codes) is in the system's files; the
+calls go through ``DeclaredSystem`` and so through the same call policy, breaker and bulkhead
+as every declared system. The hub's record cache wraps a role adapter like any adapter of the
+role (``CachedBillingSystem``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from adapters.declared.canonical import to_canonical
+from adapters.declared.spec import SystemSpec
+from adapters.declared.system import DeclaredSystem
+from adapters.errors import BadResponse
+from adapters.records import Balance, Bill, BillingAccount, Money, Page, Payment
+from adapters.resilience import Endpoint
+
+
+class _RoleAdapter:
+    """What every role adapter shares: the system, its one instance, its slots."""
+
+    def __init__(self, system: DeclaredSystem) -> None:
+        role = system.spec.role
+        if role is None:
+            raise ValueError(f"system {system.name} declares no role")
+        self.system = system
+        #: The instance name: what errors, guards, metrics and /readyz call it.
+        self.name = system.sole_instance
+        self._slots = role.slots
+
+    def _op(self, slot: str) -> str:
+        return self._slots[slot]
+
+    async def start(self) -> None:
+        await self.system.start()
+
+    async def close(self) -> None:
+        await self.system.close()
+
+    async def ping(self) -> None:
+        await self.system.ping(self.name)
+
+    async def _keyed(self, slot: str, record: str, keys: Sequence[str]) -> dict[str, Any]:
+        found = await self.system.read_by_keys(self._op(slot), ((self.name, k) for k in keys))
+        return {key: to_canonical(record, r) for (_, key), r in found.items()}
+
+    async def _lookup(self, slot: str, record: str, values: Sequence[str]) -> list[Any]:
+        if not values:
+            return []
+        located = await self.system.lookup_keys(self._op(slot), list(values))
+        return [to_canonical(record, found.record) for found in located]
+
+    async def _page(self, slot: str, record: str, key: str, offset: int, limit: int) -> Page:
+        total, found = await self.system.page(self._op(slot), self.name, key, offset, limit)
+        return Page(total, tuple(to_canonical(record, r) for r in found))
+
+    async def _write(self, slot: str, values: dict[str, Any]) -> list[Mapping[str, Any]]:
+        return await self.system.send(self._op(slot), values)
+
+
+class DeclaredBilling(_RoleAdapter):
+    """adapters.contract.BillingSystem over a declared system that plays ``billing``."""
+
+    async def find_accounts(
+        self, *, certificate_nos: Sequence[str] = (), msisdns: Sequence[str] = ()
+    ) -> Sequence[BillingAccount]:
+        found: dict[str, BillingAccount] = {}
+        for slot, values in (
+            ("accounts_by_certificate", certificate_nos),
+            ("accounts_by_msisdn", msisdns),
+        ):
+            for account in await self._lookup(slot, "BillingAccount", values):
+                found.setdefault(account.id, account)
+        return list(found.values())
+
+    async def get_accounts(self, account_ids: Sequence[str]) -> Mapping[str, BillingAccount]:
+        return await self._keyed("accounts", "BillingAccount", account_ids)
+
+    async def get_balances(self, account_ids: Sequence[str]) -> Mapping[str, Balance]:
+        return await self._keyed("balances", "Balance", account_ids)
+
+    async def list_bills(self, account_id: str, offset: int, limit: int) -> Page[Bill]:
+        return await self._page("bills", "Bill", account_id, offset, limit)
+
+    async def list_payments(self, account_id: str, offset: int, limit: int) -> Page[Payment]:
+        return await self._page("payments", "Payment", account_id, offset, limit)
+
+    async def adjust_balance(
+        self, account_id: str, amount: Money, reason: str, idempotency_key: str
+    ) -> str:
+        answer = await self._write(
+            "adjust_balance",
+            {
+                "$key": account_id,
+                "$amount": float(abs(amount.amount)),
+                "$currency": amount.currency,
+                "$direction": "credit" if amount.amount >= 0 else "debit",
+                "$reason": reason,
+                "$idempotencyKey": idempotency_key,
+            },
+        )
+        if not answer or answer[0].get("id") is None:
+            raise BadResponse(self.name, "answered a balance adjustment without its id")
+        return str(answer[0]["id"])
+
+
+#: The adapter class of each role a declared system may play.
+ROLE_ADAPTERS: dict[str, type[_RoleAdapter]] = {"billing": DeclaredBilling}
+
+
+def play(spec: SystemSpec, endpoint: Endpoint) -> Any:
+    """The role adapter of a system that plays a role, reached through ``endpoint``.
+
+    The one instance takes the endpoint's name and URL (the role's settings table), so
+    errors, guards and /readyz keep the names operators know.
+    """
+    if spec.role is None:
+        raise ValueError(f"system {spec.name} declares no role")
+    instance = replace(spec.instances[0], name=endpoint.system, base_url=endpoint.base_url)
+    system = DeclaredSystem(replace(spec, instances=(instance,)), {instance.name: endpoint})
+    return ROLE_ADAPTERS[spec.role.plays](system)
