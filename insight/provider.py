@@ -92,7 +92,9 @@ class InsightEngine:
         return evaluate(self.rules, compute_features(records, self.today()))
 
     async def facts(self, customer_ids: Sequence[str]) -> Mapping[str, CustomerFacts]:
-        """The facts of each hub customer id; ids the hub does not know are left out.
+        """The facts of each hub customer id. Left out: ids the hub does not know, and
+        customers whose billing or care records are in identity conflict (the graph answers
+        IDENTITY_CONFLICT for them; insight from half the records would mislead).
 
         Raises the adapters' errors (``Unavailable``, ``TimedOut``...) when a system the
         insight needs cannot be read: a workflow step that calls this is retried as usual.
@@ -132,7 +134,7 @@ class InsightEngine:
         out: dict[str, CustomerRecords] = {}
         for hub_id in ids:
             identity = identities.get(hub_id)
-            if identity is None:
+            if identity is None or _conflicted(identity):
                 continue
             mine, theirs = accounts[hub_id], parties[hub_id]
             out[hub_id] = CustomerRecords(
@@ -184,6 +186,13 @@ class InsightEngine:
         """A year of one history (bills, or payments) per account, the accounts at once."""
         pages = await asyncio.gather(*(fetch(a, 0, HISTORY_MONTHS) for a in accounts))
         return {a: page.items for a, page in zip(accounts, pages, strict=True)}
+
+
+def _conflicted(identity: Identity) -> bool:
+    return any(
+        not identity.keys(system) and identity.conflicts_in(system)
+        for system in ("billing", "care")
+    )
 
 
 async def _nothing() -> dict[str, Any]:
