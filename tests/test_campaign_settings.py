@@ -94,6 +94,10 @@ def test_check_accepts_the_bundled_file_and_warns_without_boss() -> None:
 def test_explain_says_what_stops_a_campaign(tmp_path: Path) -> None:
     env = {"SWITCHBOARD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"}
     customer = "cus_" + "0" * 19 + "1"
+    # It reads the hub's consents and offers: an unmigrated database is refused in one line.
+    unmigrated = _cli("campaigns", "explain", "--customer", customer, env=env)
+    assert unmigrated.returncode == 1 and "run `switchboard migrate`" in unmigrated.stderr
+    assert _cli("migrate", env=env).returncode == 0
     done = _cli(
         "campaigns",
         "explain",

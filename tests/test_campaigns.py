@@ -31,6 +31,7 @@ from tests.harness import (
     free_ports,
     gateway_env,
     issue_key,
+    migrate_database,
     post_graphql,
     running_simulators,
     stop,
@@ -90,6 +91,7 @@ def _until(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
 def _start_on(env: dict[str, str], log: Path, url: str) -> subprocess.Popen:
     """The gateway on the port of ``url`` (the callback the simulators hold names it)."""
     port = url.rsplit(":", 1)[1]
+    migrate_database(env["SWITCHBOARD_DATABASE_URL"])  # as `switchboard migrate` would
     with log.open("a") as out:
         process = subprocess.Popen(
             [*SWITCHBOARD, "serve", "--port", port],

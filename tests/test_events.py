@@ -28,6 +28,7 @@ from tests.harness import (
     free_ports,
     gateway_env,
     issue_key,
+    migrate_database,
     post_graphql,
     running_simulators,
     stop,
@@ -114,6 +115,7 @@ def _start_on(env: dict[str, str], log: Path, url: str) -> tuple[str, object]:
     from tests.harness import REPO, SWITCHBOARD
 
     port = url.rsplit(":", 1)[1]
+    migrate_database(env["SWITCHBOARD_DATABASE_URL"])  # as `switchboard migrate` would
     with log.open("a") as out:
         process = subprocess.Popen(
             [*SWITCHBOARD, "serve", "--port", port],
