@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import REPO, SWITCHBOARD, free_ports, stop
+from tests.harness import REPO, SWITCHBOARD, free_ports, migrate_database, stop
 
 
 def _base_env(**extra: str) -> dict[str, str]:
@@ -78,6 +78,7 @@ def test_two_workers_take_two_executor_slots_however_the_count_is_given(
         config.write_text("workers = 2\n")
         env["SWITCHBOARD_CONFIG"] = str(config)
     log_path = tmp_path / "serve.log"
+    migrate_database(env["SWITCHBOARD_DATABASE_URL"])  # as `switchboard migrate` would
     with log_path.open("w") as log:
         process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     slots = [tmp_path / f"executor-local-{slot}.lock" for slot in (0, 1)]
