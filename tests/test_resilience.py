@@ -269,14 +269,14 @@ async def test_readiness_reports_an_open_circuit_without_probing(clock):
 
     # Closed: the ping reports, and leaves the count of real calls alone.
     guard.breaker.failed(False)
-    name, report = await _probe("billing", down, guard)
+    name, report = await _probe("billing", down, guard, 3.0)
     assert (name, report["status"], report["circuit"]) == ("billing", "down", "closed")
-    await _probe("billing", up, guard)
+    await _probe("billing", up, guard, 3.0)
     assert guard.breaker.snapshot().consecutive_failures == 1
     assert pings == 2
 
     guard.breaker.failed(False)  # the second real failure opens the circuit
-    name, report = await _probe("billing", up, guard)
+    name, report = await _probe("billing", up, guard, 3.0)
     assert report == {
         "status": "down",
         "code": "BACKEND_UNAVAILABLE",
@@ -287,11 +287,11 @@ async def test_readiness_reports_an_open_circuit_without_probing(clock):
     assert pings == 2  # no network call while open
 
     clock.advance(30)
-    name, report = await _probe("billing", down, guard)
+    name, report = await _probe("billing", down, guard, 3.0)
     # After the cool-down the readiness ping is the half-open probe: a failure re-opens...
     assert (report["status"], report["circuit"]) == ("down", "open")
     clock.advance(30)
-    name, report = await _probe("billing", up, guard)
+    name, report = await _probe("billing", up, guard, 3.0)
     # ...and a success closes the circuit.
     assert (report["status"], report["circuit"]) == ("up", "closed")
     assert pings == 4
