@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.declared.canonical import canonical_fields
 from adapters.declared.role_slots import ROLE_VARIABLES, ROLES
 from adapters.declared.yaml_lines import (
     LINE,
@@ -949,8 +950,6 @@ def _check_slot(
 ) -> None:
     # The record named by the slot is built into the canonical dataclass by field name
     # (adapters/declared/canonical.py): a field it does not have is a mistake in the mapping.
-    from adapters.declared.canonical import canonical_fields
-
     where = f"role slot '{slot_name}' ({op.name})"
     if slot.record is not None:
         if op.record != slot.record:
