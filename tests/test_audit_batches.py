@@ -179,3 +179,41 @@ def test_fitting_keeps_text_that_fits_whatever_its_script():
     assert fit == fine
     cut = fitted(record(1, operation_name="查" * 200), COLUMN_LENGTHS)
     assert cut.operation_name == "查" * 128
+
+
+@pytest.mark.postgres
+async def test_postgres_errors_are_told_apart_database_down_from_a_refused_record():
+    """asyncpg's errors mostly reach SQLAlchemy as bare DBAPIErrors: the writer tells a database
+    that refuses connections (readiness must see it down) from one record's bad data by
+    SQLSTATE, on a real server."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from gateway.audit.writer import database_down
+    from tests.conftest import POSTGRES_ADMIN_URL, fresh_postgres_database
+
+    with fresh_postgres_database("switchboard_audit_down") as url:
+        name = url.rsplit("/", 1)[1]
+        engine = create_async_engine(url)
+        admin = create_async_engine(
+            POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://"),
+            isolation_level="AUTOCOMMIT",
+        )
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE t (v text)"))
+            with pytest.raises(Exception) as refused:
+                async with engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": "nul\x00byte"})
+            assert not database_down(refused.value), type(refused.value)
+            await engine.dispose()
+            async with admin.connect() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            with pytest.raises(Exception) as down:
+                async with engine.begin() as conn:
+                    await conn.execute(text("SELECT 1"))
+            assert database_down(down.value), type(down.value)
+        finally:
+            await engine.dispose()
+            async with admin.connect() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            await admin.dispose()

@@ -37,6 +37,7 @@ from tests.harness import (
     free_ports,
     gateway_env,
     issue_key,
+    migrate_database,
     post_graphql,
     start_gateway,
     stop,
@@ -68,8 +69,10 @@ def sim_traceparents(url: str) -> list[str | None]:
 
 def in_process_settings(sims, tmp_path: Path, *, tracing_on: bool):
     os.environ.pop("SWITCHBOARD_CONFIG", None)
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
+    migrate_database(database_url)  # as `switchboard migrate` does; the app only checks it
     return load_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/hub.db",
+        database_url=database_url,
         boss={"base_url": sims.boss},
         billing={"base_url": sims.billing},
         care={"base_url": sims.care},

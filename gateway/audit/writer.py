@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SqlInterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -52,6 +52,27 @@ DATABASE_DOWN = (
     OSError,
     TimeoutError,
 )
+#: What a database says about one record's data (the record's fault, not the database's).
+RECORD_REFUSED = (IntegrityError, DataError, sqlite3.IntegrityError, sqlite3.DataError)
+#: SQLSTATE classes about the data (22 data exception, 23 integrity constraint violation).
+RECORD_SQLSTATE_CLASSES = ("22", "23")
+
+
+def database_down(error: BaseException) -> bool:
+    """Whether a failed commit says the database itself is not working.
+
+    asyncpg's errors reach SQLAlchemy mostly as a bare DBAPIError (a database not accepting
+    connections, 55000, as well as a NUL byte in a text, 22021), so a DBAPIError is judged by
+    its SQLSTATE: data and integrity classes are the record's fault, anything else (or none)
+    is the database's."""
+    if isinstance(error, RECORD_REFUSED):
+        return False
+    if isinstance(error, DATABASE_DOWN):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        return not (isinstance(sqlstate, str) and sqlstate[:2] in RECORD_SQLSTATE_CLASSES)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,12 +275,12 @@ class AuditWriter:
         self._committing_since = time.monotonic()
         try:
             seqs = await self._commit([record for record, _ in batch])
-        except DATABASE_DOWN as error:
-            self._last_ok = False
-            log.error("audit batch of %d not committed: %s", len(batch), type(error).__name__)
-            _fail(batch)
         except Exception as error:
-            if len(batch) == 1:
+            if database_down(error):
+                self._last_ok = False
+                log.error("audit batch of %d not committed: %s", len(batch), type(error).__name__)
+                _fail(batch)
+            elif len(batch) == 1:
                 log.error("audit record not committed: %s", type(error).__name__)
                 _fail(batch)
             else:
@@ -286,12 +307,12 @@ class AuditWriter:
         for position, (record, future) in enumerate(batch):
             try:
                 (seq,) = await self._commit([record])
-            except DATABASE_DOWN as error:
-                self._last_ok = False
-                log.error("audit records not committed: %s", type(error).__name__)
-                _fail(batch[position:])
-                return
             except Exception as error:
+                if database_down(error):
+                    self._last_ok = False
+                    log.error("audit records not committed: %s", type(error).__name__)
+                    _fail(batch[position:])
+                    return
                 # The record's type and request id only: its fields may hold what a caller sent.
                 log.error(
                     "audit record refused by the database (%s): request_id=%s",
