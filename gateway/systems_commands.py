@@ -13,12 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.declared.yaml_lines import DeclarationInvalid, Problem
+
+if TYPE_CHECKING:
+    from adapters.declared.spec import FieldSpec
 
 PERSONAL_NAME_HINT = ("name", "msisdn", "phone", "mobile", "email", "address", "cert", "birth")
 
@@ -168,12 +172,19 @@ def _try(args: argparse.Namespace) -> int:
         print("ok (the operation maps no record)")
         return 0
     total, records = result
-    fields = spec.records[operation.record].fields
-    shown = []
-    for record in records:
-        row = {}
-        for field in fields:
-            value = _json_value(record.get(field.name))
+
+    def masked(record: Mapping[str, Any], spec_fields: tuple[FieldSpec, ...]) -> dict[str, Any]:
+        # As the graph would show it to this principal (nested records field by field).
+        row: dict[str, Any] = {}
+        for field in spec_fields:
+            raw = record.get(field.name)
+            if field.nested is not None and raw is not None:
+                inner = field.nested.fields
+                row[field.name] = (
+                    [masked(r, inner) for r in raw] if field.many else masked(raw, inner)
+                )
+                continue
+            value = _json_value(raw)
             if field.data_class and value is not None:
                 decision = policy.decide(DataClass(field.data_class), principal, args.purpose)
                 if decision.level is Level.DENIED:
@@ -181,7 +192,10 @@ def _try(args: argparse.Namespace) -> int:
                 elif decision.level is Level.MASKED:
                     value = policy.mask(DataClass(field.data_class), value)
             row[field.name] = value
-        shown.append(row)
+        return row
+
+    fields = spec.records[operation.record].fields
+    shown = [masked(record, fields) for record in records]
     print(
         json.dumps(
             {"instance": instance, "total": total, "records": shown},

@@ -56,8 +56,15 @@ def record_type(
     located = strawberry.Private[tuple[str, str] | None]
     annotations: dict[str, Any] = {"_located": located}
     namespace: dict[str, Any] = {"__annotations__": annotations, "_located": None}
+    nested: dict[str, type] = {}
     for field in record.fields:
-        kind = PYTHON_TYPES[field.type]
+        if field.nested is not None:
+            # A record inside the record: a type of its own, named after where it sits.
+            kind = nested[field.name] = record_type(
+                f"{name}{field.name[:1].upper()}{field.name[1:]}", field.nested, None
+            )
+        else:
+            kind = PYTHON_TYPES[field.type]
         # GenericAlias is what list[kind] builds, spelt so for a type known only at run time.
         annotations[field.name] = GenericAlias(list, kind) | None if field.many else kind | None
         if field.data_class:
@@ -65,7 +72,13 @@ def record_type(
         else:
             namespace[field.name] = strawberry.field(description=field.description, default=None)
     namespace.update(extra or {})
-    return strawberry.type(type(name, (), namespace), name=name, description=description)
+    built = strawberry.type(type(name, (), namespace), name=name, description=description)
+    _NESTED_TYPES[built] = nested
+    return built
+
+
+#: The nested record types of each generated type, by field (how ``_instance`` builds them).
+_NESTED_TYPES: dict[type, dict[str, type]] = {}
 
 
 def _page_type(name: str, item: type) -> type:
@@ -82,7 +95,20 @@ def _check_page(first: int, offset: int, limit: int) -> None:
 
 def _instance(record_type: type, values: Record, located: tuple[str, str] | None) -> Any:
     names = {f.python_name for f in get_object_definition(record_type, strict=True).fields}
-    item = record_type(**{k: v for k, v in values.items() if k in names})
+    nested = _NESTED_TYPES.get(record_type, {})
+    given = {}
+    for key, value in values.items():
+        if key not in names:
+            continue
+        inner = nested.get(key)
+        if inner is not None and value is not None:
+            value = (
+                [_instance(inner, v, None) for v in value]
+                if isinstance(value, tuple | list)
+                else _instance(inner, value, None)
+            )
+        given[key] = value
+    item = record_type(**given)
     item._located = located
     return item
 

@@ -58,20 +58,63 @@ def _empty_for(hint: Any) -> Callable[[], Any]:
         return lambda: Decimal("0")
     if hint is bool:
         return bool
+    inner = nested_record(hint)
+    if inner is not None:  # a record the answer left out: the record of empty values
+        return lambda: to_canonical(inner, {})
     return lambda: None
+
+
+def nested_record(hint: Any) -> str | None:
+    """The canonical record a field holds (``Usage``; ``TicketNote`` for a tuple of them)."""
+    if typing.get_origin(hint) is tuple:
+        hint = typing.get_args(hint)[0]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and hint is not Money:
+        return hint.__name__
+    return None
+
+
+def canonical_nested(name: str) -> dict[str, str]:
+    """The mapping's names of the canonical record's fields that hold records -> their record."""
+    try:
+        cls = _record_class(name)
+    except KeyError:
+        return {}
+    hints = typing.get_type_hints(cls)
+    found = {}
+    for f in dataclasses.fields(cls):
+        inner = nested_record(hints[f.name])
+        if inner is not None:
+            found[camel(f.name)] = inner
+    return found
+
+
+def _converter(hint: Any) -> Callable[[Any], Any] | None:
+    """How a declared nested value (a dict, or a tuple of dicts) becomes the canonical one."""
+    inner = nested_record(hint)
+    if inner is None:
+        return None
+    if typing.get_origin(hint) is tuple:
+        return lambda values: tuple(to_canonical(inner, v) for v in values)
+    return lambda value: to_canonical(inner, value)
 
 
 @functools.cache
 def _builder(name: str) -> Callable[[Mapping[str, Any]], Any]:
     cls = _record_class(name)
     hints = typing.get_type_hints(cls)
-    plan = [(f.name, camel(f.name), _empty_for(hints[f.name])) for f in dataclasses.fields(cls)]
+    plan = [
+        (f.name, camel(f.name), _empty_for(hints[f.name]), _converter(hints[f.name]))
+        for f in dataclasses.fields(cls)
+    ]
 
     def build(record: Mapping[str, Any]) -> Any:
         values = {}
-        for field_name, declared, empty in plan:
+        for field_name, declared, empty, convert in plan:
             value = record.get(declared)
-            values[field_name] = empty() if value is None else value
+            if value is None:
+                values[field_name] = empty()
+            else:
+                values[field_name] = value if convert is None else convert(value)
         return cls(**values)
 
     return build

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    #: keyed: records by their keys ($keys, batched); lookup: records found by other values
-    #: ($keys: ID-card numbers, MSISDNs); page: one page for one key ($key, $offset, $limit);
-    #: write: a change, sent once ($idempotencyKey and the slot's variables).
+    #: keyed: one record per key ($keys, batched); grouped: any number of records per key
+    #: ($keys, batched; a party's tickets, a customer's lines); lookup: records found by other
+    #: values ($keys: ID-card numbers, MSISDNs); page: one page for one key ($key, $offset,
+    #: $limit); write: a change, sent once ($idempotencyKey and the slot's variables), whose
+    #: answer is read as the slot's record when it names one.
     kind: str
     #: The canonical record the operation's record must be (None: the answer is not read).
     record: str | None
-    #: The record field that answers each requested key (keyed reads).
+    #: The record field that answers each requested key (keyed and grouped reads).
     key_field: str | None = None
     #: Variables the role fills for this slot, besides $keys/$key/$offset/$limit.
     variables: frozenset[str] = frozenset()

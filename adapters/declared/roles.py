@@ -56,6 +56,21 @@ class _RoleAdapter:
         located = await self.system.lookup_keys(self._op(slot), list(values))
         return [to_canonical(record, found.record) for found in located]
 
+    async def _grouped(self, slot: str, record: str, keys: Sequence[str]) -> dict[str, list[Any]]:
+        """Every key's records (an empty list for a key with none), in the system's order."""
+        grouped: dict[str, list[Any]] = {key: [] for key in keys}
+        if not keys:
+            return grouped
+        key_field = self.system.spec.operations[self._op(slot)].key_field or ""
+        located = await self.system.lookup_keys(self._op(slot), list(keys))
+        for found in located:
+            owner = found.record.get(key_field)
+            if owner is None:
+                raise BadResponse(self.name, f"answered {self._op(slot)} without record keys")
+            if str(owner) in grouped:
+                grouped[str(owner)].append(to_canonical(record, found.record))
+        return grouped
+
     async def _page(self, slot: str, record: str, key: str, offset: int, limit: int) -> Page:
         total, found = await self.system.page(self._op(slot), self.name, key, offset, limit)
         return Page(total, tuple(to_canonical(record, r) for r in found))

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from adapters.declared.canonical import canonical_fields
+from adapters.declared.canonical import canonical_fields, canonical_nested
 from adapters.declared.role_slots import ROLE_VARIABLES, ROLES
 from adapters.declared.yaml_lines import (
     LINE,
@@ -56,7 +56,9 @@ WRITE_KEYS = {
     "scope", "record", "list", "evicts",
 }  # fmt: skip
 ARGUMENT_TYPES = frozenset({"string", "int", "float", "decimal", "bool"})
-FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many"}
+FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many", "record"}
+#: How deep records may nest (a ticket's notes, a line's usage): deeper is a mistake.
+MAX_NESTING = 4
 OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
     "total", "max_limit", "input", "description", "headers", "all_pages",
@@ -79,6 +81,11 @@ class FieldSpec:
     #: A list of values (a JSON array; every element at the path in XML).
     many: bool = False
     line: int = 0
+    #: A record inside the record (``record: TicketNote``): its spec, resolved once all the
+    #: mapping's records are read; the field's value is a dict (a tuple of dicts with many).
+    nested: RecordSpec | None = None
+    #: The nested record's name as the mapping wrote it (resolved into ``nested``).
+    nested_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,6 +550,17 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
                 f = {"path": f or field_name, LINE: line}
             if not m.keys(f, FIELD_KEYS, f"field '{name}.{field_name}'"):
                 continue
+            nested_name = f.get("record")
+            if nested_name is not None:
+                # A record inside the record: its own fields carry the types and classes.
+                for key in ("type", "class", "map"):
+                    if key in f:
+                        m.error(
+                            f[LINE],
+                            f"field '{name}.{field_name}': a nested record takes no {key} "
+                            f"(its fields in '{nested_name}' have theirs)",
+                        )
+                f = {k: v for k, v in f.items() if k not in ("type", "class", "map")}
             kind = f.get("type", "string")
             if kind not in FIELD_TYPES:
                 m.error(
@@ -563,7 +581,7 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
                 FieldSpec(
                     name=str(field_name),
                     path=_path(f.get("path", field_name)),
-                    type=kind,
+                    type="record" if nested_name is not None else kind,
                     data_class=data_class,
                     value_map={str(k): str(v) for k, v in plain(value_map).items()}
                     if value_map
@@ -572,10 +590,47 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
                     description=f.get("description"),
                     many=bool(f.get("many", False)),
                     line=f[LINE],
+                    nested_name=str(nested_name) if nested_name is not None else None,
                 )
             )
         records[str(name)] = RecordSpec(str(name), tuple(fields), spec[LINE])
-    return records
+    return _resolve_nested(records, m)
+
+
+def _resolve_nested(records: dict[str, RecordSpec], m: _Reader) -> dict[str, RecordSpec]:
+    """Every ``record:`` field with its nested record's spec in place, inner records first.
+
+    A record that contains itself (directly or through others), an unknown record name and
+    nesting deeper than MAX_NESTING are refused at the field that says so."""
+    resolved: dict[str, RecordSpec] = {}
+
+    def resolve(name: str, inside: tuple[str, ...]) -> RecordSpec:
+        if name in resolved:
+            return resolved[name]
+        record = records[name]
+        fields = []
+        for f in record.fields:
+            if f.nested_name is None:
+                fields.append(f)
+                continue
+            where = f"field '{name}.{f.name}'"
+            if f.nested_name not in records:
+                m.error(f.line, f"{where}: unknown record '{f.nested_name}'")
+                continue
+            if f.nested_name in (*inside, name):
+                m.error(f.line, f"{where}: record '{f.nested_name}' would contain itself")
+                continue
+            if len(inside) + 1 >= MAX_NESTING:
+                m.error(f.line, f"{where}: records nest at most {MAX_NESTING} deep")
+                continue
+            inner = resolve(f.nested_name, (*inside, name))
+            fields.append(replace(f, nested=inner))
+        resolved[name] = RecordSpec(record.name, tuple(fields), record.line)
+        return resolved[name]
+
+    for name in records:
+        resolve(name, ())
+    return resolved
 
 
 def _uses(template: Any, variable: str) -> bool:
@@ -940,6 +995,36 @@ def _role(
     return RoleSpec(plays=plays, slots=found, line=line)
 
 
+def _check_canonical(m: _Reader, declared: RecordSpec, canonical: str) -> None:
+    """A role's record holds only its canonical record's fields, records where it has them."""
+    known = canonical_fields(canonical)
+    holds = canonical_nested(canonical)
+    for f in declared.fields:
+        if f.name not in known:
+            m.error(
+                f.line,
+                f"record {declared.name}: {f.name} is not a field of "
+                f"{canonical} (fields: {', '.join(sorted(known))})",
+            )
+        elif f.name in holds and f.nested is None:
+            m.error(
+                f.line,
+                f"record {declared.name}: {f.name} holds {holds[f.name]} records "
+                f"(say record: {holds[f.name]})",
+            )
+        elif f.nested is not None:
+            if holds.get(f.name) != f.nested.name:
+                expected = holds.get(f.name)
+                m.error(
+                    f.line,
+                    f"record {declared.name}: {f.name} must be record {expected}"
+                    if expected
+                    else f"record {declared.name}: {f.name} of {canonical} holds no records",
+                )
+            else:
+                _check_canonical(m, f.nested, f.nested.name)
+
+
 def _check_slot(
     m: _Reader,
     plays: str,
@@ -955,22 +1040,17 @@ def _check_slot(
         if op.record != slot.record:
             m.error(op.line, f"{where}: record must be {slot.record}")
         elif (declared := records.get(slot.record)) is not None:
-            known = canonical_fields(slot.record)
-            for f in declared.fields:
-                if f.name not in known:
-                    m.error(
-                        f.line,
-                        f"record {op.record}: {f.name} is not a field of "
-                        f"{slot.record} (fields: {', '.join(sorted(known))})",
-                    )
+            _check_canonical(m, declared, slot.record)
     if slot.kind == "write":
         answer = records.get(op.record or "")
         if answer is None or answer.field("id") is None:
             m.error(op.line, f"{where}: its record needs an id field (the change's id)")
         if op.method == "GET":
             m.error(op.line, f"{where}: a change is not a GET")
-    if slot.kind == "keyed" and op.key_field != slot.key_field:
+    if slot.kind in ("keyed", "grouped") and op.key_field != slot.key_field:
         m.error(op.line, f"{where}: key must be {slot.key_field}")
+    if slot.kind in ("keyed", "grouped", "lookup") and op.batch is None:
+        m.error(op.line, f"{where}: it reads many keys at once: take $keys (with batch: N)")
     if slot.kind == "page" and not op.paged:
         m.error(op.line, f"{where}: a page needs total and $key/$offset/$limit")
     allowed = VARIABLES | slot.variables

@@ -133,13 +133,40 @@ def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
 
 
 def _xml_value(element: etree._Element, spec: FieldSpec, system: str) -> Any:
+    if spec.nested is not None:
+        return _xml_nested(element, spec, spec.nested, system)
     if spec.many:
         return tuple(convert(e.text or "", spec, system) for e in xml_find_all(element, spec.path))
     return convert(xml_text(element, spec.path), spec, system)
 
 
+def _xml_nested(element: etree._Element, spec: FieldSpec, nested: RecordSpec, system: str) -> Any:
+    found = xml_find_all(element, spec.path)
+    if spec.many:
+        return tuple(from_xml(e, nested, system) for e in found)
+    if not found:
+        if spec.required:
+            raise BadResponse(system, f"sent a record without its {spec.name}")
+        return None
+    return from_xml(found[0], nested, system)
+
+
+def _json_nested(raw: Any, spec: FieldSpec, nested: RecordSpec, system: str) -> Any:
+    if raw is None:
+        if spec.required:
+            raise BadResponse(system, f"sent a record without its {spec.name}")
+        return () if spec.many else None
+    if spec.many:
+        if not isinstance(raw, list):
+            raise BadResponse(system, f"sent a {spec.name} that is not a list")
+        return tuple(from_json(item, nested, system) for item in raw)
+    return from_json(raw, nested, system)
+
+
 def _json_value(value: Any, spec: FieldSpec, system: str) -> Any:
     raw = json_find(value, spec.path)
+    if spec.nested is not None:
+        return _json_nested(raw, spec, spec.nested, system)
     if spec.many:
         if raw is None:
             return ()
@@ -190,7 +217,16 @@ def encode(record: Record, spec: RecordSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in spec.fields:
         value = record.get(f.name)
-        out[f.name] = [_encode_one(v) for v in value or ()] if f.many else _encode_one(value)
+        if f.nested is not None:
+            inner = f.nested
+            if f.many:
+                out[f.name] = [encode(v, inner) for v in value or ()]
+            else:
+                out[f.name] = None if value is None else encode(value, inner)
+        elif f.many:
+            out[f.name] = [_encode_one(v) for v in value or ()]
+        else:
+            out[f.name] = _encode_one(value)
     return out
 
 
@@ -200,7 +236,13 @@ def decode(value: Any, spec: RecordSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in spec.fields:
         item = value.get(f.name)
-        if f.many:
+        if f.nested is not None:
+            inner = f.nested
+            if f.many:
+                out[f.name] = tuple(decode(v, inner) for v in item or ())
+            else:
+                out[f.name] = None if item is None else decode(item, inner)
+        elif f.many:
             out[f.name] = tuple(_decode_one(v, f) for v in item or ())
         else:
             out[f.name] = _decode_one(item, f)
