@@ -8,8 +8,9 @@ ones too (its lookups pass through uncached).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -164,16 +165,20 @@ def build_systems(
 
 
 def _role_adapter(
-    registry: SystemRegistry, settings: Settings, role: str, endpoint: Endpoint
-) -> BillingSystem:
+    registry: SystemRegistry,
+    settings: Settings,
+    role: str,
+    endpoint: Endpoint,
+    handwritten: Callable[[], Any],
+) -> Any:
     """The adapter that plays ``role``: the declared system that plays it, reached with the
     role's own settings table (``[billing]``: base URL, timeouts, breaker, bulkhead), or the
-    hand-written adapter when ``role_engine`` asks for it (the benchmark's comparison)."""
+    hand-written adapter (``handwritten()``) when ``role_engine`` asks for it (the benchmark's
+    comparison) or no system plays the role."""
     spec = registry.playing(role)
     if settings.role_engine == "handwritten" or spec is None:
-        return BillingAdapter(endpoint)
-    adapter: BillingSystem = play(spec, endpoint)
-    return adapter
+        return handwritten()
+    return play(spec, endpoint)
 
 
 def build_backends(
@@ -191,7 +196,13 @@ def build_backends(
         login_system_code=settings.boss.login_system_code,
     )
     registry = registry if registry is not None else load_systems(settings)
-    billing: BillingSystem = _role_adapter(registry, settings, "billing", endpoints["billing"])
+    billing: BillingSystem = _role_adapter(
+        registry,
+        settings,
+        "billing",
+        endpoints["billing"],
+        lambda: BillingAdapter(endpoints["billing"]),
+    )
     care: CareSystem = CareAdapter(endpoints["care"])
     cache = build_cache(settings.cache)
     if cache is not None:
