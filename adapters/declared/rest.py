@@ -63,10 +63,10 @@ class RestEngine:
         body = fill_template(operation.request, values) if operation.method != "GET" else None
         headers = self._headers
         if operation.headers:
-            headers = {
-                **headers,
-                **{k: str(fill_template(v, values)) for k, v in operation.headers.items()},
-            }
+            # A header whose variable has no value (a change without an idempotency key) is
+            # left out, not sent as "None".
+            filled = {k: fill_template(v, values) for k, v in operation.headers.items()}
+            headers = {**headers, **{k: str(v) for k, v in filled.items() if v is not None}}
         try:
             response = await self._http.request(
                 operation.method, path, params=query, json=body, headers=headers

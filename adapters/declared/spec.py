@@ -86,6 +86,8 @@ class FieldSpec:
     nested: RecordSpec | None = None
     #: The nested record's name as the mapping wrote it (resolved into ``nested``).
     nested_name: str | None = None
+    #: Paths tried in order when ``path`` holds nothing (``path: [a.b, c]`` in the mapping).
+    alternatives: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,10 +579,12 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
             if data_class is not None and not isinstance(data_class, str):
                 m.error(f[LINE], f"field '{name}.{field_name}': class must be a data class name")
                 data_class = None
+            paths = _field_paths(f.get("path", field_name), f[LINE], f"{name}.{field_name}", m)
             fields.append(
                 FieldSpec(
                     name=str(field_name),
-                    path=_path(f.get("path", field_name)),
+                    path=paths[0],
+                    alternatives=paths[1:],
                     type="record" if nested_name is not None else kind,
                     data_class=data_class,
                     value_map={str(k): str(v) for k, v in plain(value_map).items()}
@@ -595,6 +599,29 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
             )
         records[str(name)] = RecordSpec(str(name), tuple(fields), spec[LINE])
     return _resolve_nested(records, m)
+
+
+#: A path step: a name, or a name that filters a list by one field (``medium[type=mobile]``).
+PATH_STEP = re.compile(r"^[^\[\]=]+(\[[^\[\]=]+=[^\[\]]*\])?$")
+
+
+def _field_paths(value: Any, line: int, where: str, m: _Reader) -> tuple[tuple[str, ...], ...]:
+    """A field's path, or its list of alternative paths (the first that holds a value wins)."""
+    given = value if isinstance(value, list) and value else [value]
+    paths = []
+    for one in given:
+        if not isinstance(one, str | int) or isinstance(one, bool):
+            m.error(line, f"field '{where}': path must be text or a list of paths")
+            continue
+        path = _path(one)
+        for step in path:
+            if not PATH_STEP.match(step):
+                m.error(
+                    line,
+                    f"field '{where}': path step '{step}' must be a name or name[field=value]",
+                )
+        paths.append(path)
+    return tuple(paths) or ((),)
 
 
 def _resolve_nested(records: dict[str, RecordSpec], m: _Reader) -> dict[str, RecordSpec]:

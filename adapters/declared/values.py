@@ -8,6 +8,8 @@ answer a BadResponse (the system's fields fail, nothing else does).
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -57,15 +59,91 @@ def xml_text(element: etree._Element, path: tuple[str, ...]) -> str | None:
     return found.text or ""
 
 
+#: A path step that picks list elements by a field: ``contactMedium[mediumType=mobile]``.
+FILTER_STEP = re.compile(r"^([^\[\]=]+)\[([^\[\]=]+)=([^\[\]]*)\]$")
+
+
+@functools.cache
+def _step(step: str) -> tuple[str, str | None, str | None]:
+    """(name, field, value) of a step; field and value are None for a plain step."""
+    matched = FILTER_STEP.match(step)
+    if matched is None:
+        return step, None, None
+    return matched.group(1), matched.group(2), matched.group(3)
+
+
+def has_filter(path: tuple[str, ...]) -> bool:
+    return any("[" in step for step in path)
+
+
+def json_select(value: Any, path: tuple[str, ...]) -> list[Any]:
+    """Every value at a path whose steps may filter lists (``relatedParty[role=customer]``):
+    a filtered step keeps the list's elements whose field has the value, and the steps after
+    it apply to each of them."""
+    current = [value]
+    for step in path:
+        name, key, want = _step(step)
+        found: list[Any] = []
+        for item in current:
+            got = json_find(item, (name,))
+            if key is None:
+                if got is not None:
+                    found.append(got)
+            elif isinstance(got, list):
+                found += [e for e in got if isinstance(e, dict) and str(e.get(key)) == want]
+        current = found
+    return current
+
+
+def xml_select(element: etree._Element, path: tuple[str, ...]) -> list[etree._Element]:
+    """Every element at a path whose steps may filter (``contact[type=mobile]``: the children
+    named contact whose child type has that text); plain steps follow every match."""
+    current = [element]
+    for step in path:
+        name, key, want = _step(step)
+        found: list[etree._Element] = []
+        for item in current:
+            for child in xml_children(item, name):
+                if key is None or xml_text(child, (key,)) == want:
+                    found.append(child)
+        current = found
+    return current
+
+
 def fill_template(template: Any, values: Mapping[str, Any]) -> Any:
-    """A request template with the call's variables ($keys, $key, ...) in place."""
-    if isinstance(template, dict):
-        return {k: fill_template(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [fill_template(v, values) for v in template]
-    if isinstance(template, str) and template in values:
-        return values[template]
-    return template
+    """A request template with the call's variables ($keys, $key, ...) in place.
+
+    A variable without a value (absent or None: an optional filter, a ticket change that
+    leaves the priority alone) leaves out what holds it: its entry in an object, its element
+    in a list, and an object or list all of whose variables are unset. The result is None
+    when the whole template is left out."""
+    filled, _, _ = _fill(template, values)
+    return None if filled is _LEFT_OUT else filled
+
+
+_LEFT_OUT = object()
+
+
+def _fill(template: Any, values: Mapping[str, Any]) -> tuple[Any, bool, bool]:
+    """(filled value, holds variables, some variable has a value)."""
+    if isinstance(template, str) and template.startswith("$"):
+        value = values.get(template)
+        return (_LEFT_OUT, True, False) if value is None else (value, True, True)
+    if isinstance(template, dict | list):
+        items = template.items() if isinstance(template, dict) else enumerate(template)
+        holds = any_set = False
+        kept: list[tuple[Any, Any]] = []
+        for key, part in items:
+            filled, part_holds, part_set = _fill(part, values)
+            holds, any_set = holds or part_holds, any_set or part_set
+            if filled is not _LEFT_OUT:
+                kept.append((key, filled))
+        if holds and not any_set:
+            return _LEFT_OUT, True, False
+        if isinstance(template, dict):
+            return dict(kept), holds, any_set
+        return [v for _, v in kept], holds, any_set
+    return template, False, False
 
 
 def json_find(value: Any, path: tuple[str, ...]) -> Any:
@@ -136,12 +214,15 @@ def _xml_value(element: etree._Element, spec: FieldSpec, system: str) -> Any:
     if spec.nested is not None:
         return _xml_nested(element, spec, spec.nested, system)
     if spec.many:
-        return tuple(convert(e.text or "", spec, system) for e in xml_find_all(element, spec.path))
-    return convert(xml_text(element, spec.path), spec, system)
+        return tuple(convert(e.text or "", spec, system) for e in _xml_elements(element, spec))
+    if not spec.alternatives and not has_filter(spec.path):
+        return convert(xml_text(element, spec.path), spec, system)
+    found = _xml_elements(element, spec)
+    return convert((found[0].text or "") if found else None, spec, system)
 
 
 def _xml_nested(element: etree._Element, spec: FieldSpec, nested: RecordSpec, system: str) -> Any:
-    found = xml_find_all(element, spec.path)
+    found = _xml_elements(element, spec)
     if spec.many:
         return tuple(from_xml(e, nested, system) for e in found)
     if not found:
@@ -163,8 +244,29 @@ def _json_nested(raw: Any, spec: FieldSpec, nested: RecordSpec, system: str) -> 
     return from_json(raw, nested, system)
 
 
+def _json_raw(value: Any, spec: FieldSpec) -> Any:
+    """The raw value at the field's path, else at the first alternative path that has one."""
+    for path in (spec.path, *spec.alternatives):
+        if has_filter(path):
+            found = json_select(value, path)
+            raw = found if spec.many else (found[0] if found else None)
+        else:
+            raw = json_find(value, path)
+        if raw is not None and raw != []:
+            return raw
+    return None
+
+
+def _xml_elements(element: etree._Element, spec: FieldSpec) -> list[etree._Element]:
+    for path in (spec.path, *spec.alternatives):
+        found = xml_select(element, path) if has_filter(path) else xml_find_all(element, path)
+        if found:
+            return found
+    return []
+
+
 def _json_value(value: Any, spec: FieldSpec, system: str) -> Any:
-    raw = json_find(value, spec.path)
+    raw = _json_raw(value, spec)
     if spec.nested is not None:
         return _json_nested(raw, spec, spec.nested, system)
     if spec.many:
