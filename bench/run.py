@@ -277,7 +277,7 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
     page_body = [{"query": PAGE, "variables": {"first": 50}}]
     await bench.post(on, page_body[0])
     page_50 = await bench.counted(lambda: bench.throughput(on, page_body))
-    written = gateways["billing-handwritten"]
+    written = gateways["roles-handwritten"]
     await bench.post(written, page_body[0])
     page_50_written = await bench.counted(lambda: bench.throughput(written, page_body))
 
@@ -387,9 +387,9 @@ def started_gateways(
         "policies-off": ("false", "false", "true", "declared"),
         "audit-off": ("true", "false", "false", "declared"),
         "cache-on": ("true", "true", "true", "declared"),
-        # The hand-written billing adapter the declared files replaced, for the side-by-side
+        # The hand-written adapters the declared role files replaced, for the side-by-side
         # cost of the generic engine (kept until the comparison is recorded).
-        "billing-handwritten": ("true", "false", "true", "handwritten"),
+        "roles-handwritten": ("true", "false", "true", "handwritten"),
     }
     with ExitStack() as stack:
         gateways = {}
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace) -> dict:
                 args,
                 sims,
                 state,
-                ("policies-on", "policies-off", "audit-off", "cache-on", "billing-handwritten"),
+                ("policies-on", "policies-off", "audit-off", "cache-on", "roles-handwritten"),
             ) as gateways,
         ):
             measured, datasets[args.customers] = asyncio.run(
@@ -546,10 +546,8 @@ def report(
             "360, audit log off, cache off": unaudited,
             "360, policies on, cache on (warm)": cached,
             "page of 50, cache off": measured["page_50"],
-            "360, billing by the hand-written adapter, cache off": throughput[
-                "billing-handwritten"
-            ],
-            "page of 50, billing by the hand-written adapter, cache off": measured[
+            "360, roles by the hand-written adapters, cache off": throughput["roles-handwritten"],
+            "page of 50, roles by the hand-written adapters, cache off": measured[
                 "page_50_handwritten_billing"
             ],
             "360, realistic backend latency, cache off": measured["realistic"]["360, cache off"],
@@ -574,7 +572,7 @@ def report(
                 on["throughput_rps"] / unaudited["throughput_rps"], 3
             ),
             **cpu_ratios(on, off, unaudited, cached),
-            **role_engine_ratios(on, throughput["billing-handwritten"]),
+            **role_engine_ratios(on, throughput["roles-handwritten"]),
             "cache on/off, p50 latency": round(cached["p50_ms"] / on["p50_ms"], 3),
             "cache on/off, throughput": round(cached["throughput_rps"] / on["throughput_rps"], 3),
             "gateway/floor, sequential p50 (cache off)": round(
@@ -601,15 +599,16 @@ def cpu_ratios(on: dict, off: dict, unaudited: dict, cached: dict) -> dict[str, 
 
 
 def role_engine_ratios(declared: dict, written: dict) -> dict[str, float]:
-    """The declared billing files against the hand-written adapter, one run, interleaved."""
+    """The declared role files (billing, care) against the hand-written adapters, one run,
+    interleaved."""
     key = "gateway_cpu_ms_per_op"
     ratios = {
-        "billing role declared/hand-written, throughput (360)": round(
+        "declared roles/hand-written adapters, throughput (360)": round(
             declared["throughput_rps"] / written["throughput_rps"], 3
         ),
     }
     if key in declared and key in written:
-        ratios["billing role declared/hand-written, gateway CPU per request (360)"] = round(
+        ratios["declared roles/hand-written adapters, gateway CPU per request (360)"] = round(
             declared[key] / written[key], 3
         )
     return ratios

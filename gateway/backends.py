@@ -203,7 +203,9 @@ def build_backends(
         endpoints["billing"],
         lambda: BillingAdapter(endpoints["billing"]),
     )
-    care: CareSystem = CareAdapter(endpoints["care"])
+    care: CareSystem = _role_adapter(
+        registry, settings, "care", endpoints["care"], lambda: CareAdapter(endpoints["care"])
+    )
     cache = build_cache(settings.cache)
     if cache is not None:
         boss = CachedCustomerSystem(boss, cache)

@@ -116,7 +116,7 @@ class HostileBackend:
         real = await self._relay(request)
         body = bytes(real.body)
         if self.mode == "gzip_bomb":
-            # Two gzip members: the answer, then the padding (compressed once, at first use).
+            # Two gzip members: the answer, then the padding (compressed once, at start).
             bomb = gzip.compress(body) + _compressed_padding()
             headers = {"content-encoding": "gzip"}
             return Response(bomb, media_type=self._media_type, headers=headers)
@@ -292,6 +292,9 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    # Compressed before "ready", not on the first gzip_bomb request: a second or more of CPU
+    # there would turn the bomb into a slow reply (BACKEND_TIMEOUT) on a loaded machine.
+    _compressed_padding()
     config = uvicorn.Config(
         build_app(args.kind, args.upstream),
         host="127.0.0.1",

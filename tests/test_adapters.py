@@ -53,9 +53,19 @@ async def billing(sims, request):
     await adapter.close()
 
 
-@pytest.fixture
-async def care(sims):
-    adapter = CareAdapter(Endpoint("care", sims.care, timeout_s=1.0))
+def care_adapter(base_url: str, engine: str, timeout_s: float = 1.0):
+    """The care role: the hand-written adapter, or the bundled declared system."""
+    endpoint = Endpoint("care", base_url, timeout_s=timeout_s)
+    if engine == "handwritten":
+        return CareAdapter(endpoint)
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("care")
+    assert spec is not None
+    return play(spec, endpoint)
+
+
+@pytest.fixture(params=["declared", "handwritten"])
+async def care(sims, request):
+    adapter = care_adapter(sims.care, request.param)
     yield adapter
     await adapter.close()
 
@@ -263,3 +273,68 @@ async def test_the_declared_billing_adjusts_once_per_key(sims, customers):
         assert after == before - Decimal("2.50")
     finally:
         await declared.close()
+
+
+async def test_the_declared_care_reads_what_the_hand_written_adapter_reads(sims, customers):
+    """The bundled care files against the adapter they replace: the same parties, tickets
+    (with their notes) and interactions, on a spread of the dataset's customers."""
+    declared = care_adapter(sims.care, "declared")
+    written = care_adapter(sims.care, "handwritten")
+    try:
+        bundles = customers[:40]
+        parties = [b.party.id for b in bundles] + ["P000000000000"]
+        for method in ("get_tickets", "get_interactions"):
+            mine, theirs = await asyncio.gather(
+                getattr(declared, method)(parties), getattr(written, method)(parties)
+            )
+            assert mine == theirs, method
+            assert set(mine) == set(parties) and mine["P000000000000"] == []
+            assert any(mine.values()), method
+        tickets = await declared.get_tickets(parties)
+        assert any(t.notes for found in tickets.values() for t in found)
+        for kwargs in (
+            {"id_card_numbers": [b.party.id_card for b in bundles]},
+            {"msisdns": [b.party.phone for b in bundles]},
+        ):
+            mine, theirs = await asyncio.gather(
+                declared.find_parties(**kwargs), written.find_parties(**kwargs)
+            )
+            assert sorted(mine, key=lambda p: p.id) == sorted(theirs, key=lambda p: p.id)
+            assert len(mine) == len(bundles)
+            assert all(p.msisdns and p.id_card_numbers for p in mine)
+    finally:
+        await declared.close()
+        await written.close()
+
+
+@pytest.mark.parametrize("engine", ["declared", "handwritten"])
+async def test_care_sends_one_message_per_key_and_a_change_names_only_what_it_changes(
+    sims, customers, engine
+):
+    care = care_adapter(sims.care, engine)
+    try:
+        key = f"sms-{uuid.uuid4()}"
+        msisdn = customers[3].party.phone
+        first = await care.send_message(msisdn, "your code is 123456", key)
+        assert first == await care.send_message(msisdn, "your code is 123456", key)
+        created = await care.create_ticket(
+            customers[3].party.id,
+            ticket_type="inquiry",
+            name="",
+            description="what is my plan",
+            severity="minor",
+            channel="web",
+            idempotency_key=f"t-{uuid.uuid4()}",
+        )
+        assert created.notes == () and created.priority == "medium"
+        # Only the priority: the status and notes stay as they are, no header is sent.
+        changed = await care.update_ticket(created.id, priority="high")
+        assert (changed.priority, changed.status, changed.notes) == ("high", created.status, ())
+        patch_key = f"p-{uuid.uuid4()}"
+        noted = await care.update_ticket(created.id, note="called back", idempotency_key=patch_key)
+        again = await care.update_ticket(created.id, note="called back", idempotency_key=patch_key)
+        assert [n.text for n in again.notes] == [n.text for n in noted.notes] == ["called back"]
+        with pytest.raises(NotFound):
+            await care.update_ticket("TT0000000000", status="resolved")
+    finally:
+        await care.close()

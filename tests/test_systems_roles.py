@@ -108,7 +108,7 @@ def test_a_folder_without_a_billing_system_keeps_the_bundled_one(tmp_path):
     empty = tmp_path / "mine"
     empty.mkdir()
     registry = with_bundled_roles(load_registry(empty))
-    assert registry.playing("billing") is not None
+    assert registry.playing("billing") is not None and registry.playing("care") is not None
     assert registry.graph_systems() == []
     # A folder whose own system plays billing keeps its own.
     folder, _ = copy_billing(tmp_path)
@@ -122,8 +122,10 @@ def test_a_folder_without_a_billing_system_keeps_the_bundled_one(tmp_path):
             .replace("system: billing\n", "system: their_billing\n", 1)
         )
     own = with_bundled_roles(load_registry(folder))
-    assert set(own.systems) == {"their_billing"}
+    # Its own billing; the role it does not play (care) keeps the bundled declaration.
+    assert set(own.systems) == {"their_billing", "care"}
     assert own.playing("billing").name == "their_billing"
+    assert own.playing("care").name == "care"
 
 
 async def test_role_engine_reaches_the_wiring_from_the_environment_and_the_file(

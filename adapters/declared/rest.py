@@ -60,7 +60,11 @@ class RestEngine:
                 value = ",".join(str(v) for v in value)
             if value is not None:
                 query[name] = value
-        body = fill_template(operation.request, values) if operation.method != "GET" else None
+        body = None
+        if operation.method != "GET" and operation.request is not None:
+            # A change that leaves every part out is still a JSON object ({}), not no body.
+            body = fill_template(operation.request, values)
+            body = {} if body is None else body
         headers = self._headers
         if operation.headers:
             # A header whose variable has no value (a change without an idempotency key) is

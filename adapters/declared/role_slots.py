@@ -46,6 +46,29 @@ ROLES: dict[str, dict[str, Slot]] = {
             ),
         ),
     },
+    "care": {
+        "parties_by_certificate": Slot("lookup", "Party"),
+        "parties_by_msisdn": Slot("lookup", "Party"),
+        "tickets": Slot("grouped", "Ticket", key_field="partyId"),
+        "interactions": Slot("grouped", "Interaction", key_field="partyId"),
+        "create_ticket": Slot(
+            "write",
+            "Ticket",
+            variables=frozenset(
+                {"$idempotencyKey", "$ticketType", "$name", "$description", "$severity", "$channel"}
+            ),
+        ),
+        # $key is the ticket's id; an unset variable leaves its part of the change out.
+        "update_ticket": Slot(
+            "write",
+            "Ticket",
+            variables=frozenset({"$idempotencyKey", "$status", "$priority", "$note"}),
+        ),
+        # The text may hold a one-time code: the engine never logs a request body.
+        "send_message": Slot(
+            "write", None, variables=frozenset({"$idempotencyKey", "$msisdn", "$text"})
+        ),
+    },
 }
 
 #: Every variable some role slot fills: the generic operation check accepts them, the role

@@ -18,7 +18,17 @@ from adapters.declared.canonical import to_canonical
 from adapters.declared.spec import SystemSpec
 from adapters.declared.system import DeclaredSystem
 from adapters.errors import BadResponse
-from adapters.records import Balance, Bill, BillingAccount, Money, Page, Payment
+from adapters.records import (
+    Balance,
+    Bill,
+    BillingAccount,
+    Interaction,
+    Money,
+    Page,
+    Party,
+    Payment,
+    Ticket,
+)
 from adapters.resilience import Endpoint
 
 
@@ -78,6 +88,13 @@ class _RoleAdapter:
     async def _write(self, slot: str, values: dict[str, Any]) -> list[Mapping[str, Any]]:
         return await self.system.send(self._op(slot), values)
 
+    async def _written(self, slot: str, record: str, values: dict[str, Any]) -> Any:
+        """A write whose answer is the changed record (a ticket as it now stands)."""
+        answer = await self._write(slot, values)
+        if not answer:
+            raise BadResponse(self.name, f"answered {self._op(slot)} without its result")
+        return to_canonical(record, answer[0])
+
 
 class DeclaredBilling(_RoleAdapter):
     """adapters.contract.BillingSystem over a declared system that plays ``billing``."""
@@ -125,8 +142,79 @@ class DeclaredBilling(_RoleAdapter):
         return str(answer[0]["id"])
 
 
+class DeclaredCare(_RoleAdapter):
+    """adapters.contract.CareSystem over a declared system that plays ``care``."""
+
+    async def find_parties(
+        self, *, id_card_numbers: Sequence[str] = (), msisdns: Sequence[str] = ()
+    ) -> Sequence[Party]:
+        found: dict[str, Party] = {}
+        for slot, values in (
+            ("parties_by_certificate", id_card_numbers),
+            ("parties_by_msisdn", msisdns),
+        ):
+            for party in await self._lookup(slot, "Party", values):
+                found.setdefault(party.id, party)
+        return list(found.values())
+
+    async def get_tickets(self, party_ids: Sequence[str]) -> Mapping[str, Sequence[Ticket]]:
+        return await self._grouped("tickets", "Ticket", party_ids)
+
+    async def get_interactions(
+        self, party_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Interaction]]:
+        return await self._grouped("interactions", "Interaction", party_ids)
+
+    async def create_ticket(
+        self,
+        party_id: str,
+        *,
+        ticket_type: str,
+        name: str,
+        description: str,
+        severity: str,
+        channel: str,
+        idempotency_key: str,
+    ) -> Ticket:
+        values = {
+            "$key": party_id,
+            "$ticketType": ticket_type,
+            "$name": name,
+            "$description": description,
+            "$severity": severity,
+            "$channel": channel,
+            "$idempotencyKey": idempotency_key,
+        }
+        return await self._written("create_ticket", "Ticket", values)
+
+    async def update_ticket(
+        self,
+        ticket_id: str,
+        *,
+        status: str | None = None,
+        priority: str | None = None,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Ticket:
+        values = {
+            "$key": ticket_id,
+            "$status": status,
+            "$priority": priority,
+            "$note": note,
+            "$idempotencyKey": idempotency_key,
+        }
+        return await self._written("update_ticket", "Ticket", values)
+
+    async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
+        values = {"$msisdn": msisdn, "$text": text, "$idempotencyKey": idempotency_key}
+        answer = await self._write("send_message", values)
+        if not answer or answer[0].get("id") is None:
+            raise BadResponse(self.name, "answered a message without its id")
+        return str(answer[0]["id"])
+
+
 #: The adapter class of each role a declared system may play.
-ROLE_ADAPTERS: dict[str, type[_RoleAdapter]] = {"billing": DeclaredBilling}
+ROLE_ADAPTERS: dict[str, type[_RoleAdapter]] = {"billing": DeclaredBilling, "care": DeclaredCare}
 
 
 def play(spec: SystemSpec, endpoint: Endpoint) -> Any:
