@@ -34,7 +34,7 @@ FIELD_TYPES = frozenset(
 )
 MATCHES = frozenset({"msisdn", "certificate", "certificate+msisdn"})
 VARIABLES = frozenset({"$keys", "$key", "$offset", "$limit"})
-PROTOCOLS = frozenset({"soap", "rest"})
+PROTOCOLS = frozenset({"soap", "rest", "plugin"})
 
 SYSTEM_KEYS = {
     "name", "title", "protocol", "contract", "soap", "rest", "instances", "call",
@@ -391,7 +391,9 @@ def _build(
         s.error(sd[LINE], f"protocol must be one of {', '.join(sorted(PROTOCOLS))}")
         protocol = "rest"
     contract = sd.get("contract")
-    if not isinstance(contract, str) or not contract:
+    if protocol == "plugin" and contract is None:
+        contract = ""  # the plugin speaks the wire: no WSDL or OpenAPI to read
+    elif not isinstance(contract, str) or not contract:
         s.error(sd[LINE], "contract is required: the WSDL (soap) or OpenAPI (rest) path or URL")
         contract = ""
 
@@ -444,6 +446,21 @@ def _build(
     plugin = sd.get("plugin")
     if plugin is not None and (not isinstance(plugin, str) or ":" not in plugin):
         s.error(sd[LINE], "plugin must be 'package.module:attribute'")
+        plugin = None
+    if protocol == "plugin":
+        if plugin is None:
+            s.error(sd[LINE], "protocol plugin needs plugin: 'package.module:attribute'")
+        else:
+            # Imported now, so a wrong reference is refused with the file and line, not at
+            # the first call (adapters/declared/plugin.py).
+            from adapters.declared.plugin import PluginNotLoaded, load_factory
+
+            try:
+                load_factory(plugin)
+            except PluginNotLoaded as error:
+                s.error(sd[LINE], str(error))
+    elif plugin is not None:
+        s.error(sd[LINE], "plugin is for protocol: plugin (a system the mapping cannot speak)")
     return SystemSpec(
         name=name,
         title=str(sd.get("title") or name),
@@ -486,7 +503,9 @@ def _instances(sd: dict, s: _Reader) -> tuple[InstanceSpec, ...]:
             s.error(spec[LINE], f"instance name must match {INSTANCE_NAME.pattern}")
             continue
         base_url = spec.get("base_url")
-        if not isinstance(base_url, str) or not re.match(r"^https?://", base_url):
+        # A plugin speaks its own wire (tcp://, a vendor's scheme): any URL it can read.
+        scheme = r"^[a-z][a-z0-9+.-]*://" if sd.get("protocol") == "plugin" else r"^https?://"
+        if not isinstance(base_url, str) or not re.match(scheme, base_url):
             s.error(spec[LINE], f"instance '{name}': base_url must be an http(s) URL")
             continue
         ranges: list[PrefixRange] = []

@@ -17,6 +17,7 @@ from typing import Any
 from adapters.cache import Kind, RecordCache
 from adapters.codec import Codec, tuple_of
 from adapters.declared import rest, soap
+from adapters.declared.plugin import PluginCaller
 from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, SystemSpec
 from adapters.declared.values import Record, decode, encode, fill_template, from_json, from_xml
 from adapters.errors import AdapterError, BadResponse
@@ -38,11 +39,13 @@ class _Instance:
         self.spec = instance
         self.policy = CallPolicy(endpoint)
         self.max_items = endpoint.reply_limits.max_items
-        self.engine: soap.SoapEngine | rest.RestEngine = (
-            soap.SoapEngine(spec, instance, endpoint)
-            if spec.protocol == "soap"
-            else rest.RestEngine(spec, instance, endpoint)
-        )
+        self.engine: soap.SoapEngine | rest.RestEngine | PluginCaller
+        if spec.protocol == "soap":
+            self.engine = soap.SoapEngine(spec, instance, endpoint)
+        elif spec.protocol == "plugin":
+            self.engine = PluginCaller(spec, instance, endpoint)
+        else:
+            self.engine = rest.RestEngine(spec, instance, endpoint)
 
 
 def _record_codec(record: RecordSpec) -> Codec[Record]:
