@@ -18,7 +18,6 @@ from adapters.records import Money, StarLevel
 from adapters.resilience import Endpoint
 from tests.harness import free_ports
 
-
 #: The [boss] table's own keys, as the wiring hands them to either engine.
 BOSS_SETTINGS = {
     "wsdl_path": "/boss/services/BossService?wsdl",
