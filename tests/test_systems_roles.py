@@ -175,6 +175,13 @@ def test_the_bundled_boss_files_play_every_slot_of_the_customer_role():
     assert set(spec.settings) == {"service_path", "login_system_code"}
 
 
+@pytest.mark.parametrize("name", ["BossService.wsdl", "BossService.xsd"])
+def test_the_declared_contract_is_the_one_the_boss_publishes(name):
+    """The declaration's WSDL (and the schema it imports) is BOSS's own, byte for byte."""
+    published = REPO / "simulators" / "boss" / name
+    assert (BOSS / name).read_bytes() == published.read_bytes()
+
+
 def test_a_star_level_code_becomes_the_enum_and_usage_its_record():
     spec = load_registry(BUNDLED_SYSTEMS_DIR).systems["boss"]
     record = spec.records["CustomerProfile"]
