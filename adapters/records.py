@@ -94,6 +94,14 @@ class Offering:
 
 
 @dataclass(frozen=True, slots=True)
+class Eligibility:
+    """Whether a line may move to an offering, and the system's reason code."""
+
+    eligible: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Order:
     id: str
     subscriber_no: str

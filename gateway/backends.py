@@ -174,11 +174,21 @@ def _role_adapter(
     """The adapter that plays ``role``: the declared system that plays it, reached with the
     role's own settings table (``[billing]``: base URL, timeouts, breaker, bulkhead), or the
     hand-written adapter (``handwritten()``) when ``role_engine`` asks for it (the benchmark's
-    comparison) or no system plays the role."""
+    comparison) or no system plays the role. The table's own keys beyond a backend's
+    (``[boss]``'s ``service_path``, ``login_system_code``) reach the declaration as its
+    settings (``$settings.name`` in its system file)."""
     spec = registry.playing(role)
     if settings.role_engine == "handwritten" or spec is None:
         return handwritten()
-    return play(spec, endpoint)
+    return play(spec, endpoint, _own_settings(getattr(settings, endpoint.system, None)))
+
+
+def _own_settings(table: BackendSettings | None) -> dict[str, str]:
+    """A role's settings table's keys that every backend does not have, as text."""
+    if table is None:
+        return {}
+    common = BackendSettings.model_fields
+    return {k: str(v) for k, v in table.model_dump().items() if k not in common}
 
 
 def build_backends(
@@ -189,13 +199,19 @@ def build_backends(
         "billing": _endpoint("billing", settings.billing),
         "care": _endpoint("care", settings.care),
     }
-    boss: CustomerSystem = BossAdapter(
-        endpoints["boss"],
-        wsdl_path=settings.boss.wsdl_path,
-        service_path=settings.boss.service_path,
-        login_system_code=settings.boss.login_system_code,
-    )
     registry = registry if registry is not None else load_systems(settings)
+    boss: CustomerSystem = _role_adapter(
+        registry,
+        settings,
+        "customer",
+        endpoints["boss"],
+        lambda: BossAdapter(
+            endpoints["boss"],
+            wsdl_path=settings.boss.wsdl_path,
+            service_path=settings.boss.service_path,
+            login_system_code=settings.boss.login_system_code,
+        ),
+    )
     billing: BillingSystem = _role_adapter(
         registry,
         settings,

@@ -18,19 +18,27 @@ from adapters.records import Money, StarLevel
 from adapters.resilience import Endpoint
 from tests.harness import free_ports
 
-
-def boss_adapter(url: str, **endpoint: object) -> BossAdapter:
-    return BossAdapter(
-        Endpoint("boss", url, **endpoint),  # type: ignore[arg-type]
-        wsdl_path="/boss/services/BossService?wsdl",
-        service_path="/boss/services/BossService",
-        login_system_code="SWITCHBOARD",
-    )
+#: The [boss] table's own keys, as the wiring hands them to either engine.
+BOSS_SETTINGS = {
+    "wsdl_path": "/boss/services/BossService?wsdl",
+    "service_path": "/boss/services/BossService",
+    "login_system_code": "SWITCHBOARD",
+}
 
 
-@pytest.fixture
-async def boss(sims):
-    adapter = boss_adapter(sims.boss, timeout_s=1.0)
+def boss_adapter(url: str, engine: str = "handwritten", **endpoint: object):
+    """The customer role: the hand-written adapter, or the bundled declared system."""
+    reached = Endpoint("boss", url, **endpoint)  # type: ignore[arg-type]
+    if engine == "handwritten":
+        return BossAdapter(reached, **BOSS_SETTINGS)
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("customer")
+    assert spec is not None
+    return play(spec, reached, BOSS_SETTINGS)
+
+
+@pytest.fixture(params=["declared", "handwritten"])
+async def boss(sims, request):
+    adapter = boss_adapter(sims.boss, request.param, timeout_s=1.0)
     await adapter.start()
     yield adapter
     await adapter.close()
@@ -133,8 +141,9 @@ async def test_change_offering_is_idempotent_per_key(boss, control, customers):
     assert cancelled.status == "CANCELLED"
 
 
-async def test_a_slow_backend_times_out_within_its_budget(sims, control, customers):
-    adapter = boss_adapter(sims.boss, timeout_s=0.3)
+@pytest.mark.parametrize("engine", ["declared", "handwritten"])
+async def test_a_slow_backend_times_out_within_its_budget(sims, control, customers, engine):
+    adapter = boss_adapter(sims.boss, engine, timeout_s=0.3)
     await adapter.start()
     try:
         control.set("boss", latency_ms=[800, 800])
@@ -169,18 +178,25 @@ async def test_an_unreachable_backend_is_unavailable(engine):
         await adapter.close()
 
 
-async def test_a_boss_unreachable_at_start_is_unavailable_not_fatal():
+@pytest.mark.parametrize("engine", ["declared", "handwritten"])
+async def test_a_boss_unreachable_at_start_is_unavailable_not_fatal(engine):
     (port,) = free_ports(1)
-    adapter = boss_adapter(f"http://127.0.0.1:{port}", timeout_s=0.5)
+    adapter = boss_adapter(f"http://127.0.0.1:{port}", engine, timeout_s=0.5)
     try:
-        with pytest.raises(Unavailable):
+        if engine == "handwritten":  # it fetches the WSDL from BOSS
+            with pytest.raises(Unavailable):
+                await adapter.start()
+        else:  # the declaration's WSDL is a file beside it: start loads it
             await adapter.start()
+        with pytest.raises(Unavailable):
+            await adapter.get_customers(["1000000001"])
     finally:
         await adapter.close()
 
 
-async def test_the_wsdl_is_loaded_on_first_use_when_start_was_missed(sims, customers):
-    adapter = boss_adapter(sims.boss, timeout_s=1.0)
+@pytest.mark.parametrize("engine", ["declared", "handwritten"])
+async def test_the_wsdl_is_loaded_on_first_use_when_start_was_missed(sims, customers, engine):
+    adapter = boss_adapter(sims.boss, engine, timeout_s=1.0)
     try:
         profiles = await adapter.get_customers([customers[0].customer.customer_no])
         assert customers[0].customer.customer_no in profiles
@@ -307,6 +323,62 @@ async def test_the_declared_care_reads_what_the_hand_written_adapter_reads(sims,
         await written.close()
 
 
+async def test_the_declared_boss_reads_what_the_hand_written_adapter_reads(sims, customers):
+    """The bundled BOSS files against the adapter they replace: the same canonical records
+    (star levels, nested usage, dates, amounts) for every read of the role."""
+    declared = boss_adapter(sims.boss, "declared", timeout_s=2.0)
+    written = boss_adapter(sims.boss, "handwritten", timeout_s=2.0)
+    await declared.start()
+    await written.start()
+
+    async def both(method: str, *arguments: object, **kwargs: object) -> object:
+        mine, theirs = await asyncio.gather(
+            getattr(declared, method)(*arguments, **kwargs),
+            getattr(written, method)(*arguments, **kwargs),
+        )
+        assert mine == theirs, (method, arguments, kwargs)
+        return mine
+
+    try:
+        bundles = customers[:120]
+        numbers = [b.customer.customer_no for b in bundles]
+        profiles = await both("get_customers", [*numbers, "1999999999"])
+        assert len(profiles) == len(numbers)
+        assert {p.star_level for p in profiles.values()} == set(StarLevel)
+        lines = await both("get_subscriptions", numbers)
+        assert sum(len(v) for v in lines.values()) >= len(numbers)
+        for bundle in bundles[:10]:
+            await both("find_customer_by_certificate", bundle.customer.cert_no)
+            for line in bundle.subscribers:
+                await both("find_subscription_by_msisdn", line.msisdn)
+        for level in (None, *StarLevel):
+            await both("search_customers", 0, 20, star_level=level)
+        await both("search_customers", 7, 13)
+        first = profiles[numbers[0]].name[:1]
+        await both("search_customers", 0, 50, name_prefix=first)
+        catalogue = await both("get_offerings")
+        assert catalogue
+        ids = [o.id for o in catalogue]
+        await both("get_offerings", [ids[2], ids[0], ids[2]])
+        line = bundles[3].subscribers[0]
+        for offering in ids[:6]:
+            await both("check_eligibility", line.subscriber_no, offering)
+        target = next(
+            s
+            for c in customers[60:]
+            for s in c.subscribers
+            if s.status == "A" and s.offering_id != "OF0011"
+        )
+        order = await written.change_offering(target.subscriber_no, "OF0011", f"k-{uuid.uuid4()}")
+        assert await both("get_order", order.id) == order
+        for engine in (declared, written):
+            with pytest.raises(NotFound):
+                await engine.find_customer_by_certificate("110101190001010000")
+    finally:
+        await declared.close()
+        await written.close()
+
+
 @pytest.mark.parametrize("engine", ["declared", "handwritten"])
 async def test_care_sends_one_message_per_key_and_a_change_names_only_what_it_changes(
     sims, customers, engine
@@ -338,3 +410,45 @@ async def test_care_sends_one_message_per_key_and_a_change_names_only_what_it_ch
             await care.update_ticket("TT0000000000", status="resolved")
     finally:
         await care.close()
+
+
+async def test_the_declared_boss_sends_its_settings_in_every_request_header(sims):
+    """login_system_code and service_path from the [boss] table reach the declaration; every
+    attempt has a message id of its own, and names its operation."""
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("customer")
+    assert spec is not None
+    adapter = play(
+        spec,
+        Endpoint("boss", sims.boss, timeout_s=1.0),
+        {**BOSS_SETTINGS, "login_system_code": "CRM-EAST"},
+    )
+    engine = adapter.system.instances["boss"].engine
+    await adapter.start()
+    sent: list[dict] = []
+    real = engine._service
+
+    class Recording:
+        def __getattr__(self, operation: str):
+            async def call(**kwargs):
+                sent.append({"operation": operation, **kwargs})
+                return await getattr(real, operation)(**kwargs)
+
+            return call
+
+    engine._service = Recording()
+    try:
+        await adapter.get_offerings()
+        await adapter.get_customers(["1000000001"])
+    finally:
+        await adapter.close()
+    headers = [call["RequestHeader"] for call in sent]
+    assert [h["BusinessCode"] for h in headers] == ["QueryOfferings", "QueryCustomer"]
+    assert {h["LoginSystemCode"] for h in headers} == {"CRM-EAST"}
+    assert len({h["MessageSeq"] for h in headers}) == 2
+    # service_path is where the calls go: elsewhere, BOSS is not there.
+    moved = play(spec, Endpoint("boss", sims.boss, timeout_s=1.0), {"service_path": "/nowhere"})
+    try:
+        with pytest.raises((Unavailable, BadResponse)):
+            await moved.get_offerings()
+    finally:
+        await moved.close()

@@ -1,5 +1,6 @@
-"""The hub's roles played by declared systems: the bundled billing files, their checks, the
-registry's fallback to bundled roles and the setting that keeps the hand-written adapter."""
+"""The hub's roles played by declared systems: the bundled billing and BOSS files, their
+checks, the registry's fallback to bundled roles and the setting that keeps the hand-written
+adapters."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ from pathlib import Path
 import pytest
 
 from adapters.billing import BillingAdapter
+from adapters.boss import BossAdapter
 from adapters.declared.canonical import to_canonical
 from adapters.declared.registry import BUNDLED_SYSTEMS_DIR, load_registry, with_bundled_roles
 from adapters.declared.role_slots import ROLES
-from adapters.declared.roles import DeclaredBilling
+from adapters.declared.roles import DeclaredBilling, DeclaredCustomerSystem, play
 from adapters.declared.values import from_json
 from adapters.declared.yaml_lines import DeclarationInvalid
-from adapters.records import BillingAccount, Money
+from adapters.records import BillingAccount, Money, StarLevel
+from adapters.resilience import Endpoint
 from gateway.backends import build_backends, load_systems
 from gateway.database import create_engine
 from gateway.settings import load_settings
 from tests.harness import REPO
 
 BILLING = REPO / "systems" / "billing"
+BOSS = REPO / "systems" / "boss"
 
 
 def copy_billing(tmp_path: Path) -> tuple[Path, Path]:
@@ -122,9 +126,10 @@ def test_a_folder_without_a_billing_system_keeps_the_bundled_one(tmp_path):
             .replace("system: billing\n", "system: their_billing\n", 1)
         )
     own = with_bundled_roles(load_registry(folder))
-    # Its own billing; the role it does not play (care) keeps the bundled declaration.
-    assert set(own.systems) == {"their_billing", "care"}
+    # Their billing; the roles no system of theirs plays stay the bundled BOSS and care.
+    assert set(own.systems) == {"their_billing", "boss", "care"}
     assert own.playing("billing").name == "their_billing"
+    assert own.playing("customer").name == "boss"
     assert own.playing("care").name == "care"
 
 
@@ -136,9 +141,12 @@ async def test_role_engine_reaches_the_wiring_from_the_environment_and_the_file(
     try:
         default = build_backends(load_settings(**off), engine)
         assert isinstance(default.backends.billing, DeclaredBilling)
+        assert isinstance(default.backends.boss, DeclaredCustomerSystem)
+        assert default.backends.boss.name == "boss"  # errors, guards, /readyz, /metrics
         monkeypatch.setenv("SWITCHBOARD_ROLE_ENGINE", "handwritten")
         from_env = build_backends(load_settings(**off), engine)
         assert isinstance(from_env.backends.billing, BillingAdapter)
+        assert isinstance(from_env.backends.boss, BossAdapter)
         monkeypatch.delenv("SWITCHBOARD_ROLE_ENGINE")
         config = tmp_path / "switchboard.toml"
         config.write_text('role_engine = "handwritten"\n')
@@ -148,9 +156,115 @@ async def test_role_engine_reaches_the_wiring_from_the_environment_and_the_file(
         assert set(default.guards) == set(from_file.guards) == {"boss", "billing", "care"}
         # The role's system is not a graph system: not probed twice, no graph fields.
         assert "billing" not in default.backends.systems
-        assert all(p.name != "billing" for p in default.probes)
+        assert "boss" not in default.backends.systems
+        assert all(p.name not in ("billing", "boss") for p in default.probes)
         assert load_systems(load_settings()).playing("billing") is not None
         for wiring in (default, from_env, from_file):
             await wiring.close()
     finally:
         await engine.dispose()
+
+
+# --- the customer role (BOSS) -----------------------------------------------------------------
+
+
+def test_the_bundled_boss_files_play_every_slot_of_the_customer_role():
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("customer")
+    assert spec is not None and spec.role is not None and spec.name == "boss"
+    assert set(spec.role.slots) == set(ROLES["customer"])
+    assert spec.graph is None and spec.identity is None
+    assert set(spec.settings) == {"service_path", "login_system_code"}
+
+
+@pytest.mark.parametrize("name", ["BossService.wsdl", "BossService.xsd"])
+def test_the_declared_contract_is_the_one_the_boss_publishes(name):
+    """The declaration's WSDL (and the schema it imports) is BOSS's own, byte for byte."""
+    published = REPO / "simulators" / "boss" / name
+    assert (BOSS / name).read_bytes() == published.read_bytes()
+
+
+def test_a_star_level_code_becomes_the_enum_and_usage_its_record():
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).systems["boss"]
+    record = spec.records["CustomerProfile"]
+    star = record.field("starLevel")
+    assert star is not None and star.value_map is not None
+    built = to_canonical("CustomerProfile", {"customerNo": "1000000007", "starLevel": "diamond"})
+    assert built.star_level is StarLevel.DIAMOND and built.name == "" and built.birth_date is None
+    line = to_canonical("Subscription", {"subscriberNo": "S000000000001"})
+    assert line.usage.sms_used == 0  # an absent nested record: the record of empty values
+
+
+def test_play_takes_only_the_settings_the_declaration_declares():
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("customer")
+    assert spec is not None
+    table = {"wsdl_path": "/x?wsdl", "service_path": "/crm/Boss", "login_system_code": "SB2"}
+    played = play(spec, Endpoint("boss", "http://127.0.0.1:1"), table)
+    assert played.system.spec.settings == {"service_path": "/crm/Boss", "login_system_code": "SB2"}
+    default = play(spec, Endpoint("boss", "http://127.0.0.1:1"))
+    assert default.system.spec.settings == spec.settings
+
+
+def copy_boss(tmp_path: Path) -> Path:
+    folder = tmp_path / "systems"
+    shutil.copytree(BOSS, folder / "boss")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "mapping.yaml",
+            '"5": premium}',
+            '"5": platinum}',
+            "starLevel takes one of diamond, gold, normal, premium, silver",
+        ),
+        (
+            "mapping.yaml",
+            "usage: {path: Usage, record: Usage, required: true}",
+            "usage: {path: Usage, required: true}",
+            "usage holds Usage records",
+        ),
+        (
+            "mapping.yaml",
+            "{OrderId: $key, IdempotencyKey: $idempotencyKey}}",
+            "{OrderId: $key, IdempotencyKey: $idempotencyKey, Reason: $offeringId}}",
+            "role slot 'cancel_order' (cancelOrder): the role fills no variable '$offeringId'",
+        ),
+        ("mapping.yaml", "    key: customerNo\n", "    key: name\n", "key must be customerNo"),
+        ("mapping.yaml", "      $starLevel: {", "      $level: {", "maps.$level must map"),
+        (
+            "mapping.yaml",
+            "    eligibility: eligibility\n",
+            "    eligible: eligibility\n",
+            "role customer has no slot 'eligible'",
+        ),
+        (
+            "mapping.yaml",
+            "    batch: 1\n    list: QueryOrderResult/Order",
+            "    list: QueryOrderResult/Order",
+            "role slot 'orders' (orders): it reads many keys at once",
+        ),
+        (
+            "system.yaml",
+            "LoginSystemCode: $settings.login_system_code",
+            "LoginSystemCode: $settings.login_code",
+            "unknown setting '$settings.login_code'",
+        ),
+        (
+            "system.yaml",
+            "MessageSeq: $messageSeq",
+            "MessageSeq: $sequence",
+            "unknown variable '$sequence'",
+        ),
+    ],
+)
+def test_customer_role_mistakes_are_refused_with_file_and_line(tmp_path, file, old, new, expected):
+    folder = copy_boss(tmp_path)
+    path = folder / "boss" / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    found = [p for p in problems_of(folder) if expected in p]
+    assert found, problems_of(folder)
+    assert all(p.startswith(f"{path}:") and p.split(":")[1].isdigit() for p in found)

@@ -4,12 +4,15 @@ A system that plays a role names its records after the canonical ones (``Billing
 ``Bill``...) and its fields after theirs (``holder_name``, ``amount_due``...), so the mapping
 is by name, checked when the files are read. A field the answer left out gets the canonical
 type's empty value ("" for text, () for lists, zero for money), as the hand-written adapters
-did, so a system that does not know a field never fails the record for it.
+did, so a system that does not know a field never fails the record for it. An enum field
+(``CustomerProfile.star_level``) is built from its value, which the mapping's ``map:`` gives
+(the check holds every mapped code to the enum's values).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import typing
 from collections.abc import Callable, Mapping
@@ -39,6 +42,25 @@ def canonical_fields(name: str) -> frozenset[str]:
         return frozenset(camel(f.name) for f in dataclasses.fields(_record_class(name)))
     except KeyError:
         return frozenset()
+
+
+def canonical_enums(name: str) -> dict[str, frozenset[str]]:
+    """The mapping's names of the record's enum fields -> the values the enum takes."""
+    try:
+        cls = _record_class(name)
+    except KeyError:
+        return {}
+    hints = typing.get_type_hints(cls)
+    return {
+        camel(f.name): frozenset(str(member.value) for member in hints[f.name])
+        for f in dataclasses.fields(cls)
+        if _enum_of(hints[f.name]) is not None
+    }
+
+
+def _enum_of(hint: Any) -> type[enum.Enum] | None:
+    candidates = [hint, *typing.get_args(hint)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, enum.Enum)), None)
 
 
 def _empty_for(hint: Any) -> Callable[[], Any]:
@@ -89,7 +111,11 @@ def canonical_nested(name: str) -> dict[str, str]:
 
 
 def _converter(hint: Any) -> Callable[[Any], Any] | None:
-    """How a declared nested value (a dict, or a tuple of dicts) becomes the canonical one."""
+    """How a declared nested value (a dict, or a tuple of dicts) or an enum's value becomes
+    the canonical one; None: the value is the canonical one already."""
+    members = _enum_of(hint)
+    if members is not None:
+        return members  # StarLevel("gold")
     inner = nested_record(hint)
     if inner is None:
         return None

@@ -19,7 +19,9 @@ class Slot:
     #: ($keys, batched; a party's tickets, a customer's lines); lookup: records found by other
     #: values ($keys: ID-card numbers, MSISDNs); page: one page for one key ($key, $offset,
     #: $limit); write: a change, sent once ($idempotencyKey and the slot's variables), whose
-    #: answer is read as the slot's record when it names one.
+    #: answer is read as the slot's record when it names one; read: one call with the slot's
+    #: variables (and $key if the role has one), all the records of its answer (a catalogue
+    #: read whole, an eligibility check).
     kind: str
     #: The canonical record the operation's record must be (None: the answer is not read).
     record: str | None
@@ -68,6 +70,24 @@ ROLES: dict[str, dict[str, Slot]] = {
         "send_message": Slot(
             "write", None, variables=frozenset({"$idempotencyKey", "$msisdn", "$text"})
         ),
+    },
+    # The customer system (BOSS): adapters/contract.py CustomerSystem.
+    "customer": {
+        "customers": Slot("keyed", "CustomerProfile", key_field="customerNo"),
+        "customers_by_certificate": Slot("lookup", "CustomerProfile"),
+        "customer_page": Slot(
+            "page", "CustomerProfile", variables=frozenset({"$starLevel", "$namePrefix"})
+        ),
+        "subscriptions": Slot("grouped", "Subscription", key_field="customerNo"),
+        "subscriptions_by_msisdn": Slot("lookup", "Subscription"),
+        "offerings": Slot("read", "Offering"),
+        "offerings_by_id": Slot("lookup", "Offering"),
+        "eligibility": Slot("read", "Eligibility", variables=frozenset({"$offeringId"})),
+        "orders": Slot("keyed", "Order", key_field="id"),
+        "change_offering": Slot(
+            "write", "Order", variables=frozenset({"$idempotencyKey", "$offeringId"})
+        ),
+        "cancel_order": Slot("write", "Order", variables=frozenset({"$idempotencyKey"})),
     },
 }
 

@@ -17,16 +17,23 @@ from typing import Any
 from adapters.declared.canonical import to_canonical
 from adapters.declared.spec import SystemSpec
 from adapters.declared.system import DeclaredSystem
-from adapters.errors import BadResponse
+from adapters.errors import BadResponse, NotFound
+from adapters.parsing import unique
 from adapters.records import (
     Balance,
     Bill,
     BillingAccount,
+    CustomerProfile,
+    Eligibility,
     Interaction,
     Money,
+    Offering,
+    Order,
     Page,
     Party,
     Payment,
+    StarLevel,
+    Subscription,
     Ticket,
 )
 from adapters.resilience import Endpoint
@@ -81,9 +88,22 @@ class _RoleAdapter:
                 grouped[str(owner)].append(to_canonical(record, found.record))
         return grouped
 
-    async def _page(self, slot: str, record: str, key: str, offset: int, limit: int) -> Page:
-        total, found = await self.system.page(self._op(slot), self.name, key, offset, limit)
+    async def _page(
+        self,
+        slot: str,
+        record: str,
+        key: str,
+        offset: int,
+        limit: int,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Page:
+        total, found = await self.system.page(
+            self._op(slot), self.name, key, offset, limit, variables
+        )
         return Page(total, tuple(to_canonical(record, r) for r in found))
+
+    async def _read(self, slot: str, record: str, values: dict[str, Any]) -> list[Any]:
+        return [to_canonical(record, r) for r in await self.system.read(self._op(slot), values)]
 
     async def _write(self, slot: str, values: dict[str, Any]) -> list[Mapping[str, Any]]:
         return await self.system.send(self._op(slot), values)
@@ -213,18 +233,119 @@ class DeclaredCare(_RoleAdapter):
         return str(answer[0]["id"])
 
 
+class DeclaredCustomerSystem(_RoleAdapter):
+    """adapters.contract.CustomerSystem over a declared system that plays ``customer``.
+
+    Answers as adapters/boss.py does: unknown customer numbers are left out, a certificate
+    nobody holds is NotFound, a line or an order missing from a successful answer is a
+    BadResponse, and a change is read back as the order it placed.
+    """
+
+    async def get_customers(self, customer_nos: Sequence[str]) -> Mapping[str, CustomerProfile]:
+        return await self._keyed("customers", "CustomerProfile", unique(customer_nos))
+
+    async def find_customer_by_certificate(self, certificate_no: str) -> CustomerProfile:
+        found = await self._lookup("customers_by_certificate", "CustomerProfile", [certificate_no])
+        if not found:
+            raise NotFound(self.name, "has no customer with that certificate")
+        return found[0]
+
+    async def get_subscriptions(
+        self, customer_nos: Sequence[str]
+    ) -> Mapping[str, Sequence[Subscription]]:
+        return await self._grouped("subscriptions", "Subscription", unique(customer_nos))
+
+    async def find_subscription_by_msisdn(self, msisdn: str) -> Subscription:
+        found = await self._lookup("subscriptions_by_msisdn", "Subscription", [msisdn])
+        if not found:
+            raise BadResponse(self.name, "answered without the subscriber")
+        return found[0]
+
+    async def search_customers(
+        self,
+        offset: int,
+        limit: int,
+        star_level: StarLevel | None = None,
+        name_prefix: str | None = None,
+    ) -> Page[CustomerProfile]:
+        # The role fills the canonical values; the mapping's maps: gives the system's codes.
+        variables = {
+            "$starLevel": star_level.value if star_level is not None else None,
+            "$namePrefix": name_prefix or None,
+        }
+        return await self._page("customer_page", "CustomerProfile", "", offset, limit, variables)
+
+    async def get_offerings(self, offering_ids: Sequence[str] = ()) -> Sequence[Offering]:
+        wanted = unique(offering_ids)
+        if not wanted:
+            return await self._read("offerings", "Offering", {})
+        return await self._lookup("offerings_by_id", "Offering", wanted)
+
+    async def check_eligibility(self, subscriber_no: str, offering_id: str) -> tuple[bool, str]:
+        found = await self._read(
+            "eligibility", "Eligibility", {"$key": subscriber_no, "$offeringId": offering_id}
+        )
+        if not found:
+            raise BadResponse(self.name, "answered without the eligibility")
+        answer: Eligibility = found[0]
+        return answer.eligible, answer.reason
+
+    async def get_order(self, order_id: str) -> Order:
+        found = await self._keyed("orders", "Order", [order_id])
+        if order_id not in found:
+            raise BadResponse(self.name, "answered without the order")
+        return found[order_id]
+
+    # --- writes: sent once; the order is then read back (a read, retried) ----------------
+
+    async def change_offering(
+        self, subscriber_no: str, offering_id: str, idempotency_key: str
+    ) -> Order:
+        placed = await self._placed(
+            "change_offering",
+            {
+                "$key": subscriber_no,
+                "$offeringId": offering_id,
+                "$idempotencyKey": idempotency_key,
+            },
+        )
+        return await self.get_order(placed)
+
+    async def cancel_order(self, order_id: str, idempotency_key: str) -> Order:
+        await self._placed("cancel_order", {"$key": order_id, "$idempotencyKey": idempotency_key})
+        return await self.get_order(order_id)
+
+    async def _placed(self, slot: str, values: dict[str, Any]) -> str:
+        answer = await self._write(slot, values)
+        if not answer or answer[0].get("id") is None:
+            raise BadResponse(self.name, "answered an order without its id")
+        return str(answer[0]["id"])
+
+
 #: The adapter class of each role a declared system may play.
-ROLE_ADAPTERS: dict[str, type[_RoleAdapter]] = {"billing": DeclaredBilling, "care": DeclaredCare}
+ROLE_ADAPTERS: dict[str, type[_RoleAdapter]] = {
+    "billing": DeclaredBilling,
+    "care": DeclaredCare,
+    "customer": DeclaredCustomerSystem,
+}
 
 
-def play(spec: SystemSpec, endpoint: Endpoint) -> Any:
+def play(spec: SystemSpec, endpoint: Endpoint, settings: Mapping[str, str] | None = None) -> Any:
     """The role adapter of a system that plays a role, reached through ``endpoint``.
 
     The one instance takes the endpoint's name and URL (the role's settings table), so
-    errors, guards and /readyz keep the names operators know.
+    errors, guards and /readyz keep the names operators know. ``settings``: the rest of that
+    table (``[boss]``'s ``service_path``, ``login_system_code``); each one the system file
+    declares under ``settings:`` takes the table's value, the others are not the
+    declaration's.
     """
     if spec.role is None:
         raise ValueError(f"system {spec.name} declares no role")
     instance = replace(spec.instances[0], name=endpoint.system, base_url=endpoint.base_url)
-    system = DeclaredSystem(replace(spec, instances=(instance,)), {instance.name: endpoint})
+    own = {
+        **spec.settings,
+        **{k: str(v) for k, v in (settings or {}).items() if k in spec.settings},
+    }
+    played = replace(spec, instances=(instance,), settings=own)
+    system = DeclaredSystem(played, {instance.name: endpoint})
     return ROLE_ADAPTERS[spec.role.plays](system)

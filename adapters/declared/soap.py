@@ -5,11 +5,18 @@ from it, so a mapping whose request does not fit the contract fails here, not at
 Answers are read with lxml (``raw_response``), about 8x cheaper than zeep's objects; faults
 over HTTP 200 or 500 (1.1 ``faultcode`` Client/Server, 1.2 ``Code/Value`` Sender/Receiver) and
 business result codes in the body become the taxonomy through the mapping's ``errors:``.
+Header values (``soap: headers:`` and the body's ``request_header`` part some vendors require)
+are filled on every call: ``$settings.name`` from the system's settings (a role's settings
+table), ``$call`` with the WSDL operation and ``$messageSeq`` with a message id new on every
+attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,7 @@ from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 
 from adapters.declared.faults import classify
-from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
+from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec, fill_settings
 from adapters.declared.values import xml_find, xml_find_all, xml_text
 from adapters.errors import AdapterError, BadResponse, BusinessRejected
 from adapters.parsing import read_xml
@@ -34,11 +41,15 @@ SOAP12_MEDIA_TYPE = "application/soap+xml"
 _ENVELOPES = (SOAP11, SOAP12)
 
 
-def _header_element(qualified: str, values: dict[str, str]) -> etree._Element:
+def _header_element(qualified: str, values: Mapping[str, str]) -> etree._Element:
     element = etree.Element(qualified)
     for name, value in values.items():
         etree.SubElement(element, name).text = value
     return element
+
+
+def _per_call(values: Mapping[str, str], call: dict[str, str]) -> dict[str, str]:
+    return {name: call.get(value, value) for name, value in values.items()}
 
 
 def contract_location(spec: SystemSpec, base_url: str) -> str:
@@ -95,7 +106,19 @@ class SoapEngine:
         self._limits = endpoint.reply_limits
         self._service: Any = None
         self._starting = asyncio.Lock()
-        self._headers = [_header_element(q, dict(v)) for q, v in spec.soap_headers]
+        settings = spec.settings
+        self._headers = [
+            (q, {k: fill_settings(v, settings) for k, v in values.items()})
+            for q, values in spec.soap_headers
+        ]
+        part = spec.soap_request_header
+        self._request_header = (
+            None
+            if part is None
+            else (part[0], {k: fill_settings(v, settings) for k, v in part[1].items()})
+        )
+        self._address = fill_settings(spec.soap_address or "", settings)
+        self._sequence = itertools.count(1)
 
     async def start(self) -> None:
         async with self._starting:
@@ -116,7 +139,7 @@ class SoapEngine:
         except (zeep.exceptions.Error, etree.XMLSyntaxError, OSError, KeyError):
             raise BadResponse(self.name, "published a WSDL zeep cannot load") from None
         # The instance's own address: one WSDL serves every instance of a system.
-        address = self._endpoint.base_url + (self.spec.soap_address or "")
+        address = self._endpoint.base_url + self._address
         return AsyncServiceProxy(client, binding, address=address)
 
     async def close(self) -> None:
@@ -131,9 +154,17 @@ class SoapEngine:
         if self._service is None:
             await self.start()  # the system was down at start-up: load the WSDL now
         kwargs = request if isinstance(request, dict) else {}
+        per_call = {
+            "$call": str(operation.call),
+            "$messageSeq": f"SB{time.time_ns()}{next(self._sequence) % 1000:03d}",
+        }
+        headers = [_header_element(q, _per_call(v, per_call)) for q, v in self._headers]
+        if self._request_header is not None:
+            part, values = self._request_header
+            kwargs = {part: _per_call(values, per_call), **kwargs}
         try:
             method = getattr(self._service, str(operation.call))
-            response = await method(**kwargs, _soapheaders=self._headers or None)
+            response = await method(**kwargs, _soapheaders=headers or None)
         except httpx.HTTPError as error:
             raise transport_error(self.name, error) from None
         except AttributeError:

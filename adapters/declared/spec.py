@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from adapters.declared.canonical import canonical_fields, canonical_nested
+from adapters.declared.canonical import canonical_enums, canonical_fields, canonical_nested
 from adapters.declared.role_slots import ROLE_VARIABLES, ROLES
 from adapters.declared.yaml_lines import (
     LINE,
@@ -38,9 +38,14 @@ PROTOCOLS = frozenset({"soap", "rest", "plugin"})
 
 SYSTEM_KEYS = {
     "name", "title", "protocol", "contract", "soap", "rest", "instances", "call",
-    "readiness", "first_sight", "cache_ttl_s", "health", "plugin",
+    "readiness", "first_sight", "cache_ttl_s", "health", "plugin", "settings",
 }  # fmt: skip
-SOAP_KEYS = {"binding", "address", "headers"}
+SOAP_KEYS = {"binding", "address", "headers", "request_header"}
+#: Per-call values a SOAP header (or the request header part) may carry: the WSDL operation
+#: called, and a message id new on every attempt.
+CALL_VARIABLES = frozenset({"$call", "$messageSeq"})
+#: ``$settings.name`` in the system file: the value of one of its settings (``settings:``).
+SETTING = re.compile(r"\$settings\.([a-z][a-z0-9_]*)")
 REST_KEYS = {"headers"}
 INSTANCE_KEYS = {"name", "base_url", "owns"}
 OWNS_KEYS = {"msisdn_prefix"}
@@ -61,7 +66,7 @@ FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many",
 MAX_NESTING = 4
 OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
-    "total", "max_limit", "input", "description", "headers", "all_pages",
+    "total", "max_limit", "input", "description", "headers", "all_pages", "maps",
 }  # fmt: skip
 ERROR_KEYS = {"fault_code", "result_code", "ok", "not_found", "rejected", "unavailable", "code"}
 IDENTITY_KEYS = {"match", "lookup", "key", "key_class", "msisdn", "certificate"}
@@ -126,6 +131,9 @@ class OperationSpec:
     headers: Mapping[str, Any] = field(default_factory=dict)
     #: Follow $offset/$limit pages until the total (a filtered list read whole).
     all_pages: bool = False
+    #: Per role variable, the system's code for each value the role fills in
+    #: (``$starLevel: {gold: "3"}``): the request side of a field's ``map``.
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     line: int = 0
 
     @property
@@ -267,6 +275,12 @@ class SystemSpec:
     soap_address: str | None = None
     #: SOAP header elements sent on every call: (qualified name, child values).
     soap_headers: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    #: A part of every operation's input, in the body (a vendor's RequestHeader): (part name,
+    #: child values). Values, like the headers', may hold $call, $messageSeq, $settings.x.
+    soap_request_header: tuple[str, Mapping[str, str]] | None = None
+    #: The system's own settings and their values (``settings:``), used as $settings.name in
+    #: the system file; a role system's settings table overrides them by name.
+    settings: Mapping[str, str] = field(default_factory=dict)
     rest_headers: Mapping[str, str] = field(default_factory=dict)
     call: CallSpec = field(default_factory=CallSpec)
     required: bool = False
@@ -414,16 +428,26 @@ def _build(
         else:
             ttls[str(op)] = float(ttl)
 
+    settings = _settings(sd, s)
     soap = sd.get("soap") or {LINE: sd[LINE]}
     headers: list[tuple[str, Mapping[str, str]]] = []
+    request_header: tuple[str, Mapping[str, str]] | None = None
     if protocol == "soap":
         s.keys(soap, SOAP_KEYS, "soap")
         for header in soap.get("headers") or []:
             if not isinstance(header, dict) or not isinstance(header.get("element"), str):
                 s.error(line_of(soap), "each soap header needs element: '{namespace}Name'")
                 continue
-            values = plain(header.get("values") or {})
-            headers.append((header["element"], {str(k): str(v) for k, v in values.items()}))
+            values = _header_values(header.get("values"), settings, s, line_of(soap))
+            headers.append((header["element"], values))
+        part = soap.get("request_header")
+        if part is not None:
+            if not isinstance(part, dict) or not isinstance(part.get("part"), str):
+                s.error(line_of(soap), "soap.request_header needs part: the input part's name")
+            else:
+                values = _header_values(part.get("values"), settings, s, part[LINE])
+                request_header = (part["part"], values)
+        _check_settings(soap.get("address"), settings, s, line_of(soap), "soap.address")
     rest = sd.get("rest") or {LINE: sd[LINE]}
     if protocol == "rest":
         s.keys(rest, REST_KEYS, "rest")
@@ -440,7 +464,7 @@ def _build(
     identity = _identity(md.get("identity"), m, records, operations)
     graph = _graph(md.get("graph"), m, records, operations)
     writes = _writes(md.get("writes"), m, records, operations, protocol, identity)
-    role = _role(md.get("role"), m, records, operations)
+    role = _role(md.get("role"), m, records, operations, protocol)
     if role is not None and len(instances) != 1:
         s.error(sd[LINE], "a system that plays a role has one instance (the role's settings)")
     plugin = sd.get("plugin")
@@ -473,6 +497,8 @@ def _build(
         soap_binding=soap.get("binding"),
         soap_address=soap.get("address"),
         soap_headers=tuple(headers),
+        soap_request_header=request_header,
+        settings=settings,
         rest_headers={str(k): str(v) for k, v in plain(rest.get("headers") or {}).items()},
         call=call,
         required=readiness == "required",
@@ -487,6 +513,60 @@ def _build(
         system_file=str(system_path),
         mapping_file=str(mapping_path),
     )
+
+
+def _settings(sd: dict, s: _Reader) -> dict[str, str]:
+    """``settings: {name: default}``: values the system file uses as ``$settings.name``."""
+    found = sd.get("settings")
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        s.error(sd[LINE], "settings must be a mapping: name -> default value")
+        return {}
+    settings: dict[str, str] = {}
+    for name, value in found.items():
+        if name == LINE:
+            continue
+        if not NAME.match(str(name)) or isinstance(value, dict | list) or value is None:
+            s.error(found[LINE], f"setting '{name}' must be a name with a plain default value")
+            continue
+        settings[str(name)] = str(value)
+    return settings
+
+
+def _check_settings(
+    value: Any, settings: Mapping[str, str], s: _Reader, line: int, what: str
+) -> None:
+    for name in SETTING.findall(str(value or "")):
+        if name not in settings:
+            s.error(line, f"{what}: unknown setting '$settings.{name}' (declare it in settings:)")
+
+
+def _header_values(
+    values: Any, settings: Mapping[str, str], s: _Reader, line: int
+) -> dict[str, str]:
+    """A header's child values: text, $call, $messageSeq or text with $settings.name."""
+    found = plain(values or {})
+    if not isinstance(found, dict):
+        s.error(line, "soap header values must be a mapping: element -> value")
+        return {}
+    checked: dict[str, str] = {}
+    for name, value in found.items():
+        text = str(value)
+        _check_settings(text, settings, s, line, f"soap header value {name}")
+        if text.startswith("$") and not SETTING.match(text) and text not in CALL_VARIABLES:
+            s.error(
+                line,
+                f"soap header value {name}: unknown variable '{text}' "
+                f"(known: {', '.join(sorted(CALL_VARIABLES))}, $settings.name)",
+            )
+        checked[str(name)] = text
+    return checked
+
+
+def fill_settings(text: str, settings: Mapping[str, str]) -> str:
+    """``text`` with every ``$settings.name`` replaced by the setting's value."""
+    return SETTING.sub(lambda found: settings.get(found.group(1), found.group(0)), text)
 
 
 def _instances(sd: dict, s: _Reader) -> tuple[InstanceSpec, ...]:
@@ -716,7 +796,10 @@ def _operations(
         request = plain(spec.get("request"))
         query = plain(spec.get("query") or {})
         batch = spec.get("batch")
+        # An operation that takes one key per call (a system without batch reads) says
+        # $key with batch: 1; the engine still reads a whole list of keys, one call each.
         takes_keys = _uses(request, "$keys") or _uses(query, "$keys")
+        takes_keys = takes_keys or (batch == 1 and (_uses(request, "$key") or _uses(query, "$key")))
         if batch is not None and (not isinstance(batch, int) or not 1 <= batch <= 10000):
             m.error(line, f"operation '{name}': batch must be keys per call, 1-10000")
             batch = None
@@ -738,6 +821,7 @@ def _operations(
             m.error(line, f"operation '{name}': headers must be a mapping: name -> value")
             headers = {}
         used = _variables(request) | _variables(query) | _variables(headers)
+        maps = _maps(spec, m, str(name), used)
         for variable in used | _path_variables(spec):
             if variable not in VARIABLES | ROLE_VARIABLES:
                 m.error(
@@ -761,6 +845,7 @@ def _operations(
             input=kind,
             headers=headers,
             all_pages=bool(spec.get("all_pages", False)),
+            maps=maps,
             line=line,
         )
         if spec.get("all_pages") and not (
@@ -768,6 +853,27 @@ def _operations(
         ):
             m.error(line, f"operation '{name}': all_pages needs total and $offset/$limit")
     return operations
+
+
+def _maps(spec: dict, m: _Reader, name: str, used: set[str]) -> dict[str, dict[str, str]]:
+    """``maps: {$variable: {value: code}}``: only for variables the request uses."""
+    found = spec.get("maps")
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        m.error(spec[LINE], f"operation '{name}': maps must be $variable -> {{value: code}}")
+        return {}
+    maps: dict[str, dict[str, str]] = {}
+    for variable, codes in plain(found).items():
+        if variable not in used or not isinstance(codes, dict) or not codes:
+            m.error(
+                found[LINE],
+                f"operation '{name}': maps.{variable} must map the values of a variable "
+                "its request uses onto the system's codes",
+            )
+            continue
+        maps[str(variable)] = {str(k): str(v) for k, v in codes.items()}
+    return maps
 
 
 def _variables(template: Any) -> set[str]:
@@ -1002,6 +1108,7 @@ def _role(
     m: _Reader,
     records: Mapping[str, RecordSpec],
     operations: Mapping[str, OperationSpec],
+    protocol: str = "rest",
 ) -> RoleSpec | None:
     """``role: {plays: billing, operations: {slot: operation}}``, held to role_slots.ROLES."""
     if spec is None:
@@ -1034,7 +1141,7 @@ def _role(
             m.error(named[LINE], f"role slot '{slot_name}': unknown operation '{op_name}'")
             continue
         found[str(slot_name)] = op.name
-        _check_slot(m, plays, str(slot_name), slot, op, records)
+        _check_slot(m, plays, str(slot_name), slot, op, records, protocol)
     for slot_name, slot in slots.items():
         if slot.required and slot_name not in found:
             m.error(line, f"role {plays} needs an operation for slot '{slot_name}'")
@@ -1045,7 +1152,17 @@ def _check_canonical(m: _Reader, declared: RecordSpec, canonical: str) -> None:
     """A role's record holds only its canonical record's fields, records where it has them."""
     known = canonical_fields(canonical)
     holds = canonical_nested(canonical)
+    enums = canonical_enums(canonical)
     for f in declared.fields:
+        if f.name in enums:
+            # Built from the enum's value: every code must map onto one, so none can fail.
+            allowed = enums[f.name]
+            if f.value_map is None or not set(f.value_map.values()) <= allowed:
+                m.error(
+                    f.line,
+                    f"record {declared.name}: {f.name} takes one of {', '.join(sorted(allowed))}"
+                    " (map: the system's codes onto them)",
+                )
         if f.name not in known:
             m.error(
                 f.line,
@@ -1078,6 +1195,7 @@ def _check_slot(
     slot: Any,
     op: OperationSpec,
     records: Mapping[str, RecordSpec],
+    protocol: str = "rest",
 ) -> None:
     # The record named by the slot is built into the canonical dataclass by field name
     # (adapters/declared/canonical.py): a field it does not have is a mistake in the mapping.
@@ -1091,7 +1209,7 @@ def _check_slot(
         answer = records.get(op.record or "")
         if answer is None or answer.field("id") is None:
             m.error(op.line, f"{where}: its record needs an id field (the change's id)")
-        if op.method == "GET":
+        if op.method == "GET" and protocol == "rest":  # SOAP always POSTs
             m.error(op.line, f"{where}: a change is not a GET")
     if slot.kind in ("keyed", "grouped") and op.key_field != slot.key_field:
         m.error(op.line, f"{where}: key must be {slot.key_field}")

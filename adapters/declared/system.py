@@ -20,7 +20,7 @@ from adapters.declared import rest, soap
 from adapters.declared.plugin import PluginCaller
 from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, SystemSpec
 from adapters.declared.values import Record, decode, encode, fill_template, from_json, from_xml
-from adapters.errors import AdapterError, BadResponse
+from adapters.errors import AdapterError, BadResponse, BusinessRejected
 from adapters.parsing import chunks, unique
 from adapters.phone import national, to_e164
 from adapters.resilience import CallPolicy, Endpoint
@@ -46,6 +46,19 @@ class _Instance:
             self.engine = PluginCaller(spec, instance, endpoint)
         else:
             self.engine = rest.RestEngine(spec, instance, endpoint)
+
+
+def _coded(system: str, op: OperationSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """The role's values of the variables the operation ``maps`` in the system's codes."""
+    coded = dict(values)
+    for variable, codes in op.maps.items():
+        value = coded.get(variable)
+        if value is None:
+            continue
+        if str(value) not in codes:
+            raise BusinessRejected(system, f"{op.name}: {variable} has no code in the mapping")
+        coded[variable] = codes[str(value)]
+    return coded
 
 
 def _record_codec(record: RecordSpec) -> Codec[Record]:
@@ -183,14 +196,22 @@ class DeclaredSystem:
         return [located for found in results for located in found]
 
     async def page(
-        self, operation: str, instance_name: str, key: str, offset: int, limit: int
+        self,
+        operation: str,
+        instance_name: str,
+        key: str,
+        offset: int,
+        limit: int,
+        variables: Mapping[str, Any] | None = None,
     ) -> tuple[int, list[Record]]:
-        """One page of a paged operation for one key: the total and the records."""
+        """One page of a paged operation for one key: the total and the records.
+
+        ``variables``: a role's own (a search's filters), None where the caller has none."""
         op = self.spec.operations[operation]
         if op.max_limit is not None:
             limit = min(limit, op.max_limit)
         instance = self.instances[instance_name]
-        values = {"$key": key, "$offset": offset, "$limit": limit}
+        values = {**(variables or {}), "$key": key, "$offset": offset, "$limit": limit}
         answer = await instance.policy.read(op.name, self._call, instance, op, values)
         record = self.spec.records[op.record or ""]
         return self._total(instance, op, answer), self._extract(instance, op, record, answer)
@@ -218,6 +239,13 @@ class DeclaredSystem:
             if not page or len(found) >= self._total(instance, op, answer):
                 return found
 
+    async def read(self, operation: str, values: dict[str, Any]) -> list[Record]:
+        """A role's read with its variables through the only instance: its records."""
+        op = self.spec.operations[operation]
+        instance = self._sole_instance()
+        answer = await instance.policy.read(op.name, self._call, instance, op, values)
+        return self._extract(instance, op, self.spec.records[op.record or ""], answer)
+
     async def send(self, operation: str, values: dict[str, Any]) -> list[Record]:
         """A role's write through the only instance: once (never retried), its records."""
         op = self.spec.operations[operation]
@@ -236,6 +264,8 @@ class DeclaredSystem:
         return self._sole_instance().spec.name
 
     async def _call(self, instance: _Instance, op: OperationSpec, values: dict[str, Any]) -> Any:
+        if op.maps:
+            values = _coded(instance.spec.name, op, values)
         engine = instance.engine
         if isinstance(engine, soap.SoapEngine):
             return await engine.call(op, fill_template(op.request or {}, values))
