@@ -86,15 +86,17 @@ def _check(args: argparse.Namespace) -> int:
                             f"{field.name}' is an MSISDN: it needs a data class",
                         )
                     )
-                elif not field.data_class and any(
-                    hint in field.name.lower() for hint in PERSONAL_NAME_HINT
+                elif (
+                    not field.data_class
+                    and field.personal is not False
+                    and any(hint in field.name.lower() for hint in PERSONAL_NAME_HINT)
                 ):
                     warnings.append(
                         Problem(
                             spec.mapping_file,
                             field.line,
                             f"field '{record.name}.{field.name}' looks personal but has no "
-                            "data class",
+                            "data class (give it one, or say personal: false)",
                             "warning",
                         )
                     )

@@ -298,3 +298,27 @@ def test_systems_scaffold_starts_a_mapping_from_a_wsdl(tmp_path):
     assert member.field("msisdn").type == "msisdn" and member.field("msisdn").data_class == "mobile"
     assert member.field("pointsBalance").type == "int"
     assert "# check" in (out / "mapping.yaml").read_text()
+
+
+def test_personal_says_whether_a_field_that_looks_personal_is(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    text = mapping.read_text()
+    status = "      status: {path: status}\n"
+    balance = "      pointsBalance: {path: pointsBalance, type: int}\n"
+    mapping.write_text(
+        text.replace(status, status.replace("}", ", personal: maybe}")).replace(
+            balance, balance.replace("}", ", personal: true}"), 1
+        )
+    )
+    joined = "\n".join(problems_of(folder))
+    assert f"{mapping}:{line_of(mapping, 'personal: maybe')}:" in joined
+    assert "personal must be true or false" in joined
+    assert "'Member.pointsBalance': a personal field needs a class" in joined
+    mapping.write_text(
+        text.replace(
+            "      status: {path: status}\n", "      status: {path: status, personal: false}\n"
+        )
+    )
+    member = load_registry(folder).systems["loyalty"].records["Member"]
+    assert member.field("status").personal is False

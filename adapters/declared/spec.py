@@ -61,7 +61,9 @@ WRITE_KEYS = {
     "scope", "record", "list", "evicts",
 }  # fmt: skip
 ARGUMENT_TYPES = frozenset({"string", "int", "float", "decimal", "bool"})
-FIELD_KEYS = {"path", "type", "class", "map", "required", "description", "many", "record"}
+FIELD_KEYS = {
+    "path", "type", "class", "map", "required", "description", "many", "record", "personal",
+}  # fmt: skip
 #: How deep records may nest (a ticket's notes, a line's usage): deeper is a mistake.
 MAX_NESTING = 4
 OPERATION_KEYS = {
@@ -93,6 +95,9 @@ class FieldSpec:
     nested_name: str | None = None
     #: Paths tried in order when ``path`` holds nothing (``path: [a.b, c]`` in the mapping).
     alternatives: tuple[tuple[str, ...], ...] = ()
+    #: ``personal: false``: the engineer says a field whose name looks personal (an offering's
+    #: name, a certificate's type) is not, so `systems check` does not warn about it.
+    personal: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,6 +683,16 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
             if data_class is not None and not isinstance(data_class, str):
                 m.error(f[LINE], f"field '{name}.{field_name}': class must be a data class name")
                 data_class = None
+            personal = f.get("personal")
+            if personal is not None and not isinstance(personal, bool):
+                m.error(f[LINE], f"field '{name}.{field_name}': personal must be true or false")
+            elif personal is True and data_class is None and nested_name is None:
+                m.error(f[LINE], f"field '{name}.{field_name}': a personal field needs a class")
+            elif personal is False and data_class is not None:
+                m.error(
+                    f[LINE],
+                    f"field '{name}.{field_name}': personal: false with a class '{data_class}'",
+                )
             paths = _field_paths(f.get("path", field_name), f[LINE], f"{name}.{field_name}", m)
             fields.append(
                 FieldSpec(
@@ -694,6 +709,7 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
                     many=bool(f.get("many", False)),
                     line=f[LINE],
                     nested_name=str(nested_name) if nested_name is not None else None,
+                    personal=f["personal"] if isinstance(f.get("personal"), bool) else None,
                 )
             )
         records[str(name)] = RecordSpec(str(name), tuple(fields), spec[LINE])
