@@ -596,7 +596,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
     graphql.graphql_transport_ws_handler_class = transport_ws_handler(
         settings.websocket, throttle, audit, settings.http.max_json_depth
     )
-    adapters = (backends.boss, backends.billing, backends.care)
+    adapters = (backends.customer_system, backends.billing, backends.care)
     # Business events (marketing/): a bad events.yaml stops the start, file:line.
     events = build_events(settings, engine, wiring.registry, backends)
     meters.CACHE_ENABLED.set(1 if wiring.cache is not None else 0)

@@ -81,7 +81,7 @@ class Wiring:
             await system.start()
 
     async def close(self) -> None:
-        for adapter in (self.backends.boss, self.backends.billing, self.backends.care):
+        for adapter in (self.backends.customer_system, self.backends.billing, self.backends.care):
             await adapter.close()
         for system in self.backends.systems.values():
             await system.close()
@@ -200,7 +200,7 @@ def build_backends(
         "care": _endpoint("care", settings.care),
     }
     registry = registry if registry is not None else load_systems(settings)
-    boss: CustomerSystem = _role_adapter(
+    customer_system: CustomerSystem = _role_adapter(
         registry,
         settings,
         "customer",
@@ -224,7 +224,7 @@ def build_backends(
     )
     cache = build_cache(settings.cache)
     if cache is not None:
-        boss = CachedCustomerSystem(boss, cache)
+        customer_system = CachedCustomerSystem(customer_system, cache)
         billing = CachedBillingSystem(billing, cache)
         care = CachedCareSystem(care, cache)
     systems, system_endpoints = build_systems(registry, settings, cache)
@@ -241,7 +241,7 @@ def build_backends(
     }
     store = IdentityStore(engine)
     backends = Backends(
-        boss=boss,
+        customer_system=customer_system,
         billing=billing,
         care=care,
         identity_store=store,
@@ -275,7 +275,7 @@ def insight_engine(backends: Backends, rules: RulesStore | InsightRules) -> Insi
     """The insight provider over the same (cached, guarded) adapters as the graph."""
     return InsightEngine(
         rules=rules,
-        boss=backends.boss,
+        customer_system=backends.customer_system,
         billing=backends.billing,
         care=backends.care,
         identity_store=backends.identity_store,

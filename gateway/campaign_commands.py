@@ -42,8 +42,8 @@ async def _catalogue() -> dict[str, bool] | None:
     engine = create_engine("sqlite+aiosqlite:///:memory:")
     wiring = build_backends(settings, engine)
     try:
-        await wiring.backends.boss.start()
-        offerings = await wiring.backends.boss.get_offerings()
+        await wiring.backends.customer_system.start()
+        offerings = await wiring.backends.customer_system.get_offerings()
         return {o.id: o.sellable for o in offerings}
     except AdapterError:
         return None

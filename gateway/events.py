@@ -103,11 +103,11 @@ def build_events(
         nats_fetch_batch=e.nats_fetch_batch,
         nats_ack_wait_s=e.nats_ack_wait_s,
     )
-    boss = backends.boss
+    customer_system = backends.customer_system
 
     async def line_owner(msisdn: str) -> str | None:
         try:
-            return (await boss.find_subscription_by_msisdn(msisdn)).customer_no
+            return (await customer_system.find_subscription_by_msisdn(msisdn)).customer_no
         except NotFound:
             return None
 

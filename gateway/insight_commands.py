@@ -87,20 +87,20 @@ async def _explain_async(args: argparse.Namespace) -> int:
     backends = wiring.backends
     try:
         await require_head(engine)  # read only: the schema is `switchboard migrate`'s
-        for adapter in (backends.boss, backends.billing, backends.care):
+        for adapter in (backends.customer_system, backends.billing, backends.care):
             await adapter.start()
         hub_id = customer
         if not HUB_ID.match(customer):
             try:
-                line = await backends.boss.find_subscription_by_msisdn(customer)
+                line = await backends.customer_system.find_subscription_by_msisdn(customer)
             except NotFound:
                 print(f"no line {shown} in the customer system")
                 return 1
             known = await backends.identity_store.by_customer_nos([line.customer_no])
             if line.customer_no not in known:
                 # First sight: link the customer as the graph would.
-                profiles = await backends.boss.get_customers([line.customer_no])
-                lines = await backends.boss.get_subscriptions([line.customer_no])
+                profiles = await backends.customer_system.get_customers([line.customer_no])
+                lines = await backends.customer_system.get_subscriptions([line.customer_no])
                 profile = profiles[line.customer_no]
                 keys = CustomerKeys(
                     line.customer_no,

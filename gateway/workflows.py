@@ -40,7 +40,7 @@ def build_workflows(
             await cache.evict_customer(customer_no, accounts, parties)
 
     runtime = Runtime(
-        boss=backends.boss,
+        customer_system=backends.customer_system,
         billing=backends.billing,
         care=backends.care,
         store=store,

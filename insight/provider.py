@@ -66,7 +66,7 @@ class InsightEngine:
         self,
         *,
         rules: RulesStore | InsightRules,
-        boss: CustomerSystem,
+        customer_system: CustomerSystem,
         billing: BillingSystem,
         care: CareSystem,
         identity_store: IdentityStore,
@@ -74,7 +74,7 @@ class InsightEngine:
         today: Callable[[], date] = operator_today,
     ) -> None:
         self._rules = rules
-        self._boss = boss
+        self._customer_system = customer_system
         self._billing = billing
         self._care = care
         self._store = identity_store
@@ -117,7 +117,8 @@ class InsightEngine:
             return {}
         numbers = [identity.customer_no for identity in identities.values()]
         profiles, lines = await asyncio.gather(
-            self._boss.get_customers(numbers), self._boss.get_subscriptions(numbers)
+            self._customer_system.get_customers(numbers),
+            self._customer_system.get_subscriptions(numbers),
         )
         identities = await self._settle(identities, profiles, lines)
         accounts = {h: i.keys("billing") for h, i in identities.items()}

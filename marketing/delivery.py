@@ -72,7 +72,7 @@ async def send_sms(
 ) -> dict[str, Any]:
     runtime = orchestration()
     try:
-        lines = await call(lambda: runtime.boss.get_subscriptions([customer_no]))
+        lines = await call(lambda: runtime.customer_system.get_subscriptions([customer_no]))
     except AdapterError as error:
         return failed(error)
     own = list(lines.get(customer_no, ()))

@@ -74,7 +74,7 @@ async def investigate(customer_no: str, account_id: str | None) -> dict[str, Any
     runtime = current()
     facts: dict[str, Any] = {}
     try:
-        lines = (await call(lambda: runtime.boss.get_subscriptions([customer_no]))).get(
+        lines = (await call(lambda: runtime.customer_system.get_subscriptions([customer_no]))).get(
             customer_no, ()
         )
         facts["lines"] = len(lines)

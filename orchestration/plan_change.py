@@ -32,9 +32,11 @@ PRORATION_SHARE = Decimal("0.5")
 
 @step("plan_change.eligibility")
 async def check_eligibility(subscriber_no: str, offering_id: str) -> dict[str, Any]:
-    boss = current().boss
+    customer_system = current().customer_system
     try:
-        eligible, reason = await call(lambda: boss.check_eligibility(subscriber_no, offering_id))
+        eligible, reason = await call(
+            lambda: customer_system.check_eligibility(subscriber_no, offering_id)
+        )
     except AdapterError as error:
         return failed(error)
     return {"ok": True, "eligible": eligible, "reason": reason}
@@ -59,10 +61,14 @@ async def place_order(subscriber_no: str, offering_id: str) -> dict[str, Any]:
     runtime = current()
     try:
         order = await call(
-            lambda: runtime.boss.change_offering(subscriber_no, offering_id, step_key("order"))
+            lambda: runtime.customer_system.change_offering(
+                subscriber_no, offering_id, step_key("order")
+            )
         )
         offerings = await call(
-            lambda: runtime.boss.get_offerings([order.old_offering_id, order.new_offering_id])
+            lambda: runtime.customer_system.get_offerings(
+                [order.old_offering_id, order.new_offering_id]
+            )
         )
     except AdapterError as error:
         return failed(error)
@@ -95,9 +101,9 @@ async def adjust(account_id: str, amount: str, step: str, reason: str) -> dict[s
 
 @step("plan_change.cancel_order")
 async def cancel_order(order_id: str) -> dict[str, Any]:
-    boss = current().boss
+    customer_system = current().customer_system
     try:
-        order = await call(lambda: boss.cancel_order(order_id, step_key("cancel_order")))
+        order = await call(lambda: customer_system.cancel_order(order_id, step_key("cancel_order")))
     except AdapterError as error:
         return failed(error)
     return {"ok": True, "status": order.status}
@@ -106,9 +112,9 @@ async def cancel_order(order_id: str) -> dict[str, Any]:
 @step("plan_change.verify_order")
 async def verify_order(order_id: str) -> dict[str, Any]:
     """Read the order back from BOSS before confirming: it must stand as placed."""
-    boss = current().boss
+    customer_system = current().customer_system
     try:
-        placed = await call(lambda: boss.get_order(order_id))
+        placed = await call(lambda: customer_system.get_order(order_id))
     except AdapterError as error:
         return failed(error)
     if placed.status == "CANCELLED":

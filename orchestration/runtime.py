@@ -69,7 +69,7 @@ class Timings:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    boss: CustomerSystem
+    customer_system: CustomerSystem
     billing: BillingSystem
     care: CareSystem
     store: RequestStore

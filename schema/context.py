@@ -27,7 +27,7 @@ from schema.loaders import Loaders
 class Backends:
     """The process-wide adapters and identity services, built once at start-up."""
 
-    boss: CustomerSystem
+    customer_system: CustomerSystem
     billing: BillingSystem
     care: CareSystem
     identity_store: IdentityStore
@@ -85,7 +85,7 @@ def new_request_context(
         principal=principal,
         backends=backends,
         loaders=Loaders(
-            boss=backends.boss,
+            customer_system=backends.customer_system,
             billing=backends.billing,
             care=backends.care,
             identity_store=backends.identity_store,

@@ -4,7 +4,7 @@ The analysis walks the validated document of the chosen operation (aliases count
 expanded, variables resolved) and adds, per field, the backend calls one resolution of it can
 cause, times the number of times it resolves:
 
-- a field that calls a backend directly (a BOSS search, a bill page per account) costs its
+- a field that calls a backend directly (a customer search, a bill page per account) costs its
   calls once per parent object it resolves under, so list sizes above it multiply it;
 - a field that resolves through a per-request DataLoader (schema/loaders.py) costs the batched
   call once per place it appears in the document, whatever the number of parents: the loader
@@ -90,7 +90,7 @@ DEFAULT_FIELD_COST = FieldCost()
 #: schema/types.py, schema/verification.py) until the mapping files say it.
 FIELD_COSTS: dict[str, FieldCost] = {
     # Entry points: a crosswalk lookup by hub id (identity resolution at first sight) is
-    # batched; a lookup by MSISDN and a search page are one BOSS call each.
+    # batched; a lookup by MSISDN and a search page are one customer-system call each.
     "Query.customer": FieldCost(1, batched=True),
     "Query.customerByMsisdn": FieldCost(1),
     "Query.customers": FieldCost(1),

@@ -73,7 +73,7 @@ class Loaders:
     def __init__(
         self,
         *,
-        boss: CustomerSystem,
+        customer_system: CustomerSystem,
         billing: BillingSystem,
         care: CareSystem,
         identity_store: IdentityStore,
@@ -99,22 +99,25 @@ class Loaders:
         self.backends_called = backends_called if backends_called is not None else set()
         noted = self._noting
         self.profiles = DataLoader[str, CustomerProfile | None](
-            _keyed(noted("boss", "profiles", boss.get_customers))
+            _keyed(noted(customer_system.name, "profiles", customer_system.get_customers))
         )
         self.subscriptions = DataLoader[str, Sequence[Subscription]](
-            _keyed(noted("boss", "subscriptions", boss.get_subscriptions), NO_RECORDS)
+            _keyed(
+                noted(customer_system.name, "subscriptions", customer_system.get_subscriptions),
+                NO_RECORDS,
+            )
         )
         self.billing_accounts = DataLoader[str, BillingAccount | None](
-            _keyed(noted("billing", "billing_accounts", billing.get_accounts))
+            _keyed(noted(billing.name, "billing_accounts", billing.get_accounts))
         )
         self.balances = DataLoader[str, Balance | None](
-            _keyed(noted("billing", "balances", billing.get_balances))
+            _keyed(noted(billing.name, "balances", billing.get_balances))
         )
         self.tickets = DataLoader[str, Sequence[Ticket]](
-            _keyed(noted("care", "tickets", care.get_tickets), NO_RECORDS)
+            _keyed(noted(care.name, "tickets", care.get_tickets), NO_RECORDS)
         )
         self.interactions = DataLoader[str, Sequence[Interaction]](
-            _keyed(noted("care", "interactions", care.get_interactions), NO_RECORDS)
+            _keyed(noted(care.name, "interactions", care.get_interactions), NO_RECORDS)
         )
         self.identity_by_customer_no = DataLoader[str, Identity | None](self._identities)
         self.identity_by_hub_id = DataLoader[str, Identity | None](self._identities_by_hub_id)
@@ -129,7 +132,7 @@ class Loaders:
         return fetch_noted
 
     def prime_profiles(self, profiles: Sequence[CustomerProfile]) -> None:
-        """Reuse profiles a search already returned instead of asking BOSS again."""
+        """Reuse profiles a search already returned instead of asking the customer system again."""
         for profile in profiles:
             self.profiles.prime(profile.customer_no, profile)
 

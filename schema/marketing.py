@@ -73,9 +73,7 @@ class NextBestOffer:
     state: str
     created_at: datetime
     campaign: str | None = classified(OFFER_CLASS, "The campaign that made the offer.")
-    offer: str | None = classified(
-        OFFER_CLASS, "offering:<BOSS offering id> or pack:<retention pack>."
-    )
+    offer: str | None = classified(OFFER_CLASS, "offering:<offering id> or pack:<retention pack>.")
 
 
 @strawberry.type(description="What became of an offer the customer accepted.")

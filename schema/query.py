@@ -59,8 +59,8 @@ class Query:
         ensure_may_search(info, "customerByMsisdn", "msisdn")
         if not MSISDN.fullmatch(msisdn):
             raise bad_input("msisdn must be 11 digits starting with 13-19.")
-        info.context.backends_called.add("boss")
-        line = await info.context.backends.boss.find_subscription_by_msisdn(msisdn)
+        info.context.backends_called.add(info.context.backends.customer_system.name)
+        line = await info.context.backends.customer_system.find_subscription_by_msisdn(msisdn)
         identity = await info.context.loaders.identity_by_customer_no.load(line.customer_no)
         if identity is None:
             raise not_found("customer")
@@ -84,8 +84,8 @@ class Query:
         if name_prefix is not None and not 1 <= len(name_prefix) <= 16:
             raise bad_input("namePrefix must be 1 to 16 characters.")
         offset = decode_cursor(after) if after else 0
-        info.context.backends_called.add("boss")
-        page = await info.context.backends.boss.search_customers(
+        info.context.backends_called.add(info.context.backends.customer_system.name)
+        page = await info.context.backends.customer_system.search_customers(
             offset,
             first,
             star_level=RecordStarLevel(star_level.value) if star_level else None,
@@ -109,5 +109,5 @@ class Query:
 
     @strawberry.field(description="The offering catalogue of the customer system.")
     async def offerings(self, info: GraphInfo) -> list[Offering]:
-        info.context.backends_called.add("boss")
-        return [Offering.of(o) for o in await info.context.backends.boss.get_offerings()]
+        info.context.backends_called.add(info.context.backends.customer_system.name)
+        return [Offering.of(o) for o in await info.context.backends.customer_system.get_offerings()]

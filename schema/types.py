@@ -1,4 +1,4 @@
-"""The unified customer graph: one Customer assembled from BOSS, billing and care.
+"""The unified customer graph: one Customer assembled from the customer system, billing and care.
 
 Types wrap canonical records. Fields that need another backend resolve through the request's
 DataLoaders, and are nullable: when that backend fails, the field is null with a coded error
@@ -64,7 +64,7 @@ class Money:
         return cls(amount=money.amount, currency=money.currency)
 
 
-@strawberry.type(description="The customer as the customer system (BOSS) holds them.")
+@strawberry.type(description="The customer as the customer system holds them.")
 class CustomerProfile:
     customer_no: str
     name: str | None = classified(DataClass.NAME)
@@ -408,14 +408,14 @@ class Customer:
     def of(cls, identity: Identity) -> Customer:
         return cls(id=strawberry.ID(identity.hub_id), _identity=identity)
 
-    @strawberry.field(
-        description="The customer system's profile (BOSS).", extensions=[CustomerScope()]
-    )
+    @strawberry.field(description="The customer system's profile.", extensions=[CustomerScope()])
     async def profile(self, info: GraphInfo) -> CustomerProfile | None:
         found = await info.context.loaders.profiles.load(self._identity.customer_no)
         return CustomerProfile.of(found) if found is not None else None
 
-    @strawberry.field(description="The customer's lines (BOSS).", extensions=[CustomerScope()])
+    @strawberry.field(
+        description="The customer's lines, from the customer system.", extensions=[CustomerScope()]
+    )
     async def subscriptions(self, info: GraphInfo) -> list[Subscription] | None:
         lines = await info.context.loaders.subscriptions.load(self._identity.customer_no)
         return [Subscription.of(line) for line in lines]

@@ -396,7 +396,7 @@ class WorkflowMutation:
         return await _answer(info, row.id)
 
     @strawberry.mutation(
-        description="Move a line to another offering (a saga over BOSS and "
+        description="Move a line to another offering (a saga over the customer system and "
         "billing, compensated if a later step fails)."
     )
     async def change_plan(self, info: GraphInfo, input: ChangePlanInput) -> ServiceRequest:
@@ -408,7 +408,7 @@ class WorkflowMutation:
         if not OFFERING_ID.fullmatch(input.offering_id):
             raise bad_input("offeringId is not an offering id.")
         identity = await _identity(info, str(input.customer_id))
-        offerings = {o.id for o in await info.context.backends.boss.get_offerings()}
+        offerings = {o.id for o in await info.context.backends.customer_system.get_offerings()}
         if input.offering_id not in offerings:
             raise bad_input("offeringId is not in the catalogue.")
         lines = await info.context.loaders.subscriptions.load(identity.customer_no)
@@ -475,7 +475,7 @@ class WorkflowMutation:
 
     @strawberry.mutation(
         description="Store counter: continue a request waiting for an ID-card "
-        "check; the card must belong to the request's customer in BOSS."
+        "check; the card must belong to the request's customer in the customer system."
     )
     async def continue_request(
         self,
@@ -498,7 +498,9 @@ class WorkflowMutation:
             raise not_waiting("an ID-card check")
         identity = await _identity(info, row.customer_id)
         try:
-            holder = await info.context.backends.boss.find_customer_by_certificate(id_card_number)
+            holder = await info.context.backends.customer_system.find_customer_by_certificate(
+                id_card_number
+            )
         except NotFound:
             holder = None
         if holder is None or holder.customer_no != identity.customer_no:

@@ -499,7 +499,7 @@ async def test_the_wiring_wraps_the_adapters_only_when_the_cache_is_on(tmp_path)
         assert isinstance(off.backends.billing, DeclaredBilling) and off.cache is None
         for wiring in (on, off):
             backends = wiring.backends
-            assert isinstance(backends.boss, CustomerSystem)
+            assert isinstance(backends.customer_system, CustomerSystem)
             assert isinstance(backends.billing, BillingSystem)
             assert isinstance(backends.care, CareSystem)
             assert set(wiring.guards) == {"boss", "billing", "care"}
@@ -522,7 +522,7 @@ async def test_the_wiring_builds_a_redis_cache_from_its_url(tmp_path, sims, redi
     client = redis.Redis.from_url(redis_url)
     no = customers[37].customer.customer_no
     try:
-        assert no in await wiring.backends.boss.get_customers([no])
+        assert no in await wiring.backends.customer_system.get_customers([no])
         assert await client.exists(f"{namespace}:v{codec.CODEC_VERSION}:profile:{no}")
     finally:
         keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]

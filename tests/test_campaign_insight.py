@@ -35,7 +35,7 @@ async def test_insight_conditions_use_the_insight_engines_facts(
     try:
         await upgrade(engine)
         backends = wiring.backends
-        await backends.boss.start()
+        await backends.customer_system.start()
         insight = insight_engine(backends, load_rules())
         numbers = [c.customer.customer_no for c in customers[50:56]]
         hub_ids = await backends.identity_store.ensure_customers(numbers)

@@ -343,7 +343,7 @@ def test_facts_read_the_systems_and_agree_with_the_graph(gateway, sims, chosen, 
         engine = create_engine(settings.database_url)
         wiring = build_backends(settings, engine)
         try:
-            await wiring.backends.boss.start()
+            await wiring.backends.customer_system.start()
             provider = insight_engine(wiring.backends, load_rules())
             ids = [g["id"] for g in graph.values()] + ["cus_" + "0" * 20, conflicted]
             return dict(await provider.facts(ids))

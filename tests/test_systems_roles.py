@@ -141,12 +141,12 @@ async def test_role_engine_reaches_the_wiring_from_the_environment_and_the_file(
     try:
         default = build_backends(load_settings(**off), engine)
         assert isinstance(default.backends.billing, DeclaredBilling)
-        assert isinstance(default.backends.boss, DeclaredCustomerSystem)
-        assert default.backends.boss.name == "boss"  # errors, guards, /readyz, /metrics
+        assert isinstance(default.backends.customer_system, DeclaredCustomerSystem)
+        assert default.backends.customer_system.name == "boss"  # errors, guards, /readyz, /metrics
         monkeypatch.setenv("SWITCHBOARD_ROLE_ENGINE", "handwritten")
         from_env = build_backends(load_settings(**off), engine)
         assert isinstance(from_env.backends.billing, BillingAdapter)
-        assert isinstance(from_env.backends.boss, BossAdapter)
+        assert isinstance(from_env.backends.customer_system, BossAdapter)
         monkeypatch.delenv("SWITCHBOARD_ROLE_ENGINE")
         config = tmp_path / "switchboard.toml"
         config.write_text('role_engine = "handwritten"\n')
