@@ -181,15 +181,18 @@ def start_gateway(
     append: bool = False,
     timeout_s: float = 180.0,
     migrate: bool = True,
+    port: int | None = None,
 ) -> tuple[str, subprocess.Popen]:
-    """`switchboard serve` on a free port, once /healthz answers: its URL and its process.
+    """`switchboard serve` on a free port (or on ``port``: a callback URL registered with the
+    simulators names it), once /healthz answers: its URL and its process.
 
     The database is migrated first unless ``migrate`` is false. Tests that kill and restart a
     gateway hold the process themselves; the others use ``running_gateway``.
     """
     if migrate:
         migrate_database(env["SWITCHBOARD_DATABASE_URL"])
-    (port,) = free_ports(1)
+    if port is None:
+        (port,) = free_ports(1)
     with log_path.open("a" if append else "w") as log:
         process = subprocess.Popen(
             [*SWITCHBOARD, "serve", "--port", str(port)],

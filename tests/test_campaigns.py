@@ -25,15 +25,13 @@ from marketing.campaigns import DEFAULT_CAMPAIGNS
 from marketing.offer_store import offer_id
 from simulators.dataset import CustomerBundle
 from tests.harness import (
-    REPO,
-    SWITCHBOARD,
     SimulatorUrls,
     free_ports,
     gateway_env,
     issue_key,
-    migrate_database,
     post_graphql,
     running_simulators,
+    start_gateway,
     stop,
 )
 
@@ -90,28 +88,7 @@ def _until(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
 
 def _start_on(env: dict[str, str], log: Path, url: str) -> subprocess.Popen:
     """The gateway on the port of ``url`` (the callback the simulators hold names it)."""
-    port = url.rsplit(":", 1)[1]
-    migrate_database(env["SWITCHBOARD_DATABASE_URL"])  # as `switchboard migrate` would
-    with log.open("a") as out:
-        process = subprocess.Popen(
-            [*SWITCHBOARD, "serve", "--port", port],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 150  # a loaded shared machine starts it slowly
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    stop(process)
-    raise RuntimeError(log.read_text()[-3000:])
+    return start_gateway(env, log, append=True, port=int(url.rsplit(":", 1)[1]))[1]
 
 
 def _test_campaigns(path: Path) -> Path:

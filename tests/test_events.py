@@ -28,9 +28,9 @@ from tests.harness import (
     free_ports,
     gateway_env,
     issue_key,
-    migrate_database,
     post_graphql,
     running_simulators,
+    start_gateway,
     stop,
 )
 
@@ -110,32 +110,7 @@ def hub(event_sims: SimulatorUrls, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _start_on(env: dict[str, str], log: Path, url: str) -> tuple[str, object]:
     """The gateway on the port of ``url`` (callbacks registered with the simulators name it)."""
-    import subprocess
-
-    from tests.harness import REPO, SWITCHBOARD
-
-    port = url.rsplit(":", 1)[1]
-    migrate_database(env["SWITCHBOARD_DATABASE_URL"])  # as `switchboard migrate` would
-    with log.open("a") as out:
-        process = subprocess.Popen(
-            [*SWITCHBOARD, "serve", "--port", port],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120  # a loaded machine starts a gateway slowly
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url, process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    stop(process)
-    raise RuntimeError(log.read_text()[-3000:])
+    return start_gateway(env, log, append=True, port=int(url.rsplit(":", 1)[1]))
 
 
 def _wait_registered(sims: SimulatorUrls, count: int = 1) -> None:
