@@ -322,3 +322,43 @@ def test_personal_says_whether_a_field_that_looks_personal_is(tmp_path):
     )
     member = load_registry(folder).systems["loyalty"].records["Member"]
     assert member.field("status").personal is False
+
+
+BOSS_ANSWER = b"""<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"
+  xmlns:b="http://boss.simulator.switchboard/crm/v1"><s:Body><b:%sResultMsg>%s
+  <b:%sResult/></b:%sResultMsg></s:Body></s:Envelope>"""
+RESULT_HEADER = b"<b:ResultHeader><b:ResultCode>0</b:ResultCode></b:ResultHeader>"
+
+
+async def test_a_soap_answer_must_be_the_operations_own_message_with_its_result_code():
+    """What the WSDL says an operation answers with is checked: another operation's message
+    (a proxy mixing answers up, a vendor page dressed as SOAP) is a BadResponse, and so is an
+    answer without the result code the mapping says every answer carries."""
+    spec = load_registry(REPO / "systems").systems["boss"]
+    engine = SoapEngine(spec, spec.instances[0], Endpoint("boss", "http://127.0.0.1:9"))
+    await engine.start()  # the WSDL beside the declaration: no BOSS needed
+    try:
+        customers = spec.operations["customers"]
+        own = BOSS_ANSWER % (b"QueryCustomer", RESULT_HEADER, b"QueryCustomer", b"QueryCustomer")
+        assert etree.QName(engine.answer(customers, 200, own)).localname == "QueryCustomerResultMsg"
+        other = BOSS_ANSWER % (
+            b"QueryOfferings",
+            RESULT_HEADER,
+            b"QueryOfferings",
+            b"QueryOfferings",
+        )
+        with pytest.raises(BadResponse, match="unexpected message"):
+            engine.answer(customers, 200, other)
+        bare = BOSS_ANSWER % (b"QueryCustomer", b"", b"QueryCustomer", b"QueryCustomer")
+        with pytest.raises(BadResponse, match="without its result code"):
+            engine.answer(customers, 200, bare)
+    finally:
+        await engine.close()
+
+
+def test_result_required_needs_a_result_code(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    text = mapping.read_text()
+    mapping.write_text(text.replace("  result_code: resultCode\n", "  result_required: true\n"))
+    assert any("result_required needs result_code" in p for p in problems_of(folder))

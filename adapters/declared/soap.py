@@ -119,6 +119,9 @@ class SoapEngine:
         )
         self._address = fill_settings(spec.soap_address or "", settings)
         self._sequence = itertools.count(1)
+        #: The answer element's local name per WSDL operation ("" where the WSDL has none),
+        #: filled when the WSDL is loaded.
+        self._outputs: dict[str, str] = {}
 
     async def start(self) -> None:
         async with self._starting:
@@ -138,6 +141,8 @@ class SoapEngine:
             raise transport_error(self.name, error) from None
         except (zeep.exceptions.Error, etree.XMLSyntaxError, OSError, KeyError):
             raise BadResponse(self.name, "published a WSDL zeep cannot load") from None
+        # What each operation answers with, as the WSDL says (checked on every answer).
+        self._outputs = {name: _output_element(op) for name, op in binding._operations.items()}
         # The instance's own address: one WSDL serves every instance of a system.
         address = self._endpoint.base_url + self._address
         return AsyncServiceProxy(client, binding, address=address)
@@ -206,12 +211,23 @@ class SoapEngine:
             raise status_error(self.name, status) or BadResponse(
                 self.name, f"answered {name} with HTTP {status}"
             )
+        expected = self._answer_element(operation)
+        if expected is not None and etree.QName(payload).localname != expected:
+            # Another operation's answer, or a vendor error page dressed as SOAP.
+            raise BadResponse(self.name, f"answered {name} with an unexpected message")
         errors = self.spec.errors
         if errors.result_code is not None:
             code = xml_text(payload, errors.result_code)
+            if code is None and errors.result_required:
+                raise BadResponse(self.name, f"answered {name} without its result code")
             if code is not None and code not in errors.ok:
                 raise classify(self.name, name, errors, code, caller_side=True)
         return payload
+
+    def _answer_element(self, operation: OperationSpec) -> str | None:
+        """The local name of the element the WSDL says the operation answers with (None
+        before the WSDL is loaded, or when the binding does not say)."""
+        return self._outputs.get(str(operation.call)) or None
 
     def _fault(self, operation: str, fault: etree._Element, namespace: str) -> AdapterError:
         if namespace == SOAP11:
@@ -223,6 +239,12 @@ class SoapEngine:
         return classify(
             self.name, operation, self.spec.errors, code, caller_side=side in ("Client", "Sender")
         )
+
+
+def _output_element(operation: Any) -> str:
+    """The local name of a WSDL operation's answer element ("" when the binding has none)."""
+    qname = getattr(getattr(getattr(operation, "output", None), "body", None), "qname", None)
+    return etree.QName(qname).localname if qname else ""
 
 
 def records_at(payload: etree._Element, operation: OperationSpec) -> list[etree._Element]:

@@ -70,7 +70,10 @@ OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
     "total", "max_limit", "input", "description", "headers", "all_pages", "maps",
 }  # fmt: skip
-ERROR_KEYS = {"fault_code", "result_code", "ok", "not_found", "rejected", "unavailable", "code"}
+ERROR_KEYS = {
+    "fault_code", "result_code", "result_required", "ok", "not_found", "rejected",
+    "unavailable", "code",
+}  # fmt: skip
 IDENTITY_KEYS = {"match", "lookup", "key", "key_class", "msisdn", "certificate"}
 GRAPH_KEYS = {"field", "type", "description", "record", "read", "connections"}
 CONNECTION_KEYS = {"operation", "key", "type", "first", "description"}
@@ -152,6 +155,8 @@ class ErrorSpec:
 
     fault_code: tuple[str, ...] | None = None
     result_code: tuple[str, ...] | None = None
+    #: Every successful answer carries its result code: one without it is a BadResponse.
+    result_required: bool = False
     #: REST: where the error code is in an error body.
     code: tuple[str, ...] | None = None
     ok: frozenset[str] = frozenset({"0"})
@@ -908,9 +913,15 @@ def _errors(spec: dict, m: _Reader) -> ErrorSpec:
     if not m.keys(spec, ERROR_KEYS, "errors"):
         return ErrorSpec()
     line = spec[LINE]
+    required = spec.get("result_required", False)
+    if not isinstance(required, bool):
+        m.error(line, "errors.result_required must be true or false")
+    elif required and not spec.get("result_code"):
+        m.error(line, "errors.result_required needs result_code (where the code is)")
     return ErrorSpec(
         fault_code=_path(spec["fault_code"]) if spec.get("fault_code") else None,
         result_code=_path(spec["result_code"]) if spec.get("result_code") else None,
+        result_required=spec.get("result_required") is True,
         code=_path(spec["code"]) if spec.get("code") else None,
         ok=m.codes(spec.get("ok", ["0"]), line, "ok"),
         not_found=m.codes(spec.get("not_found"), line, "not_found"),
