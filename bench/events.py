@@ -47,6 +47,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bench import cpu
 from bench.campaigns import _check
 from bench.workflows import _postgres_database, _sqlite_database
 from gateway.database import create_engine
@@ -134,6 +135,9 @@ async def _drive(
     for body in bodies:
         queue.put_nowait(body)
     statuses: dict[int, int] = {}
+    # The gateway's CPU per event: steadier than events/s on a shared machine (bench/cpu.py).
+    pids = cpu.listening_pids(url)
+    cpu_before = cpu.cpu_seconds(pids)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -160,8 +164,12 @@ async def _drive(
                 break
             await asyncio.sleep(0.02)
         finished = time.perf_counter() - started
+        cpu_after = cpu.cpu_seconds(pids)
     finally:
         await engine.dispose()
+    spent = {}
+    if pids and cpu_before is not None and cpu_after is not None:
+        spent["gateway_cpu_ms_per_event"] = round((cpu_after - cpu_before) * 1000 / count, 3)
     return {
         "events": count,
         "concurrency": concurrency,
@@ -170,6 +178,7 @@ async def _drive(
         "handled": handled,
         "handled_per_s": round(handled / finished, 1),
         "seconds": round(finished, 2),
+        **spent,
     }
 
 
