@@ -115,7 +115,10 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 nonlocal decided
                 while not queue.empty():
                     batch = queue.get_nowait()
-                    decided += len(await decider.decide(batch))
+                    # Awaited first: `decided += len(await ...)` reads `decided` before the
+                    # await and loses the other decider's additions meanwhile.
+                    made = await decider.decide(batch)
+                    decided += len(made)
 
             started = time.perf_counter()
             await asyncio.gather(*(work(d) for d in deciders))

@@ -1,18 +1,30 @@
-"""Business events per second, from arrival to stored-and-handed, on SQLite and PostgreSQL.
+"""Business events per second on SQLite and PostgreSQL: arrival to stored, and arrival to decision.
 
     python -m bench.events [--events 5000] [--concurrency 64] [--backends sqlite,postgres]
+                           [--scenarios stored,decided]
 
-The real gateway over the real simulators on loopback, with the recording handler installed
-(``events.handler = "record"``: one ``event_decision`` row per event, a real write). A load
-generator plays the BOSS event hub: ``--events`` signed TMF notifications (roaming started,
-each for a line of the dataset, customer keys from the dataset) POSTed to
-``/events/boss`` with ``--concurrency`` in flight. Two figures per backend, from one run:
+The real gateway over the real simulators on loopback. A load generator plays the BOSS event
+hub: ``--events`` signed TMF notifications, each for a line of the dataset with its BOSS
+customer number, POSTed to ``/events/boss`` with ``--concurrency`` in flight. Two scenarios:
 
-- ``stored_per_s``: events acknowledged (2xx: committed) per second of sending;
-- ``handled_per_s``: events per second from the first POST until the last event's decision
-  row exists (read from the database, not through the gateway).
+- ``stored``: the recording handler installed (``events.handler = "record"``: one
+  ``event_decision`` row per event, a real write), roaming events for customers the hub has
+  never seen (each new line costs a BOSS lookup by line). Figures: ``stored_per_s``, events
+  acknowledged (2xx: committed) per second of sending, and ``handled_per_s``, events per
+  second from the first POST until the last event's decision row exists.
+- ``decided``: end to end, the issue's figure. The customers are first seen through the graph
+  (``customerByMsisdn`` with an agent key, not timed), so the intake finds them in the
+  crosswalk; the campaigns' handler decides (workflows on: each reserved send starts its
+  delivery workflow), over the bundled campaigns with quiet hours off (the figure must not
+  depend on the hour). The events are usage, roaming, suspended and resumed lines in turn.
+  Figure: ``decided_per_s``, events per second from the first POST until every event is
+  marked handled, which the dispatcher does only after the handler returned, i.e. after the
+  batch's decision was committed. Afterwards the caps are checked exactly
+  (bench.campaigns' check: no counter over its cap, the daily overall counters equal to the
+  contacts reserved; the run fails otherwise).
 
-Bounded: a fixed number of events, and a deadline on the wait for the handler.
+Both read the database directly to know when they are done (watching costs the gateway
+nothing). Bounded: a fixed number of events, and a deadline on the wait for the handler.
 """
 
 from __future__ import annotations
@@ -25,45 +37,70 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
+import yaml
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bench import cpu
+from bench.campaigns import _check
 from bench.workflows import _postgres_database, _sqlite_database
 from gateway.database import create_engine
+from gateway.policy_store import DEFAULT_POLICY_FILE
+from marketing.campaigns import DEFAULT_CAMPAIGNS, load_campaigns
 from marketing.recording import event_decision
+from marketing.store import hub_event
 from simulators.dataset import generate
 from simulators.seed import seed_dataset
-from tests.harness import gateway_env, running_simulators, start_gateway, stop
+from tests.harness import gateway_env, issue_key, running_simulators, start_gateway, stop
 
 SEED = 9191
 CUSTOMERS = 400
 SECRET = "bench-events-" + uuid.uuid4().hex
 HANDLE_DEADLINE_S = 120.0
+SCENARIOS = ("stored", "decided")
+FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
+#: The decided scenario's events in turn: (TMF type, its "event" part besides customer/line).
+DECIDED_KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("UsageThresholdCrossedEvent", {"usage": {"thresholdPercent": 85, "allowanceMb": 10240}}),
+    ("RoamingStartedEvent", {"roaming": {"country": "JP"}}),
+    ("LineSuspendedEvent", {"line": {"reason": "nonpayment"}}),
+    ("LineResumedEvent", {"line": {"daysOff": 120}}),
+)
+ROAMING_ONLY = DECIDED_KINDS[1:2]
 
 
-def _notifications(count: int) -> list[bytes]:
-    lines = [
+def _lines() -> list[tuple[str, str]]:
+    """(BOSS customer number, MSISDN) of every line of the dataset."""
+    return [
         (b.customer.customer_no, s[2]) for b in map(lambda i: generate(SEED, i), range(CUSTOMERS))
         for s in b.subscribers
     ]  # fmt: skip
-    return [
-        json.dumps(
-            {
-                "eventId": uuid.uuid4().hex,
-                "eventTime": "2026-12-02T10:00:00+08:00",
-                "eventType": "RoamingStartedEvent",
-                "event": {
-                    "customer": {"customerNo": lines[i % len(lines)][0]},
-                    "subscriber": {"msisdn": lines[i % len(lines)][1]},
-                    "roaming": {"country": "JP"},
-                },
-            }
-        ).encode()
-        for i in range(count)
-    ]
+
+
+def _notifications(count: int, kinds: tuple[tuple[str, dict[str, Any]], ...]) -> list[bytes]:
+    lines = _lines()
+    bodies = []
+    for i in range(count):
+        customer_no, msisdn = lines[i % len(lines)]
+        kind, extra = kinds[(i // len(lines)) % len(kinds)]
+        event = {"customer": {"customerNo": customer_no}, "subscriber": {"msisdn": msisdn}}
+        bodies.append(
+            json.dumps(
+                {
+                    "eventId": uuid.uuid4().hex,
+                    "eventTime": "2026-12-02T10:00:00+08:00",
+                    "eventType": kind,
+                    "event": {**event, **extra},
+                }
+            ).encode()
+        )
+    return bodies
 
 
 def _headers(body: bytes) -> dict[str, str]:
@@ -76,12 +113,31 @@ def _headers(body: bytes) -> dict[str, str]:
     }
 
 
-async def _drive(url: str, database_url: str, count: int, concurrency: int) -> dict[str, Any]:
-    bodies = _notifications(count)
+async def _decision_rows(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.count()).select_from(event_decision))).scalar() or 0)
+
+
+async def _handled_events(conn: AsyncConnection) -> int:
+    handled = select(func.count()).select_from(hub_event).where(hub_event.c.handled_at.is_not(None))
+    return int((await conn.execute(handled)).scalar() or 0)
+
+
+async def _drive(
+    url: str,
+    database_url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    done: Callable[[AsyncConnection], Any],
+) -> dict[str, Any]:
+    """POST every body, then wait until ``done`` counts them all; the timings."""
+    count = len(bodies)
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     statuses: dict[int, int] = {}
+    # The gateway's CPU per event: steadier than events/s on a shared machine (bench/cpu.py).
+    pids = cpu.listening_pids(url)
+    cpu_before = cpu.cpu_seconds(pids)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -103,16 +159,17 @@ async def _drive(url: str, database_url: str, count: int, concurrency: int) -> d
         handled = 0
         while time.monotonic() < deadline:
             async with engine.connect() as conn:
-                handled = int(
-                    (await conn.execute(select(func.count()).select_from(event_decision))).scalar()
-                    or 0
-                )
+                handled = await done(conn)
             if handled >= count:
                 break
             await asyncio.sleep(0.02)
         finished = time.perf_counter() - started
+        cpu_after = cpu.cpu_seconds(pids)
     finally:
         await engine.dispose()
+    spent = {}
+    if pids and cpu_before is not None and cpu_after is not None:
+        spent["gateway_cpu_ms_per_event"] = round((cpu_after - cpu_before) * 1000 / count, 3)
     return {
         "events": count,
         "concurrency": concurrency,
@@ -121,39 +178,120 @@ async def _drive(url: str, database_url: str, count: int, concurrency: int) -> d
         "handled": handled,
         "handled_per_s": round(handled / finished, 1),
         "seconds": round(finished, 2),
+        **spent,
     }
 
 
-def run(count: int, concurrency: int, backends: tuple[str, ...]) -> list[dict[str, Any]]:
+async def _first_sight(url: str, key: str, msisdns: list[str]) -> int:
+    """Every customer seen once through the graph (the crosswalk learns them); how many."""
+    slots = asyncio.Semaphore(8)
+    headers = {"X-Api-Key": key, "X-Purpose": "service"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+
+        async def find(msisdn: str) -> bool:
+            async with slots:
+                answer = await client.post(
+                    "/graphql", json={"query": FIND, "variables": {"m": msisdn}}
+                )
+                return bool((answer.json().get("data") or {}).get("customerByMsisdn"))
+
+        return sum(await asyncio.gather(*(find(m) for m in msisdns)))
+
+
+def _decided_files(state: Path) -> dict[str, str]:
+    """The bundled policy without the agent's rate limit (the untimed look-ups) and the
+    bundled campaigns without quiet hours."""
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    policy["channels"]["agent"].pop("rate_limit_per_minute", None)
+    policy_file = state / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
+    campaigns = yaml.safe_load(DEFAULT_CAMPAIGNS.read_text())
+    campaigns["guards"].pop("quiet_hours", None)
+    campaigns_file = state / "campaigns.yaml"
+    campaigns_file.write_text(yaml.safe_dump(campaigns, allow_unicode=True))
+    return {
+        "SWITCHBOARD_POLICY_FILE": str(policy_file),
+        "SWITCHBOARD_CAMPAIGNS__RULES_FILE": str(campaigns_file),
+    }
+
+
+def _run_scenario(
+    scenario: str, sims: Any, database_url: str, state: Path, count: int, concurrency: int
+) -> dict[str, Any]:
+    common = {
+        "SWITCHBOARD_EVENTS__REGISTER_CALLBACKS": "false",
+        "SWITCHBOARD_EVENTS_BOSS_SECRET": SECRET,
+        "SWITCHBOARD_AUDIT__ENABLED": "false",
+    }
+    if scenario == "stored":
+        env = gateway_env(
+            sims,
+            database_url,
+            SWITCHBOARD_EVENTS__HANDLER="record",
+            SWITCHBOARD_WORKFLOWS__ENABLED="false",
+            **common,
+        )
+    else:
+        files = _decided_files(state)
+        env = gateway_env(
+            sims,
+            database_url,
+            SWITCHBOARD_EVENTS__HANDLER="campaigns",
+            SWITCHBOARD_WORKFLOWS__EXECUTOR_ID=f"bench-events-{uuid.uuid4().hex[:6]}",
+            **files,
+            **common,
+        )
+    key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
+    # A loaded machine starts a gateway slowly: a generous start deadline.
+    url, process = start_gateway(env, state / f"{scenario}.log", timeout_s=180)
+    try:
+        if scenario == "stored":
+            bodies = _notifications(count, ROAMING_ONLY)
+            return asyncio.run(_drive(url, database_url, bodies, concurrency, _decision_rows))
+        known = asyncio.run(_first_sight(url, key, sorted({m for _, m in _lines()})))
+        bodies = _notifications(count, DECIDED_KINDS)
+        row = asyncio.run(_drive(url, database_url, bodies, concurrency, _handled_events))
+        row["decided_per_s"] = row.pop("handled_per_s")
+        row["decided"] = row.pop("handled")
+        row["lines_known"] = known
+        row.update(
+            asyncio.run(_checked(database_url, Path(files["SWITCHBOARD_CAMPAIGNS__RULES_FILE"])))
+        )
+        return row
+    finally:
+        stop(process)
+
+
+async def _checked(database_url: str, campaigns_file: Path) -> dict[str, Any]:
+    engine = create_engine(database_url)
+    try:
+        return await _check(engine, load_campaigns(campaigns_file))
+    finally:
+        await engine.dispose()
+
+
+def run(
+    count: int,
+    concurrency: int,
+    backends: tuple[str, ...],
+    scenarios: tuple[str, ...] = SCENARIOS,
+) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         state = Path(tmp)
         seed_dataset(state / "data", CUSTOMERS, SEED)
         with running_simulators(state / "data") as sims:
             for backend in backends:
-                databases = (
-                    _sqlite_database(state / backend)
-                    if backend == "sqlite"
-                    else _postgres_database()
-                )
-                (state / backend).mkdir(exist_ok=True)
-                with databases as database_url:
-                    env = gateway_env(
-                        sims,
-                        database_url,
-                        SWITCHBOARD_EVENTS__HANDLER="record",
-                        SWITCHBOARD_EVENTS__REGISTER_CALLBACKS="false",
-                        SWITCHBOARD_EVENTS_BOSS_SECRET=SECRET,
-                        SWITCHBOARD_WORKFLOWS__ENABLED="false",
-                        SWITCHBOARD_AUDIT__ENABLED="false",
+                for scenario in scenarios:
+                    here = state / f"{backend}-{scenario}"
+                    here.mkdir()
+                    databases = (
+                        _sqlite_database(here) if backend == "sqlite" else _postgres_database()
                     )
-                    # A loaded machine starts a gateway slowly: a generous start deadline.
-                    url, process = start_gateway(env, state / f"{backend}.log", timeout_s=180)
-                    try:
-                        row = asyncio.run(_drive(url, database_url, count, concurrency))
-                    finally:
-                        stop(process)
-                    rows.append({"scenario": "events", "backend": backend, **row})
+                    with databases as database_url:
+                        row = _run_scenario(scenario, sims, database_url, here, count, concurrency)
+                    name = "events" if scenario == "stored" else "events_decided"
+                    rows.append({"scenario": name, "backend": backend, **row})
     return rows
 
 
@@ -162,8 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args(argv)
-    for row in run(args.events, args.concurrency, tuple(args.backends.split(","))):
+    scenarios = tuple(s for s in args.scenarios.split(",") if s)
+    if not 1 <= args.events <= 100_000 or not set(scenarios) <= set(SCENARIOS):
+        parser.error(f"--events must be 1-100000 and --scenarios among {','.join(SCENARIOS)}")
+    for row in run(args.events, args.concurrency, tuple(args.backends.split(",")), scenarios):
         print(json.dumps(row), flush=True)
     return 0
 

@@ -65,6 +65,15 @@ def table(result: dict) -> str:
                 f"| {row['backend']} | {row['workflows']} | {row['concurrency']} | "
                 f"{row['submit_s']} | {row['seconds']} | {row['workflows_per_s']} |"
             )
+    churn = result.get("churn_model")
+    if churn:
+        lines += [
+            "",
+            f"churn model: holdout AUC {churn['holdout_auc']} retrained now "
+            f"({churn.get('skipped') or 'scikit-learn'}; {churn['customers']} customers, seed "
+            f"{churn['seed']}, as of {churn['as_of']}); the shipped model file records "
+            f"{churn['shipped_holdout_auc']}",
+        ]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for name, (value, met) in result["targets"].items():
         lines.append(f"| {name} | {value} | {'yes' if met else 'no'} |")

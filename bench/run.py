@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import yaml
 
 from bench import cpu, wrk
 from bench import workflows as bench_workflows
+from bench.churn import churn_row
 from bench.floor import floor_operation
 from bench.load import LoadResult, graphql_operation, run_load
 from bench.report import table
@@ -53,6 +55,12 @@ QUERY_360 = """query($id: ID!) { customer(id: $id) {
     bills(first: 3) { items { amountDue { amount } } } }
   tickets(first: 5) { id status description }
 } }"""
+#: The 360 query with the insight fields (tags, value tier, RFM, lifecycle, churn risk).
+QUERY_360_INSIGHT = QUERY_360.replace(
+    "  tickets(first: 5)",
+    "  insight { tags valueTier rfm { segment } lifecycleStage churnRisk { score level reasons } }"
+    "\n  tickets(first: 5)",
+)
 PAGE = """query($first: Int!) { customers(first: $first) {
   nodes { id profile { name starLevel } subscriptions { msisdn }
     billingAccounts { balance { amount { amount } } } tickets(first: 3) { id } }
@@ -70,10 +78,11 @@ class Gateway:
     name: str
     url: str
     key: str
+    purpose: str = "service"
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"X-Api-Key": self.key, "X-Purpose": "service"}
+        return {"X-Api-Key": self.key, "X-Purpose": self.purpose}
 
 
 def sample_bundles(customers: int, seed: int, size: int) -> list[CustomerBundle]:
@@ -261,6 +270,20 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
             )
     throughput = {name: merge_rows(rows) for name, rows in phases.items()}
 
+    # What the insight fields cost: the 360 query with and without them on one gateway, both
+    # under the marketing purpose (the one the bundled policy lets insight out for, so the
+    # fields are computed, not withheld), in interleaved rounds; read from CPU per request.
+    marketing = dataclasses.replace(on, purpose="marketing")
+    plain = bodies["policies-on"]
+    with_insight = [{**body, "query": QUERY_360_INSIGHT} for body in plain]
+    insight_phases: dict[str, list[dict]] = {"without": [], "with": []}
+    for _round in range(args.rounds):
+        for side, sent in (("without", plain), ("with", with_insight)):
+            insight_phases[side].append(
+                await bench.counted(lambda b=sent: bench.throughput(marketing, b))
+            )
+    insight = {side: merge_rows(rows) for side, rows in insight_phases.items()}
+
     # Latency overhead, sequential: the floor against the gateway, cold and warm.
     sequential = {}
     for name, operation in (
@@ -321,6 +344,7 @@ async def measure_main(bench: Bench, gateways: dict[str, Gateway], bundles: list
             "floor, sequential": realistic_floor.summary(),
         },
         "page_scale": scale,
+        "insight": insight,
     }
 
 
@@ -446,6 +470,7 @@ def run(args: argparse.Namespace) -> dict:
                     measure_dataset_only(args, sims, gateways["policies-on"], sample)
                 )
     workflows = plan_change_rows(args)
+    measured["churn_model"] = churn_row()
     return report(args, bundles, measured, datasets, workflows)
 
 
@@ -552,6 +577,8 @@ def report(
             ],
             "360, realistic backend latency, cache off": measured["realistic"]["360, cache off"],
             "360, realistic backend latency, cache on": measured["realistic"]["360, cache on"],
+            "360, marketing purpose, cache off": measured["insight"]["without"],
+            "360 with insight, marketing purpose, cache off": measured["insight"]["with"],
         },
         "sequential": {
             "floor: the 6 backend calls, direct and concurrent": sequential["floor"],
@@ -564,6 +591,7 @@ def report(
         "page_scale": measured["page_scale"],
         "datasets": {str(k): v for k, v in sorted(datasets.items())},
         "workflows": workflows,
+        "churn_model": measured["churn_model"],
         "ratios": {
             "policies on/off, p50 latency": round(on["p50_ms"] / off["p50_ms"], 3),
             "policies on/off, throughput": round(on["throughput_rps"] / off["throughput_rps"], 3),
@@ -573,6 +601,7 @@ def report(
             ),
             **cpu_ratios(on, off, unaudited, cached),
             **role_engine_ratios(on, throughput["roles-handwritten"]),
+            **insight_ratios(measured["insight"]["with"], measured["insight"]["without"]),
             "cache on/off, p50 latency": round(cached["p50_ms"] / on["p50_ms"], 3),
             "cache on/off, throughput": round(cached["throughput_rps"] / on["throughput_rps"], 3),
             "gateway/floor, sequential p50 (cache off)": round(
@@ -598,9 +627,24 @@ def cpu_ratios(on: dict, off: dict, unaudited: dict, cached: dict) -> dict[str, 
     }
 
 
+def insight_ratios(with_insight: dict, without: dict) -> dict[str, float]:
+    """The 360 query with the insight fields against without, one gateway, interleaved."""
+    key = "gateway_cpu_ms_per_op"
+    ratios = {
+        "insight fields with/without, throughput (360)": round(
+            with_insight["throughput_rps"] / without["throughput_rps"], 3
+        ),
+    }
+    if key in with_insight and key in without:
+        ratios["insight fields with/without, gateway CPU per request (360)"] = round(
+            with_insight[key] / without[key], 3
+        )
+    return ratios
+
+
 def role_engine_ratios(declared: dict, written: dict) -> dict[str, float]:
-    """The declared role files (billing, care) against the hand-written adapters, one run,
-    interleaved."""
+    """The declared role files (BOSS, billing, care) against the hand-written adapters, one
+    run, interleaved."""
     key = "gateway_cpu_ms_per_op"
     ratios = {
         "declared roles/hand-written adapters, throughput (360)": round(

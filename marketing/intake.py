@@ -18,9 +18,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from marketing.customers import CustomerRef, CustomerResolver
 from marketing.events import BusinessEvent
@@ -100,19 +103,35 @@ class GroupWriter:
                         pending.done.set_exception(StoreUnavailable("the hub is stopping"))
                 raise
             except Exception as error:
+                if len(batch) > 1 and about_the_data(error):
+                    # One event the database refuses must not fail the others it was grouped
+                    # with (their senders would retry into the same group again and again):
+                    # each is committed on its own, and only the refused one is answered 503.
+                    await self._one_by_one(batch)
+                    continue
                 # The kind only: the message may quote event data.
                 log.error("storing %d events failed: %s", len(batch), type(error).__name__)
                 for pending in batch:
                     if not pending.done.done():
                         pending.done.set_exception(StoreUnavailable("the event store failed"))
                 continue
-            seen: set[str] = set()
-            for pending in batch:
-                event_id = _event_id(pending)
-                first = event_id in new and event_id not in seen
-                seen.add(event_id)
+            _answer(batch, new)
+
+    async def _one_by_one(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            try:
+                new = await self._commit([pending])
+            except asyncio.CancelledError:
+                for rest in batch:
+                    if not rest.done.done():
+                        rest.done.set_exception(StoreUnavailable("the hub is stopping"))
+                raise
+            except Exception as error:
+                log.error("storing an event failed: %s", type(error).__name__)
                 if not pending.done.done():
-                    pending.done.set_result(first)
+                    pending.done.set_exception(StoreUnavailable("the event store failed"))
+                continue
+            _answer([pending], new)
 
     async def _commit(self, batch: list[_Pending]) -> set[str]:
         refs = {id(p): _ref(p) for p in batch}
@@ -134,6 +153,33 @@ class GroupWriter:
                 ),
             )
         return await self._store.store(list(unique.values()))
+
+
+def _answer(batch: list[_Pending], new: set[str]) -> None:
+    """Each caller's answer after the commit: new (the first of its id), or a replay."""
+    seen: set[str] = set()
+    for pending in batch:
+        event_id = _event_id(pending)
+        first = event_id in new and event_id not in seen
+        seen.add(event_id)
+        if not pending.done.done():
+            pending.done.set_result(first)
+
+
+def about_the_data(error: BaseException) -> bool:
+    """Whether a failed commit is some row's fault rather than the database's.
+
+    Integrity and data errors, and asyncpg's bare DBAPIErrors whose SQLSTATE is of the data
+    (22) or integrity (23) class (a NUL byte in a text is 22021), as the audit log's writer
+    judges them (gateway/audit/writer.py). Anything else, a database down included, fails the
+    whole group at once: retrying each event alone would only wait N times for it.
+    """
+    if isinstance(error, IntegrityError | DataError | sqlite3.IntegrityError | sqlite3.DataError):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+    return False
 
 
 def _event_id(pending: _Pending) -> str:

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Column, DateTime, Integer, String, Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketing.events import BusinessEvent
-from marketing.store import metadata, utcnow
+from marketing.store import insert_new, metadata, utcnow
 
 event_decision = Table(
     "event_decision",
@@ -34,6 +33,7 @@ class RecordingHandler:
     def __init__(self, engine: AsyncEngine, worker: str) -> None:
         self._engine = engine
         self._worker = worker
+        self._insert = insert_new(event_decision, engine.dialect.name, "event_id")
 
     async def handle(self, events: Sequence[BusinessEvent]) -> None:
         if not events:
@@ -52,15 +52,8 @@ class RecordingHandler:
             }
             for e in events
         ]
-        module = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-        insert = module.insert(event_decision).on_conflict_do_nothing(index_elements=["event_id"])
         async with self._engine.begin() as conn:
-            inserted = {
-                r.event_id
-                for r in await conn.execute(
-                    insert.values(rows).returning(event_decision.c.event_id)
-                )
-            }
+            inserted = {r.event_id for r in await conn.execute(self._insert, rows)}
             again = [e.event_id for e in events if e.event_id not in inserted]
             if again:
                 await conn.execute(

@@ -102,15 +102,25 @@ def _event(row: Any) -> BusinessEvent:
     )
 
 
+def insert_new(table: Table, dialect: str, key: str) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key``, to be executed with a list
+    of rows.
+
+    Built once and executed with the rows as parameters (executemany): SQLAlchemy's
+    "insertmanyvalues" sends them as multi-row INSERTs of one cached statement. Building a
+    ``.values(rows)`` statement per batch instead compiled a new statement every time (11-16 %
+    of the gateway's CPU under the events benchmark) and, on PostgreSQL, made asyncpg prepare
+    a new statement per batch size.
+    """
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+
+
 class EventStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
-
-    def _insert(self):  # type: ignore[no-untyped-def]
-        if self._dialect == "postgresql":
-            return postgresql.insert(hub_event).on_conflict_do_nothing(index_elements=["event_id"])
-        return sqlite.insert(hub_event).on_conflict_do_nothing(index_elements=["event_id"])
+        self._insert = insert_new(hub_event, self._dialect, "event_id")
 
     async def store(self, events: Sequence[BusinessEvent]) -> set[str]:
         """Store the events not stored yet, in one transaction; the ids that were new.
@@ -135,7 +145,7 @@ class EventStore:
             for e in events
         ]
         async with self._engine.begin() as conn:
-            result = await conn.execute(self._insert().values(rows).returning(hub_event.c.event_id))
+            result = await conn.execute(self._insert, rows)
             return {r.event_id for r in result}
 
     async def claim(self, worker: str, limit: int, lease_s: float) -> Claim:

@@ -15,13 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DataError
 
 from adapters.declared.registry import BUNDLED_SYSTEMS_DIR
 from adapters.declared.yaml_lines import DeclarationInvalid
 from gateway.settings import load_settings
+from marketing.customers import CustomerResolver
 from marketing.dispatcher import DispatchConfig, Dispatcher
 from marketing.events import EVENT_TYPES, BusinessEvent
-from marketing.mapping import NotificationInvalid, map_notification
+from marketing.intake import GroupWriter, StoreUnavailable
+from marketing.mapping import MappedEvent, NotificationInvalid, map_notification
 from marketing.signing import SignatureRefused, signature, verify
 from marketing.sources import load_sources, parse_source
 from marketing.store import EventStore, metadata
@@ -373,3 +376,84 @@ def test_the_example_file_documents_the_event_defaults(monkeypatch: pytest.Monke
     documented = load_settings().events
     monkeypatch.setenv("SWITCHBOARD_CONFIG", "/nonexistent/switchboard.toml")
     assert documented == load_settings().events
+
+
+def _mapped(event_id: str) -> MappedEvent:
+    return MappedEvent(
+        system_event_id=event_id,
+        event_type="roaming.started",
+        occurred_at=dt.datetime.now(dt.UTC),
+        customer_key=None,
+        subscriber=None,
+        payload={"country": "JP"},
+    )
+
+
+class RefusingStore(EventStore):
+    """The real store, refusing (as a database does a row's data) any group holding "bad"."""
+
+    async def store(self, events: Sequence[BusinessEvent]) -> set[str]:
+        if any(e.event_id.endswith(":bad") for e in events):
+            raise DataError("INSERT", {}, ValueError("refused"))
+        return await super().store(events)
+
+
+async def test_a_refused_event_fails_only_itself_not_its_group(hub_database_url: str) -> None:
+    engine = await engine_with_empty_tables(hub_database_url, metadata)
+    boss = load_sources(BUNDLED_SYSTEMS_DIR).get("boss")
+    assert boss is not None
+    writer = GroupWriter(RefusingStore(engine), CustomerResolver(engine, None), 256)
+    writer.start()
+    try:
+        ids = ["a", "bad", "b", "c"]
+        answers = await asyncio.gather(
+            *(writer.submit(boss, _mapped(i)) for i in ids), return_exceptions=True
+        )
+        assert answers[0] is True and answers[2] is True and answers[3] is True
+        assert isinstance(answers[1], StoreUnavailable)
+        assert (await EventStore(engine).counts())["stored"] == 3
+    finally:
+        await writer.stop()
+        await engine.dispose()
+
+
+async def test_a_nul_byte_refused_by_postgres_fails_only_that_event(
+    hub_database_url: str,
+) -> None:
+    engine = await engine_with_empty_tables(hub_database_url, metadata)
+    boss = load_sources(BUNDLED_SYSTEMS_DIR).get("boss")
+    assert boss is not None
+    writer = GroupWriter(EventStore(engine), CustomerResolver(engine, None), 256)
+    writer.start()
+    try:
+        answers = await asyncio.gather(
+            *(writer.submit(boss, _mapped(i)) for i in ("x", "y\x00z", "w")),
+            return_exceptions=True,
+        )
+        assert answers[0] is True and answers[2] is True
+        # PostgreSQL refuses a NUL byte in a text (SQLSTATE 22021); SQLite stores it.
+        stored = 3 if engine.dialect.name == "sqlite" else 2
+        assert (answers[1] is True) if stored == 3 else isinstance(answers[1], StoreUnavailable)
+        assert (await EventStore(engine).counts())["stored"] == stored
+    finally:
+        await writer.stop()
+        await engine.dispose()
+
+
+async def test_a_replay_within_a_group_is_stored_once(hub_database_url: str) -> None:
+    engine = await engine_with_empty_tables(hub_database_url, metadata)
+    boss = load_sources(BUNDLED_SYSTEMS_DIR).get("boss")
+    assert boss is not None
+    writer = GroupWriter(EventStore(engine), CustomerResolver(engine, None), 256)
+    writer.start()
+    try:
+        assert await writer.submit(boss, _mapped("old")) is True
+        # One group: a new event twice, an event stored before, another new one.
+        answers = await asyncio.gather(
+            *(writer.submit(boss, _mapped(i)) for i in ("n", "n", "old", "m"))
+        )
+        assert answers == [True, False, False, True]
+        assert (await EventStore(engine).counts())["stored"] == 3
+    finally:
+        await writer.stop()
+        await engine.dispose()
