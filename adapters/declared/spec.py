@@ -98,6 +98,8 @@ class FieldSpec:
     nested_name: str | None = None
     #: Paths tried in order when ``path`` holds nothing (``path: [a.b, c]`` in the mapping).
     alternatives: tuple[tuple[str, ...], ...] = ()
+    #: One path without list filters (set when read): values are read the short way.
+    plain_path: bool = True
     #: ``personal: false``: the engineer says a field whose name looks personal (an offering's
     #: name, a certificate's type) is not, so `systems check` does not warn about it.
     personal: bool | None = None
@@ -704,6 +706,7 @@ def _records(md: dict, m: _Reader) -> dict[str, RecordSpec]:
                     name=str(field_name),
                     path=paths[0],
                     alternatives=paths[1:],
+                    plain_path=len(paths) == 1 and not any("[" in step for step in paths[0]),
                     type="record" if nested_name is not None else kind,
                     data_class=data_class,
                     value_map={str(k): str(v) for k, v in plain(value_map).items()}

@@ -210,19 +210,66 @@ def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
     raise BadResponse(system, f"field {spec.name} has an unknown type")
 
 
-def _xml_value(element: etree._Element, spec: FieldSpec, system: str) -> Any:
+Children = dict[str, list[etree._Element]]
+
+
+def _children(element: etree._Element) -> Children:
+    """An element's children by local name, in order: built once per record, so each field's
+    first step is a lookup rather than a scan of every child (a record has dozens)."""
+    index: Children = {}
+    for child in element:
+        tag = child.tag
+        if isinstance(tag, str):
+            index.setdefault(tag.rpartition("}")[2], []).append(child)
+    return index
+
+
+def _plain_all(element: etree._Element, index: Children, path: tuple[str, ...]) -> list[Any]:
+    """``xml_find_all`` through the index: the first match at each step, every match last."""
+    if not path:
+        return [element]
+    first = index.get(path[0], ())
+    if len(path) == 1:
+        return list(first)
+    return xml_find_all(first[0], path[1:]) if first else []
+
+
+def _plain_text(element: etree._Element, index: Children, path: tuple[str, ...]) -> str | None:
+    if not path:
+        return element.text or ""
+    first = index.get(path[0])
+    if not first:
+        return None
+    found = first[0] if len(path) == 1 else xml_find(first[0], path[1:])
+    return None if found is None else (found.text or "")
+
+
+def _xml_elements(element: etree._Element, index: Children, spec: FieldSpec) -> list[Any]:
+    if spec.plain_path:
+        return _plain_all(element, index, spec.path)
+    for path in (spec.path, *spec.alternatives):
+        found = xml_select(element, path) if has_filter(path) else _plain_all(element, index, path)
+        if found:
+            return found
+    return []
+
+
+def _xml_value(element: etree._Element, index: Children, spec: FieldSpec, system: str) -> Any:
     if spec.nested is not None:
-        return _xml_nested(element, spec, spec.nested, system)
+        return _xml_nested(element, index, spec, spec.nested, system)
     if spec.many:
-        return tuple(convert(e.text or "", spec, system) for e in _xml_elements(element, spec))
-    if not spec.alternatives and not has_filter(spec.path):
-        return convert(xml_text(element, spec.path), spec, system)
-    found = _xml_elements(element, spec)
+        found = _xml_elements(element, index, spec)
+        return tuple(convert(e.text or "", spec, system) for e in found)
+    if spec.plain_path:
+        return convert(_plain_text(element, index, spec.path), spec, system)
+    found = _xml_elements(element, index, spec)
     return convert((found[0].text or "") if found else None, spec, system)
 
 
-def _xml_nested(element: etree._Element, spec: FieldSpec, nested: RecordSpec, system: str) -> Any:
-    found = _xml_elements(element, spec)
+def _xml_nested(
+    element: etree._Element, index: Children, spec: FieldSpec, nested: RecordSpec, system: str
+) -> Any:
+    found = _xml_elements(element, index, spec)
     if spec.many:
         return tuple(from_xml(e, nested, system) for e in found)
     if not found:
@@ -246,6 +293,8 @@ def _json_nested(raw: Any, spec: FieldSpec, nested: RecordSpec, system: str) -> 
 
 def _json_raw(value: Any, spec: FieldSpec) -> Any:
     """The raw value at the field's path, else at the first alternative path that has one."""
+    if spec.plain_path:  # the common case, per field of every record: no filter, one path
+        return json_find(value, spec.path)
     for path in (spec.path, *spec.alternatives):
         if has_filter(path):
             found = json_select(value, path)
@@ -255,14 +304,6 @@ def _json_raw(value: Any, spec: FieldSpec) -> Any:
         if raw is not None and raw != []:
             return raw
     return None
-
-
-def _xml_elements(element: etree._Element, spec: FieldSpec) -> list[etree._Element]:
-    for path in (spec.path, *spec.alternatives):
-        found = xml_select(element, path) if has_filter(path) else xml_find_all(element, path)
-        if found:
-            return found
-    return []
 
 
 def _json_value(value: Any, spec: FieldSpec, system: str) -> Any:
@@ -279,7 +320,8 @@ def _json_value(value: Any, spec: FieldSpec, system: str) -> Any:
 
 
 def from_xml(element: etree._Element, record: RecordSpec, system: str) -> dict[str, Any]:
-    return {f.name: _xml_value(element, f, system) for f in record.fields}
+    index = _children(element)
+    return {f.name: _xml_value(element, index, f, system) for f in record.fields}
 
 
 def from_json(value: Any, record: RecordSpec, system: str) -> dict[str, Any]:
