@@ -627,35 +627,25 @@ def cpu_ratios(on: dict, off: dict, unaudited: dict, cached: dict) -> dict[str, 
     }
 
 
+def _ab_ratios(label: str, a: dict, b: dict) -> dict[str, float]:
+    """Side A over side B of one interleaved run: throughput, and gateway CPU per request
+    where both sides measured it."""
+    key = "gateway_cpu_ms_per_op"
+    ratios = {f"{label}, throughput (360)": round(a["throughput_rps"] / b["throughput_rps"], 3)}
+    if key in a and key in b:
+        ratios[f"{label}, gateway CPU per request (360)"] = round(a[key] / b[key], 3)
+    return ratios
+
+
 def insight_ratios(with_insight: dict, without: dict) -> dict[str, float]:
     """The 360 query with the insight fields against without, one gateway, interleaved."""
-    key = "gateway_cpu_ms_per_op"
-    ratios = {
-        "insight fields with/without, throughput (360)": round(
-            with_insight["throughput_rps"] / without["throughput_rps"], 3
-        ),
-    }
-    if key in with_insight and key in without:
-        ratios["insight fields with/without, gateway CPU per request (360)"] = round(
-            with_insight[key] / without[key], 3
-        )
-    return ratios
+    return _ab_ratios("insight fields with/without", with_insight, without)
 
 
 def role_engine_ratios(declared: dict, written: dict) -> dict[str, float]:
     """The declared role files (BOSS, billing, care) against the hand-written adapters, one
     run, interleaved."""
-    key = "gateway_cpu_ms_per_op"
-    ratios = {
-        "declared roles/hand-written adapters, throughput (360)": round(
-            declared["throughput_rps"] / written["throughput_rps"], 3
-        ),
-    }
-    if key in declared and key in written:
-        ratios["declared roles/hand-written adapters, gateway CPU per request (360)"] = round(
-            declared[key] / written[key], 3
-        )
-    return ratios
+    return _ab_ratios("declared roles/hand-written adapters", declared, written)
 
 
 def main(argv: list[str] | None = None) -> int:

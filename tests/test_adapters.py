@@ -44,14 +44,19 @@ async def boss(sims, request):
     await adapter.close()
 
 
+def declared_role(role: str, endpoint: Endpoint):
+    """The bundled declaration that plays ``role``, reached through ``endpoint``."""
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing(role)
+    assert spec is not None
+    return play(spec, endpoint)
+
+
 def billing_adapter(base_url: str, engine: str, timeout_s: float = 1.0):
     """The billing role: the hand-written adapter, or the bundled declared system."""
     endpoint = Endpoint("billing", base_url, timeout_s=timeout_s)
-    if engine == "handwritten":
-        return BillingAdapter(endpoint)
-    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("billing")
-    assert spec is not None
-    return play(spec, endpoint)
+    return (
+        BillingAdapter(endpoint) if engine == "handwritten" else declared_role("billing", endpoint)
+    )
 
 
 @pytest.fixture(params=["declared", "handwritten"])
@@ -64,11 +69,7 @@ async def billing(sims, request):
 def care_adapter(base_url: str, engine: str, timeout_s: float = 1.0):
     """The care role: the hand-written adapter, or the bundled declared system."""
     endpoint = Endpoint("care", base_url, timeout_s=timeout_s)
-    if engine == "handwritten":
-        return CareAdapter(endpoint)
-    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing("care")
-    assert spec is not None
-    return play(spec, endpoint)
+    return CareAdapter(endpoint) if engine == "handwritten" else declared_role("care", endpoint)
 
 
 @pytest.fixture(params=["declared", "handwritten"])
