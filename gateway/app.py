@@ -676,7 +676,10 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         timeout_s = settings.readiness.backend_timeout_s
         probes, own = await asyncio.gather(
             asyncio.gather(
-                *(_probe(a.name, a.ping, wiring.guards[a.name], timeout_s) for a in adapters),
+                *(
+                    _probe(p.name, p.ping, wiring.guards[p.name], timeout_s)
+                    for p in wiring.role_probes
+                ),
                 *(
                     _probe(p.name, p.ping, wiring.system_guards[p.name], timeout_s)
                     for p in wiring.probes
@@ -684,8 +687,8 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
             ),
             check_all(dependencies.dependencies),
         )
-        report = dict(probes[: len(adapters)])
-        systems = dict(probes[len(adapters) :])
+        report = dict(probes[: len(wiring.role_probes)])
+        systems = dict(probes[len(wiring.role_probes) :])
         required = {p.name for p in wiring.probes if p.required}
         for name, found in systems.items():
             found["required"] = name in required

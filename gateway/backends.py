@@ -8,8 +8,9 @@ ones too (its lookups pass through uncached).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -58,6 +59,30 @@ class SystemProbe:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleProbe:
+    """One instance of a role's system (or the hand-written adapter), as /readyz checks it."""
+
+    name: str
+    ping: Callable[[], Awaitable[None]]
+
+
+def _role_probes(adapter: Any) -> tuple[RoleProbe, ...]:
+    """One probe per instance of a declared role system with several; else the adapter's."""
+    system = getattr(adapter, "system", None)
+    if isinstance(system, DeclaredSystem) and len(system.instances) > 1:
+        return tuple(RoleProbe(n, partial(adapter.ping, n)) for n in system.instances)
+    return (RoleProbe(adapter.name, adapter.ping),)
+
+
+def _role_guards(adapter: Any, endpoint: Endpoint) -> dict[str, BackendGuard]:
+    """The guards a role's calls go through: each instance's when its system has several."""
+    system = getattr(adapter, "system", None)
+    if isinstance(system, DeclaredSystem) and len(system.instances) > 1:
+        return {n: e.guard for n, e in system.endpoints.items() if e.guard is not None}
+    return {endpoint.system: endpoint.guard} if endpoint.guard is not None else {}
+
+
+@dataclass(frozen=True, slots=True)
 class Wiring:
     """What ``build_backends`` made: the schema's backends, plus what /readyz and /metrics read."""
 
@@ -71,6 +96,8 @@ class Wiring:
     probes: tuple[SystemProbe, ...] = ()
     #: One guard per declared system instance, by instance name ("loyalty-north").
     system_guards: Mapping[str, BackendGuard] = field(default_factory=dict)
+    #: What /readyz probes of the three roles: one per instance (guards has the same names).
+    role_probes: tuple[RoleProbe, ...] = ()
 
     @property
     def all_guards(self) -> dict[str, BackendGuard]:
@@ -151,7 +178,7 @@ def build_systems(
     registry: SystemRegistry, settings: Settings, cache: RecordCache | None
 ) -> tuple[dict[str, DeclaredSystem], dict[str, Endpoint]]:
     """One DeclaredSystem per declared system, one guarded endpoint per instance."""
-    overrides = {name.replace("_", "-").lower(): url for name, url in settings.system_urls.items()}
+    overrides = _url_overrides(settings)
     systems: dict[str, DeclaredSystem] = {}
     endpoints: dict[str, Endpoint] = {}
     for spec in registry.graph_systems():
@@ -180,7 +207,13 @@ def _role_adapter(
     spec = registry.playing(role)
     if settings.role_engine == "handwritten" or spec is None:
         return handwritten()
-    return play(spec, endpoint, _own_settings(getattr(settings, endpoint.system, None)))
+    table = _own_settings(getattr(settings, endpoint.system, None))
+    return play(spec, endpoint, table, _url_overrides(settings))
+
+
+def _url_overrides(settings: Settings) -> dict[str, str]:
+    """``system_urls`` by instance name (an env JSON key may spell it LOYALTY_NORTH)."""
+    return {name.replace("_", "-").lower(): url for name, url in settings.system_urls.items()}
 
 
 def _own_settings(table: BackendSettings | None) -> dict[str, str]:
@@ -222,6 +255,11 @@ def build_backends(
     care: CareSystem = _role_adapter(
         registry, settings, "care", endpoints["care"], lambda: CareAdapter(endpoints["care"])
     )
+    roles = ((customer_system, "boss"), (billing, "billing"), (care, "care"))
+    guards: dict[str, BackendGuard] = {}
+    for adapter, table in roles:
+        guards.update(_role_guards(adapter, endpoints[table]))
+    role_probes = tuple(probe for adapter, _ in roles for probe in _role_probes(adapter))
     cache = build_cache(settings.cache)
     if cache is not None:
         customer_system = CachedCustomerSystem(customer_system, cache)
@@ -252,7 +290,6 @@ def build_backends(
         linkers=linkers,
         key_classes=key_classes,
     )
-    guards = {name: endpoint.guard for name, endpoint in endpoints.items() if endpoint.guard}
     system_guards = {
         name: endpoint.guard for name, endpoint in system_endpoints.items() if endpoint.guard
     }
@@ -268,6 +305,7 @@ def build_backends(
         registry=registry,
         probes=probes,
         system_guards=system_guards,
+        role_probes=role_probes,
     )
 
 

@@ -95,17 +95,54 @@ def test_role_mistakes_are_refused_with_file_and_line(tmp_path, old, new, expect
     assert all(p.startswith(f"{mapping}:") and p.split(":")[1].isdigit() for p in found)
 
 
-def test_a_role_system_has_one_instance(tmp_path):
-    folder, _ = copy_billing(tmp_path)
+def _two_billing_instances(folder: Path, first: str, second: str) -> Path:
     system = folder / "billing" / "system.yaml"
     system.write_text(
         system.read_text().replace(
             "    base_url: http://127.0.0.1:8102\n",
-            "    base_url: http://127.0.0.1:8102\n  - name: billing-two\n"
-            "    base_url: http://127.0.0.1:8103\n",
+            f"    base_url: http://127.0.0.1:8102\n{first}  - name: billing-two\n"
+            f"    base_url: http://127.0.0.1:8103\n{second}",
         )
     )
-    assert any("plays a role has one instance" in p for p in problems_of(folder))
+    return system
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("", "", "each must say what it owns"),
+        ("    owns: {key_prefix: ['1-4']}\n", "", "each must say what it owns"),
+        (
+            "    owns: {key_prefix: ['10-19']}\n",
+            "    owns: {key_prefix: ['1']}\n",
+            "both own some key_prefix values",
+        ),
+        (
+            "    owns: {msisdn_prefix: ['130-159']}\n",
+            "    owns: {msisdn_prefix: ['1595-1999']}\n",
+            "both own some msisdn_prefix values",
+        ),
+        ("    owns: {key_prefix: ['9-1']}\n", "", "key_prefix '9-1' must be like"),
+    ],
+)
+def test_several_instances_of_a_role_each_own_their_own_share(tmp_path, first, second, expected):
+    folder, _ = copy_billing(tmp_path)
+    system = _two_billing_instances(folder, first, second)
+    found = [p for p in problems_of(folder) if expected in p]
+    assert found, problems_of(folder)
+    assert all(p.startswith(f"{system}:") for p in found)
+
+
+def test_two_instances_of_a_role_that_share_nothing_are_accepted(tmp_path):
+    folder, _ = copy_billing(tmp_path)
+    _two_billing_instances(
+        folder, "    owns: {key_prefix: ['0-4']}\n", "    owns: {key_prefix: ['5-9']}\n"
+    )
+    spec = load_registry(folder).playing("billing")
+    assert spec is not None
+    assert [i.owns_key("42") for i in spec.instances] == [True, False]
+    assert [i.owns_key("517") for i in spec.instances] == [False, True]
+    assert [i.owns_key("A17") for i in spec.instances] == [False, False]
 
 
 def test_a_folder_without_a_billing_system_keeps_the_bundled_one(tmp_path):

@@ -10,14 +10,15 @@ role (``CachedBillingSystem``...).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from adapters.declared.canonical import to_canonical
-from adapters.declared.spec import SystemSpec
+from adapters.declared.spec import InstanceSpec, SystemSpec
 from adapters.declared.system import DeclaredSystem
-from adapters.errors import BadResponse, NotFound
+from adapters.errors import BadResponse, BusinessRejected, NotFound
 from adapters.parsing import unique
 from adapters.records import (
     Balance,
@@ -36,19 +37,32 @@ from adapters.records import (
     Subscription,
     Ticket,
 )
-from adapters.resilience import Endpoint
+from adapters.resilience import BackendGuard, Endpoint
+
+Route = Callable[[str], "str | None"]
 
 
 class _RoleAdapter:
-    """What every role adapter shares: the system, its one instance, its slots."""
+    """What every role adapter shares: the system, its instances and their router, its slots.
+
+    With one instance every call goes to it. With several (provincial BOSS instances, each
+    owning a range of customer numbers or MSISDNs: ``owns:`` in the system file), a call by a
+    key or number that a rule covers goes only to its owner; a call by anything else (an ID
+    card, a subscriber no rule covers, a search page, the catalogue) asks every instance, and an
+    instance that answers NOT_FOUND simply holds none. A write goes to one instance: the owner
+    by rule, else the one a locating read finds (``_home``).
+    """
 
     def __init__(self, system: DeclaredSystem) -> None:
         role = system.spec.role
         if role is None:
             raise ValueError(f"system {system.name} declares no role")
         self.system = system
-        #: The instance name: what errors, guards, metrics and /readyz call it.
-        self.name = system.sole_instance
+        #: The instances, in declared order (a search page runs through them in this order).
+        self.instances: tuple[str, ...] = tuple(system.instances)
+        #: What errors, guards, metrics and /readyz call it: the instance's name when there is
+        #: one, the system's when there are several (each instance is then probed by its own).
+        self.name = self.instances[0] if len(self.instances) == 1 else system.name
         self._slots = role.slots
 
     def _op(self, slot: str) -> str:
@@ -60,30 +74,120 @@ class _RoleAdapter:
     async def close(self) -> None:
         await self.system.close()
 
-    async def ping(self) -> None:
-        await self.system.ping(self.name)
+    async def ping(self, instance: str | None = None) -> None:
+        await self.system.ping(instance or self.instances[0])
+
+    # --- routing ------------------------------------------------------------------------
+
+    def _route(self, values: Sequence[str], owner: Route) -> dict[str, list[str]]:
+        """Each instance's share of ``values``: a value no rule places goes to every one."""
+        shares: dict[str, list[str]] = {}
+        for value in values:
+            home = owner(value)
+            for name in (home,) if home is not None else self.instances:
+                shares.setdefault(name, []).append(value)
+        return shares
+
+    async def _each(
+        self,
+        names: Sequence[str],
+        call: Callable[[str], Awaitable[Any]],
+        *,
+        found_is_enough: bool = False,
+    ) -> list:
+        """``call(name)`` on each named instance at once, the answers in declared order. An
+        instance that answers NOT_FOUND holds none (left out); when all of them do, that is
+        the answer. Any other failure fails the call, since without that instance's answer
+        the hub cannot say what there is; unless ``found_is_enough`` (a lookup of one number
+        or ID card, which one instance holds at most) and another instance found it."""
+        outcomes = await asyncio.gather(*(call(n) for n in names), return_exceptions=True)
+        kept: list[Any] = []
+        missing: NotFound | None = None
+        failed: BaseException | None = None
+        for outcome in outcomes:
+            if isinstance(outcome, NotFound):
+                missing = missing or outcome
+            elif isinstance(outcome, BaseException):
+                failed = failed or outcome
+            else:
+                kept.append(outcome)
+        if failed is not None and not (found_is_enough and any(kept)):
+            raise failed
+        if not kept and missing is not None:
+            raise missing
+        return kept
+
+    async def _home(self, key: str, locate: Callable[[str], Awaitable[Any]]) -> str:
+        """The instance a write about ``key`` goes to: its owner by rule, else the one
+        instance where ``locate(instance)`` (a read) finds it; NOT_FOUND where none does."""
+        owner = self.system.key_owner(key)
+        if owner is not None:
+            return owner
+
+        async def holder(name: str) -> str:
+            await locate(name)
+            return name
+
+        found = await self._each(self.instances, holder)
+        if len(found) > 1:
+            raise BadResponse(self.name, f"instances {', '.join(found)} all hold the same key")
+        return str(found[0])
+
+    async def _holds(self, slot: str, key: str, instance: str) -> None:
+        """A locating read: NOT_FOUND unless ``instance`` answers ``slot`` for ``key``."""
+        found = await self.system.read_by_keys(self._op(slot), [(instance, key)])
+        if not found:
+            raise NotFound(instance, f"holds no such {slot} key")
+
+    # --- reads --------------------------------------------------------------------------
 
     async def _keyed(self, slot: str, record: str, keys: Sequence[str]) -> dict[str, Any]:
-        found = await self.system.read_by_keys(self._op(slot), ((self.name, k) for k in keys))
-        return {key: to_canonical(record, r) for (_, key), r in found.items()}
+        op = self._op(slot)
+        shares = self._route(keys, self.system.key_owner)
 
-    async def _lookup(self, slot: str, record: str, values: Sequence[str]) -> list[Any]:
+        async def one(name: str) -> dict[tuple[str, str], Any]:
+            return await self.system.read_by_keys(op, ((name, k) for k in shares[name]))
+
+        found: dict[str, Any] = {}
+        for answer in await self._each(list(shares), one):
+            for (_, key), r in answer.items():
+                found.setdefault(key, to_canonical(record, r))
+        return found
+
+    async def _lookup(
+        self, slot: str, record: str, values: Sequence[str], owner: Route | None = None
+    ) -> list[Any]:
+        """Records found by ``values``; ``owner`` places a value on its instance (a number by
+        ``owns.msisdn_prefix``); without one, every instance is asked."""
         if not values:
             return []
-        located = await self.system.lookup_keys(self._op(slot), list(values))
-        return [to_canonical(record, found.record) for found in located]
+        op = self._op(slot)
+        shares = self._route(values, owner or (lambda _: None))
+        found = await self._each(
+            list(shares),
+            lambda name: self.system.lookup_at(op, name, shares[name]),
+            found_is_enough=len(values) == 1,
+        )
+        return [to_canonical(record, located.record) for answer in found for located in answer]
+
+    async def _by_number(self, slot: str, record: str, msisdns: Sequence[str]) -> list[Any]:
+        return await self._lookup(slot, record, msisdns, self.system.number_owner)
 
     async def _grouped(self, slot: str, record: str, keys: Sequence[str]) -> dict[str, list[Any]]:
         """Every key's records (an empty list for a key with none), in the system's order."""
         grouped: dict[str, list[Any]] = {key: [] for key in keys}
         if not keys:
             return grouped
-        key_field = self.system.spec.operations[self._op(slot)].key_field or ""
-        located = await self.system.lookup_keys(self._op(slot), list(keys))
-        for found in located:
+        op = self._op(slot)
+        key_field = self.system.spec.operations[op].key_field or ""
+        shares = self._route(list(keys), self.system.key_owner)
+        answers = await self._each(
+            list(shares), lambda name: self.system.lookup_at(op, name, shares[name])
+        )
+        for found in (located for answer in answers for located in answer):
             owner = found.record.get(key_field)
             if owner is None:
-                raise BadResponse(self.name, f"answered {self._op(slot)} without record keys")
+                raise BadResponse(self.name, f"answered {op} without record keys")
             if str(owner) in grouped:
                 grouped[str(owner)].append(to_canonical(record, found.record))
         return grouped
@@ -97,23 +201,67 @@ class _RoleAdapter:
         limit: int,
         variables: Mapping[str, Any] | None = None,
     ) -> Page:
-        total, found = await self.system.page(
-            self._op(slot), self.name, key, offset, limit, variables
+        """One page. A key's page comes from the key's instance; a page no rule places (a
+        search, a key no rule covers) runs through the instances in declared order, as if
+        their lists were one: one call per instance, each also telling its total."""
+        op = self._op(slot)
+        owner = self.system.key_owner(key) if key else None
+        if owner is None and len(self.instances) == 1:
+            owner = self.instances[0]
+        if owner is not None:
+            total, found = await self.system.page(op, owner, key, offset, limit, variables)
+            return Page(total, tuple(to_canonical(record, r) for r in found))
+        total = 0
+        records: list[Any] = []
+        for name in self.instances:
+            wanted = max(limit - len(records), 1)  # a full page still learns the total
+            try:
+                count, found = await self.system.page(
+                    op, name, key, max(offset - total, 0), wanted, variables
+                )
+            except NotFound:
+                continue  # this instance holds no such key
+            if offset < total + count:
+                records += found[: limit - len(records)]
+            total += count
+        return Page(total, tuple(to_canonical(record, r) for r in records))
+
+    async def _read(
+        self, slot: str, record: str, values: dict[str, Any], instance: str | None = None
+    ) -> list[Any]:
+        found = await self.system.read(self._op(slot), values, instance)
+        return [to_canonical(record, r) for r in found]
+
+    async def _read_everywhere(self, slot: str, record: str, values: dict[str, Any]) -> list:
+        """A read asked of every instance, the answers one after another in declared order."""
+        answers = await self._each(
+            self.instances, lambda name: self._read(slot, record, values, name)
         )
-        return Page(total, tuple(to_canonical(record, r) for r in found))
+        return [item for answer in answers for item in answer]
 
-    async def _read(self, slot: str, record: str, values: dict[str, Any]) -> list[Any]:
-        return [to_canonical(record, r) for r in await self.system.read(self._op(slot), values)]
+    async def _write(
+        self, slot: str, values: dict[str, Any], instance: str | None = None
+    ) -> list[Mapping[str, Any]]:
+        return await self.system.send(self._op(slot), values, instance)
 
-    async def _write(self, slot: str, values: dict[str, Any]) -> list[Mapping[str, Any]]:
-        return await self.system.send(self._op(slot), values)
-
-    async def _written(self, slot: str, record: str, values: dict[str, Any]) -> Any:
+    async def _written(
+        self, slot: str, record: str, values: dict[str, Any], instance: str | None = None
+    ) -> Any:
         """A write whose answer is the changed record (a ticket as it now stands)."""
-        answer = await self._write(slot, values)
+        answer = await self._write(slot, values, instance)
         if not answer:
             raise BadResponse(self.name, f"answered {self._op(slot)} without its result")
         return to_canonical(record, answer[0])
+
+    def _owned(self, key: str, what: str, owner: Route | None = None) -> str:
+        """The instance a write about ``key`` goes to when the role has no read to locate
+        it: the owner by rule (``owns:``); with several instances and no rule, refused."""
+        home = (owner or self.system.key_owner)(key)
+        if home is None:
+            raise BusinessRejected(
+                self.name, f"no instance owns this {what}: its instances need owns: rules"
+            )
+        return home
 
 
 class DeclaredBilling(_RoleAdapter):
@@ -127,7 +275,8 @@ class DeclaredBilling(_RoleAdapter):
             ("accounts_by_certificate", certificate_nos),
             ("accounts_by_msisdn", msisdns),
         ):
-            for account in await self._lookup(slot, "BillingAccount", values):
+            by_number = self.system.number_owner if slot == "accounts_by_msisdn" else None
+            for account in await self._lookup(slot, "BillingAccount", values, by_number):
                 found.setdefault(account.id, account)
         return list(found.values())
 
@@ -146,6 +295,7 @@ class DeclaredBilling(_RoleAdapter):
     async def adjust_balance(
         self, account_id: str, amount: Money, reason: str, idempotency_key: str
     ) -> str:
+        home = await self._home(account_id, lambda name: self._holds("accounts", account_id, name))
         answer = await self._write(
             "adjust_balance",
             {
@@ -156,6 +306,7 @@ class DeclaredBilling(_RoleAdapter):
                 "$reason": reason,
                 "$idempotencyKey": idempotency_key,
             },
+            home,
         )
         if not answer or answer[0].get("id") is None:
             raise BadResponse(self.name, "answered a balance adjustment without its id")
@@ -173,7 +324,8 @@ class DeclaredCare(_RoleAdapter):
             ("parties_by_certificate", id_card_numbers),
             ("parties_by_msisdn", msisdns),
         ):
-            for party in await self._lookup(slot, "Party", values):
+            by_number = self.system.number_owner if slot == "parties_by_msisdn" else None
+            for party in await self._lookup(slot, "Party", values, by_number):
                 found.setdefault(party.id, party)
         return list(found.values())
 
@@ -205,7 +357,9 @@ class DeclaredCare(_RoleAdapter):
             "$channel": channel,
             "$idempotencyKey": idempotency_key,
         }
-        return await self._written("create_ticket", "Ticket", values)
+        return await self._written(
+            "create_ticket", "Ticket", values, self._owned(party_id, "party")
+        )
 
     async def update_ticket(
         self,
@@ -223,11 +377,14 @@ class DeclaredCare(_RoleAdapter):
             "$note": note,
             "$idempotencyKey": idempotency_key,
         }
-        return await self._written("update_ticket", "Ticket", values)
+        return await self._written(
+            "update_ticket", "Ticket", values, self._owned(ticket_id, "ticket")
+        )
 
     async def send_message(self, msisdn: str, text: str, idempotency_key: str) -> str:
         values = {"$msisdn": msisdn, "$text": text, "$idempotencyKey": idempotency_key}
-        answer = await self._write("send_message", values)
+        home = self._owned(msisdn, "number", self.system.number_owner)
+        answer = await self._write("send_message", values, home)
         if not answer or answer[0].get("id") is None:
             raise BadResponse(self.name, "answered a message without its id")
         return str(answer[0]["id"])
@@ -256,7 +413,7 @@ class DeclaredCustomerSystem(_RoleAdapter):
         return await self._grouped("subscriptions", "Subscription", unique(customer_nos))
 
     async def find_subscription_by_msisdn(self, msisdn: str) -> Subscription:
-        found = await self._lookup("subscriptions_by_msisdn", "Subscription", [msisdn])
+        found = await self._by_number("subscriptions_by_msisdn", "Subscription", [msisdn])
         if not found:
             raise BadResponse(self.name, "answered without the subscriber")
         return found[0]
@@ -278,29 +435,51 @@ class DeclaredCustomerSystem(_RoleAdapter):
     async def get_offerings(self, offering_ids: Sequence[str] = ()) -> Sequence[Offering]:
         wanted = unique(offering_ids)
         if not wanted:
-            return await self._read("offerings", "Offering", {})
-        return await self._lookup("offerings_by_id", "Offering", wanted)
+            found = await self._read_everywhere("offerings", "Offering", {})
+        else:
+            found = await self._lookup("offerings_by_id", "Offering", wanted)
+        # Several instances may sell the same offering: the first one's record stands.
+        offerings: dict[str, Offering] = {}
+        for offering in found:
+            offerings.setdefault(offering.id, offering)
+        return list(offerings.values())
 
     async def check_eligibility(self, subscriber_no: str, offering_id: str) -> tuple[bool, str]:
-        found = await self._read(
-            "eligibility", "Eligibility", {"$key": subscriber_no, "$offeringId": offering_id}
-        )
+        values = {"$key": subscriber_no, "$offeringId": offering_id}
+        owner = self.system.key_owner(subscriber_no)
+        if owner is not None:
+            found = await self._read("eligibility", "Eligibility", values, owner)
+        else:
+            found = await self._read_everywhere("eligibility", "Eligibility", values)
         if not found:
             raise BadResponse(self.name, "answered without the eligibility")
         answer: Eligibility = found[0]
         return answer.eligible, answer.reason
 
-    async def get_order(self, order_id: str) -> Order:
-        found = await self._keyed("orders", "Order", [order_id])
-        if order_id not in found:
+    async def get_order(self, order_id: str, instance: str | None = None) -> Order:
+        if instance is not None:
+            found = await self.system.read_by_keys(self._op("orders"), [(instance, order_id)])
+            orders = {key: to_canonical("Order", r) for (_, key), r in found.items()}
+        else:
+            orders = await self._keyed("orders", "Order", [order_id])
+        if order_id not in orders:
             raise BadResponse(self.name, "answered without the order")
-        return found[order_id]
+        return orders[order_id]
 
     # --- writes: sent once; the order is then read back (a read, retried) ----------------
 
     async def change_offering(
         self, subscriber_no: str, offering_id: str, idempotency_key: str
     ) -> Order:
+        home = await self._home(
+            subscriber_no,
+            lambda name: self._read(
+                "eligibility",
+                "Eligibility",
+                {"$key": subscriber_no, "$offeringId": offering_id},
+                name,
+            ),
+        )
         placed = await self._placed(
             "change_offering",
             {
@@ -308,15 +487,19 @@ class DeclaredCustomerSystem(_RoleAdapter):
                 "$offeringId": offering_id,
                 "$idempotencyKey": idempotency_key,
             },
+            home,
         )
-        return await self.get_order(placed)
+        return await self.get_order(placed, home)
 
     async def cancel_order(self, order_id: str, idempotency_key: str) -> Order:
-        await self._placed("cancel_order", {"$key": order_id, "$idempotencyKey": idempotency_key})
-        return await self.get_order(order_id)
+        home = await self._home(order_id, lambda name: self._holds("orders", order_id, name))
+        await self._placed(
+            "cancel_order", {"$key": order_id, "$idempotencyKey": idempotency_key}, home
+        )
+        return await self.get_order(order_id, home)
 
-    async def _placed(self, slot: str, values: dict[str, Any]) -> str:
-        answer = await self._write(slot, values)
+    async def _placed(self, slot: str, values: dict[str, Any], instance: str) -> str:
+        answer = await self._write(slot, values, instance)
         if not answer or answer[0].get("id") is None:
             raise BadResponse(self.name, "answered an order without its id")
         return str(answer[0]["id"])
@@ -330,22 +513,45 @@ ROLE_ADAPTERS: dict[str, type[_RoleAdapter]] = {
 }
 
 
-def play(spec: SystemSpec, endpoint: Endpoint, settings: Mapping[str, str] | None = None) -> Any:
+def play(
+    spec: SystemSpec,
+    endpoint: Endpoint,
+    settings: Mapping[str, str] | None = None,
+    urls: Mapping[str, str] | None = None,
+) -> Any:
     """The role adapter of a system that plays a role, reached through ``endpoint``.
 
-    The one instance takes the endpoint's name and URL (the role's settings table), so
-    errors, guards and /readyz keep the names operators know. ``settings``: the rest of that
-    table (``[boss]``'s ``service_path``, ``login_system_code``); each one the system file
-    declares under ``settings:`` takes the table's value, the others are not the
-    declaration's.
+    One instance takes the endpoint's name and URL (the role's settings table), so errors,
+    guards and /readyz keep the names operators know. Several instances (content-based
+    routing) keep their own names and URLs (``urls``: the hub's ``system_urls`` overrides)
+    and each gets the table's call settings with a guard of its own, so one province down
+    opens only its own breaker. ``settings``: the rest of that table (``[boss]``'s
+    ``service_path``, ``login_system_code``); each one the system file declares under
+    ``settings:`` takes the table's value, the others are not the declaration's.
     """
     if spec.role is None:
         raise ValueError(f"system {spec.name} declares no role")
-    instance = replace(spec.instances[0], name=endpoint.system, base_url=endpoint.base_url)
+    if len(spec.instances) == 1:
+        instances: tuple[InstanceSpec, ...] = (
+            replace(spec.instances[0], name=endpoint.system, base_url=endpoint.base_url),
+        )
+        endpoints = {endpoint.system: endpoint}
+    else:
+        instances = tuple(
+            replace(i, base_url=(urls or {}).get(i.name, i.base_url).rstrip("/"))
+            for i in spec.instances
+        )
+        endpoints = {i.name: _own_endpoint(endpoint, i) for i in instances}
     own = {
         **spec.settings,
         **{k: str(v) for k, v in (settings or {}).items() if k in spec.settings},
     }
-    played = replace(spec, instances=(instance,), settings=own)
-    system = DeclaredSystem(played, {instance.name: endpoint})
+    played = replace(spec, instances=instances, settings=own)
+    system = DeclaredSystem(played, endpoints)
     return ROLE_ADAPTERS[spec.role.plays](system)
+
+
+def _own_endpoint(template: Endpoint, instance: InstanceSpec) -> Endpoint:
+    """The role table's call settings for one instance, with its URL and a guard of its own."""
+    endpoint = replace(template, system=instance.name, base_url=instance.base_url, guard=None)
+    return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))

@@ -48,7 +48,7 @@ CALL_VARIABLES = frozenset({"$call", "$messageSeq"})
 SETTING = re.compile(r"\$settings\.([a-z][a-z0-9_]*)")
 REST_KEYS = {"headers"}
 INSTANCE_KEYS = {"name", "base_url", "owns"}
-OWNS_KEYS = {"msisdn_prefix"}
+OWNS_KEYS = {"msisdn_prefix", "key_prefix"}
 CALL_KEYS = {
     "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
     "max_concurrency_per_request", "breaker_failure_threshold", "breaker_reset_s",
@@ -247,6 +247,18 @@ class PrefixRange:
         head = national[: self.digits]
         return head.isdigit() and len(head) == self.digits and self.low <= int(head) <= self.high
 
+    def overlaps(self, other: PrefixRange) -> bool:
+        """Whether some value is covered by both (prefixes of unequal length compared on
+        the shorter one: ``13`` overlaps ``130-139``)."""
+        digits = min(self.digits, other.digits)
+
+        def cut(value: int, own: int) -> int:
+            return value // 10 ** (own - digits)
+
+        return cut(self.low, self.digits) <= cut(other.high, other.digits) and cut(
+            other.low, other.digits
+        ) <= cut(self.high, self.digits)
+
 
 @dataclass(frozen=True, slots=True)
 class InstanceSpec:
@@ -255,9 +267,15 @@ class InstanceSpec:
     #: National-number prefixes this instance owns; empty: it owns everything.
     owns_msisdns: tuple[PrefixRange, ...] = ()
     line: int = 0
+    #: Leading digits of the system's own keys (customer numbers...) this instance owns;
+    #: empty: the keys say nothing of their instance (a read by key asks every instance).
+    owns_keys: tuple[PrefixRange, ...] = ()
 
     def owns(self, national: str) -> bool:
         return not self.owns_msisdns or any(r.covers(national) for r in self.owns_msisdns)
+
+    def owns_key(self, key: str) -> bool:
+        return any(r.covers(key) for r in self.owns_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,8 +495,6 @@ def _build(
     graph = _graph(md.get("graph"), m, records, operations)
     writes = _writes(md.get("writes"), m, records, operations, protocol, identity)
     role = _role(md.get("role"), m, records, operations, protocol)
-    if role is not None and len(instances) != 1:
-        s.error(sd[LINE], "a system that plays a role has one instance (the role's settings)")
     plugin = sd.get("plugin")
     if plugin is not None and (not isinstance(plugin, str) or ":" not in plugin):
         s.error(sd[LINE], "plugin must be 'package.module:attribute'")
@@ -600,22 +616,47 @@ def _instances(sd: dict, s: _Reader) -> tuple[InstanceSpec, ...]:
         if not isinstance(base_url, str) or not re.match(scheme, base_url):
             s.error(spec[LINE], f"instance '{name}': base_url must be an http(s) URL")
             continue
-        ranges: list[PrefixRange] = []
+        msisdns: tuple[PrefixRange, ...] = ()
+        keys: tuple[PrefixRange, ...] = ()
         owns = spec.get("owns")
         if owns is not None and s.keys(owns, OWNS_KEYS, f"instance '{name}' owns"):
-            for text in owns.get("msisdn_prefix") or []:
-                low, _, high = str(text).partition("-")
-                high = high or low
-                if not (low.isdigit() and high.isdigit() and len(low) == len(high)):
-                    s.error(owns[LINE], f"msisdn_prefix '{text}' must be like 130-159")
-                    continue
-                ranges.append(PrefixRange(int(low), int(high), len(low)))
+            msisdns = _prefix_ranges(owns, "msisdn_prefix", "130-159", s)
+            keys = _prefix_ranges(owns, "key_prefix", "10000-10049", s)
         if any(i.name == name for i in found):
             s.error(spec[LINE], f"instance '{name}' is declared twice")
-        found.append(InstanceSpec(name, base_url.rstrip("/"), tuple(ranges), spec[LINE]))
-    if len(found) > 1 and any(not i.owns_msisdns for i in found):
+        found.append(InstanceSpec(name, base_url.rstrip("/"), msisdns, spec[LINE], keys))
+    if len(found) > 1 and any(not i.owns_msisdns and not i.owns_keys for i in found):
         s.error(sd[LINE], "with several instances, each must say what it owns (owns:)")
+    for index, first in enumerate(found):
+        for second in found[index + 1 :]:
+            for kind, mine, theirs in (
+                ("msisdn_prefix", first.owns_msisdns, second.owns_msisdns),
+                ("key_prefix", first.owns_keys, second.owns_keys),
+            ):
+                if any(a.overlaps(b) for a in mine for b in theirs):
+                    s.error(
+                        second.line,
+                        f"instances '{first.name}' and '{second.name}' both own some "
+                        f"{kind} values: a value must have one owner",
+                    )
     return tuple(found)
+
+
+def _prefix_ranges(owns: dict, key: str, example: str, s: _Reader) -> tuple[PrefixRange, ...]:
+    """``owns.<key>``: ranges of leading digits (``130-159``, or one prefix ``13``)."""
+    texts = owns.get(key) or []
+    if not isinstance(texts, list):
+        s.error(owns[LINE], f"{key} must be a list of ranges like {example}")
+        return ()
+    ranges: list[PrefixRange] = []
+    for text in texts:
+        low, _, high = str(text).partition("-")
+        high = high or low
+        if not (low.isdigit() and high.isdigit() and len(low) == len(high) and low <= high):
+            s.error(owns[LINE], f"{key} '{text}' must be like {example}")
+            continue
+        ranges.append(PrefixRange(int(low), int(high), len(low)))
+    return tuple(ranges)
 
 
 def _call(spec: dict, s: _Reader) -> CallSpec:

@@ -77,6 +77,8 @@ class DeclaredSystem:
         self.spec = spec
         self.name = spec.name
         self.instances = {i.name: _Instance(spec, i, endpoints[i.name]) for i in spec.instances}
+        #: Each instance's endpoint (its guard is what /readyz and /metrics report).
+        self.endpoints: Mapping[str, Endpoint] = {i.name: endpoints[i.name] for i in spec.instances}
         self._cache = cache
         self._kinds: dict[str, Kind[Any]] = {}
         if cache is not None:
@@ -117,6 +119,26 @@ class DeclaredSystem:
         if number is None:
             return None
         return next((name for name, i in self.instances.items() if i.spec.owns(number)), None)
+
+    def key_owner(self, key: str) -> str | None:
+        """The instance that holds one of the system's own keys: the only instance, or the one
+        whose ``owns.key_prefix`` covers it; None when the key says nothing of its instance."""
+        if len(self.instances) == 1:
+            return self.sole_instance
+        return next((n for n, i in self.instances.items() if i.spec.owns_key(key)), None)
+
+    def number_owner(self, msisdn: str) -> str | None:
+        """The instance that serves a number in the system's own form: the only instance, or
+        the one whose ``owns.msisdn_prefix`` covers it; None when no rule says."""
+        if len(self.instances) == 1:
+            return self.sole_instance
+        number = national(msisdn)
+        if number is None:
+            return None
+        return next(
+            (n for n, i in self.instances.items() if i.spec.owns_msisdns and i.spec.owns(number)),
+            None,
+        )
 
     # --- reads --------------------------------------------------------------------------
 
@@ -185,6 +207,12 @@ class DeclaredSystem:
         op = self.spec.operations[operation]
         return await self._lookup(op, {name: list(values) for name in self.instances})
 
+    async def lookup_at(
+        self, operation: str, instance: str, values: Sequence[str]
+    ) -> list[Located]:
+        """Records found by ``values`` (as given) on one instance."""
+        return await self._lookup(self.spec.operations[operation], {instance: list(values)})
+
     async def _lookup(self, op: OperationSpec, by_instance: dict[str, list[str]]) -> list[Located]:
         async def one(name: str, values: list[str]) -> list[Located]:
             instance = self.instances[name]
@@ -239,17 +267,21 @@ class DeclaredSystem:
             if not page or len(found) >= self._total(instance, op, answer):
                 return found
 
-    async def read(self, operation: str, values: dict[str, Any]) -> list[Record]:
-        """A role's read with its variables through the only instance: its records."""
+    async def read(
+        self, operation: str, values: dict[str, Any], instance_name: str | None = None
+    ) -> list[Record]:
+        """A role's read with its variables through one instance (default: the first)."""
         op = self.spec.operations[operation]
-        instance = self._sole_instance()
+        instance = self.instances[instance_name or self.sole_instance]
         answer = await instance.policy.read(op.name, self._call, instance, op, values)
         return self._extract(instance, op, self.spec.records[op.record or ""], answer)
 
-    async def send(self, operation: str, values: dict[str, Any]) -> list[Record]:
-        """A role's write through the only instance: once (never retried), its records."""
+    async def send(
+        self, operation: str, values: dict[str, Any], instance_name: str | None = None
+    ) -> list[Record]:
+        """A role's write through one instance (default: the first): once, never retried."""
         op = self.spec.operations[operation]
-        instance = self._sole_instance()
+        instance = self.instances[instance_name or self.sole_instance]
         answer = await instance.policy.write(op.name, self._call, instance, op, values)
         if op.record is None:
             return []
@@ -260,7 +292,7 @@ class DeclaredSystem:
 
     @property
     def sole_instance(self) -> str:
-        """The instance a role system answers from (role systems have exactly one)."""
+        """The first declared instance (a role system with one instance answers from it)."""
         return self._sole_instance().spec.name
 
     async def _call(self, instance: _Instance, op: OperationSpec, values: dict[str, Any]) -> Any:
