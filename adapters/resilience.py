@@ -37,7 +37,12 @@ from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
 from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
 from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
 from adapters.request_share import NoRequestSlot, current_share
-from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, AiohttpTransport, ResponseTooLarge
+from adapters.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AiohttpTransport,
+    BackendPool,
+    ResponseTooLarge,
+)
 from telemetry import tracing
 from telemetry.metrics import CIRCUIT_VALUES, BackendMeters, backend_meters
 
@@ -415,6 +420,22 @@ def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:
         timeout=httpx.Timeout(endpoint.timeout_s),
         transport=AiohttpTransport(endpoint.max_connections, endpoint.max_response_bytes),
         headers={"User-Agent": "switchboard-hub"},
+    )
+
+
+def make_backend_pool(endpoint: Endpoint) -> BackendPool:
+    """The declared engines' pool for one backend: aiohttp called straight, with the same
+    timeout, connection limit, reply cap and default headers as ``make_http_client``."""
+    return BackendPool(
+        endpoint.base_url,
+        endpoint.timeout_s,
+        endpoint.max_connections,
+        endpoint.max_response_bytes,
+        headers={
+            "User-Agent": "switchboard-hub",
+            "Accept": "*/*",
+            "Accept-Encoding": "gzip, deflate",
+        },
     )
 
 

@@ -7,6 +7,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from lxml import etree
 
 from adapters.billing import BillingAdapter
 from adapters.boss import BossAdapter
@@ -426,26 +427,24 @@ async def test_the_declared_boss_sends_its_settings_in_every_request_header(sims
     engine = adapter.system.instances["boss"].engine
     await adapter.start()
     sent: list[dict] = []
-    real = engine._service
+    real = engine._http.send
 
-    class Recording:
-        def __getattr__(self, operation: str):
-            async def call(**kwargs):
-                sent.append({"operation": operation, **kwargs})
-                return await getattr(real, operation)(**kwargs)
+    async def recording(method, path, **kwargs):
+        # What went on the wire: the RequestHeader part of each envelope.
+        envelope = etree.fromstring(kwargs["body"])
+        part = next(e for e in envelope.iter() if etree.QName(e).localname == "RequestHeader")
+        sent.append({etree.QName(c).localname: c.text for c in part})
+        return await real(method, path, **kwargs)
 
-            return call
-
-    engine._service = Recording()
+    engine._http.send = recording
     try:
         await adapter.get_offerings()
         await adapter.get_customers(["1000000001"])
     finally:
         await adapter.close()
-    headers = [call["RequestHeader"] for call in sent]
-    assert [h["BusinessCode"] for h in headers] == ["QueryOfferings", "QueryCustomer"]
-    assert {h["LoginSystemCode"] for h in headers} == {"CRM-EAST"}
-    assert len({h["MessageSeq"] for h in headers}) == 2
+    assert [h["BusinessCode"] for h in sent] == ["QueryOfferings", "QueryCustomer"]
+    assert {h["LoginSystemCode"] for h in sent} == {"CRM-EAST"}
+    assert len({h["MessageSeq"] for h in sent}) == 2
     # service_path is where the calls go: elsewhere, BOSS is not there.
     moved = play(spec, Endpoint("boss", sims.boss, timeout_s=1.0), {"service_path": "/nowhere"})
     try:

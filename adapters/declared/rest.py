@@ -9,7 +9,9 @@ without one a refusal, 5xx and 502-504 mean the system is not serving.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -19,7 +21,18 @@ from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
 from adapters.declared.values import fill_template, json_find
 from adapters.errors import BadResponse, NotFound
 from adapters.parsing import read_json
-from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
+from adapters.resilience import Endpoint, make_backend_pool, status_error, transport_error
+
+
+class Response(Protocol):
+    """What an answer is read from (adapters.transport.Reply; an httpx.Response in tests)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
 
 
 class RestAnswer:
@@ -27,7 +40,7 @@ class RestAnswer:
 
     __slots__ = ("body", "headers")
 
-    def __init__(self, body: Any, headers: httpx.Headers) -> None:
+    def __init__(self, body: Any, headers: Mapping[str, str]) -> None:
         self.body = body
         self.headers = headers
 
@@ -39,7 +52,7 @@ class RestEngine:
         self.spec = spec
         self.instance = instance
         self.name = instance.name
-        self._http = make_http_client(endpoint)
+        self._http = make_backend_pool(endpoint)
         self._limits = endpoint.reply_limits
         self._headers = dict(spec.rest_headers)
 
@@ -60,26 +73,28 @@ class RestEngine:
                 value = ",".join(str(v) for v in value)
             if value is not None:
                 query[name] = value
-        body = None
+        body: bytes | None = None
+        headers = self._headers
         if operation.method != "GET" and operation.request is not None:
             # A change that leaves every part out is still a JSON object ({}), not no body.
-            body = fill_template(operation.request, values)
-            body = {} if body is None else body
-        headers = self._headers
+            filled = fill_template(operation.request, values)
+            body = json.dumps({} if filled is None else filled).encode()
+            headers = {"Content-Type": "application/json", **headers}
         if operation.headers:
             # A header whose variable has no value (a change without an idempotency key) is
             # left out, not sent as "None".
             filled = {k: fill_template(v, values) for k, v in operation.headers.items()}
             headers = {**headers, **{k: str(v) for k, v in filled.items() if v is not None}}
+        params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in query.items()}
         try:
-            response = await self._http.request(
-                operation.method, path, params=query, json=body, headers=headers
+            response = await self._http.send(
+                operation.method, path, params=params, headers=headers, body=body
             )
         except httpx.HTTPError as error:
             raise transport_error(self.name, error) from None
         return self.answer(operation, response)
 
-    def answer(self, operation: OperationSpec, response: httpx.Response) -> RestAnswer:
+    def answer(self, operation: OperationSpec, response: Response) -> RestAnswer:
         status = response.status_code
         if status >= 500 or status in (502, 503, 504):
             raise status_error(self.name, status) or BadResponse(self.name, f"HTTP {status}")

@@ -31,7 +31,7 @@ from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec, fill
 from adapters.declared.values import xml_find, xml_find_all, xml_text
 from adapters.errors import AdapterError, BadResponse, BusinessRejected
 from adapters.parsing import read_xml
-from adapters.resilience import Endpoint, make_http_client, status_error, transport_error
+from adapters.resilience import Endpoint, make_backend_pool, status_error, transport_error
 from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, CappedSyncTransport
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -102,7 +102,10 @@ class SoapEngine:
         self.instance = instance
         self.name = instance.name
         self._endpoint = endpoint
-        self._http = make_http_client(endpoint)
+        # The calls go out on the backend's pool straight (adapters/transport.py); zeep's
+        # own async transport is handed an idle httpx client only because it wants one.
+        self._http = make_backend_pool(endpoint)
+        self._zeep_http = httpx.AsyncClient()
         self._limits = endpoint.reply_limits
         self._service: Any = None
         self._starting = asyncio.Lock()
@@ -132,7 +135,7 @@ class SoapEngine:
         try:
             client = load_client(
                 contract_location(self.spec, self._endpoint.base_url),
-                self._http,
+                self._zeep_http,
                 self._endpoint.timeout_s,
                 self._endpoint.max_response_bytes,
             )
@@ -149,6 +152,7 @@ class SoapEngine:
 
     async def close(self) -> None:
         await self._http.aclose()
+        await self._zeep_http.aclose()
 
     def operations(self) -> set[str]:
         """The WSDL's operation names (for ``systems check``); the engine must be started."""
@@ -167,17 +171,31 @@ class SoapEngine:
         if self._request_header is not None:
             part, values = self._request_header
             kwargs = {part: _per_call(values, per_call), **kwargs}
+        service = self._service
+        call = str(operation.call)
+        if call not in service._binding._operations:
+            raise BusinessRejected(self.name, f"has no operation {call}")
         try:
-            method = getattr(self._service, str(operation.call))
-            response = await method(**kwargs, _soapheaders=headers or None)
-        except httpx.HTTPError as error:
-            raise transport_error(self.name, error) from None
-        except AttributeError:
-            raise BusinessRejected(self.name, f"has no operation {operation.call}") from None
+            # zeep builds the envelope from the WSDL (what ServiceProxy's send does, without
+            # its transport): a request that does not fit the contract is refused here.
+            envelope, http_headers = service._binding._create(
+                call,
+                (),
+                {**kwargs, "_soapheaders": headers or None},
+                client=service._client,
+                options=service._binding_options,
+            )
         except (zeep.exceptions.Error, TypeError, ValueError):
             raise BusinessRejected(
                 self.name, f"{operation.name} request does not fit the WSDL"
             ) from None
+        message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        try:
+            response = await self._http.send(
+                "POST", service._binding_options["address"], headers=http_headers, body=message
+            )
+        except httpx.HTTPError as error:
+            raise transport_error(self.name, error) from None
         content_type = response.headers.get("content-type")
         return self.answer(operation, response.status_code, response.content, content_type)
 
