@@ -1,0 +1,234 @@
+"""The delivery pump: starts the delivery workflow of each RESERVED offer, apart from deciding.
+
+The campaigns' handler (marketing/handler.py) commits its decisions and returns, so the
+dispatcher marks the events handled without waiting for a single workflow start. One pump per
+hub process (beside its dispatcher) then loops:
+
+1. **Claim** up to ``batch_size`` offers that are RESERVED and whose delivery has not started
+   (``delivery_started_at`` NULL), or whose claim is older than ``restart_after_s``, oldest
+   first: one UPDATE ... RETURNING that sets ``delivery_started_at``. On PostgreSQL the inner
+   SELECT takes ``FOR UPDATE SKIP LOCKED``, so the pumps of several workers and replicas never
+   take the same rows nor wait for each other; SQLite serialises writers, so the one statement
+   is enough there (the same pattern as ``EventStore.claim``).
+2. **Build** each order from the offer row, the event that made it (``hub_event``: the line it
+   names and the payload the text is rendered from), the crosswalk (the BOSS customer number)
+   and the campaign.
+3. **Start** ``campaign_delivery`` with the offer id as workflow id.
+
+**Crash safety.** Starting an offer's delivery again is always safe: DBOS records one workflow
+per id, and a second start with the same id runs nothing (it hands back the first). A pump
+that dies between its claim and its starts leaves offers RESERVED and claimed; once
+``restart_after_s`` has passed any pump claims them again and starts them, a no-op for any
+whose start had been recorded. The same re-claim touches an offer whose delivery is still
+running (or ended in error, leaving it RESERVED): one no-op start per ``restart_after_s``.
+A start that raises (the database away) gives its claim back at once.
+
+**Promptly.** The handler wakes the pump of its own process after a commit that reserved
+sends; the poll (``poll_s``) is the fallback: offers reserved by another process whose pump is
+off or dead, and offers reserved before a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.identity_store import IdentityStore
+from marketing.campaigns import CampaignBook, render_message
+from marketing.offer_store import MarketingStore, OfferRow, hub_offer, now, offer_row
+from marketing.store import hub_event
+
+log = logging.getLogger("switchboard.marketing")
+
+StartDelivery = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PumpConfig:
+    batch_size: int = 100
+    poll_s: float = 1.0
+    restart_after_s: float = 60.0
+    #: Workflow starts in flight at once (each is a write to the DBOS system database).
+    concurrency: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PumpRound:
+    claimed: int = 0
+    started: int = 0
+    #: Offers that cannot be delivered any more (moved to FAILED with a code).
+    failed: int = 0
+    #: Starts that raised (their claims given back).
+    errors: int = 0
+
+
+class DeliveryPump:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        book: Callable[[], CampaignBook],
+        identities: IdentityStore,
+        start_delivery: StartDelivery,
+        config: PumpConfig,
+    ) -> None:
+        self._engine = engine
+        self._store = MarketingStore(engine)
+        self._book = book
+        self._identities = identities
+        self._start_delivery = start_delivery
+        self._config = config
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.started = 0
+
+    def wake(self) -> None:
+        """Offers were reserved (committed): look now rather than at the next poll."""
+        self._wake.set()
+
+    async def claim(self) -> list[OfferRow]:
+        """Up to ``batch_size`` RESERVED offers due a start, oldest first, now claimed."""
+        at = now()
+        due = (
+            hub_offer.c.state == "RESERVED",
+            or_(
+                hub_offer.c.delivery_started_at.is_(None),
+                hub_offer.c.delivery_started_at
+                < at - dt.timedelta(seconds=self._config.restart_after_s),
+            ),
+        )
+        # A CTE, not ``id IN (subquery)``: PostgreSQL may run such a subquery again for each
+        # row it updates, and each run skips the rows the last one locked and took, so a
+        # claim of 25 took 30 (measured). A CTE with FOR UPDATE is run once.
+        free = (
+            select(hub_offer.c.id)
+            .where(*due)
+            .order_by(hub_offer.c.created_at, hub_offer.c.id)
+            .limit(self._config.batch_size)
+            .with_for_update(skip_locked=True)
+            .cte("free")
+        )
+        statement = (
+            update(hub_offer)
+            # ``due`` again: on PostgreSQL a row another pump claimed and committed meanwhile
+            # is re-checked against it after the lock, and left alone.
+            .where(hub_offer.c.id.in_(select(free.c.id)), *due)
+            .values(delivery_started_at=at)
+            .returning(*hub_offer.c)
+        )
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(statement)).all()
+        return sorted((offer_row(r) for r in rows), key=lambda o: (o.created_at, o.id))
+
+    async def run_once(self) -> PumpRound:
+        """Claim one batch and start its deliveries."""
+        offers = await self.claim()
+        if not offers:
+            return PumpRound()
+        orders, gone = await self._orders(offers)
+        for offer_id, code in gone:
+            # Nothing left to send it with: say so rather than keep it RESERVED for ever.
+            log.warning("offer %s not delivered: %s", offer_id, code)
+            await self._store.move(
+                offer_id, "FAILED", only_from=("RESERVED",), merge={"code": code}
+            )
+        slots = asyncio.Semaphore(self._config.concurrency)
+
+        async def start(order: dict[str, Any]) -> None:
+            async with slots:
+                await self._start_delivery(order)
+
+        results = await asyncio.gather(*(start(o) for o in orders), return_exceptions=True)
+        refused = [o["offer_id"] for o, r in zip(orders, results, strict=True) if r is not None]
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: the claims are re-taken after restart_after_s
+        if refused:
+            kinds = sorted({type(r).__name__ for r in results if r is not None})
+            log.error("%d delivery starts failed: %s", len(refused), ", ".join(kinds))
+            with contextlib.suppress(Exception):  # else the claims end after restart_after_s
+                await self._release(refused)
+        started = len(orders) - len(refused)
+        self.started += started
+        return PumpRound(len(offers), started, len(gone), len(refused))
+
+    async def _release(self, offer_ids: Sequence[str]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(hub_offer)
+                .where(hub_offer.c.id.in_(list(offer_ids)), hub_offer.c.state == "RESERVED")
+                .values(delivery_started_at=None)
+            )
+
+    async def _orders(
+        self, offers: Sequence[OfferRow]
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """The delivery orders of ``offers``, and (offer id, code) of those that have none."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(hub_event.c.event_id, hub_event.c.subscriber, hub_event.c.payload).where(
+                    hub_event.c.event_id.in_(sorted({o.event_id for o in offers}))
+                )
+            )
+            events = {r.event_id: r for r in rows}
+        identities = await self._identities.by_hub_ids(sorted({o.customer_id for o in offers}))
+        book = self._book()
+        orders: list[dict[str, Any]] = []
+        gone: list[tuple[str, str]] = []
+        for offer in offers:
+            campaign = book.by_id(offer.campaign)
+            identity = identities.get(offer.customer_id)
+            event = events.get(offer.event_id)
+            if campaign is None:
+                gone.append((offer.id, "CAMPAIGN_GONE"))  # not in the campaigns file any more
+            elif event is None:
+                gone.append((offer.id, "EVENT_GONE"))  # pruned (events.retention_days)
+            elif identity is None or offer.channel is None:
+                gone.append((offer.id, "NO_CUSTOMER"))
+            else:
+                orders.append(
+                    {
+                        "offer_id": offer.id,
+                        "campaign": campaign.id,
+                        "customer_id": offer.customer_id,
+                        "customer_no": identity.customer_no,
+                        "channel": offer.channel,
+                        "purpose": campaign.purpose,
+                        "offer_ref": campaign.offer.ref,
+                        "msisdn": event.subscriber,
+                        "text": render_message(campaign, event.payload),
+                    }
+                )
+        return orders, gone
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()  # before the claim: a wake during the round means look again
+            try:
+                claimed = (await self.run_once()).claimed
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the database away: try again at the next poll
+                log.error("delivery pump failed: %s", type(error).__name__)
+                claimed = 0
+            if claimed < self._config.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="delivery-pump")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
