@@ -5,8 +5,9 @@
          app: a hub notification to the app channel (channelNotifications), once per offer
       -> the offer is SENT (or SUPPRESSED by consent, or FAILED with the system's code)
 
-The workflow id is the offer id, so a delivery starts once however often the handler is
-handed the event again; a step repeated after a crash sends with the same key, and the care
+The delivery pump (marketing/pump.py) starts one for each RESERVED offer. The workflow id is
+the offer id, so a delivery runs once however often a pump starts it (a second start with the
+same id runs nothing); a step repeated after a crash sends with the same key, and the care
 system answers with the first message.
 """
 

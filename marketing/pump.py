@@ -87,6 +87,7 @@ class DeliveryPump:
         self._config = config
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.started = 0
 
     def wake(self) -> None:
@@ -209,7 +210,7 @@ class DeliveryPump:
         return orders, gone
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()  # before the claim: a wake during the round means look again
             try:
                 claimed = (await self.run_once()).claimed
@@ -218,7 +219,7 @@ class DeliveryPump:
             except Exception as error:  # the database away: try again at the next poll
                 log.error("delivery pump failed: %s", type(error).__name__)
                 claimed = 0
-            if claimed < self._config.batch_size:
+            if claimed < self._config.batch_size and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
 
@@ -226,9 +227,16 @@ class DeliveryPump:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="delivery-pump")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Let the round under way finish (up to ``grace_s``), then stop. A round cut short
+        leaves claims that are only started again after ``restart_after_s``."""
         if self._task is not None:
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self._stopping = False
