@@ -53,6 +53,7 @@ def campaigns_file(settings: CampaignSettings) -> Path:
 def pump_config(settings: CampaignSettings) -> PumpConfig:
     return PumpConfig(
         batch_size=settings.delivery_batch_size,
+        max_in_flight=settings.delivery_max_in_flight,
         poll_s=settings.delivery_poll_s,
         restart_after_s=settings.delivery_restart_after_s,
     )

@@ -282,6 +282,13 @@ class CampaignSettings(SettingsModel):
         le=10_000,
         description="Reserved offers a delivery pump claims (and starts workflows for) at once.",
     )
+    delivery_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Deliveries running at once in a process; the pump claims no more until "
+        "one ends (the workflows share the event loop with the intake and the decisions).",
+    )
     delivery_poll_s: float = Field(
         default=1.0,
         gt=0,

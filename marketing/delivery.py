@@ -143,7 +143,8 @@ async def campaign_delivery(order: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": "SENT"}
 
 
-async def start_delivery(order: dict[str, Any]) -> None:
-    """Start (once per offer id) the delivery workflow; returns once DBOS has recorded it."""
+async def start_delivery(order: dict[str, Any]) -> object:
+    """Start (once per offer id) the delivery workflow; returns once DBOS has recorded it, with
+    DBOS's handle (the pump counts the deliveries running here by it)."""
     with SetWorkflowID(order["offer_id"]):
-        await DBOS.start_workflow_async(campaign_delivery, order)
+        return await DBOS.start_workflow_async(campaign_delivery, order)

@@ -48,7 +48,9 @@ from marketing.store import hub_event
 
 log = logging.getLogger("switchboard.marketing")
 
-StartDelivery = Callable[[dict[str, Any]], Awaitable[None]]
+#: Starts one delivery; may answer DBOS's handle, whose ``task`` (a workflow running in this
+#: process) tells the pump when the delivery ends.
+StartDelivery = Callable[[dict[str, Any]], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +58,8 @@ class PumpConfig:
     batch_size: int = 100
     poll_s: float = 1.0
     restart_after_s: float = 60.0
-    #: Workflow starts in flight at once (each is a write to the DBOS system database).
-    concurrency: int = 8
+    #: Deliveries running at once in this process (started, not ended).
+    max_in_flight: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class PumpRound:
     failed: int = 0
     #: Starts that raised (their claims given back).
     errors: int = 0
+    #: As many claimed as there was room for: more may be due.
+    full: bool = False
 
 
 class DeliveryPump:
@@ -88,14 +92,21 @@ class DeliveryPump:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._in_flight = 0
+        self._freed = asyncio.Event()
         self.started = 0
 
     def wake(self) -> None:
         """Offers were reserved (committed): look now rather than at the next poll."""
         self._wake.set()
 
-    async def claim(self) -> list[OfferRow]:
-        """Up to ``batch_size`` RESERVED offers due a start, oldest first, now claimed."""
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def claim(self, limit: int | None = None) -> list[OfferRow]:
+        """Up to ``limit`` (``batch_size``) RESERVED offers due a start, oldest first, now
+        claimed."""
         at = now()
         due = (
             hub_offer.c.state == "RESERVED",
@@ -112,7 +123,7 @@ class DeliveryPump:
             select(hub_offer.c.id)
             .where(*due)
             .order_by(hub_offer.c.created_at, hub_offer.c.id)
-            .limit(self._config.batch_size)
+            .limit(limit or self._config.batch_size)
             .with_for_update(skip_locked=True)
             .cte("free")
         )
@@ -129,8 +140,11 @@ class DeliveryPump:
         return sorted((offer_row(r) for r in rows), key=lambda o: (o.created_at, o.id))
 
     async def run_once(self) -> PumpRound:
-        """Claim one batch and start its deliveries."""
-        offers = await self.claim()
+        """Claim one batch (no more than there is room for in flight) and start it."""
+        room = min(self._config.batch_size, self._config.max_in_flight - self._in_flight)
+        if room <= 0:
+            return PumpRound(full=True)
+        offers = await self.claim(room)
         if not offers:
             return PumpRound()
         orders, gone = await self._orders(offers)
@@ -140,13 +154,7 @@ class DeliveryPump:
             await self._store.move(
                 offer_id, "FAILED", only_from=("RESERVED",), merge={"code": code}
             )
-        slots = asyncio.Semaphore(self._config.concurrency)
-
-        async def start(order: dict[str, Any]) -> None:
-            async with slots:
-                await self._start_delivery(order)
-
-        results = await asyncio.gather(*(start(o) for o in orders), return_exceptions=True)
+        results = await asyncio.gather(*(self._start(o) for o in orders), return_exceptions=True)
         refused = [o["offer_id"] for o, r in zip(orders, results, strict=True) if r is not None]
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
@@ -158,7 +166,27 @@ class DeliveryPump:
                 await self._release(refused)
         started = len(orders) - len(refused)
         self.started += started
-        return PumpRound(len(offers), started, len(gone), len(refused))
+        return PumpRound(len(offers), started, len(gone), len(refused), len(offers) == room)
+
+    async def _start(self, order: dict[str, Any]) -> None:
+        # Counted from before the start: the deliveries in flight never exceed the bound, so
+        # a burst's workflows do not crowd the intake and the decisions off the event loop
+        # (they share it); the offers wait RESERVED, durably, instead.
+        self._in_flight += 1
+        try:
+            handle = await self._start_delivery(order)
+        except BaseException:
+            self._ended()
+            raise
+        running = getattr(handle, "task", None)
+        if isinstance(running, asyncio.Future) and not running.done():
+            running.add_done_callback(self._ended)
+        else:  # ended already, or runs elsewhere (a repeated start): not ours to pace
+            self._ended()
+
+    def _ended(self, _: object = None) -> None:
+        self._in_flight -= 1
+        self._freed.set()
 
     async def _release(self, offer_ids: Sequence[str]) -> None:
         async with self._engine.begin() as conn:
@@ -212,16 +240,22 @@ class DeliveryPump:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()  # before the claim: a wake during the round means look again
+            self._freed.clear()
             try:
-                claimed = (await self.run_once()).claimed
+                full = (await self.run_once()).full
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database away: try again at the next poll
                 log.error("delivery pump failed: %s", type(error).__name__)
-                claimed = 0
-            if claimed < self._config.batch_size and not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._config.poll_s)
+                full = False
+            if self._stopping:
+                break
+            if full and self._in_flight < self._config.max_in_flight:
+                continue  # more may be due, and there is room
+            # Full: until a delivery ends; else until woken. The poll either way.
+            event = self._freed if full else self._wake
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self._config.poll_s)
 
     def start(self) -> None:
         if self._task is None:

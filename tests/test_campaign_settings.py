@@ -46,8 +46,11 @@ def test_delivery_pump_settings_from_the_environment_and_the_toml_file(
     defaults = load_settings().campaigns
     assert (defaults.delivery_pump, defaults.delivery_batch_size) == (True, 100)
     assert (defaults.delivery_poll_s, defaults.delivery_restart_after_s) == (1.0, 60)
+    assert defaults.delivery_max_in_flight == 16
     config = clean_env / "switchboard.toml"
-    config.write_text("[campaigns]\ndelivery_batch_size = 25\ndelivery_poll_s = 0.5\n")
+    config.write_text(
+        "[campaigns]\ndelivery_batch_size = 25\ndelivery_poll_s = 0.5\ndelivery_max_in_flight = 4\n"
+    )
     monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
     monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_RESTART_AFTER_S", "5")
     monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP", "false")
@@ -56,6 +59,7 @@ def test_delivery_pump_settings_from_the_environment_and_the_toml_file(
     assert (settings.delivery_restart_after_s, settings.delivery_pump) == (5, False)
     pump = pump_config(settings)
     assert (pump.batch_size, pump.poll_s, pump.restart_after_s) == (25, 0.5, 5)
+    assert pump.max_in_flight == settings.delivery_max_in_flight == 4
     monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_BATCH_SIZE", "0")
     with pytest.raises(SettingsInvalid, match="campaigns"):
         load_settings()
@@ -69,7 +73,7 @@ def test_the_example_file_documents_the_campaign_defaults(
     monkeypatch.setenv("SWITCHBOARD_CONFIG", str(clean_env / "none.toml"))
     assert documented == load_settings().campaigns
     text = (REPO / "switchboard.example.toml").read_text()
-    for name in ("delivery_pump", "delivery_batch_size", "delivery_poll_s"):
+    for name in ("delivery_pump", "delivery_batch_size", "delivery_max_in_flight"):
         assert f"# {name} = " in text, name
 
 

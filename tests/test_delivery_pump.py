@@ -136,7 +136,7 @@ async def test_the_handler_decides_and_starts_nothing_the_pump_starts_each_once(
     await _handle(handler, events, 30)
     assert len(await _reserved(engine)) == 30
     start = Starts()
-    pump = _pump(engine, start, batch_size=25)
+    pump = _pump(engine, start, batch_size=25, max_in_flight=100)
     rounds = [await pump.run_once() for _ in range(3)]
     assert [r.started for r in rounds] == [25, 5, 0]
     assert len(start.seen) == 30 and set(start.seen.values()) == {1}
@@ -205,6 +205,48 @@ async def test_a_failed_start_gives_its_claim_back_at_once(engine) -> None:
     start = Starts()
     assert (await _pump(engine, start).run_once()).started == 4
     assert set(start.seen.values()) == {1}
+
+
+class Running:
+    """Stands in for the DBOS start of a workflow that runs here: a handle with its ``task``."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Future[None]] = {}
+
+    async def __call__(self, order: dict[str, Any]) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tasks[order["offer_id"]] = future
+        return type("Handle", (), {"task": future})()
+
+
+async def test_deliveries_in_flight_are_bounded_and_the_pump_goes_on_as_they_end(engine) -> None:
+    events = await _events(engine, 10)
+    await _handle(_handler(engine, []), events, 10)
+    start = Running()
+    pump = _pump(engine, start, batch_size=100, max_in_flight=4)
+    first = await pump.run_once()
+    assert (first.claimed, first.started, first.full, pump.in_flight) == (4, 4, True, 4)
+    assert (await pump.run_once()).claimed == 0  # no room: nothing more claimed
+    assert sum(r.delivery_started_at is None for r in await _reserved(engine)) == 6
+    pump.start()
+    for future in list(start.tasks.values())[:3]:
+        future.set_result(None)  # three deliveries end: the loop claims three more at once
+    for _ in range(200):
+        if len(start.tasks) == 7:
+            break
+        await asyncio.sleep(0.01)
+    assert len(start.tasks) == 7 and pump.in_flight == 4
+    while len(start.tasks) < 10:
+        for future in start.tasks.values():
+            if not future.done():
+                future.set_result(None)
+        await asyncio.sleep(0.02)
+    for future in start.tasks.values():
+        if not future.done():
+            future.set_result(None)
+    await asyncio.sleep(0.02)
+    await pump.stop()
+    assert pump.in_flight == 0 and pump.started == 10
 
 
 async def test_an_offer_with_nothing_to_send_fails_with_a_code(engine) -> None:
