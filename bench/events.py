@@ -14,8 +14,8 @@ customer number, POSTed to ``/events/boss`` with ``--concurrency`` in flight. Tw
   second from the first POST until the last event's decision row exists.
 - ``decided``: end to end, the issue's figure. The customers are first seen through the graph
   (``customerByMsisdn`` with an agent key, not timed), so the intake finds them in the
-  crosswalk; the campaigns' handler decides (workflows on: each reserved send starts its
-  delivery workflow), over the bundled campaigns with quiet hours off (the figure must not
+  crosswalk; the campaigns' handler decides (workflows on: the delivery pump starts each
+  reserved send's workflow), over the bundled campaigns with quiet hours off (the figure must not
   depend on the hour). The events are usage, roaming, suspended and resumed lines in turn.
   Figure: ``decided_per_s``, events per second from the first POST until every event is
   marked handled, which the dispatcher does only after the handler returned, i.e. after the
