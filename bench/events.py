@@ -14,12 +14,17 @@ customer number, POSTed to ``/events/boss`` with ``--concurrency`` in flight. Tw
   second from the first POST until the last event's decision row exists.
 - ``decided``: end to end, the issue's figure. The customers are first seen through the graph
   (``customerByMsisdn`` with an agent key, not timed), so the intake finds them in the
-  crosswalk; the campaigns' handler decides (workflows on: each reserved send starts its
-  delivery workflow), over the bundled campaigns with quiet hours off (the figure must not
+  crosswalk; the campaigns' handler decides (workflows on: the delivery pump starts each
+  reserved send's workflow), over the bundled campaigns with quiet hours off (the figure must not
   depend on the hour). The events are usage, roaming, suspended and resumed lines in turn.
   Figure: ``decided_per_s``, events per second from the first POST until every event is
   marked handled, which the dispatcher does only after the handler returned, i.e. after the
-  batch's decision was committed. Afterwards the caps are checked exactly
+  batch's decision was committed. The handler starts no workflow: the delivery pump does
+  (docs/marketing.md "## Delivery"), so the run also waits until the sends are done: no offer
+  left ``RESERVED`` and the care simulator's message store holding one message per offer
+  ``SENT`` by sms. Figures: ``sent_s`` (first POST until then), ``sent_per_s`` (events per
+  second over that time), ``sms_sent`` (the care store's count of new messages, its repeats
+  of a key apart in ``sms_replayed``). Afterwards the caps are checked exactly
   (bench.campaigns' check: no counter over its cap, the daily overall counters equal to the
   contacts reserved; the run fails otherwise).
 
@@ -53,6 +58,7 @@ from bench.workflows import _postgres_database, _sqlite_database
 from gateway.database import create_engine
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from marketing.campaigns import DEFAULT_CAMPAIGNS, load_campaigns
+from marketing.offer_store import hub_offer
 from marketing.recording import event_decision
 from marketing.store import hub_event
 from simulators.dataset import generate
@@ -122,19 +128,41 @@ async def _handled_events(conn: AsyncConnection) -> int:
     return int((await conn.execute(handled)).scalar() or 0)
 
 
+async def _reserved_offers(conn: AsyncConnection) -> int:
+    reserved = select(func.count()).select_from(hub_offer).where(hub_offer.c.state == "RESERVED")
+    return int((await conn.execute(reserved)).scalar() or 0)
+
+
+async def _sms_sent(conn: AsyncConnection) -> int:
+    sent = (
+        select(func.count())
+        .select_from(hub_offer)
+        .where(hub_offer.c.state == "SENT", hub_offer.c.channel == "sms")
+    )
+    return int((await conn.execute(sent)).scalar() or 0)
+
+
+def _care_stats(care_url: str) -> dict[str, int]:
+    return dict(httpx.get(f"{care_url}/_sim/messages/stats", timeout=10).json())
+
+
 async def _drive(
     url: str,
     database_url: str,
     bodies: list[bytes],
     concurrency: int,
     done: Callable[[AsyncConnection], Any],
+    care_url: str | None = None,
 ) -> dict[str, Any]:
-    """POST every body, then wait until ``done`` counts them all; the timings."""
+    """POST every body, then wait until ``done`` counts them all; the timings. With
+    ``care_url``, then also until every send is done (no offer RESERVED, the care store
+    holding a message per sms offer SENT)."""
     count = len(bodies)
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     statuses: dict[int, int] = {}
+    care_before = _care_stats(care_url) if care_url else {}
     # The gateway's CPU per event: steadier than events/s on a shared machine (bench/cpu.py).
     pids = cpu.listening_pids(url)
     cpu_before = cpu.cpu_seconds(pids)
@@ -165,6 +193,25 @@ async def _drive(
             await asyncio.sleep(0.02)
         finished = time.perf_counter() - started
         cpu_after = cpu.cpu_seconds(pids)
+        sends: dict[str, Any] = {}
+        while care_url and time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                reserved, sms = await _reserved_offers(conn), await _sms_sent(conn)
+            care = _care_stats(care_url)
+            if reserved == 0 and care["sent"] - care_before["sent"] >= sms:
+                sent_s = time.perf_counter() - started
+                cpu_sent = cpu.cpu_seconds(pids)
+                sends = {
+                    "sent_s": round(sent_s, 2),
+                    "sent_per_s": round(count / sent_s, 1),
+                    "sms_sent": care["sent"] - care_before["sent"],
+                    "sms_replayed": care["replayed"] - care_before["replayed"],
+                }
+                if pids and cpu_before is not None and cpu_sent is not None:
+                    ms = (cpu_sent - cpu_before) * 1000 / count
+                    sends["gateway_cpu_ms_per_event_to_sent"] = round(ms, 3)
+                break
+            await asyncio.sleep(0.05)
     finally:
         await engine.dispose()
     spent = {}
@@ -178,6 +225,7 @@ async def _drive(
         "handled": handled,
         "handled_per_s": round(handled / finished, 1),
         "seconds": round(finished, 2),
+        **sends,
         **spent,
     }
 
@@ -250,7 +298,9 @@ def _run_scenario(
             return asyncio.run(_drive(url, database_url, bodies, concurrency, _decision_rows))
         known = asyncio.run(_first_sight(url, key, sorted({m for _, m in _lines()})))
         bodies = _notifications(count, DECIDED_KINDS)
-        row = asyncio.run(_drive(url, database_url, bodies, concurrency, _handled_events))
+        row = asyncio.run(
+            _drive(url, database_url, bodies, concurrency, _handled_events, care_url=sims.care)
+        )
         row["decided_per_s"] = row.pop("handled_per_s")
         row["decided"] = row.pop("handled")
         row["lines_known"] = known

@@ -630,7 +630,8 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
             # After the adapters: recovered workflows resume their steps at once.
             workflows.engine.launch()
         if campaigns is not None:
-            campaigns.start()  # before the dispatcher: its handler starts deliveries
+            # After the engine: the delivery pump starts workflows (the handler only decides).
+            campaigns.start()
         if events is not None:
             if settings.events.handler == "record":
                 events.install_event_handler(RecordingHandler(engine, "gateway"))
@@ -651,6 +652,8 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         yield
         if events is not None:
             await events.stop()  # unregistered first: no new deliveries while draining
+        if campaigns is not None:
+            await campaigns.stop_pump()  # before the engine's shutdown: no start after it
         await policies.stop_watching()
         await insight_rules.stop_watching()
         await scaled.close()

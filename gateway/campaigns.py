@@ -1,8 +1,9 @@
-"""Wires the campaigns from settings: the campaigns file, the decider, delivery, the handler.
+"""Wires the campaigns from settings: the campaigns file, the decider, the handler, the pump.
 
 Importing ``marketing.delivery`` here registers the delivery workflow with DBOS before the
-engine launches. The gateway's lifespan installs the handler (marketing/wiring.py) after the
-workflow engine is up: the handler starts delivery workflows.
+engine launches. The gateway's lifespan starts the campaigns (the delivery runtime and the
+pump, which starts workflows) after the workflow engine is up, and installs the handler
+(marketing/wiring.py), which only decides and wakes the pump.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from marketing.campaigns import DEFAULT_CAMPAIGNS, CampaignBook, load_campaigns
 from marketing.decide import Decider, GuardContext
 from marketing.handler import CampaignHandler
 from marketing.offer_store import MarketingStore
+from marketing.pump import DeliveryPump, PumpConfig
 from marketing.services import MarketingServices
 
 
@@ -27,10 +29,18 @@ from marketing.services import MarketingServices
 class CampaignWiring:
     services: MarketingServices
     handler: CampaignHandler
+    pump: DeliveryPump | None
     consent_default: bool
 
     def start(self) -> None:
         delivery.install(delivery.DeliveryRuntime(self.services.store, self.consent_default))
+        if self.pump is not None:
+            self.pump.start()
+
+    async def stop_pump(self) -> None:
+        """Before the workflow engine shuts down: no start after it."""
+        if self.pump is not None:
+            await self.pump.stop()
 
     def stop(self) -> None:
         delivery.install(None)
@@ -38,6 +48,15 @@ class CampaignWiring:
 
 def campaigns_file(settings: CampaignSettings) -> Path:
     return settings.rules_file or DEFAULT_CAMPAIGNS
+
+
+def pump_config(settings: CampaignSettings) -> PumpConfig:
+    return PumpConfig(
+        batch_size=settings.delivery_batch_size,
+        max_in_flight=settings.delivery_max_in_flight,
+        poll_s=settings.delivery_poll_s,
+        restart_after_s=settings.delivery_restart_after_s,
+    )
 
 
 def build_campaigns(
@@ -54,9 +73,17 @@ def build_campaigns(
     context = GuardContext(settings.default_timezone, settings.consent_default_granted)
     store = MarketingStore(engine)
     decider = Decider(engine, lambda: book, context, facts)
-    handler = CampaignHandler(decider, store, identities, delivery.start_delivery)
+    pump = (
+        DeliveryPump(
+            engine, lambda: book, identities, delivery.start_delivery, pump_config(settings)
+        )
+        if settings.delivery_pump
+        else None
+    )
+    handler = CampaignHandler(decider, pump.wake if pump is not None else lambda: None)
     return CampaignWiring(
         services=MarketingServices(store=store, book=lambda: book, context=context),
         handler=handler,
+        pump=pump,
         consent_default=settings.consent_default_granted,
     )

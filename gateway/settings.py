@@ -271,6 +271,36 @@ class CampaignSettings(SettingsModel):
         description="A customer with no stored consent for a channel and purpose counts as "
         "granted (opt-out); false: only an explicit grant allows a contact (opt-in).",
     )
+    delivery_pump: bool = Field(
+        default=True,
+        description="Off: this process decides but starts no deliveries (another process's "
+        "delivery pump starts the offers it reserved).",
+    )
+    delivery_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Reserved offers a delivery pump claims (and starts workflows for) at once.",
+    )
+    delivery_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Deliveries running at once in a process; the pump claims no more until "
+        "one ends (the workflows share the event loop with the intake and the decisions).",
+    )
+    delivery_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often an idle pump looks for reserved offers (a decision in the same "
+        "process wakes it at once; the poll finds other processes' and a restart's offers).",
+    )
+    delivery_restart_after_s: float = Field(
+        default=60,
+        gt=0,
+        description="An offer claimed this long ago and still reserved is started again (a "
+        "no-op if its workflow exists): covers a pump that died between claim and start.",
+    )
 
     @model_validator(mode="after")
     def _zone(self) -> CampaignSettings:

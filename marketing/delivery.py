@@ -5,8 +5,9 @@
          app: a hub notification to the app channel (channelNotifications), once per offer
       -> the offer is SENT (or SUPPRESSED by consent, or FAILED with the system's code)
 
-The workflow id is the offer id, so a delivery starts once however often the handler is
-handed the event again; a step repeated after a crash sends with the same key, and the care
+The delivery pump (marketing/pump.py) starts one for each RESERVED offer. The workflow id is
+the offer id, so a delivery runs once however often a pump starts it (a second start with the
+same id runs nothing); a step repeated after a crash sends with the same key, and the care
 system answers with the first message.
 """
 
@@ -142,7 +143,8 @@ async def campaign_delivery(order: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": "SENT"}
 
 
-async def start_delivery(order: dict[str, Any]) -> None:
-    """Start (once per offer id) the delivery workflow; returns once DBOS has recorded it."""
+async def start_delivery(order: dict[str, Any]) -> object:
+    """Start (once per offer id) the delivery workflow; returns once DBOS has recorded it, with
+    DBOS's handle (the pump counts the deliveries running here by it)."""
     with SetWorkflowID(order["offer_id"]):
-        await DBOS.start_workflow_async(campaign_delivery, order)
+        return await DBOS.start_workflow_async(campaign_delivery, order)

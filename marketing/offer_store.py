@@ -53,9 +53,19 @@ hub_offer = Table(
     Column("detail", Text, nullable=False, default="{}"),  # JSON: ids, codes
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # When a delivery pump (marketing/pump.py) last claimed a RESERVED offer to start its
+    # delivery workflow; None: not started yet. Meaningless once the offer left RESERVED.
+    Column("delivery_started_at", DateTime(timezone=True)),
     UniqueConstraint("campaign", "customer_id", name="uq_offer_campaign_customer"),
 )
 Index("ix_hub_offer_customer", hub_offer.c.customer_id, hub_offer.c.state)
+# What the pumps scan: the offers still RESERVED (a few; SENT, SUPPRESSED... are most).
+Index(
+    "ix_hub_offer_reserved",
+    hub_offer.c.created_at,
+    postgresql_where=hub_offer.c.state == "RESERVED",
+    sqlite_where=hub_offer.c.state == "RESERVED",
+)
 
 hub_consent = Table(
     "hub_consent",
@@ -117,6 +127,7 @@ class OfferRow:
     detail: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    delivery_started_at: datetime | None = None
 
 
 def offer_row(row: Any) -> OfferRow:
@@ -133,6 +144,7 @@ def offer_row(row: Any) -> OfferRow:
         detail=json.loads(row.detail or "{}"),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        delivery_started_at=row.delivery_started_at,
     )
 
 

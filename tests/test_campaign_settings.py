@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway import cli
+from gateway.campaigns import pump_config
 from gateway.settings import SettingsInvalid, load_settings
 from marketing.campaigns import DEFAULT_CAMPAIGNS, load_campaigns
 from tests.harness import REPO
@@ -37,6 +38,43 @@ def test_rules_file_from_the_toml_file(clean_env: Path, monkeypatch: pytest.Monk
     settings = load_settings()
     assert settings.campaigns.rules_file == Path("ops/campaigns.yaml")
     assert settings.campaigns.default_timezone == "UTC"
+
+
+def test_delivery_pump_settings_from_the_environment_and_the_toml_file(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = load_settings().campaigns
+    assert (defaults.delivery_pump, defaults.delivery_batch_size) == (True, 100)
+    assert (defaults.delivery_poll_s, defaults.delivery_restart_after_s) == (1.0, 60)
+    assert defaults.delivery_max_in_flight == 16
+    config = clean_env / "switchboard.toml"
+    config.write_text(
+        "[campaigns]\ndelivery_batch_size = 25\ndelivery_poll_s = 0.5\ndelivery_max_in_flight = 4\n"
+    )
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
+    monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_RESTART_AFTER_S", "5")
+    monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP", "false")
+    settings = load_settings().campaigns
+    assert (settings.delivery_batch_size, settings.delivery_poll_s) == (25, 0.5)
+    assert (settings.delivery_restart_after_s, settings.delivery_pump) == (5, False)
+    pump = pump_config(settings)
+    assert (pump.batch_size, pump.poll_s, pump.restart_after_s) == (25, 0.5, 5)
+    assert pump.max_in_flight == settings.delivery_max_in_flight == 4
+    monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_BATCH_SIZE", "0")
+    with pytest.raises(SettingsInvalid, match="campaigns"):
+        load_settings()
+
+
+def test_the_example_file_documents_the_campaign_defaults(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(REPO / "switchboard.example.toml"))
+    documented = load_settings().campaigns
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(clean_env / "none.toml"))
+    assert documented == load_settings().campaigns
+    text = (REPO / "switchboard.example.toml").read_text()
+    for name in ("delivery_pump", "delivery_batch_size", "delivery_max_in_flight"):
+        assert f"# {name} = " in text, name
 
 
 def test_rules_file_from_the_serve_flag(clean_env: Path) -> None:

@@ -42,6 +42,7 @@ SECRETS = {
     "SWITCHBOARD_EVENTS_CARE_SECRET": SECRET,
 }
 KILL_EVENTS = 200
+PUMP_EVENTS = 30
 
 
 @dataclass
@@ -355,6 +356,58 @@ def test_accepting_an_offering_offer_runs_the_plan_change_saga(
         "service",
     )
     assert again["data"]["acceptOffer"]["state"] == "ACCEPTED"
+
+
+def test_sigkill_with_offers_reserved_but_not_started_delivers_each_once_after_restart(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    """The decision commits and the events are marked handled without a workflow started: the
+    gateway killed then loses no send. Here the pump is off until the kill (delivery_pump =
+    false), so every offer is held RESERVED and not started when it dies."""
+    chosen = _with_lines(customers)[300 : 300 + PUMP_EVENTS]
+    assert len(chosen) == PUMP_EVENTS
+    lines = [_line(c) for c in chosen]
+    stats_before = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
+    stop(hub.process)
+    hub.process = _start_on(
+        {**hub.env, "SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP": "false"}, hub.log, hub.url
+    )
+    ids = [offer_id("roaming-welcome", _hub_id(hub, m)) for m in lines]
+    marks = ",".join("?" * len(ids))
+    for msisdn in lines:
+        _emit(hub, "boss", "RoamingStartedEvent", msisdn)
+    held = _until(
+        lambda: (
+            (
+                rows := hub.rows(
+                    f"SELECT o.state, o.delivery_started_at, e.handled_at FROM hub_offer o"
+                    f" JOIN hub_event e ON e.event_id = o.event_id WHERE o.id IN ({marks})",
+                    tuple(ids),
+                )
+            )
+            and len(rows) == PUMP_EVENTS
+            and all(r["handled_at"] for r in rows)
+            and rows
+        ),
+        60,
+    )
+    assert {(r["state"], r["delivery_started_at"]) for r in held} == {("RESERVED", None)}
+    assert all(_messages(hub.sims, m) == [] for m in lines)
+    hub.process.send_signal(signal.SIGKILL)
+    hub.process.wait(timeout=10)
+    hub.process = _start_on(hub.env, hub.log, hub.url)
+    _until(
+        lambda: (
+            (rows := hub.rows(f"SELECT state FROM hub_offer WHERE id IN ({marks})", tuple(ids)))
+            and all(r["state"] == "SENT" for r in rows)
+        ),
+        60,
+    )
+    for msisdn in lines:
+        assert len(_messages(hub.sims, msisdn)) == 1, msisdn
+    time.sleep(0.5)  # a second send would have come by now
+    stats = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
+    assert stats["sent"] - stats_before["sent"] == PUMP_EVENTS
 
 
 def test_sigkill_with_200_events_in_flight_loses_none_and_sends_none_twice(

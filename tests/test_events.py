@@ -310,7 +310,9 @@ def test_sigkill_while_delivering_loses_nothing_and_stores_nothing_twice(hub: Ev
     assert len(rows) - before == count
     assert len({r["event_id"] for r in rows}) == len(rows)
     ids = {r["event_id"] for r in rows}
-    _until(lambda: ids <= set(hub.decisions()), 30)
+    # Events the killed process had claimed are handed again when their lease (claim_lease_s,
+    # 60 s) ends: wait longer than that.
+    _until(lambda: ids <= set(hub.decisions()), 90)
 
 
 def test_registration_is_idempotent_and_removed_on_clean_shutdown(
