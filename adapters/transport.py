@@ -21,7 +21,7 @@ Failures are re-raised as the httpx exceptions the adapters already translate
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import httpx
@@ -62,6 +62,18 @@ def _translated(error: Exception) -> httpx.HTTPError:
     return httpx.NetworkError("the request failed on the network")
 
 
+class Reply:
+    """A backend's answer as the declared engines read it: status, headers, the whole body."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
+        self.status_code = status_code
+        #: Case-insensitive (aiohttp's multidict): ``headers.get("content-type")``.
+        self.headers = headers
+        self.content = content
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp pool behind one httpx client; the session is made on first use.
 
@@ -98,38 +110,55 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             sock_connect=timeouts.get("connect"),
             sock_read=timeouts.get("read"),
         )
-        body = await request.aread()
+        reply = await self.exchange(
+            request.method,
+            str(request.url),
+            headers=[
+                (k, v)
+                for k, v in request.headers.multi_items()
+                # aiohttp frames the body itself.
+                if k.lower() not in ("transfer-encoding", "content-length")
+            ],
+            body=await request.aread() or None,
+            limits=timeout,
+        )
+        return httpx.Response(
+            status_code=reply.status_code,
+            headers=[
+                (k, v)
+                for k, v in reply.headers.items()
+                # The body is handed over decoded and whole.
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+            ],
+            content=reply.content,
+            request=request,
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        limits: aiohttp.ClientTimeout,
+        params: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """One request on the pool: the W3C trace context added, the body read whole within
+        the cap, failures raised as the httpx exceptions ``transport_error`` knows."""
         try:
             async with self._client().request(
-                request.method,
-                str(request.url),
-                headers=[
-                    *(
-                        (k, v)
-                        for k, v in request.headers.multi_items()
-                        # aiohttp frames the body itself.
-                        if k.lower() not in ("transfer-encoding", "content-length")
-                    ),
-                    # W3C trace context: the current span's, or the caller's (tracing off).
-                    *tracing.outgoing().items(),
-                ],
-                data=body or None,
+                method,
+                url,
+                params=params or None,
+                # W3C trace context: the current span's, or the caller's (tracing off).
+                headers=[*headers, *tracing.outgoing().items()],
+                data=body,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=limits,
             ) as answer:
                 content = await _read_capped(answer, self._max_response_bytes)
-                return httpx.Response(
-                    status_code=answer.status,
-                    headers=[
-                        (k, v)
-                        for k, v in answer.raw_headers
-                        # The body is handed over decoded and whole.
-                        if k.lower()
-                        not in (b"content-encoding", b"content-length", b"transfer-encoding")
-                    ],
-                    content=content,
-                    request=request,
-                )
+                return Reply(answer.status, answer.headers, content)
         except aiohttp.ClientError as error:
             raise _translated(error) from None
         except TimeoutError as error:
@@ -139,18 +168,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class Reply:
-    """A backend's answer as the declared engines read it: status, headers, the whole body."""
-
-    __slots__ = ("content", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
-        self.status_code = status_code
-        #: Case-insensitive (aiohttp's multidict): ``headers.get("content-type")``.
-        self.headers = headers
-        self.content = content
 
 
 class BackendPool:
@@ -191,22 +208,14 @@ class BackendPool:
     ) -> Reply:
         """One exchange; ``path`` is joined to the base URL (or is a whole URL)."""
         url = path if "://" in path else self._base_url + path
-        try:
-            async with self._pool._client().request(
-                method,
-                url,
-                params=params or None,
-                headers={**self._headers, **(headers or {}), **tracing.outgoing()},
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as answer:
-                content = await _read_capped(answer, self._pool._max_response_bytes)
-                return Reply(answer.status, answer.headers, content)
-        except aiohttp.ClientError as error:
-            raise _translated(error) from None
-        except TimeoutError as error:
-            raise _translated(error) from None
+        return await self._pool.exchange(
+            method,
+            url,
+            params=params,
+            headers=list({**self._headers, **(headers or {})}.items()),
+            body=body,
+            limits=self._timeout,
+        )
 
     async def aclose(self) -> None:
         await self._pool.aclose()

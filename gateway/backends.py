@@ -66,18 +66,23 @@ class RoleProbe:
     ping: Callable[[], Awaitable[None]]
 
 
+def _split_system(adapter: Any) -> DeclaredSystem | None:
+    """The declared system behind a role adapter when it has several instances (each then
+    has its own guard and probe); None for one instance or a hand-written adapter."""
+    system = getattr(adapter, "system", None)
+    return system if isinstance(system, DeclaredSystem) and len(system.instances) > 1 else None
+
+
 def _role_probes(adapter: Any) -> tuple[RoleProbe, ...]:
     """One probe per instance of a declared role system with several; else the adapter's."""
-    system = getattr(adapter, "system", None)
-    if isinstance(system, DeclaredSystem) and len(system.instances) > 1:
+    if (system := _split_system(adapter)) is not None:
         return tuple(RoleProbe(n, partial(adapter.ping, n)) for n in system.instances)
     return (RoleProbe(adapter.name, adapter.ping),)
 
 
 def _role_guards(adapter: Any, endpoint: Endpoint) -> dict[str, BackendGuard]:
     """The guards a role's calls go through: each instance's when its system has several."""
-    system = getattr(adapter, "system", None)
-    if isinstance(system, DeclaredSystem) and len(system.instances) > 1:
+    if (system := _split_system(adapter)) is not None:
         return {n: e.guard for n, e in system.endpoints.items() if e.guard is not None}
     return {endpoint.system: endpoint.guard} if endpoint.guard is not None else {}
 
@@ -178,7 +183,7 @@ def build_systems(
     registry: SystemRegistry, settings: Settings, cache: RecordCache | None
 ) -> tuple[dict[str, DeclaredSystem], dict[str, Endpoint]]:
     """One DeclaredSystem per declared system, one guarded endpoint per instance."""
-    overrides = _url_overrides(settings)
+    overrides = settings.instance_urls
     systems: dict[str, DeclaredSystem] = {}
     endpoints: dict[str, Endpoint] = {}
     for spec in registry.graph_systems():
@@ -208,12 +213,7 @@ def _role_adapter(
     if settings.role_engine == "handwritten" or spec is None:
         return handwritten()
     table = _own_settings(getattr(settings, endpoint.system, None))
-    return play(spec, endpoint, table, _url_overrides(settings))
-
-
-def _url_overrides(settings: Settings) -> dict[str, str]:
-    """``system_urls`` by instance name (an env JSON key may spell it LOYALTY_NORTH)."""
-    return {name.replace("_", "-").lower(): url for name, url in settings.system_urls.items()}
+    return play(spec, endpoint, table, settings.instance_urls)
 
 
 def _own_settings(table: BackendSettings | None) -> dict[str, str]:

@@ -84,7 +84,7 @@ def start_simulators(data_dir: Path, settings: Settings) -> subprocess.Popen[str
     for name, port in ports.items():
         argv += [f"--{name}-port", port]
     # The loyalty instances where system_urls moves them (else both sides' defaults agree).
-    moved = {k.replace("_", "-").lower(): v for k, v in settings.system_urls.items()}
+    moved = settings.instance_urls
     for instance in ("loyalty-north", "loyalty-south"):
         if instance in moved and urlparse(moved[instance]).port:
             argv += [f"--{instance}-port", str(urlparse(moved[instance]).port)]

@@ -37,7 +37,7 @@ def load_event_sources(settings: Settings) -> EventSources:
 def _base_urls(
     sources: EventSources, settings: Settings, registry: SystemRegistry
 ) -> dict[str, str]:
-    overrides = {name.replace("_", "-").lower(): url for name, url in settings.system_urls.items()}
+    overrides = settings.instance_urls
     core = {"boss": settings.boss, "billing": settings.billing, "care": settings.care}
     found: dict[str, str] = {}
     for source in sources:

@@ -750,6 +750,12 @@ class Settings(BaseSettings):
         description="Base URL per declared system instance, over its system file "
         '(e.g. {"loyalty-north": "http://10.0.0.5:8104"}).',
     )
+
+    @property
+    def instance_urls(self) -> dict[str, str]:
+        """``system_urls`` by instance name (an env JSON key may spell it LOYALTY_NORTH)."""
+        return {name.replace("_", "-").lower(): url for name, url in self.system_urls.items()}
+
     role_engine: Literal["declared", "handwritten"] = Field(
         default="declared",
         description="What serves the hub's roles that a declared system plays (billing): "

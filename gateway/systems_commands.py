@@ -49,7 +49,7 @@ def _policy():  # type: ignore[no-untyped-def]
 def _base_url(spec: Any, instance: Any) -> str:
     from gateway.settings import load_settings
 
-    overrides = {k.replace("_", "-").lower(): v for k, v in load_settings().system_urls.items()}
+    overrides = load_settings().instance_urls
     return overrides.get(instance.name, instance.base_url).rstrip("/")
 
 

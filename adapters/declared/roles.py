@@ -141,9 +141,12 @@ class _RoleAdapter:
 
     # --- reads --------------------------------------------------------------------------
 
-    async def _keyed(self, slot: str, record: str, keys: Sequence[str]) -> dict[str, Any]:
+    async def _keyed(
+        self, slot: str, record: str, keys: Sequence[str], instance: str | None = None
+    ) -> dict[str, Any]:
+        """Records by key; ``instance``: where they are known to be (no routing)."""
         op = self._op(slot)
-        shares = self._route(keys, self.system.key_owner)
+        shares = {instance: list(keys)} if instance else self._route(keys, self.system.key_owner)
 
         async def one(name: str) -> dict[tuple[str, str], Any]:
             return await self.system.read_by_keys(op, ((name, k) for k in shares[name]))
@@ -271,12 +274,11 @@ class DeclaredBilling(_RoleAdapter):
         self, *, certificate_nos: Sequence[str] = (), msisdns: Sequence[str] = ()
     ) -> Sequence[BillingAccount]:
         found: dict[str, BillingAccount] = {}
-        for slot, values in (
-            ("accounts_by_certificate", certificate_nos),
-            ("accounts_by_msisdn", msisdns),
+        for slot, values, route in (
+            ("accounts_by_certificate", certificate_nos, None),
+            ("accounts_by_msisdn", msisdns, self.system.number_owner),
         ):
-            by_number = self.system.number_owner if slot == "accounts_by_msisdn" else None
-            for account in await self._lookup(slot, "BillingAccount", values, by_number):
+            for account in await self._lookup(slot, "BillingAccount", values, route):
                 found.setdefault(account.id, account)
         return list(found.values())
 
@@ -320,12 +322,11 @@ class DeclaredCare(_RoleAdapter):
         self, *, id_card_numbers: Sequence[str] = (), msisdns: Sequence[str] = ()
     ) -> Sequence[Party]:
         found: dict[str, Party] = {}
-        for slot, values in (
-            ("parties_by_certificate", id_card_numbers),
-            ("parties_by_msisdn", msisdns),
+        for slot, values, route in (
+            ("parties_by_certificate", id_card_numbers, None),
+            ("parties_by_msisdn", msisdns, self.system.number_owner),
         ):
-            by_number = self.system.number_owner if slot == "parties_by_msisdn" else None
-            for party in await self._lookup(slot, "Party", values, by_number):
+            for party in await self._lookup(slot, "Party", values, route):
                 found.setdefault(party.id, party)
         return list(found.values())
 
@@ -457,11 +458,7 @@ class DeclaredCustomerSystem(_RoleAdapter):
         return answer.eligible, answer.reason
 
     async def get_order(self, order_id: str, instance: str | None = None) -> Order:
-        if instance is not None:
-            found = await self.system.read_by_keys(self._op("orders"), [(instance, order_id)])
-            orders = {key: to_canonical("Order", r) for (_, key), r in found.items()}
-        else:
-            orders = await self._keyed("orders", "Order", [order_id])
+        orders = await self._keyed("orders", "Order", [order_id], instance)
         if order_id not in orders:
             raise BadResponse(self.name, "answered without the order")
         return orders[order_id]

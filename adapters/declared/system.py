@@ -114,11 +114,21 @@ class DeclaredSystem:
     # --- routing ------------------------------------------------------------------------
 
     def owner_of(self, msisdn: str) -> str | None:
-        """The instance that owns a number, by its national prefix; None if none does."""
+        """The instance that owns a number, by its national prefix; None if none does (or the
+        text is no number). Of several instances, one that declares no ``msisdn_prefix``
+        (it is split by ``key_prefix``) owns no number."""
         number = national(msisdn)
         if number is None:
             return None
-        return next((name for name, i in self.instances.items() if i.spec.owns(number)), None)
+        several = len(self.instances) > 1
+        return next(
+            (
+                name
+                for name, i in self.instances.items()
+                if i.spec.owns(number) and (i.spec.owns_msisdns or not several)
+            ),
+            None,
+        )
 
     def key_owner(self, key: str) -> str | None:
         """The instance that holds one of the system's own keys: the only instance, or the one
@@ -132,13 +142,7 @@ class DeclaredSystem:
         the one whose ``owns.msisdn_prefix`` covers it; None when no rule says."""
         if len(self.instances) == 1:
             return self.sole_instance
-        number = national(msisdn)
-        if number is None:
-            return None
-        return next(
-            (n for n, i in self.instances.items() if i.spec.owns_msisdns and i.spec.owns(number)),
-            None,
-        )
+        return self.owner_of(msisdn)
 
     # --- reads --------------------------------------------------------------------------
 
