@@ -63,6 +63,7 @@ from adapters import codec
 from adapters.codec import CODEC_VERSION, Codec, page_of, tuple_of
 from adapters.contract import BillingSystem, CareSystem, CustomerSystem
 from adapters.parsing import unique
+from adapters.read_ledger import filling_cache, note_cached
 from adapters.records import (
     Balance,
     Bill,
@@ -209,6 +210,8 @@ class RecordCache:
         self._flights: set[asyncio.Task[None]] = set()
         # Tells the other hub processes what this one evicted (adapters/cache_fanout.py).
         self._fanout: Callable[[list[str]], Awaitable[None]] | None = None
+        # Told of every eviction, here or fanned in (the answer cache drops what it built).
+        self._evicted: list[Callable[[], None]] = []
         self.stats = CacheStats()
         for kind in RECORD_KINDS:  # every kind's series from the start, at zero
             for counter in (
@@ -259,9 +262,11 @@ class RecordCache:
         wanted = unique(keys)
         if not wanted:
             return {}
-        if self.ttl(kind) <= 0:
-            fetched = await fetch(wanted)
+        ttl = self.ttl(kind)
+        if ttl <= 0:
+            fetched = await fetch(wanted)  # its backend call marks the request's ledger
             return {key: fetched[key] for key in wanted if key in fetched}
+        note_cached(ttl)
         found: dict[str, V] = {}
         misses: list[str] = []
         for key, value in zip(wanted, await self._read(kind, wanted), strict=True):
@@ -324,6 +329,7 @@ class RecordCache:
         futures: dict[str, asyncio.Future[Any]],
         fetch: Callable[[list[str]], Awaitable[Mapping[str, V]]],
     ) -> None:
+        filling_cache()  # this task's backend call is the cache's (adapters/read_ledger.py)
         try:
             fetched = await fetch(list(futures))
         except BaseException as error:
@@ -388,30 +394,57 @@ class RecordCache:
             metrics.CACHE_EVICTIONS.labels(kind.name).inc()
             keys.append(full)
         if keys:
+            self._tell_evicted()
             await self._delete(keys)
+            self._tell_evicted()  # and after: a request begun meanwhile read the old entry
             if self._fanout is not None:
                 await self._fanout(keys)
+
+    def on_eviction(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` on every eviction: this process's, another's (``drop_local``) and
+        a clear. It runs before the entries go and again once they are gone, so nothing
+        built from them outlives them."""
+        self._evicted.append(listener)
+
+    def _tell_evicted(self) -> None:
+        for listener in self._evicted:
+            listener()
 
     def fan_out_evictions(self, publish: Callable[[list[str]], Awaitable[None]] | None) -> None:
         """Hand every eviction's keys to ``publish`` too (the scaled mode's eviction feed)."""
         self._fanout = publish
 
+    @property
+    def shared(self) -> bool:
+        """Whether the entries live in Redis, shared by every hub process."""
+        return self._serialize
+
     async def drop_local(self, full_keys: Sequence[str]) -> None:
         """Evict keys another process evicted (full keys, as ``evict`` publishes them): not
-        published again, not counted as this process's evictions."""
+        published again, not counted as this process's evictions. In a shared cache the
+        entries are gone already; what this process holds of them is its reads in flight
+        and what its listeners built."""
         keys = [k for k in full_keys if isinstance(k, str) and k.startswith(self._prefix)]
         for full in keys:
             self._inflight.pop(full, None)  # a read in flight here must not store
         if keys:
-            await self._delete(keys)
+            self._tell_evicted()
+            if not self.shared:
+                await self._delete(keys)
+                self._tell_evicted()
 
     async def clear_local(self) -> None:
-        """Forget everything (evictions may have been missed while the feed was down)."""
+        """Forget everything this process holds (evictions may have been missed while the
+        feed was down); a shared cache's entries are every process's, and stay."""
         self._inflight.clear()
+        self._tell_evicted()
+        if self.shared:
+            return
         try:
             await self._backend.clear()
         except Exception as error:
             self._failed("clear", error)
+        self._tell_evicted()
 
     async def evict_line(self, subscriber_no: str) -> None:
         """After a plan change: the customer's lines, the line by MSISDN, bills and balance."""

@@ -36,6 +36,7 @@ from tenacity import (
 from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
 from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
 from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
+from adapters.read_ledger import note_direct
 from adapters.request_share import NoRequestSlot, current_share
 from adapters.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -182,6 +183,7 @@ class BackendGuard:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> R:
+        note_direct()  # unless a record cache's fill makes it (adapters/read_ledger.py)
         share = current_share()
         if share is None:  # outside a request: a workflow step, a script
             return await self._attempt(operation, deadline, budget_s, call, *args, **kwargs)

@@ -11,6 +11,7 @@ from adapters.declared.linker import DeclaredLinker
 from adapters.declared.system import DeclaredSystem
 from adapters.identity import IdentityResolver
 from adapters.identity_store import IdentityStore
+from adapters.read_ledger import ReadLedger, open_read_ledger
 from adapters.request_share import open_request_share
 from insight.provider import InsightEngine
 from marketing.services import MarketingServices
@@ -66,6 +67,8 @@ class RequestContext:
     document_sha256: str | None = None
     #: Set on a websocket's context: records each operation on it when it ends (the audit log).
     on_stream_end: Callable[[RequestContext, int, float, list[Any]], Awaitable[None]] | None = None
+    #: How fresh this request's backend reads were (whether its answer may be reused).
+    reads: ReadLedger = field(default_factory=ReadLedger)
 
 
 def new_request_context(
@@ -81,6 +84,8 @@ def new_request_context(
     # This request's fair share of each backend's call slots (adapters/request_share.py):
     # the calling task and every task its resolvers and loaders start from here on see it.
     open_request_share()
+    # Likewise the ledger of its reads: the record cache and the backend guard note in it.
+    reads = open_read_ledger()
     return RequestContext(
         principal=principal,
         backends=backends,
@@ -98,4 +103,5 @@ def new_request_context(
         disclosure=Disclosure(policy, principal, purpose, enforced=enforce_policy),
         audit=audit,
         backends_called=backends_called,
+        reads=reads,
     )
