@@ -25,13 +25,15 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
+from adapters.cache import RecordCache
 from adapters.errors import AdapterError
 from adapters.resilience import BackendGuard
 from gateway import metrics
+from gateway.answer_cache import AnswerCache, replay
 from gateway.audit.export import AuditExport
 from gateway.audit.middleware import (
     AuditTrail,
@@ -57,7 +59,7 @@ from gateway.observe import OperationMetrics, route_of, server_span
 from gateway.policy_store import DEFAULT_POLICY_FILE, PolicyStore
 from gateway.readiness import check_all, hub_dependencies
 from gateway.scaled import build_scaled
-from gateway.settings import Settings, load_settings
+from gateway.settings import AnswerCacheSettings, Settings, load_settings
 from gateway.shared_limits import AuthThrottle, LocalRequestLimiter, RequestLimiter
 from gateway.trusted_documents import TrustedDocumentsGate, load_manifest
 from gateway.verification_gate import resolve_verification
@@ -70,6 +72,7 @@ from marketing.recording import RecordingHandler
 from policies.disclosure import Disclosure
 from policies.principal import Principal
 from policies.verification import VerificationStore
+from schema.answer_scope import ReusableDocuments
 from schema.build import build_schema, operation_names
 from schema.context import Backends, RequestContext, new_request_context
 from schema.errors import to_coded_error
@@ -96,6 +99,7 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
         enforce_policy: bool = True,
         keys: Credentials | None = None,
         audit: AuditLog | None = None,
+        answers: AnswerCache | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +108,7 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
         self._enforce_policy = enforce_policy
         self._keys = keys
         self._audit = audit
+        self._answers = answers
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page with the assets the gateway serves, not strawberry's CDN-loaded one.
@@ -126,6 +131,38 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
         if request.scope["type"] == "websocket" and self._audit is not None:
             context.on_stream_end = self._record_stream_operation
         return context
+
+    async def execute_single(  # strawberry's signature
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Any,
+        root_value: Any,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        answers = self._answers
+        query = request_data.query
+        key = (
+            answers.key(query, request_data.operation_name, request_data.variables, context)
+            if answers is not None and query is not None
+            else None
+        )
+        if answers is None or key is None or query is None:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        reused = answers.get(key)
+        if reused is not None:
+            replay(reused, context)  # the access log records what it discloses
+            return ExecutionResult(data=reused.data, errors=None)
+        generation = answers.generation
+        result = await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+        if not result.errors and result.data is not None:
+            answers.offer(key, query, result.data, context, context.reads, generation)
+        return result
 
     async def _record_stream_operation(
         self, context: RequestContext, started_us: int, started_perf: float, errors: list[Any]
@@ -511,6 +548,37 @@ async def _probe(
     return name, report
 
 
+def build_answer_cache(
+    settings: AnswerCacheSettings,
+    records: RecordCache | None,
+    schema: Any,
+    *,
+    evictions_fan_in: bool = False,
+) -> AnswerCache | None:
+    """The answer cache over the record cache (none without one: it reuses only answers
+    made of cached records, and learns of changes from the record cache's evictions).
+
+    Over a shared (Redis) record cache, another process's write evicts entries this process
+    never hears of unless the scaled mode's eviction feed runs (``evictions_fan_in``): without
+    it, no answers are kept, rather than answers that outlive another replica's write."""
+    if records is None or not settings.enabled or settings.ttl_s <= 0:
+        return None
+    if records.shared and not evictions_fan_in:
+        log.warning(
+            "answer cache off: the record cache is in Redis but scaled.redis_url is unset, "
+            "so other processes' evictions would not reach this one"
+        )
+        return None
+    answers = AnswerCache(
+        reusable=ReusableDocuments(schema._schema),
+        ttl_s=settings.ttl_s,
+        max_bytes=settings.max_bytes,
+        max_entry_bytes=settings.max_entry_bytes,
+    )
+    records.on_eviction(answers.invalidate)
+    return answers
+
+
 def create_app(settings: Settings | None = None, span_exporter: Any = None) -> Starlette:
     """The gateway. ``span_exporter`` (an OpenTelemetry ``SpanExporter``) replaces the OTLP
     exporter when ``telemetry.enabled``: tests read the spans from an in-memory one."""
@@ -578,6 +646,13 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         enforce_policy=settings.policy_enforcement,
         keys=credentials,
         audit=audit,
+        answers=build_answer_cache(
+            settings.cache.answers,
+            wiring.cache,
+            schema,
+            # build_scaled runs the eviction feed whenever scaled.redis_url is set.
+            evictions_fan_in=settings.scaled.redis_url is not None,
+        ),
         schema=schema,
         subscription_protocols=[GRAPHQL_TRANSPORT_WS_PROTOCOL],
         graphql_ide="graphiql" if settings.graphql.graphiql else None,

@@ -106,8 +106,10 @@ def build_scaled(
     storage = limits_storage(scaled)
     redis = redis_client(scaled.redis_url, scaled.operation_timeout_s)
     feed = None
-    if cache is not None and settings.cache.backend == "memory":
-        # A Redis cache is shared already: only per-process memory caches need the feed.
+    answers = settings.cache.answers
+    if cache is not None and (settings.cache.backend == "memory" or answers.enabled):
+        # Per-process memory caches need the feed; a Redis cache is shared already, but the
+        # answers each process keeps over it must hear of every other process's evictions.
         feed = EvictionFeed(
             redis,
             f"{scaled.key_prefix}:cache-evictions",

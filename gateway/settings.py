@@ -137,6 +137,26 @@ class CacheTtlSettings(SettingsModel):
     interactions: float = Field(default=60, ge=0)
 
 
+class AnswerCacheSettings(SettingsModel):
+    """Whole answers reused for callers the policy treats alike (gateway/answer_cache.py)."""
+
+    enabled: bool = Field(
+        default=True, description="Off: every request runs the graph (records still cached)."
+    )
+    ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Longest reuse of an answer (never longer than the shortest TTL of the "
+        "record kinds it read; any eviction ends it); 0 keeps none.",
+    )
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="All answers kept, in bytes of JSON."
+    )
+    max_entry_bytes: int = Field(
+        default=256 * 1024, ge=0, description="A larger answer is not kept."
+    )
+
+
 class CacheSettings(SettingsModel):
     """The read-through cache in front of the backends (adapters/cache.py)."""
 
@@ -154,6 +174,7 @@ class CacheSettings(SettingsModel):
         default=0.25, gt=0, description="A Redis operation slower than this is a miss."
     )
     ttl_s: CacheTtlSettings = Field(default_factory=CacheTtlSettings)
+    answers: AnswerCacheSettings = Field(default_factory=AnswerCacheSettings)
 
 
 class WorkflowSettings(SettingsModel):

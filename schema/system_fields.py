@@ -74,15 +74,20 @@ def record_type(
     namespace.update(extra or {})
     built = strawberry.type(type(name, (), namespace), name=name, description=description)
     _NESTED_TYPES[built] = nested
+    GENERATED_TYPE_NAMES.add(name)
     return built
 
 
 #: The nested record types of each generated type, by field (how ``_instance`` builds them).
 _NESTED_TYPES: dict[type, dict[str, type]] = {}
+#: The names of the types generated from declared records and their pages: all of their
+#: fields are a system's records (schema/answer_scope.py may reuse answers made of them).
+GENERATED_TYPE_NAMES: set[str] = set()
 
 
 def _page_type(name: str, item: type) -> type:
     namespace = {"__annotations__": {"total_count": int, "items": GenericAlias(list, item)}}
+    GENERATED_TYPE_NAMES.add(name)
     return strawberry.type(type(name, (), namespace), name=name)
 
 

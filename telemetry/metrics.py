@@ -104,6 +104,11 @@ CACHE_EVICTIONS = Counter("switchboard_cache_evictions", "Keys evicted after wri
 CACHE_ERRORS = Counter(
     "switchboard_cache_errors", "Cache operations that failed, served as misses."
 )
+ANSWER_CACHE = Counter(
+    "switchboard_answer_cache",
+    "Whole answers looked up (hit, miss) or offered (stored, not_reusable, too_large).",
+    ["outcome"],
+)
 
 # --- operations, workflows, audit -----------------------------------------------------------
 

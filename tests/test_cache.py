@@ -654,6 +654,9 @@ def cached_gateway(sims, tmp_path_factory):
         SWITCHBOARD_BILLING__RETRY_ATTEMPTS="1",
         SWITCHBOARD_BILLING__BREAKER_FAILURE_THRESHOLD="2",
         SWITCHBOARD_BILLING__BREAKER_RESET_S="600",
+        # The record cache is what these tests read; whole answers have tests of their own
+        # (tests/test_answer_cache.py), and a kept answer would spare the records any hit.
+        SWITCHBOARD_CACHE__ANSWERS__ENABLED="false",
     )
     key = _issue_key_in_process(f"sqlite+aiosqlite:///{state}/hub.db")
     app_key = _issue_key_in_process(f"sqlite+aiosqlite:///{state}/hub.db", "customer", "app")

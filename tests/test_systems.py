@@ -225,6 +225,8 @@ def test_a_declared_write_needs_its_scope_goes_out_once_per_key_and_evicts(
         ]["customerByMsisdn"]["id"]
         before = ask(url, redeemer, BALANCE, {"id": hub_id}, purpose="service")
         (member,) = before["data"]["customer"]["loyaltyMembers"]  # now cached
+        # Asked again, linked and cached: this whole answer is kept (gateway/answer_cache.py).
+        assert ask(url, redeemer, BALANCE, {"id": hub_id}, purpose="service") == before
         start = member["pointsBalance"]
         args = {"id": hub_id, "member": rich["member_no"], "points": 100, "key": "redeem-0001"}
 
