@@ -395,16 +395,21 @@ def seeded(customers: int, seed: int) -> Path:
     return data_dir
 
 
-@contextmanager
-def started_gateways(
-    args: argparse.Namespace, sims: SimulatorUrls, state: Path, kinds: tuple[str, ...]
-) -> Iterator[dict[str, Gateway]]:
-    # The agent channel's rate limit (600 a minute) would turn the load into 429s: the
-    # benchmark runs the bundled policy without it.
+def bench_policy(state: Path) -> Path:
+    """The bundled policy without the agent channel's rate limit (600 a minute), which would
+    turn the load into 429s; written into `state`."""
     policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
     policy["channels"]["agent"].pop("rate_limit_per_minute", None)
     policy_file = state / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
+    return policy_file
+
+
+@contextmanager
+def started_gateways(
+    args: argparse.Namespace, sims: SimulatorUrls, state: Path, kinds: tuple[str, ...]
+) -> Iterator[dict[str, Gateway]]:
+    policy_file = bench_policy(state)
     # name -> (policy enforcement, read cache, audit log, what plays the billing role)
     settings = {
         "policies-on": ("true", "false", "true", "declared"),
