@@ -3,8 +3,13 @@ the answers' normalisation, and the table. No node, no gateway."""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import pytest
 
+from bench import run as bench_run
+from bench.peer import mesh
 from bench.peer.figures import (
     equivalence,
     goals,
@@ -16,6 +21,7 @@ from bench.peer.figures import (
     round_ratios,
     summarize,
 )
+from bench.peer.run import add_arguments
 from bench.report import peer_table
 
 
@@ -216,3 +222,27 @@ def test_peer_table_prints_ratios_and_goals_or_the_skip_reason() -> None:
     assert "| 1:off | 1.50 | 0.83 | 0.83 | 0.75 | 0.25 | 1.50 |" in text
     assert "| 1 process, cache off: ours/peer throughput >= 2 | 1.50 | no |" in text
     assert "load average 1.5 1.0 0.5" in text
+
+
+def bench_args() -> argparse.Namespace:
+    """The arguments `python -m bench` passes to the peer scenario, at their defaults."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, prefix="peer-")
+    args = parser.parse_args([])
+    args.no_peer = False
+    args.rounds, args.duration, args.concurrency, args.max_requests = 2, 8.0, 10, 50_000
+    args.customers, args.seed, args.sample = 1_000_000, 42, 300
+    return args
+
+
+def test_bench_skips_the_peer_without_its_tools_and_keeps_going(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = bench_args()
+    monkeypatch.setattr(mesh.shutil, "which", lambda tool: None if tool == "wrk" else "/bin/x")
+    assert bench_run.peer_rows(args, Path("/nonexistent")) == {
+        "skipped": "wrk not found on PATH (Debian: apt-get install -y wrk)"
+    }
+    assert "peer scenario skipped: wrk not found" in capsys.readouterr().out
+    args.no_peer = True
+    assert bench_run.peer_rows(args, Path("/nonexistent")) == {"skipped": "--no-peer"}

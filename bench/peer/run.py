@@ -361,7 +361,7 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
         help="PROCESSES:on|off per gateway, comma-separated (cache on or off)",
     )
     parser.add_argument(
-        f"--{prefix}peer-cache-max",
+        "--peer-cache-max",
         type=_cache_max,
         default=PEER_CACHE_MAX,
         help="entries of the peer's cache store with the cache on ('default': its own store)",
@@ -382,8 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=200, help="customers the load cycles over")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "peer.json"))
     args = parser.parse_args(argv)
+    try:
+        scenarios = parse_scenarios(args.scenarios)
+    except ValueError as error:
+        parser.error(str(error))
     options = Options(
-        scenarios=parse_scenarios(args.scenarios),
+        scenarios=scenarios,
         rounds=args.rounds,
         duration_s=args.duration,
         warmup_s=args.warmup,
