@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def _calls(row: dict) -> str:
     calls = row.get("calls_per_op")
@@ -120,6 +122,11 @@ def peer_table(peer: dict) -> str:
             f"same answer: {eq['same']} of {eq['compared']} customers identical after "
             f"normalisation (fields differing: {differing})"
         )
+    page = peer.get("page_equivalence")
+    if page:
+        lines.append(
+            f"same page of 50: {'yes' if page['same'] else 'no'} ({json.dumps(page)[:300]})"
+        )
     lines += [
         "",
         "| scenario | gateway | req/s | p50 ms | p99 ms | gateway CPU ms/req | gateway RSS MB "
@@ -153,4 +160,6 @@ def peer_table(peer: dict) -> str:
     lines += ["", "| goal (issue 12) | ours/peer | met |", "|---|---|---|"]
     for name, value, met in peer["goals"]:
         lines.append(f"| {name} | {_times(value)} | {'yes' if met else 'no'} |")
+    if not peer["goals"]:
+        lines.append("| (none for these scenarios: the issue sets goals for the 360 query) | | |")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from bench.peer.figures import (
     missing_tools_reason,
     node_version_reason,
     npm_failure_reason,
+    page_equivalence,
     parse_scenarios,
     ratios,
     round_ratios,
@@ -53,6 +54,8 @@ def scenario(runs: list[dict]) -> dict:
 
 def test_scenarios_parse_and_reject_typos() -> None:
     assert [s.name for s in parse_scenarios("1:off, 2:on,")] == ["1:off", "2:on"]
+    (page,) = parse_scenarios("2:off:page")
+    assert page.page and not page.cache and page.title == "2 processes, cache off, page of 50"
     with pytest.raises(ValueError, match="PROCESSES"):
         parse_scenarios("2:yes")
     with pytest.raises(ValueError):
@@ -81,7 +84,7 @@ def test_goals_cache_off_need_all_three_and_cache_on_only_throughput() -> None:
     met = scenario([run("peer", 300, 60, 4.0), run("ours", 600, 60, 2.0)])
     slow_p99 = scenario([run("peer", 300, 60, 4.0), run("ours", 700, 61, 1.0)])
     cached = scenario([run("peer", 900, 20, 1.0), run("ours", 890, 10, 0.5)])
-    rows = goals({"1:off": met, "2:off": slow_p99, "1:on": cached}, 200_000)
+    rows = goals({"1:off": met, "2:off": slow_p99, "1:on": cached, "2:off:page": met}, 200_000)
     by_name = {g.name: g for g in rows}
     assert [g.met for g in rows[:3]] == [True, True, True]  # 2.0, 1.0 and 0.5 are on the line
     assert [g.met for g in rows[3:6]] == [True, False, True]
@@ -246,3 +249,36 @@ def test_bench_skips_the_peer_without_its_tools_and_keeps_going(
     assert "peer scenario skipped: wrk not found" in capsys.readouterr().out
     args.no_peer = True
     assert bench_run.peer_rows(args, Path("/nonexistent")) == {"skipped": "--no-peer"}
+
+
+def test_page_equivalence_wants_the_same_customers_in_the_same_order() -> None:
+    def ours(*numbers: str) -> dict:
+        nodes = [
+            {
+                "profile": {"customerNo": n, "name": "N" + n},
+                "subscriptions": [{"msisdn": "139" + n}],
+                "billingAccounts": [{"balance": {"amount": {"amount": "1.50"}}}],
+                "tickets": [{"id": "TT" + n}],
+            }
+            for n in numbers
+        ]
+        return {"data": {"customers": {"nodes": nodes}}}
+
+    def peer(*numbers: str) -> dict:
+        rows = [
+            {
+                "CustomerNo": int(n),
+                "CustomerName": "N" + n,
+                "lines": [{"MSISDN": int("139" + n)}],
+                "billingAccounts": [{"balance": [{"amount": {"value": 1.5}}]}],
+                "parties": [{"tickets": [{"id": "TT" + n}]}, {"tickets": []}],
+            }
+            for n in numbers
+        ]
+        return {"data": {"page": {"QueryCustomerListResult": {"Customer": rows}}}}
+
+    assert page_equivalence(ours("1", "2"), peer("1", "2"))["same"]
+    swapped = page_equivalence(ours("1", "2"), peer("2", "1"))
+    assert not swapped["same"] and swapped["differing_positions"] == [0, 1]
+    assert not page_equivalence(ours("1", "2"), peer("1"))["same"]
+    assert not page_equivalence({"errors": [{}]}, peer("1"))["same"]

@@ -33,6 +33,7 @@ from bench.peer.figures import (
     Scenario,
     equivalence,
     goals,
+    page_equivalence,
     parse_scenarios,
     ratios,
     round_ratios,
@@ -60,6 +61,15 @@ QUERY_OURS = """query($id: ID!) { customer(id: $id) {
   tickets(first: 5) { id type status description createdAt }
 } }"""
 QUERY_PEER = (mesh.HERE / "query-peer.graphql").read_text()
+#: A page of customers, field for field what the peer's page query asks (the peer's tickets
+#: are its newest 5, set in mesh.config.ts).
+QUERY_OURS_PAGE = """query($first: Int!) { customers(first: $first) {
+  nodes { id profile { customerNo name starLevel } subscriptions { msisdn }
+    billingAccounts { balance { amount { amount } } } tickets(first: 5) { id } }
+  pageInfo { endCursor } } }"""
+QUERY_PEER_PAGE = (mesh.HERE / "query-peer-page.graphql").read_text()
+PAGE_SIZE = 50
+DEFAULT_SCENARIOS = "1:off,2:off,1:on,2:on,2:off:page"
 FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id profile { customerNo } } }"
 OURS_HEADERS = {"X-Purpose": "service"}
 
@@ -127,6 +137,7 @@ def measured_run(
     gw1, sims1, calls1 = cpu.cpu_seconds(pids), cpu.cpu_seconds(sims_pids), sim_calls(client, sims)
     done = max(1, int(row["requests"]))
     row["gw"] = side.name
+    row["load_1m"] = _loadavg()[0]  # the machine is shared: what else ran shows here
     row["gateway_processes"] = len(pids)
     row["gateway_rss_mb"] = round(cpu.rss_mb(pids), 1)
     if gw0 is not None and gw1 is not None:
@@ -245,28 +256,30 @@ def run_scenario(
     with both_gateways(sims, state, supergraph, scenario, options) as (base, ours, peer_url, peer):
         wait_ready(client, base)
         ours_url = f"{base}/graphql"
-        ids = resolve_ids(client, ours_url, key, customers)
-        numbers = [number for number, _ in customers if number in ids]
-        if "equivalence" not in result:
-            result["equivalence"] = compare_answers(
-                client, ours_url, key, peer_url, ids, options.compare
-            )
-            log("equivalence:", json.dumps(result["equivalence"], ensure_ascii=False)[:400])
+        ours_headers = {"X-Api-Key": key, **OURS_HEADERS}
+        if scenario.page:
+            ours_bodies = [{"query": QUERY_OURS_PAGE, "variables": {"first": PAGE_SIZE}}]
+            peer_bodies = [{"query": QUERY_PEER_PAGE, "variables": {"n": PAGE_SIZE}}]
+            if "page_equivalence" not in result:
+                # (also resolves the page's identities on our side before it is measured)
+                result["page_equivalence"] = page_equivalence(
+                    client.post(ours_url, json=ours_bodies[0], headers=ours_headers).json(),
+                    client.post(peer_url, json=peer_bodies[0]).json(),
+                )
+                log("page equivalence:", json.dumps(result["page_equivalence"])[:400])
+        else:
+            ids = resolve_ids(client, ours_url, key, customers)
+            numbers = [number for number, _ in customers if number in ids]
+            if "equivalence" not in result:
+                result["equivalence"] = compare_answers(
+                    client, ours_url, key, peer_url, ids, options.compare
+                )
+                log("equivalence:", json.dumps(result["equivalence"], ensure_ascii=False)[:400])
+            ours_bodies = [{"query": QUERY_OURS, "variables": {"id": ids[n]}} for n in numbers]
+            peer_bodies = [{"query": QUERY_PEER, "variables": {"no": n}} for n in numbers]
         sides = [
-            Side(
-                "peer",
-                peer_url,
-                {},
-                [{"query": QUERY_PEER, "variables": {"no": n}} for n in numbers],
-                peer,
-            ),
-            Side(
-                "ours",
-                ours_url,
-                {"X-Api-Key": key, **OURS_HEADERS},
-                [{"query": QUERY_OURS, "variables": {"id": ids[n]}} for n in numbers],
-                ours,
-            ),
+            Side("peer", peer_url, {}, peer_bodies, peer),
+            Side("ours", ours_url, ours_headers, ours_bodies, ours),
         ]
         # Warm-up (JIT, pools; with the cache on, every customer once or more): not measured.
         warmup = options.warmup_s * (1.5 if scenario.cache else 1)
@@ -357,8 +370,9 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The comparison's options (with `prefix`, as `python -m bench` takes them)."""
     parser.add_argument(
         f"--{prefix}scenarios",
-        default="1:off,2:off,1:on,2:on",
-        help="PROCESSES:on|off per gateway, comma-separated (cache on or off)",
+        default=DEFAULT_SCENARIOS,
+        help="PROCESSES:on|off[:page] per gateway, comma-separated: cache on or off, the 360 "
+        f"query or a page of {PAGE_SIZE} (default {DEFAULT_SCENARIOS})",
     )
     parser.add_argument(
         "--peer-cache-max",
