@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -114,7 +115,7 @@ class Side:
     url: str
     headers: dict[str, str]
     bodies: list[dict]
-    process: Any  # subprocess.Popen
+    process: subprocess.Popen
 
 
 def measured_run(
@@ -197,7 +198,7 @@ def resolve_ids(
 @contextmanager
 def both_gateways(
     sims: SimulatorUrls, state: Path, supergraph: Path, scenario: Scenario, options: Options
-) -> Iterator[tuple[str, Any, str, Any]]:
+) -> Iterator[tuple[str, subprocess.Popen, str, subprocess.Popen]]:
     """Ours and the peer for one scenario: (ours base URL, its process, peer URL, its process)."""
     ours_base, ours = start_gateway(
         ours_env(sims, state, scenario), state / f"ours-{scenario.processes}-{scenario.cache}.log"
