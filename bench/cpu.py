@@ -40,3 +40,37 @@ def cpu_seconds(pids: list[int]) -> float | None:
             return None
         total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and its descendants (a gateway's workers: uvicorn's, or node cluster's, whose
+    primary hands each connection to a worker and so never shares its listening socket)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes together, in MiB (those gone count 0)."""
+    total_kb = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                found = re.search(r"VmRSS:\s+(\d+)", status.read())
+        except OSError:
+            continue
+        total_kb += int(found.group(1)) if found else 0
+    return total_kb / 1024

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def _calls(row: dict) -> str:
     calls = row.get("calls_per_op")
@@ -80,4 +82,84 @@ def table(result: dict) -> str:
     lines.append("")
     for name, value in result["ratios"].items():
         lines.append(f"- {name}: **{value}**")
+    if "peer" in result:
+        lines += ["", peer_table(result["peer"])]
+    return "\n".join(lines)
+
+
+def _spread(summary: dict, key: str, digits: int) -> str:
+    figure = summary.get(key)
+    if not figure:
+        return ""
+    return f"{figure['median']:.{digits}f} ({figure['min']:.{digits}f}-{figure['max']:.{digits}f})"
+
+
+def _times(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def peer_table(peer: dict) -> str:
+    """The ours/peer side-by-side (bench/peer): per scenario the medians (min-max over the
+    rounds), the ratios, and issue 12's goal rows."""
+    if "skipped" in peer or "failed" in peer:
+        return f"side by side with the peer: {'skipped' if 'skipped' in peer else 'failed'}: " + (
+            peer.get("skipped") or peer.get("failed") or ""
+        )
+    load = peer["load"]
+    cache_max = peer.get("peer_cache_max")
+    lines = [
+        f"side by side with the peer (GraphQL Mesh + Hive Gateway): {load['generator']} "
+        f"-c{load['concurrency']}, {load['rounds']} x {load['seconds_per_run']} s per side, "
+        f"interleaved peer, ours, ...; {peer['dataset']['sampled']} rotating customers of "
+        f"{peer['dataset']['customers']:,}; peer cache store "
+        f"{f'{cache_max:,}' if cache_max else 'its default'} entries; load average "
+        f"{' '.join(map(str, peer.get('load_average_start', [])))} at the start",
+    ]
+    eq = peer.get("equivalence")
+    if eq:
+        differing = ", ".join(f"{k} {v}" for k, v in eq["differing"].items()) or "none"
+        lines.append(
+            f"same answer: {eq['same']} of {eq['compared']} customers identical after "
+            f"normalisation (fields differing: {differing})"
+        )
+    page = peer.get("page_equivalence")
+    if page:
+        lines.append(
+            f"same page of 50: {'yes' if page['same'] else 'no'} ({json.dumps(page)[:300]})"
+        )
+    lines += [
+        "",
+        "| scenario | gateway | req/s | p50 ms | p99 ms | gateway CPU ms/req | gateway RSS MB "
+        "| sims CPU ms/req | calls/req (BOSS / billing / care) | errors/requests |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, sc in peer["scenarios"].items():
+        for side in ("peer", "ours"):
+            s = sc[side]
+            calls = " / ".join(f"{s['calls_per_op'][k]:g}" for k in ("boss", "billing", "care"))
+            lines.append(
+                f"| {name} | {side} | {_spread(s, 'throughput_rps', 1)} | {_spread(s, 'p50_ms', 2)}"
+                f" | {_spread(s, 'p99_ms', 1)} | {_spread(s, 'gateway_cpu_ms_per_op', 2)} | "
+                f"{_spread(s, 'gateway_rss_mb', 0)} | {_spread(s, 'sims_cpu_ms_per_op', 2)} | "
+                f"{calls} | {s['errors']}/{s['requests']} |"
+            )
+    lines += [
+        "",
+        "| ours/peer (medians) | throughput | p50 | p99 | gateway CPU per request | RSS "
+        "| per-round throughput |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, sc in peer["scenarios"].items():
+        r = sc["ratios"]
+        rounds = ", ".join(_times(x) for x in sc["round_ratios"]["throughput_rps"])
+        lines.append(
+            f"| {name} | {_times(r['throughput_rps'])} | {_times(r['p50_ms'])} | "
+            f"{_times(r['p99_ms'])} | {_times(r['gateway_cpu_ms_per_op'])} | "
+            f"{_times(r['gateway_rss_mb'])} | {rounds} |"
+        )
+    lines += ["", "| goal (issue 12) | ours/peer | met |", "|---|---|---|"]
+    for name, value, met in peer["goals"]:
+        lines.append(f"| {name} | {_times(value)} | {'yes' if met else 'no'} |")
+    if not peer["goals"]:
+        lines.append("| (none for these scenarios: the issue sets goals for the 360 query) | | |")
     return "\n".join(lines)

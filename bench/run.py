@@ -35,6 +35,7 @@ from bench import workflows as bench_workflows
 from bench.churn import churn_row
 from bench.floor import floor_operation
 from bench.load import LoadResult, graphql_operation, run_load
+from bench.peer.figures import parse_scenarios
 from bench.report import table
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from simulators.dataset import CustomerBundle, generate, has_certificate_typo
@@ -395,16 +396,21 @@ def seeded(customers: int, seed: int) -> Path:
     return data_dir
 
 
-@contextmanager
-def started_gateways(
-    args: argparse.Namespace, sims: SimulatorUrls, state: Path, kinds: tuple[str, ...]
-) -> Iterator[dict[str, Gateway]]:
-    # The agent channel's rate limit (600 a minute) would turn the load into 429s: the
-    # benchmark runs the bundled policy without it.
+def bench_policy(state: Path) -> Path:
+    """The bundled policy without the agent channel's rate limit (600 a minute), which would
+    turn the load into 429s; written into `state`."""
     policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
     policy["channels"]["agent"].pop("rate_limit_per_minute", None)
     policy_file = state / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
+    return policy_file
+
+
+@contextmanager
+def started_gateways(
+    args: argparse.Namespace, sims: SimulatorUrls, state: Path, kinds: tuple[str, ...]
+) -> Iterator[dict[str, Gateway]]:
+    policy_file = bench_policy(state)
     # name -> (policy enforcement, read cache, audit log, what plays the billing role)
     settings = {
         "policies-on": ("true", "false", "true", "declared"),
@@ -471,7 +477,35 @@ def run(args: argparse.Namespace) -> dict:
                 )
     workflows = plan_change_rows(args)
     measured["churn_model"] = churn_row()
+    measured["peer"] = peer_rows(args, main_data)
     return report(args, bundles, measured, datasets, workflows)
+
+
+def peer_rows(args: argparse.Namespace, data_dir: Path) -> dict:
+    """Side by side with the peer (bench/peer) on the main dataset, last, with the load
+    settings of the rest; {"skipped": why} without node, npm or wrk, or with --no-peer."""
+    if args.no_peer:
+        print("side by side with the peer: skipped (--no-peer)")
+        return {"skipped": "--no-peer"}
+    from bench.peer import run as peer  # bench.peer builds on this module
+
+    options = peer.Options(
+        scenarios=peer.parse_scenarios(args.peer_scenarios),
+        rounds=args.rounds,
+        duration_s=args.duration,
+        concurrency=args.concurrency,
+        max_requests=args.max_requests,
+        customers=args.customers,
+        seed=args.seed,
+        sample=args.sample,
+        compare=args.peer_compare,
+        peer_cache_max=args.peer_cache_max,
+    )
+    try:
+        return peer.run(options, data_dir)
+    except Exception as error:  # the peer's failure must not lose the rest of the run
+        print(f"side by side with the peer: failed: {error}")
+        return {"failed": f"{type(error).__name__}: {error}"[:2000]}
 
 
 def plan_change_rows(args: argparse.Namespace) -> list[dict]:
@@ -592,6 +626,7 @@ def report(
         "datasets": {str(k): v for k, v in sorted(datasets.items())},
         "workflows": workflows,
         "churn_model": measured["churn_model"],
+        "peer": measured["peer"],
         "ratios": {
             "policies on/off, p50 latency": round(on["p50_ms"] / off["p50_ms"], 3),
             "policies on/off, throughput": round(on["throughput_rps"] / off["throughput_rps"], 3),
@@ -672,7 +707,17 @@ def main(argv: list[str] | None = None) -> int:
         "--page-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 10, 50, 200]
     )
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "latest.json"))
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip the side-by-side with the peer (bench/peer)"
+    )
+    from bench.peer.run import add_arguments
+
+    add_arguments(parser, prefix="peer-")
     args = parser.parse_args(argv)
+    try:  # a typo fails now, not after the rest of the run
+        parse_scenarios(args.peer_scenarios)
+    except ValueError as error:
+        parser.error(str(error))
     result = run(args)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
