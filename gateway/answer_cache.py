@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.read_ledger import ReadLedger
-from policies.model import Level
+from policies.disclosure import Disclosure
+from policies.model import Level, Policy
+from policies.principal import Principal
 from schema.context import RequestContext
 from telemetry import metrics
 
@@ -52,6 +54,8 @@ AnswerKey = tuple[Any, ...]
 @dataclass(frozen=True, slots=True)
 class Answer:
     data: Any
+    #: The response body, as strawberry encodes it (``{"data": ...}``, compact JSON).
+    body: bytes
     size: int
     expires: float  # time.monotonic()
     generation: int
@@ -103,9 +107,29 @@ class AnswerCache:
         query: str, operation_name: str | None, variables: Any, context: RequestContext
     ) -> AnswerKey | None:
         """The key of this request's answer; None when its variables do not serialise."""
-        principal = context.principal
-        verified = principal.verification
         disclosure = context.disclosure
+        return AnswerCache.key_of(
+            query,
+            operation_name,
+            variables,
+            context.principal,
+            disclosure.purpose,
+            disclosure.enforced,
+            disclosure.policy.version,
+        )
+
+    @staticmethod
+    def key_of(
+        query: str,
+        operation_name: str | None,
+        variables: Any,
+        principal: Principal,
+        purpose: str | None,
+        enforced: bool,
+        policy_version: str,
+    ) -> AnswerKey | None:
+        """The key from its parts (before any request context exists: gateway/app.py)."""
+        verified = principal.verification
         try:
             variables_text = (
                 json.dumps(variables, sort_keys=True, separators=(",", ":")) if variables else ""
@@ -123,9 +147,9 @@ class AnswerCache:
             None
             if verified is None
             else (verified.customer_id, verified.level, verified.obtained_in),
-            disclosure.purpose,
-            disclosure.enforced,
-            disclosure.policy.version,
+            purpose,
+            enforced,
+            policy_version,
         )
 
     def get(self, key: AnswerKey) -> Answer | None:
@@ -161,7 +185,12 @@ class AnswerCache:
         ):
             metrics.ANSWER_CACHE.labels("not_reusable").inc()
             return False
-        size = len(json.dumps(data, separators=(",", ":"), default=str))
+        try:
+            body = json.dumps({"data": data}, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            metrics.ANSWER_CACHE.labels("not_reusable").inc()
+            return False
+        size = len(body)
         if size > self._max_entry_bytes:
             metrics.ANSWER_CACHE.labels("too_large").inc()
             return False
@@ -170,6 +199,7 @@ class AnswerCache:
             self._bytes -= old.size
         self._answers[key] = Answer(
             data=data,
+            body=body,
             size=size,
             expires=self._clock() + ttl,
             generation=generation,
@@ -190,6 +220,35 @@ class AnswerCache:
     def _drop(self, key: AnswerKey, answer: Answer) -> None:
         del self._answers[key]
         self._bytes -= answer.size
+
+
+@dataclass(slots=True)
+class ReusedRequest:
+    """What the access log and the operation metrics read of a request answered from the
+    cache before any request context was made (the fields of ``RequestContext`` they use)."""
+
+    disclosure: Disclosure
+    customers_touched: set[str]
+    backends_called: set[str]
+    operation_type: str | None
+    operation_name: str | None
+    document_sha256: str | None
+
+
+def reused_request(
+    answer: Answer, policy: Policy, principal: Principal, purpose: str | None, enforced: bool
+) -> ReusedRequest:
+    """The stand-in context of a request the cache answered."""
+    disclosure = Disclosure(policy, principal, purpose, enforced=enforced)
+    disclosure.disclosed.update(answer.disclosed)
+    return ReusedRequest(
+        disclosure=disclosure,
+        customers_touched=set(answer.customers),
+        backends_called=set(answer.backends),
+        operation_type=answer.operation_type,
+        operation_name=answer.operation_name,
+        document_sha256=answer.document_sha256,
+    )
 
 
 def replay(answer: Answer, context: RequestContext) -> None:

@@ -32,6 +32,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+#: The POST body's JSON object, once checked (gateway/app.py looks kept answers up by it).
+REQUEST_JSON_KEY = "switchboard.request_json"
 APPLICATION_JSON = "application/json"
 MEDIA_TYPE_KEY = "switchboard.media_type"  # the scope key the view reads the choice from
 
@@ -203,7 +205,9 @@ class RequestGate:
             if scope["method"] == "POST":
                 _check_content_type(headers)
                 body = await self._read_body(headers, receive)
-                check_request_object(decode_json(body, self.max_json_depth))
+                request = decode_json(body, self.max_json_depth)
+                check_request_object(request)
+                scope[REQUEST_JSON_KEY] = request  # as checked: the answer cache's lookup
                 receive = _replay(body, receive)
             else:
                 self._check_get(query_params)

@@ -540,3 +540,37 @@ async def test_over_a_redis_cache_another_process_s_eviction_ends_this_process_s
             await feed.close()
             await records.evict([(LINE_OWNER, "2")])
             await records.close()
+
+
+def test_a_kept_answer_goes_out_as_the_first_did_in_each_media_type_and_over_get(
+    hub, control, customers
+):
+    hub_id = ask(hub, "agent", FIND, {"m": active_msisdn(customers[44])})["data"][
+        "customerByMsisdn"
+    ]["id"]
+    base = {"X-Api-Key": hub.keys["agent"], "X-Purpose": "service"}
+    for accept in ("application/json", "application/graphql-response+json"):
+        answers = []
+        for _ in range(3):  # built (first sight of these records), kept, reused
+            answers.append(
+                httpx.post(
+                    f"{hub.url}/graphql",
+                    json={"query": QUERY_360, "variables": {"id": hub_id}},
+                    headers={**base, "Accept": accept},
+                    timeout=30,
+                )
+            )
+        first, reused = answers[0], answers[-1]
+        assert reused.status_code == first.status_code == 200
+        assert reused.headers["content-type"] == first.headers["content-type"]
+        assert reused.json() == first.json() and "errors" not in first.json()
+        assert reused.headers["x-request-id"] != first.headers["x-request-id"]
+    hits = answer_metric(hub, "hit")
+    control.reset()
+    params = {"query": QUERY_360, "variables": json.dumps({"id": hub_id})}
+    over_get = [
+        httpx.get(f"{hub.url}/graphql", params=params, headers=base, timeout=30) for _ in range(2)
+    ]
+    assert over_get[0].json() == over_get[1].json() == first.json()
+    assert answer_metric(hub, "hit") >= hits + 1
+    assert sum(control.total(s) for s in ("boss", "billing", "care")) == 0

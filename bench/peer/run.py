@@ -155,7 +155,15 @@ def measured_run(
     return row
 
 
-def ours_env(sims: SimulatorUrls, state: Path, scenario: Scenario | None = None) -> dict[str, str]:
+def ours_env(
+    sims: SimulatorUrls,
+    state: Path,
+    scenario: Scenario | None = None,
+    answer_ttl_s: float | None = None,
+) -> dict[str, str]:
+    """Switchboard's settings for a scenario. With the cache on, its answers are kept as long
+    as the peer keeps its responses (``answer_ttl_s``, the peer's TTL), so both caches hold an
+    answer equally long; Switchboard's still ends at the first write (docs/architecture.md)."""
     extra = {
         "SWITCHBOARD_POLICY_FILE": str(state / "policy.yaml"),
         "SWITCHBOARD_AUDIT__STATE_DIR": str(state / "audit"),
@@ -163,6 +171,8 @@ def ours_env(sims: SimulatorUrls, state: Path, scenario: Scenario | None = None)
     if scenario is not None:
         extra["SWITCHBOARD_WORKERS"] = str(scenario.processes)
         extra["SWITCHBOARD_CACHE__ENABLED"] = "true" if scenario.cache else "false"
+        if scenario.cache and answer_ttl_s is not None:
+            extra["SWITCHBOARD_CACHE__ANSWERS__TTL_S"] = str(answer_ttl_s)
     return gateway_env(sims, f"sqlite+aiosqlite:///{state}/hub.db", **extra)
 
 
@@ -201,7 +211,8 @@ def both_gateways(
 ) -> Iterator[tuple[str, subprocess.Popen, str, subprocess.Popen]]:
     """Ours and the peer for one scenario: (ours base URL, its process, peer URL, its process)."""
     ours_base, ours = start_gateway(
-        ours_env(sims, state, scenario), state / f"ours-{scenario.processes}-{scenario.cache}.log"
+        ours_env(sims, state, scenario, answer_ttl_s=options.peer_cache_ttl_ms / 1000),
+        state / f"ours-{scenario.processes}-{scenario.cache}.log",
     )
     try:
         (port,) = free_ports(1)
