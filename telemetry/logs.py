@@ -63,6 +63,12 @@ class ContextFields(logging.Filter):
         return True
 
 
+#: A bare record's own attributes: anything else on a record is an extra, and a field.
+_RECORD_ATTRIBUTES = frozenset(
+    {*vars(logging.LogRecord("", 0, "", 0, "", (), None)), "message", "asctime"}
+)
+
+
 class JsonLines(JsonFormatter):
     """python-json-logger with the hub's field names, RFC 3339 time and one-line exceptions."""
 
@@ -84,6 +90,26 @@ class JsonLines(JsonFormatter):
             if log_data.get(name) is None:
                 log_data.pop(name, None)  # absent rather than null outside a request
         log_data.pop("color_message", None)  # uvicorn's copy of the message, with ANSI codes
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The same object as python-json-logger's ``format`` builds, for the common record
+        (a message and extras, no exception or stack): every request logs one, and the
+        library's general path cost about a tenth of a cached request's event-loop time."""
+        if record.exc_info or record.exc_text or record.stack_info or isinstance(record.msg, dict):
+            return super().format(record)
+        log_data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _RECORD_ATTRIBUTES:
+                log_data[name] = value
+        for name in ("request_id", "trace_id", "color_message"):
+            if log_data.get(name) is None or name == "color_message":
+                log_data.pop(name, None)
+        return self.jsonify_log_record(log_data)
 
     def formatException(self, ei: Any) -> str:
         return describe_exception(ei)
@@ -119,6 +145,12 @@ def configure(log_format: LogFormat = "json", level: int = logging.INFO) -> None
     uvicorn's loggers (``uvicorn``, ``uvicorn.error``) are left without handlers of their own
     and propagate here, so its lines are in the same format; its access log stays off.
     """
+    # Where a call was made from, and its thread and process ids, are in no line we write:
+    # not collecting them is the logging module's documented optimisation.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if log_format == "json" else TextLines())
     handler.addFilter(ContextFields())

@@ -449,3 +449,28 @@ def test_an_exception_is_one_line_without_its_message():
     assert "caused by builtins.KeyError" in text
     assert "test_telemetry.py" in text
     assert "18899407311" not in text and "110101" not in text and "张三" not in text
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"method": "POST", "path": "/graphql", "status": 200, "duration_ms": 1.2},
+        {},
+        {"request_id": "r-1", "trace_id": None},
+        {"color_message": "\x1b[32mINFO\x1b[0m", "system": "计费"},
+        {"when": __import__("datetime").date(2026, 12, 3)},
+    ],
+)
+def test_the_fast_log_line_is_the_librarys_line(extra):
+    """JsonLines.format's own path writes what python-json-logger's general one writes."""
+    import logging
+
+    from pythonjsonlogger.json import JsonFormatter
+
+    from telemetry.logs import ContextFields, JsonLines
+
+    record = logging.LogRecord("switchboard.x", logging.INFO, __file__, 1, "a %s", ("b",), None)
+    record.__dict__.update(extra)
+    ContextFields().filter(record)
+    formatter = JsonLines()
+    assert formatter.format(record) == JsonFormatter.format(formatter, record)
