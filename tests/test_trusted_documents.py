@@ -153,6 +153,18 @@ def test_other_channels_still_run_any_document_and_hashes(documents_gateway):
     assert offerings_of(by_hash)
 
 
+def test_a_hash_under_an_escaped_key_is_still_resolved(documents_gateway):
+    """The gate reads a body only if it could name a document: a key spelt with a JSON
+    escape can, and is resolved like the plain one."""
+    raw = '{"documentI\\u0064": "sha256:' + sha(OFFERINGS) + '"}'
+    response = httpx.post(
+        f"{documents_gateway.url}/graphql",
+        content=raw.encode(),
+        headers={"X-Api-Key": documents_gateway.keys["agent"], "Content-Type": "application/json"},
+    )
+    assert offerings_of(response)
+
+
 def test_get_requests_are_checked_like_posts(documents_gateway):
     assert offerings_of(documents_gateway.get({"documentId": f"sha256:{sha(OFFERINGS)}"}))
     apollo = {"persistedQuery": {"version": 1, "sha256Hash": sha(OFFERINGS)}}
