@@ -637,6 +637,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
                 events.install_event_handler(RecordingHandler(engine, "gateway"))
             elif settings.events.handler == "campaigns" and campaigns is not None:
                 events.install_event_handler(campaigns.handler)
+                campaigns.yield_to(events.dispatcher)
             # After the adapters (line lookups) and before serving: callbacks may come at once.
             await events.start()
         await scaled.start()  # after the engine: the board names the worker's executor id

@@ -62,6 +62,10 @@ class PumpConfig:
     restart_after_s: float = 60.0
     #: Deliveries running at once in this process (started, not ended).
     max_in_flight: int = 16
+    #: Deliveries running at once while this process's intake or decisions are busy (see
+    #: ``DeliveryPump.yield_to``): the burst is stored and decided first, its sends drain
+    #: after at ``max_in_flight``.
+    busy_max_in_flight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class DeliveryPump:
         self._stopping = False
         self._in_flight = 0
         self._freed = asyncio.Event()
+        self._busy: Callable[[], float] = lambda: 0.0
         self.started = 0
 
     def wake(self) -> None:
@@ -105,6 +110,19 @@ class DeliveryPump:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def yield_to(self, busy: Callable[[], float]) -> None:
+        """``busy()``: for how many more seconds this process's intake and decisions count as
+        busy (0: idle). While busy, at most ``busy_max_in_flight`` deliveries run: they share
+        the event loop with the webhook and the decider (measured: the deliveries' CPU, ~5 ms
+        each, held arrival-to-decision to a third of the intake's rate). The offers wait
+        RESERVED, durably and counted against the caps, and drain when the burst ends."""
+        self._busy = busy
+
+    def _limit(self) -> int:
+        if self._busy() > 0:
+            return min(self._config.busy_max_in_flight, self._config.max_in_flight)
+        return self._config.max_in_flight
 
     async def claim(self, limit: int | None = None) -> list[OfferRow]:
         """Up to ``limit`` (``batch_size``) RESERVED offers due a start, oldest first, now
@@ -144,7 +162,7 @@ class DeliveryPump:
 
     async def run_once(self) -> PumpRound:
         """Claim one batch (no more than there is room for in flight) and start it."""
-        room = min(self._config.batch_size, self._config.max_in_flight - self._in_flight)
+        room = min(self._config.batch_size, self._limit() - self._in_flight)
         if room <= 0:
             return PumpRound(full=True)
         offers = await self.claim(room)
@@ -253,12 +271,16 @@ class DeliveryPump:
                 full = False
             if self._stopping:
                 break
-            if full and self._in_flight < self._config.max_in_flight:
+            if full and self._in_flight < self._limit():
                 continue  # more may be due, and there is room
-            # Full: until a delivery ends; else until woken. The poll either way.
+            # Full: until a delivery ends or the busy spell is over; else until woken. The
+            # poll either way.
             event = self._freed if full else self._wake
+            timeout = self._config.poll_s
+            if full and (busy := self._busy()) > 0:
+                timeout = min(timeout, busy)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), self._config.poll_s)
+                await asyncio.wait_for(event.wait(), timeout)
 
     def start(self) -> None:
         if self._task is None:

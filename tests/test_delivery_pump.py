@@ -249,6 +249,55 @@ async def test_deliveries_in_flight_are_bounded_and_the_pump_goes_on_as_they_end
     assert pump.in_flight == 0 and pump.started == 10
 
 
+async def test_while_the_intake_is_busy_fewer_deliveries_run_and_the_rest_drain_after(
+    engine,
+) -> None:
+    events = await _events(engine, 10)
+    await _handle(_handler(engine, []), events, 10)
+    start = Running()
+    pump = _pump(engine, start, batch_size=100, max_in_flight=4, busy_max_in_flight=1)
+    busy = [30.0]
+    pump.yield_to(lambda: busy[0])
+    first = await pump.run_once()
+    assert (first.claimed, first.full, pump.in_flight) == (1, True, 1)
+    assert (await pump.run_once()).claimed == 0  # busy: no room beyond the one
+    pump.start()
+    next(iter(start.tasks.values())).set_result(None)  # it ends: one more, still one at a time
+    for _ in range(200):
+        if len(start.tasks) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(start.tasks) == 2 and pump.in_flight == 1
+    busy[0] = 0.0  # the burst is over: the pump fills up to max_in_flight at its next look
+    for _ in range(300):
+        if len(start.tasks) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert len(start.tasks) == 5 and pump.in_flight == 4
+    while len(start.tasks) < 10:
+        for future in start.tasks.values():
+            if not future.done():
+                future.set_result(None)
+        await asyncio.sleep(0.02)
+    for future in start.tasks.values():
+        if not future.done():
+            future.set_result(None)
+    await asyncio.sleep(0.02)
+    await pump.stop()
+    assert pump.in_flight == 0 and pump.started == 10
+
+
+async def test_the_dispatcher_counts_as_busy_for_a_window_after_an_event(engine) -> None:
+    from marketing.dispatcher import DispatchConfig, Dispatcher
+
+    dispatcher = Dispatcher(EventStore(engine), DispatchConfig(), "w")
+    assert dispatcher.busy_for(0.5) == 0.0
+    dispatcher.wake()  # an event stored
+    assert 0.4 < dispatcher.busy_for(0.5) <= 0.5
+    await asyncio.sleep(0.06)
+    assert dispatcher.busy_for(0.05) == 0.0
+
+
 async def test_an_offer_with_nothing_to_send_fails_with_a_code(engine) -> None:
     events = await _events(engine, 2)
     await _handle(_handler(engine, []), events, 2)
