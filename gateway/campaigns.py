@@ -85,7 +85,7 @@ def build_campaigns(
     decider = Decider(engine, lambda: book, context, facts)
     pump = (
         DeliveryPump(
-            engine, lambda: book, identities, delivery.start_delivery, pump_config(settings)
+            engine, lambda: book, identities, delivery.start_deliveries, pump_config(settings)
         )
         if settings.delivery_pump
         else None
