@@ -49,7 +49,7 @@ from gateway.backends import build_backends, insight_engine
 from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine
-from gateway.events import EventsEndpoint, build_events
+from gateway.events import EventsEndpoint, EventsFastPath, build_events
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GraphQLOverHTTP
 from gateway.http_input import (
@@ -770,6 +770,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
                 events.install_event_handler(RecordingHandler(engine, "gateway"))
             elif settings.events.handler == "campaigns" and campaigns is not None:
                 events.install_event_handler(campaigns.handler)
+                campaigns.yield_to(events.dispatcher)
             # After the adapters (line lookups) and before serving: callbacks may come at once.
             await events.start()
         await scaled.start()  # after the engine: the board names the worker's executor id
@@ -899,6 +900,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         export_routes.append(
             Route("/audit/export", AuditTrail(exporter, audit, every_get=True), methods=["GET"])
         )
+    webhook = EventsEndpoint(events, settings.events.max_body_bytes) if events is not None else None
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -918,17 +920,8 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
                     throttle=throttle,
                 ),
             ),
-            *(
-                [
-                    Route(
-                        "/events/{source}",
-                        EventsEndpoint(events, settings.events.max_body_bytes).handle,
-                        methods=["POST"],
-                    )
-                ]
-                if events is not None
-                else []
-            ),
+            # Other methods' 405; POST is served before the router (EventsFastPath).
+            *([Route("/events/{source}", webhook, methods=["POST"])] if webhook else []),
             Route("/audit", audit_page),
             Route("/audit/app.js", audit_script),
             *export_routes,
@@ -941,4 +934,9 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
     app.state.policies = policies
     app.state.campaigns = campaigns
     app.state.events = events
-    return RequestIds(app)  # type: ignore[return-value]
+    served: ASGIApp = app
+    if webhook is not None:
+        # POST /events/{source} before Starlette's router (gateway/events.py: its cost per
+        # webhook); everything else, /events' other methods included, goes on to the app.
+        served = EventsFastPath(app, webhook)
+    return RequestIds(served)  # type: ignore[return-value]

@@ -19,6 +19,7 @@ from marketing import delivery
 from marketing.audience import FactsSource
 from marketing.campaigns import DEFAULT_CAMPAIGNS, CampaignBook, load_campaigns
 from marketing.decide import Decider, GuardContext
+from marketing.dispatcher import Dispatcher
 from marketing.handler import CampaignHandler
 from marketing.offer_store import MarketingStore
 from marketing.pump import DeliveryPump, PumpConfig
@@ -31,11 +32,19 @@ class CampaignWiring:
     handler: CampaignHandler
     pump: DeliveryPump | None
     consent_default: bool
+    busy_window_s: float = 0.5
 
     def start(self) -> None:
         delivery.install(delivery.DeliveryRuntime(self.services.store, self.consent_default))
         if self.pump is not None:
             self.pump.start()
+
+    def yield_to(self, dispatcher: Dispatcher) -> None:
+        """The pump runs fewer deliveries while this process's intake and dispatcher are busy
+        (``delivery_busy_window_s`` after the last event stored or batch handed)."""
+        window = self.busy_window_s
+        if self.pump is not None and window > 0:
+            self.pump.yield_to(lambda: dispatcher.busy_for(window))
 
     async def stop_pump(self) -> None:
         """Before the workflow engine shuts down: no start after it."""
@@ -54,6 +63,7 @@ def pump_config(settings: CampaignSettings) -> PumpConfig:
     return PumpConfig(
         batch_size=settings.delivery_batch_size,
         max_in_flight=settings.delivery_max_in_flight,
+        busy_max_in_flight=settings.delivery_busy_max_in_flight,
         poll_s=settings.delivery_poll_s,
         restart_after_s=settings.delivery_restart_after_s,
     )
@@ -75,7 +85,7 @@ def build_campaigns(
     decider = Decider(engine, lambda: book, context, facts)
     pump = (
         DeliveryPump(
-            engine, lambda: book, identities, delivery.start_delivery, pump_config(settings)
+            engine, lambda: book, identities, delivery.start_deliveries, pump_config(settings)
         )
         if settings.delivery_pump
         else None
@@ -86,4 +96,5 @@ def build_campaigns(
         handler=handler,
         pump=pump,
         consent_default=settings.consent_default_granted,
+        busy_window_s=settings.delivery_busy_window_s,
     )

@@ -310,6 +310,22 @@ class CampaignSettings(SettingsModel):
         description="Deliveries running at once in a process; the pump claims no more until "
         "one ends (the workflows share the event loop with the intake and the decisions).",
     )
+    delivery_busy_max_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="Deliveries running at once in a process while its event intake or "
+        "decisions are busy (an event stored or a batch decided within "
+        "delivery_busy_window_s): a burst is stored and decided first, its sends drain after "
+        "at delivery_max_in_flight. At least 1: a steady stream never stops the sends.",
+    )
+    delivery_busy_window_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="How long after the last event stored or batch decided in a process its "
+        "intake counts as busy for the delivery pump; 0: the pump never yields.",
+    )
     delivery_poll_s: float = Field(
         default=1.0,
         gt=0,

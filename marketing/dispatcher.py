@@ -44,6 +44,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_prune = 0.0
+        self._last_active = -1e9
         self.handed = 0
 
     def install(self, handler: EventHandler) -> None:
@@ -52,7 +53,13 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New events were stored: look now rather than at the next poll."""
+        self._last_active = time.monotonic()
         self._wake.set()
+
+    def busy_for(self, window_s: float) -> float:
+        """Seconds until this process's intake and dispatch count as idle: ``window_s`` after
+        the last event stored here (a ``wake``) or the last batch handed; 0 when idle."""
+        return max(0.0, self._last_active + window_s - time.monotonic())
 
     async def run_once(self) -> int:
         """Claim one batch and hand it; the number of events handed (0: nothing to do)."""
@@ -78,6 +85,7 @@ class Dispatcher:
         if kept < len(claim.events):
             log.warning("%d events' lease ended before they were handled", len(claim.events) - kept)
         self.handed += len(claim.events)
+        self._last_active = time.monotonic()
         return len(claim.events)
 
     async def prune_if_due(self) -> int:

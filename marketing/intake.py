@@ -266,6 +266,10 @@ class Intake:
 
 def parse_json(body: bytes, max_depth: int) -> object:
     """The body as JSON, refused when it is not JSON or nests deeper than ``max_depth``."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        # No deeper than its brackets, counted in C: the byte scan below (Python, per byte:
+        # 3 % of the gateway's CPU under the events bench) only for bodies that might be.
+        return _loads(body)
     depth = deepest = 0
     in_string = escaped = False
     for byte in body:  # measured before parsing: json.loads recurses
@@ -285,6 +289,10 @@ def parse_json(body: bytes, max_depth: int) -> object:
                 raise NotificationInvalid("EVENT_INVALID", "The JSON nests too deep.")
         elif byte in (0x5D, 0x7D):
             depth -= 1
+    return _loads(body)
+
+
+def _loads(body: bytes) -> object:
     try:
         return json.loads(body)
     except ValueError:

@@ -9,6 +9,7 @@ naming the path, never the value: values may be personal data.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -87,15 +88,27 @@ def _time(document: Any, path: tuple[str, ...]) -> dt.datetime:
 def _msisdn(value: Any, path: tuple[str, ...]) -> str:
     """E.164 (+86... for national numbers), as the crosswalk and docs/systems.md spell them."""
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-    try:
-        number = phonenumbers.parse(text, "CN")
-    except phonenumbers.NumberParseException:
-        number = None
-    if number is None or not phonenumbers.is_possible_number(number):
+    # Cached: the same lines come back event after event (phonenumbers' parse was 5 % of the
+    # gateway's CPU under the events bench). Only short texts, so the cache stays small.
+    e164 = _cached_e164(text) if len(text) <= 32 else _e164(text)
+    if e164 is None:
         raise NotificationInvalid(
             "EVENT_INVALID", f"the line at {_dotted(path)} is not a phone number"
         )
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
+
+
+def _e164(text: str) -> str | None:
+    try:
+        number = phonenumbers.parse(text, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+_cached_e164 = functools.lru_cache(maxsize=65_536)(_e164)
 
 
 def _payload_value(field: PayloadField, value: Any) -> Any:

@@ -204,6 +204,44 @@ class MarketingStore:
             )
             return bool(result.rowcount)
 
+    async def move_many(
+        self,
+        moves: Sequence[tuple[str, str, str | None, Mapping[str, Any]]],
+        *,
+        only_from: Sequence[str],
+    ) -> int:
+        """``move`` for many offers in one transaction: (offer id, state, guard, merge) each;
+        how many moved (a repeat is a no-op, offer by offer)."""
+        if not moves:
+            return 0
+        moved = 0
+        async with self.engine.begin() as conn:
+            ids = sorted({m[0] for m in moves})
+            details = {
+                r.id: r.detail
+                for r in await conn.execute(
+                    select(hub_offer.c.id, hub_offer.c.detail).where(hub_offer.c.id.in_(ids))
+                )
+            }
+            at = now()
+            for offer_id, state, guard, merge in moves:
+                if offer_id not in details:
+                    continue
+                values: dict[str, Any] = {"state": state, "updated_at": at}
+                if guard is not None:
+                    values["guard"] = guard
+                if merge:
+                    values["detail"] = json.dumps(
+                        {**json.loads(details[offer_id] or "{}"), **merge}
+                    )
+                result = await conn.execute(
+                    update(hub_offer)
+                    .where(hub_offer.c.id == offer_id, hub_offer.c.state.in_(list(only_from)))
+                    .values(**values)
+                )
+                moved += int(result.rowcount or 0)
+        return moved
+
     async def pending_deliveries(self, limit: int = 1000) -> list[OfferRow]:
         """Offers reserved for a send whose delivery has not finished (for recovery)."""
         async with self.engine.connect() as conn:

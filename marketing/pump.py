@@ -13,17 +13,20 @@ hub process (beside its dispatcher) then loops:
 2. **Build** each order from the offer row, the event that made it (``hub_event``: the line it
    names and the payload the text is rendered from), the crosswalk (the BOSS customer number)
    and the campaign.
-3. **Start** ``campaign_delivery`` with the offer id as workflow id; at most
-   ``max_in_flight`` deliveries run at once in the process (from the start until DBOS's task
-   for it ends), and a round claims no more than there is room for.
+3. **Start** one ``campaign_deliveries`` workflow for the batch (marketing/delivery.py), its
+   id derived from the batch's offer ids; at most ``max_in_flight`` deliveries (offers) run
+   at once in the process (from the start until DBOS's task for the batch ends), and a round
+   claims no more than there is room for.
 
 **Crash safety.** Starting an offer's delivery again is always safe: DBOS records one workflow
-per id, and a second start with the same id runs nothing (it hands back the first). A pump
-that dies between its claim and its starts leaves offers RESERVED and claimed; once
-``restart_after_s`` has passed any pump claims them again and starts them, a no-op for any
-whose start had been recorded. The same re-claim touches an offer whose delivery is still
-running (or ended in error, leaving it RESERVED): one no-op start per ``restart_after_s``.
-A start that raises (the database away) gives its claim back at once.
+per id, and a second start of the same batch runs nothing (it hands back the first). A pump
+that dies between its claim and its start leaves offers RESERVED and claimed; once
+``restart_after_s`` has passed any pump claims them again and starts them. The same re-claim
+touches an offer whose delivery is still running (or ended in error, leaving it RESERVED):
+the same batch again is a no-op start; offers claimed into another batch are sent again with
+the same idempotency key (their offer id), which the care system answers with the first
+message, and their outcome moves only a RESERVED offer. A start that raises (the database
+away) gives its claims back at once.
 
 **Promptly.** The handler wakes the pump of its own process after a commit that reserved
 sends; the poll (``poll_s``) is the fallback: offers reserved by another process whose pump is
@@ -50,9 +53,9 @@ from marketing.store import hub_event
 
 log = logging.getLogger("switchboard.marketing")
 
-#: Starts one delivery; may answer DBOS's handle, whose ``task`` (a workflow running in this
-#: process) tells the pump when the delivery ends.
-StartDelivery = Callable[[dict[str, Any]], Awaitable[object]]
+#: Starts the delivery of a claimed batch (one workflow); may answer DBOS's handle, whose
+#: ``task`` (a workflow running in this process) tells the pump when the deliveries end.
+StartDelivery = Callable[[list[dict[str, Any]]], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,10 @@ class PumpConfig:
     restart_after_s: float = 60.0
     #: Deliveries running at once in this process (started, not ended).
     max_in_flight: int = 16
+    #: Deliveries running at once while this process's intake or decisions are busy (see
+    #: ``DeliveryPump.yield_to``): the burst is stored and decided first, its sends drain
+    #: after at ``max_in_flight``.
+    busy_max_in_flight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,7 @@ class DeliveryPump:
         self._stopping = False
         self._in_flight = 0
         self._freed = asyncio.Event()
+        self._busy: Callable[[], float] = lambda: 0.0
         self.started = 0
 
     def wake(self) -> None:
@@ -105,6 +113,19 @@ class DeliveryPump:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def yield_to(self, busy: Callable[[], float]) -> None:
+        """``busy()``: for how many more seconds this process's intake and decisions count as
+        busy (0: idle). While busy, at most ``busy_max_in_flight`` deliveries run: they share
+        the event loop with the webhook and the decider (measured: the deliveries' CPU, ~5 ms
+        each, held arrival-to-decision to a third of the intake's rate). The offers wait
+        RESERVED, durably and counted against the caps, and drain when the burst ends."""
+        self._busy = busy
+
+    def _limit(self) -> int:
+        if self._busy() > 0:
+            return min(self._config.busy_max_in_flight, self._config.max_in_flight)
+        return self._config.max_in_flight
 
     async def claim(self, limit: int | None = None) -> list[OfferRow]:
         """Up to ``limit`` (``batch_size``) RESERVED offers due a start, oldest first, now
@@ -144,7 +165,7 @@ class DeliveryPump:
 
     async def run_once(self) -> PumpRound:
         """Claim one batch (no more than there is room for in flight) and start it."""
-        room = min(self._config.batch_size, self._config.max_in_flight - self._in_flight)
+        room = min(self._config.batch_size, self._limit() - self._in_flight)
         if room <= 0:
             return PumpRound(full=True)
         offers = await self.claim(room)
@@ -157,38 +178,40 @@ class DeliveryPump:
             await self._store.move(
                 offer_id, "FAILED", only_from=("RESERVED",), merge={"code": code}
             )
-        results = await asyncio.gather(*(self._start(o) for o in orders), return_exceptions=True)
-        refused = [o["offer_id"] for o, r in zip(orders, results, strict=True) if r is not None]
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result  # cancelled: the claims are re-taken after restart_after_s
-        if refused:
-            kinds = sorted({type(r).__name__ for r in results if r is not None})
-            log.error("%d delivery starts failed: %s", len(refused), ", ".join(kinds))
-            with contextlib.suppress(Exception):  # else the claims end after restart_after_s
-                await self._release(refused)
-        started = len(orders) - len(refused)
+        started = 0
+        refused: list[str] = []
+        if orders:
+            try:
+                await self._start(orders)
+                started = len(orders)
+            except Exception as error:
+                refused = [o["offer_id"] for o in orders]
+                log.error("%d delivery starts failed: %s", len(refused), type(error).__name__)
+                with contextlib.suppress(Exception):  # else the claims end after restart_after_s
+                    await self._release(refused)
+            # Cancelled: raised on, the claims are re-taken after restart_after_s.
         self.started += started
         return PumpRound(len(offers), started, len(gone), len(refused), len(offers) == room)
 
-    async def _start(self, order: dict[str, Any]) -> None:
-        # Counted from before the start: the deliveries in flight never exceed the bound, so
-        # a burst's workflows do not crowd the intake and the decisions off the event loop
-        # (they share it); the offers wait RESERVED, durably, instead.
-        self._in_flight += 1
+    async def _start(self, orders: list[dict[str, Any]]) -> None:
+        # Counted from before the start, one per offer: the deliveries in flight never exceed
+        # the bound, so a burst's workflows do not crowd the intake and the decisions off the
+        # event loop (they share it); the offers wait RESERVED, durably, instead.
+        count = len(orders)
+        self._in_flight += count
         try:
-            handle = await self._start_delivery(order)
+            handle = await self._start_delivery(orders)
         except BaseException:
-            self._ended()
+            self._ended(count)
             raise
         running = getattr(handle, "task", None)
         if isinstance(running, asyncio.Future) and not running.done():
-            running.add_done_callback(self._ended)
+            running.add_done_callback(lambda _: self._ended(count))
         else:  # ended already, or runs elsewhere (a repeated start): not ours to pace
-            self._ended()
+            self._ended(count)
 
-    def _ended(self, _: object = None) -> None:
-        self._in_flight -= 1
+    def _ended(self, count: int) -> None:
+        self._in_flight -= count
         self._freed.set()
 
     async def _release(self, offer_ids: Sequence[str]) -> None:
@@ -253,12 +276,16 @@ class DeliveryPump:
                 full = False
             if self._stopping:
                 break
-            if full and self._in_flight < self._config.max_in_flight:
+            if full and self._in_flight < self._limit():
                 continue  # more may be due, and there is room
-            # Full: until a delivery ends; else until woken. The poll either way.
+            # Full: until a delivery ends or the busy spell is over; else until woken. The
+            # poll either way.
             event = self._freed if full else self._wake
+            timeout = self._config.poll_s
+            if full and (busy := self._busy()) > 0:
+                timeout = min(timeout, busy)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), self._config.poll_s)
+                await asyncio.wait_for(event.wait(), timeout)
 
     def start(self) -> None:
         if self._task is None:

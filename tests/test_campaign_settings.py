@@ -47,19 +47,28 @@ def test_delivery_pump_settings_from_the_environment_and_the_toml_file(
     assert (defaults.delivery_pump, defaults.delivery_batch_size) == (True, 100)
     assert (defaults.delivery_poll_s, defaults.delivery_restart_after_s) == (1.0, 60)
     assert defaults.delivery_max_in_flight == 16
+    assert (defaults.delivery_busy_max_in_flight, defaults.delivery_busy_window_s) == (1, 0.5)
     config = clean_env / "switchboard.toml"
     config.write_text(
         "[campaigns]\ndelivery_batch_size = 25\ndelivery_poll_s = 0.5\ndelivery_max_in_flight = 4\n"
+        "delivery_busy_max_in_flight = 2\n"
     )
     monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
     monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_RESTART_AFTER_S", "5")
     monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP", "false")
+    monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_BUSY_WINDOW_S", "0")
     settings = load_settings().campaigns
     assert (settings.delivery_batch_size, settings.delivery_poll_s) == (25, 0.5)
     assert (settings.delivery_restart_after_s, settings.delivery_pump) == (5, False)
     pump = pump_config(settings)
     assert (pump.batch_size, pump.poll_s, pump.restart_after_s) == (25, 0.5, 5)
     assert pump.max_in_flight == settings.delivery_max_in_flight == 4
+    assert pump.busy_max_in_flight == settings.delivery_busy_max_in_flight == 2
+    assert settings.delivery_busy_window_s == 0
+    monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_BUSY_MAX_IN_FLIGHT", "0")
+    with pytest.raises(SettingsInvalid, match="campaigns"):
+        load_settings()
+    monkeypatch.delenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_BUSY_MAX_IN_FLIGHT")
     monkeypatch.setenv("SWITCHBOARD_CAMPAIGNS__DELIVERY_BATCH_SIZE", "0")
     with pytest.raises(SettingsInvalid, match="campaigns"):
         load_settings()
@@ -73,7 +82,13 @@ def test_the_example_file_documents_the_campaign_defaults(
     monkeypatch.setenv("SWITCHBOARD_CONFIG", str(clean_env / "none.toml"))
     assert documented == load_settings().campaigns
     text = (REPO / "switchboard.example.toml").read_text()
-    for name in ("delivery_pump", "delivery_batch_size", "delivery_max_in_flight"):
+    for name in (
+        "delivery_pump",
+        "delivery_batch_size",
+        "delivery_max_in_flight",
+        "delivery_busy_max_in_flight",
+        "delivery_busy_window_s",
+    ):
         assert f"# {name} = " in text, name
 
 

@@ -410,6 +410,69 @@ def test_sigkill_with_offers_reserved_but_not_started_delivers_each_once_after_r
     assert stats["sent"] - stats_before["sent"] == PUMP_EVENTS
 
 
+def test_sigkill_in_the_middle_of_a_batch_delivery_sends_each_once_after_restart(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    """One workflow delivers a claimed batch (marketing/delivery.py): killed while its send
+    step is under way (the care system slowed, some of the batch's messages stored, not all),
+    DBOS resumes it after the restart and the step sends again under the same keys: every
+    line still has one message, and the care store counts no more new ones than offers."""
+    chosen = _with_lines(customers)[250 : 250 + PUMP_EVENTS]
+    assert len(chosen) == PUMP_EVENTS
+    lines = [_line(c) for c in chosen]
+    stats_before = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
+    stop(hub.process)
+    hub.process = _start_on(
+        {**hub.env, "SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP": "false"}, hub.log, hub.url
+    )
+    ids = [offer_id("roaming-welcome", _hub_id(hub, m)) for m in lines]
+    marks = ",".join("?" * len(ids))
+    for msisdn in lines:
+        _emit(hub, "boss", "RoamingStartedEvent", msisdn)
+    _until(
+        lambda: (
+            len(
+                hub.rows(
+                    f"SELECT o.id FROM hub_offer o JOIN hub_event e ON e.event_id = o.event_id"
+                    f" WHERE o.id IN ({marks}) AND o.state = 'RESERVED'"
+                    f" AND e.handled_at IS NOT NULL",
+                    tuple(ids),
+                )
+            )
+            == PUMP_EVENTS
+        ),
+        60,
+    )
+    control = f"{hub.sims.care}/_sim/control"
+    httpx.post(control, json={"latency_ms": [300, 4000]}).raise_for_status()
+    try:
+        stop(hub.process)
+        hub.process = _start_on(hub.env, hub.log, hub.url)  # the pump on: batches start
+        _until(lambda: any(_messages(hub.sims, m) for m in lines), 60)
+        hub.process.send_signal(signal.SIGKILL)
+        hub.process.wait(timeout=10)
+    finally:
+        httpx.post(control, json={"latency_ms": None}).raise_for_status()
+    delivered = sum(bool(_messages(hub.sims, m)) for m in lines)
+    assert delivered < PUMP_EVENTS, "all sent before the kill: the test proves nothing"
+    assert not hub.rows(
+        f"SELECT id FROM hub_offer WHERE id IN ({marks}) AND state = 'SENT'", tuple(ids)
+    ), "a batch recorded before the kill: not the middle of its send step"
+    hub.process = _start_on(hub.env, hub.log, hub.url)
+    _until(
+        lambda: (
+            (rows := hub.rows(f"SELECT state FROM hub_offer WHERE id IN ({marks})", tuple(ids)))
+            and all(r["state"] == "SENT" for r in rows)
+        ),
+        90,
+    )
+    for msisdn in lines:
+        assert len(_messages(hub.sims, msisdn)) == 1, msisdn
+    time.sleep(0.5)  # a second send would have come by now
+    stats = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
+    assert stats["sent"] - stats_before["sent"] == PUMP_EVENTS
+
+
 def test_sigkill_with_200_events_in_flight_loses_none_and_sends_none_twice(
     hub: CampaignHub, customers: list[CustomerBundle]
 ) -> None:

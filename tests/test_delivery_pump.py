@@ -63,14 +63,18 @@ class Starts:
     def __init__(self, fail: bool = False) -> None:
         self.seen: Counter[str] = Counter()
         self.orders: dict[str, dict[str, Any]] = {}
+        #: The size of each start: one workflow per claimed batch.
+        self.batches: list[int] = []
         self.fail = fail
 
-    async def __call__(self, order: dict[str, Any]) -> None:
+    async def __call__(self, orders: list[dict[str, Any]]) -> None:
         await asyncio.sleep(0.001)  # let the other pump interleave
         if self.fail:
             raise ConnectionError("system database away")
-        self.seen[order["offer_id"]] += 1
-        self.orders[order["offer_id"]] = order
+        self.batches.append(len(orders))
+        for order in orders:
+            self.seen[order["offer_id"]] += 1
+            self.orders[order["offer_id"]] = order
 
 
 @pytest.fixture
@@ -139,6 +143,7 @@ async def test_the_handler_decides_and_starts_nothing_the_pump_starts_each_once(
     pump = _pump(engine, start, batch_size=25, max_in_flight=100)
     rounds = [await pump.run_once() for _ in range(3)]
     assert [r.started for r in rounds] == [25, 5, 0]
+    assert start.batches == [25, 5]  # one workflow start per claimed batch
     assert len(start.seen) == 30 and set(start.seen.values()) == {1}
     first = events[0]
     order = next(o for o in start.orders.values() if o["customer_id"] == first.customer_id)
@@ -213,9 +218,10 @@ class Running:
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Future[None]] = {}
 
-    async def __call__(self, order: dict[str, Any]) -> Any:
+    async def __call__(self, orders: list[dict[str, Any]]) -> Any:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.tasks[order["offer_id"]] = future
+        for order in orders:  # one workflow for the batch: its offers end together
+            self.tasks[order["offer_id"]] = future
         return type("Handle", (), {"task": future})()
 
 
@@ -226,16 +232,16 @@ async def test_deliveries_in_flight_are_bounded_and_the_pump_goes_on_as_they_end
     pump = _pump(engine, start, batch_size=100, max_in_flight=4)
     first = await pump.run_once()
     assert (first.claimed, first.started, first.full, pump.in_flight) == (4, 4, True, 4)
+    assert len(set(map(id, start.tasks.values()))) == 1  # one workflow for the four
     assert (await pump.run_once()).claimed == 0  # no room: nothing more claimed
     assert sum(r.delivery_started_at is None for r in await _reserved(engine)) == 6
     pump.start()
-    for future in list(start.tasks.values())[:3]:
-        future.set_result(None)  # three deliveries end: the loop claims three more at once
+    next(iter(start.tasks.values())).set_result(None)  # the batch ends: four more at once
     for _ in range(200):
-        if len(start.tasks) == 7:
+        if len(start.tasks) == 8:
             break
         await asyncio.sleep(0.01)
-    assert len(start.tasks) == 7 and pump.in_flight == 4
+    assert len(start.tasks) == 8 and pump.in_flight == 4
     while len(start.tasks) < 10:
         for future in start.tasks.values():
             if not future.done():
@@ -247,6 +253,55 @@ async def test_deliveries_in_flight_are_bounded_and_the_pump_goes_on_as_they_end
     await asyncio.sleep(0.02)
     await pump.stop()
     assert pump.in_flight == 0 and pump.started == 10
+
+
+async def test_while_the_intake_is_busy_fewer_deliveries_run_and_the_rest_drain_after(
+    engine,
+) -> None:
+    events = await _events(engine, 10)
+    await _handle(_handler(engine, []), events, 10)
+    start = Running()
+    pump = _pump(engine, start, batch_size=100, max_in_flight=4, busy_max_in_flight=1)
+    busy = [30.0]
+    pump.yield_to(lambda: busy[0])
+    first = await pump.run_once()
+    assert (first.claimed, first.full, pump.in_flight) == (1, True, 1)
+    assert (await pump.run_once()).claimed == 0  # busy: no room beyond the one
+    pump.start()
+    next(iter(start.tasks.values())).set_result(None)  # it ends: one more, still one at a time
+    for _ in range(200):
+        if len(start.tasks) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(start.tasks) == 2 and pump.in_flight == 1
+    busy[0] = 0.0  # the burst is over: the pump fills up to max_in_flight at its next look
+    for _ in range(300):
+        if len(start.tasks) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert len(start.tasks) == 5 and pump.in_flight == 4
+    while len(start.tasks) < 10:
+        for future in start.tasks.values():
+            if not future.done():
+                future.set_result(None)
+        await asyncio.sleep(0.02)
+    for future in start.tasks.values():
+        if not future.done():
+            future.set_result(None)
+    await asyncio.sleep(0.02)
+    await pump.stop()
+    assert pump.in_flight == 0 and pump.started == 10
+
+
+async def test_the_dispatcher_counts_as_busy_for_a_window_after_an_event(engine) -> None:
+    from marketing.dispatcher import DispatchConfig, Dispatcher
+
+    dispatcher = Dispatcher(EventStore(engine), DispatchConfig(), "w")
+    assert dispatcher.busy_for(0.5) == 0.0
+    dispatcher.wake()  # an event stored
+    assert 0.4 < dispatcher.busy_for(0.5) <= 0.5
+    await asyncio.sleep(0.06)
+    assert dispatcher.busy_for(0.05) == 0.0
 
 
 async def test_an_offer_with_nothing_to_send_fails_with_a_code(engine) -> None:

@@ -269,6 +269,26 @@ def test_bad_bodies_are_refused_with_codes_and_nothing_stored(hub: EventHub) -> 
     assert len(hub.rows()) == count
 
 
+def test_the_webhook_path_answers_as_the_router_would(hub: EventHub) -> None:
+    """POST /events/{source} is served before Starlette's router (gateway/events.py): the
+    request id is echoed, other methods get 405, other paths go on to the router, and a
+    body that is not JSON by its type is refused before anything is read."""
+    body = _notification()
+    headers = {**_signed(body), "X-Request-Id": "webhook-test-1"}
+    response = httpx.post(f"{hub.url}/events/boss", content=body, headers=headers)
+    assert response.status_code == 201 and response.json()["status"] == "stored"
+    assert response.headers["x-request-id"] == "webhook-test-1"
+    assert response.headers["content-type"] == "application/json"
+    typed = {**_signed(body), "Content-Type": "text/plain"}
+    refused = httpx.post(f"{hub.url}/events/boss", content=body, headers=typed)
+    assert refused.status_code == 415
+    assert refused.json()["errors"][0]["extensions"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert httpx.get(f"{hub.url}/events/boss").status_code == 405
+    deeper = httpx.post(f"{hub.url}/events/boss/x", content=body, headers=_signed(body))
+    assert deeper.status_code == 404
+    assert len(hub.rows("event_id = ?", ("boss:" + json.loads(body)["eventId"],))) == 1
+
+
 def test_an_unknown_customer_is_stored_without_one(hub: EventHub) -> None:
     body = _notification(
         "LineSuspendedEvent",
