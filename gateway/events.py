@@ -199,7 +199,7 @@ class EventsFastPath:
     """
 
     def __init__(self, app: ASGIApp, endpoint: EventsEndpoint) -> None:
-        self._app = app
+        self.app = app  # like the other middlewares: what it wraps
         self._endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -209,7 +209,7 @@ class EventsFastPath:
             if source and "/" not in source:
                 await self._endpoint.serve(source, scope, receive, send)
                 return
-        await self._app(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 @functools.lru_cache(maxsize=256)

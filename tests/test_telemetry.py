@@ -26,6 +26,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from prometheus_client.mmap_dict import MmapedDict
+from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.settings import load_settings
@@ -86,7 +87,9 @@ def in_process_settings(sims, tmp_path: Path, *, tracing_on: bool):
 @contextlib.asynccontextmanager
 async def in_process(app):
     """The app started (its lifespan), an agent key, and a function that posts to it."""
-    starlette = app.app  # inside RequestIds
+    starlette = app.app  # inside RequestIds (and EventsFastPath, when events are on)
+    while not isinstance(starlette, Starlette):
+        starlette = starlette.app
     async with starlette.router.lifespan_context(starlette):
         issued = await starlette.state.keys.issue(subject="t", role="agent", channel="agent")
         async with httpx.AsyncClient(
