@@ -35,7 +35,9 @@ from sqlalchemy import select
 
 from adapters.errors import AdapterError
 from adapters.phone import national
+from adapters.records import Subscription
 from marketing.offer_store import MarketingStore, hub_consent, insert_ignoring, now
+from orchestration.runtime import Runtime
 from orchestration.runtime import current as orchestration
 from orchestration.steps import call, failed
 from orchestration.store import hub_notification
@@ -89,7 +91,14 @@ async def send_sms(
         lines = await call(lambda: runtime.customer_system.get_subscriptions([customer_no]))
     except AdapterError as error:
         return failed(error)
-    own = list(lines.get(customer_no, ()))
+    return await _send_on_line(runtime, lines.get(customer_no, ()), msisdn, text, offer_id)
+
+
+async def _send_on_line(
+    runtime: Runtime, own: Sequence[Subscription], msisdn: str | None, text: str, offer_id: str
+) -> dict[str, Any]:
+    """Send on the customer's line: the one the offer names, else an active one, else any;
+    the care message keyed by the offer id (what ``send_sms`` answers)."""
     wanted = national(msisdn) if msisdn else None
     line = (
         next((x for x in own if x.msisdn == wanted), None)
@@ -194,23 +203,10 @@ async def send_sms_batch(orders: list[dict[str, Any]]) -> dict[str, dict[str, An
         return {o["offer_id"]: failed(error) for o in orders}
 
     async def send(order: dict[str, Any]) -> dict[str, Any]:
-        offer_id = order["offer_id"]
-        own = list(lines.get(order["customer_no"], ()))
-        wanted = national(order["msisdn"]) if order.get("msisdn") else None
-        line = (
-            next((x for x in own if x.msisdn == wanted), None)
-            or next((x for x in own if x.status.upper() in ("A", "ACTIVE")), None)
-            or (own[0] if own else None)
+        own = lines.get(order["customer_no"], ())
+        return await _send_on_line(
+            runtime, own, order.get("msisdn"), order["text"], order["offer_id"]
         )
-        if line is None:
-            return {"ok": False, "code": "NO_LINE", "system": "boss"}
-        try:
-            message_id = await call(
-                lambda: runtime.care.send_message(line.msisdn, order["text"], offer_id)
-            )
-        except AdapterError as error:
-            return failed(error)
-        return {"ok": True, "message_id": message_id, "subscriber_no": line.subscriber_no}
 
     results = await asyncio.gather(*(send(o) for o in orders))
     return {o["offer_id"]: r for o, r in zip(orders, results, strict=True)}
