@@ -36,7 +36,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.read_ledger import ReadLedger
@@ -228,30 +228,23 @@ class ReusedRequest:
     cache before any request context was made (the fields of ``RequestContext`` they use)."""
 
     disclosure: Disclosure
-    customers_touched: set[str]
-    backends_called: set[str]
-    operation_type: str | None
-    operation_name: str | None
-    document_sha256: str | None
+    customers_touched: set[str] = field(default_factory=set)
+    backends_called: set[str] = field(default_factory=set)
+    operation_type: str | None = None
+    operation_name: str | None = None
+    document_sha256: str | None = None
 
 
 def reused_request(
     answer: Answer, policy: Policy, principal: Principal, purpose: str | None, enforced: bool
 ) -> ReusedRequest:
     """The stand-in context of a request the cache answered."""
-    disclosure = Disclosure(policy, principal, purpose, enforced=enforced)
-    disclosure.disclosed.update(answer.disclosed)
-    return ReusedRequest(
-        disclosure=disclosure,
-        customers_touched=set(answer.customers),
-        backends_called=set(answer.backends),
-        operation_type=answer.operation_type,
-        operation_name=answer.operation_name,
-        document_sha256=answer.document_sha256,
-    )
+    stand_in = ReusedRequest(Disclosure(policy, principal, purpose, enforced=enforced))
+    replay(answer, stand_in)
+    return stand_in
 
 
-def replay(answer: Answer, context: RequestContext) -> None:
+def replay(answer: Answer, context: RequestContext | ReusedRequest) -> None:
     """Put on the request's context what the access log records of the answer it reuses."""
     context.disclosure.disclosed.update(answer.disclosed)
     context.customers_touched.update(answer.customers)

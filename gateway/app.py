@@ -51,7 +51,7 @@ from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine
 from gateway.events import EventsEndpoint, EventsFastPath, build_events
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
-from gateway.graphql_http import GraphQLOverHTTP
+from gateway.graphql_http import GRAPHQL_RESPONSE_CONTENT_TYPE, GraphQLOverHTTP
 from gateway.http_input import (
     APPLICATION_JSON,
     GRAPHQL_RESPONSE_JSON,
@@ -186,7 +186,7 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
         )
         scope["switchboard.result"] = ExecutionResult(data=answer.data, errors=None)
         if scope.get(MEDIA_TYPE_KEY) == GRAPHQL_RESPONSE_JSON:
-            return Response(answer.body, media_type=f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8")
+            return Response(answer.body, media_type=GRAPHQL_RESPONSE_CONTENT_TYPE)
         return Response(answer.body, media_type=APPLICATION_JSON)
 
     async def execute_single(  # strawberry's signature

@@ -40,6 +40,8 @@ from gateway.http_input import (
 from schema.errors import is_request_error
 
 STATUS_KEY = "switchboard.graphql_status"
+#: The content type of an answer sent as application/graphql-response+json.
+GRAPHQL_RESPONSE_CONTENT_TYPE = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
 HTTP_OPERATIONS: dict[str, frozenset[OperationType]] = {
     "GET": frozenset({OperationType.QUERY}),
     "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
@@ -87,7 +89,7 @@ class GraphQLOverHTTP:
                 response.status_code = status
             content_type = response.headers.get("content-type", "")
             if media_type == GRAPHQL_RESPONSE_JSON and content_type.startswith(APPLICATION_JSON):
-                response.headers["content-type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+                response.headers["content-type"] = GRAPHQL_RESPONSE_CONTENT_TYPE
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
