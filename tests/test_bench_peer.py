@@ -18,9 +18,8 @@ from bench.peer.figures import (
     npm_failure_reason,
     page_equivalence,
     parse_scenarios,
-    ratios,
     round_ratios,
-    summarize,
+    scenario_summary,
 )
 from bench.peer.run import add_arguments
 from bench.report import peer_table
@@ -40,16 +39,7 @@ def run(gw: str, rps: float, p99: float, cpu: float, rss: float = 100.0) -> dict
     }
 
 
-def scenario(runs: list[dict]) -> dict:
-    peer = summarize([r for r in runs if r["gw"] == "peer"])
-    ours = summarize([r for r in runs if r["gw"] == "ours"])
-    return {
-        "runs": runs,
-        "peer": peer,
-        "ours": ours,
-        "ratios": ratios(ours, peer),
-        "round_ratios": {"throughput_rps": round_ratios(runs, "throughput_rps")},
-    }
+scenario = scenario_summary
 
 
 def test_scenarios_parse_and_reject_typos() -> None:

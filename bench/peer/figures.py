@@ -135,6 +135,21 @@ def round_ratios(runs: list[dict[str, Any]], key: str) -> list[float | None]:
     return [_ratio(o.get(key), p.get(key)) for p, o in zip(peer, ours, strict=False)]
 
 
+def scenario_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scenario's runs with each side's medians, ours/peer of those, and per round."""
+    peer = summarize([r for r in runs if r["gw"] == "peer"])
+    ours = summarize([r for r in runs if r["gw"] == "ours"])
+    return {
+        "runs": runs,
+        "peer": peer,
+        "ours": ours,
+        "ratios": ratios(ours, peer),
+        "round_ratios": {
+            k: round_ratios(runs, k) for k in ("throughput_rps", "gateway_cpu_ms_per_op")
+        },
+    }
+
+
 @dataclass(frozen=True)
 class Goal:
     name: str

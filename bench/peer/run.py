@@ -36,9 +36,7 @@ from bench.peer.figures import (
     goals,
     page_equivalence,
     parse_scenarios,
-    ratios,
-    round_ratios,
-    summarize,
+    scenario_summary,
 )
 from bench.report import peer_table
 from bench.run import bench_policy, sample_bundles, seeded
@@ -310,17 +308,7 @@ def run_scenario(
             for side in sides:
                 row = measured_run(client, side, sims, sims_pids, options)
                 runs.append({"round": number, **row})
-    peer_summary = summarize([r for r in runs if r["gw"] == "peer"])
-    ours_summary = summarize([r for r in runs if r["gw"] == "ours"])
-    return {
-        "runs": runs,
-        "peer": peer_summary,
-        "ours": ours_summary,
-        "ratios": ratios(ours_summary, peer_summary),
-        "round_ratios": {
-            k: round_ratios(runs, k) for k in ("throughput_rps", "gateway_cpu_ms_per_op")
-        },
-    }
+    return scenario_summary(runs)
 
 
 def run(options: Options, data_dir: Path | None = None) -> dict[str, Any]:
