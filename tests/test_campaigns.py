@@ -358,13 +358,13 @@ def test_accepting_an_offering_offer_runs_the_plan_change_saga(
     assert again["data"]["acceptOffer"]["state"] == "ACCEPTED"
 
 
-def test_sigkill_with_offers_reserved_but_not_started_delivers_each_once_after_restart(
-    hub: CampaignHub, customers: list[CustomerBundle]
-) -> None:
-    """The decision commits and the events are marked handled without a workflow started: the
-    gateway killed then loses no send. Here the pump is off until the kill (delivery_pump =
-    false), so every offer is held RESERVED and not started when it dies."""
-    chosen = _with_lines(customers)[300 : 300 + PUMP_EVENTS]
+def _roaming_with_the_pump_off(
+    hub: CampaignHub, customers: list[CustomerBundle], first: int
+) -> tuple[list[str], list[str], dict]:
+    """PUMP_EVENTS customers from ``first`` on: the hub restarted with its delivery pump off
+    and a roaming event emitted for each line; (lines, their offer ids, the care store's
+    message stats before)."""
+    chosen = _with_lines(customers)[first : first + PUMP_EVENTS]
     assert len(chosen) == PUMP_EVENTS
     lines = [_line(c) for c in chosen]
     stats_before = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
@@ -373,9 +373,19 @@ def test_sigkill_with_offers_reserved_but_not_started_delivers_each_once_after_r
         {**hub.env, "SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP": "false"}, hub.log, hub.url
     )
     ids = [offer_id("roaming-welcome", _hub_id(hub, m)) for m in lines]
-    marks = ",".join("?" * len(ids))
     for msisdn in lines:
         _emit(hub, "boss", "RoamingStartedEvent", msisdn)
+    return lines, ids, stats_before
+
+
+def test_sigkill_with_offers_reserved_but_not_started_delivers_each_once_after_restart(
+    hub: CampaignHub, customers: list[CustomerBundle]
+) -> None:
+    """The decision commits and the events are marked handled without a workflow started: the
+    gateway killed then loses no send. Here the pump is off until the kill (delivery_pump =
+    false), so every offer is held RESERVED and not started when it dies."""
+    lines, ids, stats_before = _roaming_with_the_pump_off(hub, customers, 300)
+    marks = ",".join("?" * len(ids))
     held = _until(
         lambda: (
             (
@@ -396,18 +406,27 @@ def test_sigkill_with_offers_reserved_but_not_started_delivers_each_once_after_r
     hub.process.send_signal(signal.SIGKILL)
     hub.process.wait(timeout=10)
     hub.process = _start_on(hub.env, hub.log, hub.url)
+    _each_sent_once(hub, ids, lines, stats_before, timeout_s=60)
+
+
+def _each_sent_once(
+    hub: CampaignHub, ids: list[str], lines: list[str], stats_before: dict, *, timeout_s: float
+) -> None:
+    """Every offer SENT, one message per line, and the care store's count of new messages
+    the number of offers (no repeat, also after waiting for one)."""
+    marks = ",".join("?" * len(ids))
     _until(
         lambda: (
             (rows := hub.rows(f"SELECT state FROM hub_offer WHERE id IN ({marks})", tuple(ids)))
             and all(r["state"] == "SENT" for r in rows)
         ),
-        60,
+        timeout_s,
     )
     for msisdn in lines:
         assert len(_messages(hub.sims, msisdn)) == 1, msisdn
     time.sleep(0.5)  # a second send would have come by now
     stats = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
-    assert stats["sent"] - stats_before["sent"] == PUMP_EVENTS
+    assert stats["sent"] - stats_before["sent"] == len(ids)
 
 
 def test_sigkill_in_the_middle_of_a_batch_delivery_sends_each_once_after_restart(
@@ -417,18 +436,8 @@ def test_sigkill_in_the_middle_of_a_batch_delivery_sends_each_once_after_restart
     step is under way (the care system slowed, some of the batch's messages stored, not all),
     DBOS resumes it after the restart and the step sends again under the same keys: every
     line still has one message, and the care store counts no more new ones than offers."""
-    chosen = _with_lines(customers)[250 : 250 + PUMP_EVENTS]
-    assert len(chosen) == PUMP_EVENTS
-    lines = [_line(c) for c in chosen]
-    stats_before = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
-    stop(hub.process)
-    hub.process = _start_on(
-        {**hub.env, "SWITCHBOARD_CAMPAIGNS__DELIVERY_PUMP": "false"}, hub.log, hub.url
-    )
-    ids = [offer_id("roaming-welcome", _hub_id(hub, m)) for m in lines]
+    lines, ids, stats_before = _roaming_with_the_pump_off(hub, customers, 250)
     marks = ",".join("?" * len(ids))
-    for msisdn in lines:
-        _emit(hub, "boss", "RoamingStartedEvent", msisdn)
     _until(
         lambda: (
             len(
@@ -459,18 +468,7 @@ def test_sigkill_in_the_middle_of_a_batch_delivery_sends_each_once_after_restart
         f"SELECT id FROM hub_offer WHERE id IN ({marks}) AND state = 'SENT'", tuple(ids)
     ), "a batch recorded before the kill: not the middle of its send step"
     hub.process = _start_on(hub.env, hub.log, hub.url)
-    _until(
-        lambda: (
-            (rows := hub.rows(f"SELECT state FROM hub_offer WHERE id IN ({marks})", tuple(ids)))
-            and all(r["state"] == "SENT" for r in rows)
-        ),
-        90,
-    )
-    for msisdn in lines:
-        assert len(_messages(hub.sims, msisdn)) == 1, msisdn
-    time.sleep(0.5)  # a second send would have come by now
-    stats = httpx.get(f"{hub.sims.care}/_sim/messages/stats").json()
-    assert stats["sent"] - stats_before["sent"] == PUMP_EVENTS
+    _each_sent_once(hub, ids, lines, stats_before, timeout_s=90)
 
 
 def test_sigkill_with_200_events_in_flight_loses_none_and_sends_none_twice(

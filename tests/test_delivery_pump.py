@@ -225,6 +225,27 @@ class Running:
         return type("Handle", (), {"task": future})()
 
 
+async def _until_started(start: Running, count: int, *, tries: int) -> None:
+    """Wait (10 ms at a time, ``tries`` times at most) for ``count`` workflows started."""
+    for _ in range(tries):
+        if len(start.tasks) == count:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _finish_every_delivery(start: Running, total: int) -> None:
+    """End every started workflow until ``total`` have started, then the last ones."""
+    while len(start.tasks) < total:
+        for future in start.tasks.values():
+            if not future.done():
+                future.set_result(None)
+        await asyncio.sleep(0.02)
+    for future in start.tasks.values():
+        if not future.done():
+            future.set_result(None)
+    await asyncio.sleep(0.02)
+
+
 async def test_deliveries_in_flight_are_bounded_and_the_pump_goes_on_as_they_end(engine) -> None:
     events = await _events(engine, 10)
     await _handle(_handler(engine, []), events, 10)
@@ -237,20 +258,9 @@ async def test_deliveries_in_flight_are_bounded_and_the_pump_goes_on_as_they_end
     assert sum(r.delivery_started_at is None for r in await _reserved(engine)) == 6
     pump.start()
     next(iter(start.tasks.values())).set_result(None)  # the batch ends: four more at once
-    for _ in range(200):
-        if len(start.tasks) == 8:
-            break
-        await asyncio.sleep(0.01)
+    await _until_started(start, 8, tries=200)
     assert len(start.tasks) == 8 and pump.in_flight == 4
-    while len(start.tasks) < 10:
-        for future in start.tasks.values():
-            if not future.done():
-                future.set_result(None)
-        await asyncio.sleep(0.02)
-    for future in start.tasks.values():
-        if not future.done():
-            future.set_result(None)
-    await asyncio.sleep(0.02)
+    await _finish_every_delivery(start, 10)
     await pump.stop()
     assert pump.in_flight == 0 and pump.started == 10
 
@@ -269,26 +279,12 @@ async def test_while_the_intake_is_busy_fewer_deliveries_run_and_the_rest_drain_
     assert (await pump.run_once()).claimed == 0  # busy: no room beyond the one
     pump.start()
     next(iter(start.tasks.values())).set_result(None)  # it ends: one more, still one at a time
-    for _ in range(200):
-        if len(start.tasks) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await _until_started(start, 2, tries=200)
     assert len(start.tasks) == 2 and pump.in_flight == 1
     busy[0] = 0.0  # the burst is over: the pump fills up to max_in_flight at its next look
-    for _ in range(300):
-        if len(start.tasks) == 5:
-            break
-        await asyncio.sleep(0.01)
+    await _until_started(start, 5, tries=300)
     assert len(start.tasks) == 5 and pump.in_flight == 4
-    while len(start.tasks) < 10:
-        for future in start.tasks.values():
-            if not future.done():
-                future.set_result(None)
-        await asyncio.sleep(0.02)
-    for future in start.tasks.values():
-        if not future.done():
-            future.set_result(None)
-    await asyncio.sleep(0.02)
+    await _finish_every_delivery(start, 10)
     await pump.stop()
     assert pump.in_flight == 0 and pump.started == 10
 
