@@ -453,10 +453,16 @@ def test_sigkill_in_the_middle_of_a_batch_delivery_sends_each_once_after_restart
         60,
     )
     control = f"{hub.sims.care}/_sim/control"
-    httpx.post(control, json={"latency_ms": [300, 4000]}).raise_for_status()
+    # Every care call slow, and the pump's yield off so that its batches are whole (16 and
+    # 14 offers): the first message lands while the rest of its batch is still being sent,
+    # never after a one-offer batch has already been recorded (which made the kill miss the
+    # middle of the step in a busy CI run).
+    httpx.post(control, json={"latency_ms": [1500, 4000]}).raise_for_status()
     try:
         stop(hub.process)
-        hub.process = _start_on(hub.env, hub.log, hub.url)  # the pump on: batches start
+        hub.process = _start_on(
+            {**hub.env, "SWITCHBOARD_CAMPAIGNS__DELIVERY_BUSY_WINDOW_S": "0"}, hub.log, hub.url
+        )  # the pump on: batches start
         _until(lambda: any(_messages(hub.sims, m) for m in lines), 60)
         hub.process.send_signal(signal.SIGKILL)
         hub.process.wait(timeout=10)
