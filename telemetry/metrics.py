@@ -129,6 +129,14 @@ AUDIT_COMMIT = Histogram(
     "From handing an access-log record to the writer to its group commit.",
     buckets=LATENCY_BUCKETS,
 )
+AUDIT_BATCHES = Counter(
+    "switchboard_audit_batches_total",
+    "Group commits of access-log records, by where they were committed: on the event loop "
+    "(SQLite, the write lock free), on the writer's thread (SQLite, the lock taken) or through "
+    "the database engine (PostgreSQL). Records per batch: the commit histogram's count "
+    "divided by this.",
+    ["committed"],
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 GENESIS_HASH = "0" * 64
 
 OUTCOMES = ("ok", "partial", "refused", "error")
@@ -230,11 +232,32 @@ def fitted(record: AuditRecord, lengths: Mapping[str, int]) -> AuditRecord:
     return replace(record, **changes) if changes else record
 
 
+def stable_json(value: Any) -> bytes:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` as
+    bytes, byte for byte, for the ints, texts, lists and dicts a record holds.
+
+    orjson writes it several times faster (the log's serialisation was a quarter of a
+    record's cost). The two agree on sorted ASCII keys, separators, ints, null and booleans;
+    they may differ in how they escape, so wherever orjson's output holds a byte outside
+    printable ASCII or a backslash, the standard library writes the value instead. Floats
+    (which they print differently) never occur: ``fitted`` makes every number an int.
+    """
+    try:
+        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an int beyond 64 bits, a key that is not text
+        out = None
+    # orjson escapes every control character (with a backslash) and writes the rest as is:
+    # printable ASCII without a backslash is then exactly what the standard library writes.
+    if out is None or not out.isascii() or b"\\" in out or b"\x7f" in out:
+        out = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+            "ascii"
+        )
+    return out
+
+
 def canonical(record: AuditRecord) -> bytes:
     """The bytes the chain hash covers: stable JSON, identical on every machine."""
-    return json.dumps(
-        record.as_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode("ascii")
+    return stable_json(record.as_dict())
 
 
 def chain_hash(prev_hash: str, record: AuditRecord) -> str:

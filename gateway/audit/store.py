@@ -23,7 +23,7 @@ from sqlalchemy import (
     Text,
 )
 
-from gateway.audit.record import OPTIONAL_FIELDS, AuditRecord
+from gateway.audit.record import OPTIONAL_FIELDS, AuditRecord, stable_json
 
 metadata = MetaData()
 
@@ -97,7 +97,7 @@ audit_checkpoint = Table(
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return stable_json(value).decode("ascii")
 
 
 def record_row(seq: int, record: AuditRecord, prev_hash: str, hash_: str) -> dict[str, Any]:
