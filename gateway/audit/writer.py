@@ -352,6 +352,9 @@ class AuditWriter:
 
     async def _commit_next(self) -> None:
         batch = [await self._queue.get()]
+        # One pass of the loop first: every request ready in it hands its record in and joins
+        # this commit (about twice the records per commit under load, for a pass's latency).
+        await asyncio.sleep(0)
         while len(batch) < self._max_batch and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         self._committing_since = time.monotonic()
