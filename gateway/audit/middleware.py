@@ -111,7 +111,8 @@ def record_operation(
     operation_type = operation_name = document_sha256 = None
     if context is not None:
         disclosure = context.disclosure
-        disclosed = {path: level.value for path, level in sorted(disclosure.disclosed.items())}
+        # ``_value_`` rather than the ``value`` property: a plain attribute, a third the cost.
+        disclosed = {path: level._value_ for path, level in sorted(disclosure.disclosed.items())}
         policy_version = disclosure.policy.version
         customers = tuple(sorted({audit.hasher(c) for c in context.customers_touched}))
         backends = tuple(sorted(context.backends_called))

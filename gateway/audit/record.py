@@ -191,9 +191,15 @@ def _fits(record: AuditRecord, lengths: Mapping[str, int]) -> bool:
         if type(values) is not tuple or not all(_plain(v, 64) for v in values):
             return False
     disclosed = record.disclosed
-    return type(disclosed) is dict and all(
-        _plain(k, unbounded) and _plain(v, unbounded) for k, v in disclosed.items()
-    )
+    if type(disclosed) is not dict:
+        return False
+    # Every path and level at once (a record of a 360 answer discloses ~30 paths): a join
+    # refuses anything that is not text, and the joined text is checked once.
+    try:
+        paths, levels = "".join(disclosed), "".join(disclosed.values())
+    except TypeError:
+        return False
+    return paths.isascii() and levels.isascii() and "\x00" not in paths and "\x00" not in levels
 
 
 def fitted(record: AuditRecord, lengths: Mapping[str, int]) -> AuditRecord:
@@ -275,10 +281,20 @@ class CustomerHasher:
     HMAC key (kept outside the log) prevents that.
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, remembered: int = 4096) -> None:
         if len(key) < 16:
             raise ValueError("the audit customer key must be at least 16 bytes")
         self._key = key
+        # The same customers come back request after request: their hashes are remembered
+        # (an HMAC is ~3.5 us, a third of building a record), up to ``remembered`` of them.
+        self._remembered = remembered
+        self._known: dict[str, str] = {}
 
     def __call__(self, customer_id: str) -> str:
-        return hmac.new(self._key, customer_id.encode(), hashlib.sha256).hexdigest()
+        known = self._known.get(customer_id)
+        if known is None:
+            known = hmac.new(self._key, customer_id.encode(), hashlib.sha256).hexdigest()
+            if len(self._known) >= self._remembered:
+                self._known.clear()  # cheaper than keeping an order; refilled as they recur
+            self._known[customer_id] = known
+        return known
