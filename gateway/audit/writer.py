@@ -190,10 +190,7 @@ class SqliteAppender:
             else:
                 pragmas += ["busy_timeout=15000"]
             conn = sqlite3.connect(
-                self._path,
-                timeout=0 if self._inline else 15,
-                isolation_level=None,
-                check_same_thread=not self._inline,
+                self._path, timeout=0 if self._inline else 15, isolation_level=None
             )
             for pragma in pragmas:
                 conn.execute(f"PRAGMA {pragma}")
