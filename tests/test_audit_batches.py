@@ -68,6 +68,13 @@ def cli_verify(database: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     )
 
 
+def assert_verifies(database: Path, tmp_path: Path) -> None:
+    """The chain verifies with the CLI, as an auditor would check it."""
+    verified = cli_verify(database, tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "audit log ok" in verified.stdout
+
+
 def stored(database: Path) -> dict[str, tuple]:
     with sqlite3.connect(database) as conn:
         rows = conn.execute(
@@ -113,9 +120,7 @@ async def test_bad_fields_are_fitted_and_the_whole_batch_commits(tmp_path: Path)
     assert operation_name is None
     assert subject == "s" * 128
     assert latency == 0
-    verified = cli_verify(database, tmp_path)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "audit log ok" in verified.stdout
+    assert_verifies(database, tmp_path)
 
 
 async def test_a_record_the_database_refuses_fails_alone(tmp_path: Path):
@@ -152,9 +157,7 @@ async def test_a_record_the_database_refuses_fails_alone(tmp_path: Path):
     assert after == 9
     rows = stored(database)
     assert "poison" not in rows and len(rows) == 9
-    verified = cli_verify(database, tmp_path)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "audit log ok" in verified.stdout
+    assert_verifies(database, tmp_path)
 
 
 @pytest.mark.parametrize("outcome", ["ok", "bogus"])

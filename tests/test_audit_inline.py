@@ -16,17 +16,11 @@ from prometheus_client import REGISTRY
 from gateway.audit import writer as audit_writer
 from gateway.audit.service import AuditLog
 from tests.conftest import migrated_engine
-from tests.test_audit_batches import cli_verify, record, settings, started_log, stored
+from tests.test_audit_batches import assert_verifies, record, settings, started_log, stored
 
 
 def batches(where: str) -> float:
     return REGISTRY.get_sample_value("switchboard_audit_batches_total", {"committed": where}) or 0
-
-
-def verified(database: Path, tmp_path: Path) -> None:
-    done = cli_verify(database, tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "audit log ok" in done.stdout
 
 
 async def test_a_free_lock_means_the_batch_commits_on_the_loop(tmp_path: Path):
@@ -42,7 +36,7 @@ async def test_a_free_lock_means_the_batch_commits_on_the_loop(tmp_path: Path):
     assert batches("loop") > loop0
     assert batches("thread") == thread0
     assert len(stored(database)) == 40
-    verified(database, tmp_path)
+    assert_verifies(database, tmp_path)
 
 
 async def test_a_taken_lock_sends_the_batch_to_the_thread_and_the_loop_runs_on(tmp_path: Path):
@@ -71,7 +65,7 @@ async def test_a_taken_lock_sends_the_batch_to_the_thread_and_the_loop_runs_on(t
         await audit.stop()
         await audit.engine.dispose()
     assert sorted(seq for seq, *_ in stored(database).values()) == [1, 2, 3]
-    verified(database, tmp_path)
+    assert_verifies(database, tmp_path)
 
 
 async def test_two_writers_on_one_file_extend_one_chain(tmp_path: Path):
@@ -114,7 +108,7 @@ async def test_two_writers_on_one_file_extend_one_chain(tmp_path: Path):
     assert not worker.is_alive()
     assert sorted(mine + other_seqs) == list(range(1, 601))
     assert len(stored(database)) == 600
-    verified(database, tmp_path)
+    assert_verifies(database, tmp_path)
 
 
 async def test_the_loops_wal_is_checkpointed_on_the_thread(
@@ -141,4 +135,4 @@ async def test_the_loops_wal_is_checkpointed_on_the_thread(
     assert checkpoints, "no checkpoint was asked for"
     # On the writer's thread, never the loop (a checkpoint writes the database file).
     assert all(name.startswith("audit-writer") for name in checkpoints)
-    verified(database, tmp_path)
+    assert_verifies(database, tmp_path)
