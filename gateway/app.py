@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,7 +127,7 @@ class SwitchboardGraphQL(GraphQLOverHTTP, GraphQL):
             request.scope.get("switchboard.principal", IDE_VISITOR),
             self._backends,
             # Websockets pass RequestIds untouched: one id per connection.
-            request.scope.get("switchboard.request_id") or uuid.uuid4().hex,
+            request.scope.get("switchboard.request_id") or _new_request_id(),
             self._policies.current,
             request.scope.get("switchboard.purpose"),
             self._enforce_policy,
@@ -493,7 +492,7 @@ class Authenticate:
                 if self.audit is not None:
                     await record_refused_connection(
                         self.audit,
-                        request_id=uuid.uuid4().hex,
+                        request_id=_new_request_id(),
                         principal=principal,
                         purpose=purpose if refusal[0] != "BAD_PURPOSE" else None,
                         code=refusal[0],

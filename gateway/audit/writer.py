@@ -316,17 +316,16 @@ class AuditWriter:
             await self._commit_next()
 
     async def _commit(self, records: list[AuditRecord]) -> list[int]:
-        if self._thread is not None and self._sqlite is not None:
+        if self._inline is not None and self._thread is not None and self._sqlite is not None:
             loop = asyncio.get_running_loop()
-            if self._inline is not None:
-                try:
-                    seqs = self._inline.append(records)
-                except SqliteLocked:
-                    pass  # another worker (or connection) is writing: wait on the thread
-                else:
-                    AUDIT_BATCHES.labels("loop").inc()
-                    self._checkpoint_now_and_then(loop)
-                    return seqs
+            try:
+                seqs = self._inline.append(records)
+            except SqliteLocked:
+                pass  # another worker (or connection) is writing: wait on the thread
+            else:
+                AUDIT_BATCHES.labels("loop").inc()
+                self._checkpoint_now_and_then(loop)
+                return seqs
             AUDIT_BATCHES.labels("thread").inc()
             return await loop.run_in_executor(self._thread, self._sqlite.append, records)
         AUDIT_BATCHES.labels("engine").inc()
