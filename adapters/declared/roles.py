@@ -10,11 +10,11 @@ role (``CachedBillingSystem``...).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from adapters.concurrency import gather_outcomes
 from adapters.declared.canonical import to_canonical
 from adapters.declared.spec import InstanceSpec, SystemSpec
 from adapters.declared.system import DeclaredSystem
@@ -100,7 +100,7 @@ class _RoleAdapter:
         the answer. Any other failure fails the call, since without that instance's answer
         the hub cannot say what there is; unless ``found_is_enough`` (a lookup of one number
         or ID card, which one instance holds at most) and another instance found it."""
-        outcomes = await asyncio.gather(*(call(n) for n in names), return_exceptions=True)
+        outcomes = await gather_outcomes([call(n) for n in names])
         kept: list[Any] = []
         missing: NotFound | None = None
         failed: BaseException | None = None

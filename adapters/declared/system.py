@@ -9,13 +9,13 @@ the operation's ``batch`` limit, and each instance's batches run concurrently.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.cache import Kind, RecordCache
 from adapters.codec import Codec, tuple_of
+from adapters.concurrency import gather_all
 from adapters.declared import rest, soap
 from adapters.declared.plugin import PluginCaller
 from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, SystemSpec
@@ -155,8 +155,8 @@ class DeclaredSystem:
         for instance, key in keys:
             if instance in self.instances:
                 by_instance.setdefault(instance, []).append(key)
-        results = await asyncio.gather(
-            *(self._read_instance(op, name, wanted) for name, wanted in by_instance.items())
+        results = await gather_all(
+            [self._read_instance(op, name, wanted) for name, wanted in by_instance.items()]
         )
         found: dict[tuple[str, str], Record] = {}
         for name, records in zip(by_instance, results, strict=True):
@@ -184,7 +184,7 @@ class DeclaredSystem:
     ) -> dict[str, Record]:
         instance = self.instances[instance_name]
         batches = list(chunks(unique(keys), op.batch or 1))
-        answers = await asyncio.gather(*(self._records(instance, op, batch) for batch in batches))
+        answers = await gather_all([self._records(instance, op, batch) for batch in batches])
         found: dict[str, Record] = {}
         key_field = op.key_field
         for records in answers:
@@ -221,10 +221,10 @@ class DeclaredSystem:
         async def one(name: str, values: list[str]) -> list[Located]:
             instance = self.instances[name]
             batches = list(chunks(unique(values), op.batch or 1))
-            answers = await asyncio.gather(*(self._records(instance, op, b) for b in batches))
+            answers = await gather_all([self._records(instance, op, b) for b in batches])
             return [Located(name, record) for records in answers for record in records]
 
-        results = await asyncio.gather(*(one(n, v) for n, v in by_instance.items() if v))
+        results = await gather_all([one(n, v) for n, v in by_instance.items() if v])
         return [located for found in results for located in found]
 
     async def page(
