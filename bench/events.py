@@ -26,7 +26,13 @@ customer number, POSTed to ``/events/boss`` with ``--concurrency`` in flight. Tw
   second over that time), ``sms_sent`` (the care store's count of new messages, its repeats
   of a key apart in ``sms_replayed``). Afterwards the caps are checked exactly
   (bench.campaigns' check: no counter over its cap, the daily overall counters equal to the
-  contacts reserved; the run fails otherwise).
+  contacts reserved; the run fails otherwise), and every customer with an sms offer is
+  accounted for: sent one (``sms_customers_sent``; the day cap is 1), or held back by design
+  (``sms_customers_held_back``: every sms offer CONTROL or SUPPRESSED). Fewer SMS than
+  customers is expected: each campaign keeps a 10 % control group by a hash of the hub's
+  random customer id, so a customer in the control group of all three sms campaigns
+  (``sms_customers_all_control``; 0-3 of 400 in most runs) gets none. An offer left RESERVED
+  or FAILED fails the run, as does a wait that ran out.
 
 Both read the database directly to know when they are done (watching costs the gateway
 nothing). Bounded: a fixed number of events, and a deadline on the wait for the handler.
@@ -70,6 +76,8 @@ CUSTOMERS = 400
 SECRET = "bench-events-" + uuid.uuid4().hex
 HANDLE_DEADLINE_S = 120.0
 SCENARIOS = ("stored", "decided")
+#: Offer states that mean "not sent, on purpose": a campaign's control group, a guard's refusal.
+HELD_BACK = frozenset({"CONTROL", "SUPPRESSED"})
 FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
 #: The decided scenario's events in turn: (TMF type, its "event" part besides customer/line).
 DECIDED_KINDS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -142,6 +150,30 @@ async def _sms_sent(conn: AsyncConnection) -> int:
     return int((await conn.execute(sent)).scalar() or 0)
 
 
+async def _sms_customers(conn: AsyncConnection) -> dict[str, int]:
+    """Customers with an sms offer, by what became of them: one ``SENT`` (the day cap is 1),
+    held back by design (every sms offer ``CONTROL``, a campaign's holdout, or refused by a
+    guard: ``SUPPRESSED``), or neither (an offer still ``RESERVED`` or ``FAILED``: a loss)."""
+    rows = (
+        await conn.execute(
+            select(hub_offer.c.customer_id, hub_offer.c.state).where(hub_offer.c.channel == "sms")
+        )
+    ).all()
+    states: dict[str, set[str]] = {}
+    for customer_id, state in rows:
+        states.setdefault(customer_id, set()).add(state)
+    sent = sum(1 for found in states.values() if "SENT" in found)
+    control = sum(1 for found in states.values() if found == {"CONTROL"})
+    held = sum(1 for found in states.values() if "SENT" not in found and found <= HELD_BACK)
+    return {
+        "sms_customers": len(states),
+        "sms_customers_sent": sent,
+        "sms_customers_all_control": control,
+        "sms_customers_held_back": held,
+        "sms_customers_unaccounted": len(states) - sent - held,
+    }
+
+
 def _care_stats(care_url: str) -> dict[str, int]:
     return dict(httpx.get(f"{care_url}/_sim/messages/stats", timeout=10).json())
 
@@ -212,6 +244,15 @@ async def _drive(
                     sends["gateway_cpu_ms_per_event_to_sent"] = round(ms, 3)
                 break
             await asyncio.sleep(0.05)
+        if handled < count:
+            raise AssertionError(
+                f"{count - handled} of {count} events not handled within {HANDLE_DEADLINE_S} s"
+            )
+        if care_url and not sends:
+            raise AssertionError(f"the sends were not done within {HANDLE_DEADLINE_S} s")
+        if care_url:
+            async with engine.connect() as conn:
+                sends.update(await _sms_customers(conn))
     finally:
         await engine.dispose()
     spent = {}
@@ -307,6 +348,11 @@ def _run_scenario(
         row.update(
             asyncio.run(_checked(database_url, Path(files["SWITCHBOARD_CAMPAIGNS__RULES_FILE"])))
         )
+        if row["sms_customers_unaccounted"]:
+            raise AssertionError(
+                f"{row['sms_customers_unaccounted']} customers with an sms offer neither sent "
+                "nor held back (an offer left RESERVED or FAILED)"
+            )
         return row
     finally:
         stop(process)
