@@ -28,8 +28,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -207,12 +206,12 @@ class Bulkhead:
         #: The in-flight gauge of /metrics (summed over the workers), if any.
         self._gauge = gauge
 
-    @asynccontextmanager
-    async def slot(self, deadline: float) -> AsyncIterator[None]:
-        """Hold one slot for the block; ``NoFreeSlot`` if none frees up before ``deadline``.
+    async def acquire(self, deadline: float) -> None:
+        """Take one slot, to be given back with ``release``; ``NoFreeSlot`` if none frees up
+        before ``deadline`` (on the event loop's clock, ``loop.time()``).
 
-        ``deadline`` is on the event loop's clock (``loop.time()``).
-        """
+        A pair of calls rather than an async context manager: contextlib's generator-based
+        one cost more than the slot itself, on every backend call."""
         if self._slots.locked():
             try:
                 async with asyncio.timeout_at(deadline):
@@ -225,10 +224,9 @@ class Bulkhead:
         self.in_flight += 1
         if self._gauge is not None:
             self._gauge.inc()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            if self._gauge is not None:
-                self._gauge.dec()
-            self._slots.release()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self._gauge is not None:
+            self._gauge.dec()
+        self._slots.release()

@@ -17,8 +17,6 @@ script) has no share and is bounded by the bulkhead alone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
 from adapters.breaker import NoFreeSlot
@@ -40,10 +38,9 @@ class RequestShare:
     def __init__(self) -> None:
         self._slots: dict[str, asyncio.Semaphore] = {}
 
-    @asynccontextmanager
-    async def slot(self, system: str, limit: int, deadline: float) -> AsyncIterator[None]:
-        """Hold one of this request's ``limit`` slots for ``system``; ``NoRequestSlot`` if none
-        frees up before ``deadline`` (on the event loop's clock)."""
+    async def acquire(self, system: str, limit: int, deadline: float) -> asyncio.Semaphore:
+        """Take one of this request's ``limit`` slots for ``system``: the semaphore to release
+        it on. ``NoRequestSlot`` if none frees up before ``deadline`` (the loop's clock)."""
         slots = self._slots.get(system)
         if slots is None:
             slots = self._slots[system] = asyncio.Semaphore(limit)
@@ -56,10 +53,7 @@ class RequestShare:
         else:
             # A free slot is taken without suspending: no timer on the fast path.
             await slots.acquire()
-        try:
-            yield
-        finally:
-            slots.release()
+        return slots
 
 
 #: The share of the request being served; None outside any request.

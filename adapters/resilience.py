@@ -188,12 +188,15 @@ class BackendGuard:
         if share is None:  # outside a request: a workflow step, a script
             return await self._attempt(operation, deadline, budget_s, call, *args, **kwargs)
         try:
-            async with share.slot(self.system, self.max_concurrency_per_request, deadline):
-                return await self._attempt(operation, deadline, budget_s, call, *args, **kwargs)
+            slots = await share.acquire(self.system, self.max_concurrency_per_request, deadline)
         except NoRequestSlot:
             # Raised before the breaker saw the call: nothing to settle.
             self.stats.request_slot_timeouts += 1
             raise
+        try:
+            return await self._attempt(operation, deadline, budget_s, call, *args, **kwargs)
+        finally:
+            slots.release()
 
     async def _attempt(
         self,
@@ -213,7 +216,8 @@ class BackendGuard:
         loop = asyncio.get_running_loop()
         budget_left = float("inf")  # until the call starts: a slot timeout is not the backend's
         try:
-            async with self.bulkhead.slot(deadline):
+            await self.bulkhead.acquire(deadline)
+            try:
                 self.stats.attempts += 1
                 self.meters.calls.inc()
                 budget_left = deadline - loop.time()
@@ -226,6 +230,8 @@ class BackendGuard:
                     raise TimedOut(self.system, "did not answer within the timeout") from None
                 finally:
                     self._duration(operation).observe(time.perf_counter() - started)
+            finally:
+                self.bulkhead.release()
         except TimedOut as error:
             if budget_left < self.min_budget_share * budget_s:
                 # The hub's queueing (slot waits, earlier attempts) ate the budget: the

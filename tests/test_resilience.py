@@ -15,6 +15,7 @@ from adapters.billing import BALANCES, BillingAdapter
 from adapters.boss import BossAdapter
 from adapters.breaker import CircuitBreaker, CircuitOpen, CircuitState, NoFreeSlot
 from adapters.errors import BadResponse, NotFound, TimedOut, Unavailable
+from adapters.request_share import open_request_share
 from adapters.resilience import BackendGuard, CallPolicy, Endpoint
 from adapters.rest import RestClient
 from gateway.app import _probe
@@ -233,6 +234,41 @@ async def test_waiting_for_a_slot_counts_in_the_time_budget(clock):
     assert guard.breaker.snapshot().consecutive_failures == 0
     release.set()
     assert await holder == "done"
+
+
+async def test_a_cancelled_call_gives_its_slots_back(clock):
+    """Both slots a call holds (the backend's bulkhead, the request's share) come back when
+    its caller gives up, while it waits for the backend and while it waits for a slot."""
+    guard = guarded("care", clock, threshold=3, max_concurrency=1)
+    policy = CallPolicy(Endpoint("care", "http://unused", timeout_s=30.0, guard=guard))
+    share = open_request_share()
+    started = asyncio.Event()
+
+    async def hang() -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    async def quick() -> str:
+        return "done"
+
+    holder = asyncio.create_task(policy.read("test", hang))
+    await started.wait()
+    waiter = asyncio.create_task(policy.read("test", quick))  # waits for the one slot
+    await asyncio.sleep(0.01)
+    assert guard.bulkhead.in_flight == 1 and not waiter.done()
+    waiter.cancel()
+    holder.cancel()
+    for task in (waiter, holder):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert guard.bulkhead.in_flight == 0
+    assert await asyncio.wait_for(policy.read("test", quick), 5) == "done"
+    # The request's one slot for care is free again: taken at once, with no time to wait.
+    slots = await share.acquire("care", 1, asyncio.get_running_loop().time() + 0.05)
+    slots.release()
+    # Cancellations say nothing about the backend.
+    assert guard.breaker.snapshot().consecutive_failures == 0
 
 
 async def test_an_attempt_is_cut_at_the_deadline_and_not_retried_past_it(clock):
