@@ -10,6 +10,7 @@ import random
 import pytest
 
 from gateway.audit.record import AuditRecord, canonical, stable_json
+from gateway.audit.store import _json_column
 
 #: Text that either encoder might escape: controls, DEL, quotes, backslashes, non-ASCII,
 #: a lone surrogate, and the plain ASCII a record nearly always holds.
@@ -84,3 +85,45 @@ def test_a_record_canonical_form_is_unchanged() -> None:
         source="s",
     )
     assert canonical(record) == _stdlib(record.as_dict())
+
+
+# --- reading the JSON columns back (gateway/audit/store.py) --------------------------------
+
+#: Column texts the standard library reads one way and orjson another, or not at all.
+ODD_COLUMNS = [
+    "[123456789012345678901234567890]",  # past 64 bits: orjson would make it a float
+    '{"k": 123456789012345678901234567890}',
+    '["\\ud800"]',  # a lone surrogate: orjson refuses it
+    "[NaN]",
+    '{"a": 1e400}',
+    '{"a": 1, "a": 2}',
+    '"just text"',
+    "17",
+    "null",
+    '[1.5, -0.0, {"x": [true]}]',
+]
+
+
+@pytest.mark.parametrize("text", ODD_COLUMNS)
+def test_an_odd_column_reads_as_the_standard_library_reads_it(text: str) -> None:
+    read, expected = _json_column(text), json.loads(text)
+    assert read == expected or (read != read and expected != expected)  # NaN is not NaN
+    assert repr(read) == repr(expected)
+
+
+def test_columns_as_written_read_back_identically() -> None:
+    rng = random.Random(7)
+    alphabet = "".join(AWKWARD) + "abcxyz0189-_./"
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+
+    for _ in range(2000):
+        for column in (
+            [text() for _ in range(rng.randrange(5))],  # customers, backends
+            {text(): rng.choice(["clear", "masked", "denied", text()]) for _ in range(8)},
+        ):
+            written = stable_json(column).decode("ascii")
+            read = _json_column(written)
+            assert read == json.loads(written) == column
+            assert type(read) is type(column)

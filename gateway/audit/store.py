@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -120,5 +121,23 @@ def record_of(row: Any) -> AuditRecord:
     """The record a stored row holds (to re-hash it, or to show it)."""
     mapping = dict(row._mapping)
     for name in ("customers", "disclosed", "backends"):
-        mapping[name] = json.loads(mapping[name])
+        mapping[name] = _json_column(mapping[name])
     return AuditRecord.from_dict(mapping)
+
+
+def _json_column(text: str) -> Any:
+    """A JSON column read back: exactly what ``json.loads`` gives, several times faster.
+
+    Every record is read back once more to be verified before a checkpoint signs it, and the
+    standard library's parser was a third of that. orjson agrees with it on texts, lists and
+    objects, which is all these columns hold as written; it differs on numbers (an integer
+    past 64 bits becomes a float) and on lone surrogates, so anything else found in a column
+    (a row written by someone else) is read by the standard library."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, list | dict) and all(type(item) is str for item in items):
+        return value
+    return json.loads(text)
