@@ -77,6 +77,11 @@ def _messages(sims: SimulatorUrls, msisdn: str) -> list[dict]:
     return httpx.get(f"{sims.care}/_sim/messages", params={"msisdn": msisdn}).json()
 
 
+def _care_sent(sims: SimulatorUrls) -> int:
+    """How many messages the care store holds in all (one request, however many lines)."""
+    return int(httpx.get(f"{sims.care}/_sim/messages/stats").json()["sent"])
+
+
 def _until(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -456,14 +461,22 @@ def test_sigkill_in_the_middle_of_a_batch_delivery_sends_each_once_after_restart
     # Every care call slow, and the pump's yield off so that its batches are whole (16 and
     # 14 offers): the first message lands while the rest of its batch is still being sent,
     # never after a one-offer batch has already been recorded (which made the kill miss the
-    # middle of the step in a busy CI run).
-    httpx.post(control, json={"latency_ms": [1500, 4000]}).raise_for_status()
+    # middle of the step in a busy CI run). Every call is slow but within the hub's timeout
+    # for care (raised for this run: at its 2 s default, calls of 1.5-4 s mostly timed out,
+    # so the step ended a moment after its first message and a loaded machine, running the
+    # whole suite, killed too late). Between the first message and the end of the first
+    # whole batch there are now seconds; the first message is seen in the care store's
+    # count, one cheap request a poll.
+    httpx.post(control, json={"latency_ms": [1500, 8000]}).raise_for_status()
     try:
         stop(hub.process)
-        hub.process = _start_on(
-            {**hub.env, "SWITCHBOARD_CAMPAIGNS__DELIVERY_BUSY_WINDOW_S": "0"}, hub.log, hub.url
-        )  # the pump on: batches start
-        _until(lambda: any(_messages(hub.sims, m) for m in lines), 60)
+        slow_care = {
+            **hub.env,
+            "SWITCHBOARD_CAMPAIGNS__DELIVERY_BUSY_WINDOW_S": "0",
+            "SWITCHBOARD_CARE__TIMEOUT_S": "15",
+        }
+        hub.process = _start_on(slow_care, hub.log, hub.url)  # the pump on: batches start
+        _until(lambda: _care_sent(hub.sims) > stats_before["sent"], 60)
         hub.process.send_signal(signal.SIGKILL)
         hub.process.wait(timeout=10)
     finally:
