@@ -1,9 +1,9 @@
 """What the gateway adds to traces and metrics around a request (docs/operations.md).
 
-``ServerSpan`` (inside ``RequestIds``, for every HTTP request): the caller's W3C trace
-context is taken up and the request's server span opened, or, with tracing off, the caller's
-``traceparent`` is kept for the backend calls; the span is named after the route, never the
-raw path (a path may be anything a caller typed).
+``server_span`` (inside ``RequestIds``, for every HTTP request while tracing is on): the
+caller's W3C trace context is taken up and the request's server span opened, named after the
+route, never the raw path (a path may be anything a caller typed). With tracing off
+``RequestIds`` keeps the caller's ``traceparent`` for the backend calls itself.
 
 ``OperationMetrics`` (around /graphql, outside the audit trail): once the response is sent,
 the operation's duration goes into ``switchboard_operation_duration_seconds`` by operation
@@ -14,11 +14,11 @@ the operation's name, type and channel.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, get_current_span
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,17 +39,10 @@ def route_of(path: str) -> str:
     return "other"
 
 
-@asynccontextmanager
-async def server_span(scope: Scope, headers: Mapping[str, str]) -> AsyncIterator[Span | None]:
-    """The request's server span (tracing on), or the caller's traceparent kept (off)."""
-    tracer = tracing.tracer()
-    if tracer is None:
-        token = tracing.pass_through(headers.get("traceparent"))
-        try:
-            yield None
-        finally:
-            tracing.release(token)
-        return
+@contextmanager
+def server_span(tracer: Tracer, scope: Scope, headers: Mapping[str, str]) -> Iterator[Span]:
+    """The request's server span, in the caller's trace if it sent one (tracing on; with
+    tracing off ``RequestIds`` keeps the caller's traceparent itself, with no span)."""
     method = scope.get("method", "GET")
     route = route_of(scope["path"])
     with tracer.start_as_current_span(
