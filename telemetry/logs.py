@@ -13,6 +13,7 @@ be MSISDNs, ID-card numbers or names, which never go to logs.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -21,7 +22,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.json import JsonEncoder
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from telemetry import tracing
 
@@ -69,15 +71,26 @@ _RECORD_ATTRIBUTES = frozenset(
 )
 
 
-class JsonLines(JsonFormatter):
-    """python-json-logger with the hub's field names, RFC 3339 time and one-line exceptions."""
+class JsonLines(OrjsonFormatter):
+    """python-json-logger with the hub's field names, RFC 3339 time and one-line exceptions.
+
+    Serialised by orjson (python-json-logger's own orjson formatter): every request logs a
+    line, and the standard library's encoder was half of the line's cost. UTF-8 as is, no
+    spaces after separators."""
 
     def __init__(self) -> None:
         super().__init__(
             "%(levelname)s %(name)s %(message)s",
             rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
-            json_ensure_ascii=False,
         )
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        try:
+            return super().jsonify_log_record(log_data)
+        except TypeError:
+            # What orjson refuses (an int past 64 bits, a key that is not text): the standard
+            # library's encoder with python-json-logger's defaults, so the line is not lost.
+            return json.dumps(log_data, cls=JsonEncoder, ensure_ascii=False)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]

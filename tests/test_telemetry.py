@@ -468,7 +468,7 @@ def test_the_fast_log_line_is_the_librarys_line(extra):
     """JsonLines.format's own path writes what python-json-logger's general one writes."""
     import logging
 
-    from pythonjsonlogger.json import JsonFormatter
+    from pythonjsonlogger.orjson import OrjsonFormatter
 
     from telemetry.logs import ContextFields, JsonLines
 
@@ -476,4 +476,29 @@ def test_the_fast_log_line_is_the_librarys_line(extra):
     record.__dict__.update(extra)
     ContextFields().filter(record)
     formatter = JsonLines()
-    assert formatter.format(record) == JsonFormatter.format(formatter, record)
+    assert formatter.format(record) == OrjsonFormatter.format(formatter, record)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"count": 2**70}, {"count": 2**70}),  # past orjson's 64 bits
+        ({"by_code": {404: 3}}, {"by_code": {"404": 3}}),  # a key that is not text
+        ({"system": "计费", "n": 1.5}, {"system": "计费", "n": 1.5}),  # UTF-8 as is
+    ],
+)
+def test_a_log_line_orjson_refuses_is_still_written(extra, expected):
+    """What orjson cannot write goes through the standard library: one JSON line, not lost."""
+    import json
+    import logging
+
+    from telemetry.logs import ContextFields, JsonLines
+
+    record = logging.LogRecord("switchboard.x", logging.INFO, __file__, 1, "a %s", ("b",), None)
+    record.__dict__.update(extra)
+    ContextFields().filter(record)
+    line = JsonLines().format(record)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed["message"] == "a b" and parsed["level"] == "INFO"
+    assert {name: parsed[name] for name in expected} == expected
