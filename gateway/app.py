@@ -49,6 +49,7 @@ from gateway.backends import build_backends, insight_engine
 from gateway.campaigns import build_campaigns
 from gateway.credentials import CredentialRefused, Credentials
 from gateway.database import create_engine
+from gateway.direct_route import DirectRoute
 from gateway.events import EventsEndpoint, EventsFastPath, build_events
 from gateway.graphiql.page import ASSETS_PATH, GraphiQLAssets, graphiql_page
 from gateway.graphql_http import GRAPHQL_RESPONSE_CONTENT_TYPE, GraphQLOverHTTP
@@ -968,9 +969,11 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
     app.state.policies = policies
     app.state.campaigns = campaigns
     app.state.events = events
-    served: ASGIApp = app
+    # POST and GET /graphql straight to their endpoint, past Starlette's router and its two
+    # middlewares (gateway/direct_route.py); the route above stays for other methods' 405.
+    served: ASGIApp = DirectRoute(app, "/graphql", endpoint, ("GET", "POST"))
     if webhook is not None:
         # POST /events/{source} before Starlette's router (gateway/events.py: its cost per
         # webhook); everything else, /events' other methods included, goes on to the app.
-        served = EventsFastPath(app, webhook)
+        served = EventsFastPath(served, webhook)
     return RequestIds(served)  # type: ignore[return-value]
