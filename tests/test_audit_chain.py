@@ -162,6 +162,33 @@ async def test_an_inserted_record_is_found_even_when_hashed_and_linked(audit: Au
     assert kinds(report) == [("inserted", 7)]
 
 
+async def test_records_appended_while_it_verifies_are_not_a_cut_tail(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+):
+    """A gateway under load appends while the chain is walked: the records committed after
+    the walk's last batch (and the head moved with them) are not a truncated tail, for the
+    full walk and the incremental one the checkpoint scheduler signs after."""
+    from gateway.audit import verify
+
+    walk = verify._walk
+    appended = iter(range(11, 100))
+
+    async def walk_then_append(*args: object, **kwargs: object) -> None:
+        await walk(*args, **kwargs)
+        # What the writer commits meanwhile: records and the head, in one transaction.
+        await asyncio.gather(*(audit.append(record(next(appended))) for _ in range(3)))
+
+    monkeypatch.setattr(verify, "_walk", walk_then_append)
+    full = await audit.verify()
+    assert full.ok, full.findings
+    incremental = await verify.verify_incremental(audit.engine, audit.signing_key.public_key)
+    assert incremental.ok, incremental.findings
+    monkeypatch.undo()
+    # Walked again with nothing appended meanwhile, all 16 records are there.
+    again = await audit.verify()
+    assert again.ok and again.last_seq == 16, again.findings
+
+
 async def test_a_truncated_tail_is_found_against_a_saved_checkpoint(
     audit: AuditLog, tmp_path: Path
 ):

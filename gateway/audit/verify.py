@@ -168,12 +168,16 @@ async def _classify(engine: AsyncEngine, walk: _Walk) -> None:
                 )
 
 
-async def _head_beyond(engine: AsyncEngine, last: int) -> Finding | None:
-    """The tail cut before the head row (the chain alone cannot see it)."""
+async def _head_seq(engine: AsyncEngine) -> int | None:
     async with engine.connect() as conn:
         head = (await conn.execute(select(audit_head.c.seq))).first()
-    if head is not None and int(head.seq) > last:
-        detail = f"the log ends at seq {last}, its head says {head.seq}"
+    return int(head.seq) if head is not None else None
+
+
+def _head_beyond(head_seq: int | None, last: int) -> Finding | None:
+    """The tail cut before the head row (the chain alone cannot see it)."""
+    if head_seq is not None and head_seq > last:
+        detail = f"the log ends at seq {last}, its head says {head_seq}"
         return Finding("truncated", last + 1, detail)
     return None
 
@@ -186,12 +190,18 @@ async def _walk_to_head(
     findings: list[Finding],
 ) -> int:
     """Walk from the anchor to the last record, adding what is wrong (and a head row that
-    claims more than the table holds) to ``findings``; the last seq walked."""
+    claims more than the table holds) to ``findings``; the last seq walked.
+
+    The head is read before the walk, not after it: a record appended while the walk runs
+    (a gateway under load) would otherwise look like a cut tail. Records and the head are
+    committed together, so every record up to the head read here was in the table then,
+    and only the tail being cut (or the head written on its own) leaves the walk short."""
+    head_seq = await _head_seq(engine)
     await _walk(engine, walk, checkpoint_seqs, progress)
     await _classify(engine, walk)
     findings += walk.findings
     last = walk.last_seq if walk.last_seq is not None else walk.anchor_seq
-    truncated = await _head_beyond(engine, last)
+    truncated = _head_beyond(head_seq, last)
     if truncated is not None:
         findings.append(truncated)
     return last
