@@ -18,7 +18,6 @@ time. docs/benchmark.md ("Where a cache-off request's CPU goes") keeps a run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from adapters.billing import BALANCES
 from adapters.declared.values import fill_template
 from adapters.request_share import open_request_share
 from bench.floor import SOAP
+from bench.report import median_table
 from bench.run import sample_bundles, seeded
 from gateway.backends import build_backends
 from gateway.database import create_engine
@@ -156,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = uvloop.run(
             measure(sims, Path(folder), args.customers, args.seed, args.calls, args.rounds)
         )
-    print("| layer (each wraps the one above) | CPU us per call, median | min | max |")
-    print("|---|---|---|---|")
-    for name, values in figures.items():
-        print(
-            f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} | {max(values):.1f} |"
-        )
+    print(median_table("layer (each wraps the one above)", "CPU us per call", figures, digits=1))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 
 def _calls(row: dict) -> str:
@@ -162,4 +163,14 @@ def peer_table(peer: dict) -> str:
         lines.append(f"| {name} | {_times(value)} | {'yes' if met else 'no'} |")
     if not peer["goals"]:
         lines.append("| (none for these scenarios: the issue sets goals for the 360 query) | | |")
+    return "\n".join(lines)
+
+
+def median_table(header: str, unit: str, figures: dict[str, list[float]], digits: int) -> str:
+    """A markdown table of each row's median, min and max over its rounds (bench.layers,
+    bench.request_cpu)."""
+    lines = [f"| {header} | {unit}, median | min | max |", "|---|---|---|---|"]
+    for name, values in figures.items():
+        low, middle, high = min(values), statistics.median(values), max(values)
+        lines.append(f"| {name} | {middle:.{digits}f} | {low:.{digits}f} | {high:.{digits}f} |")
     return "\n".join(lines)

@@ -42,6 +42,7 @@ import uvloop
 from starlette.applications import Starlette
 
 from bench.peer.run import QUERY_OURS
+from bench.report import median_table
 from bench.run import bench_policy, sample_bundles, seeded
 from gateway.app import create_app
 from gateway.settings import CacheTtlSettings, load_settings
@@ -207,12 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = uvloop.run(
             measure(sims, Path(folder), msisdns, args.requests, args.rounds, args.concurrency)
         )
-    print("| path (one 360 request, in process) | CPU us per request, median | min | max |")
-    print("|---|---|---|---|")
-    for name, values in figures.items():
-        print(
-            f"| {name} | {statistics.median(values):.0f} | {min(values):.0f} | {max(values):.0f} |"
-        )
+    print(
+        median_table("path (one 360 request, in process)", "CPU us per request", figures, digits=0)
+    )
     return 0
 
 
