@@ -39,16 +39,14 @@ from typing import Any
 
 import httpx
 import uvloop
-from starlette.applications import Starlette
 
-from bench.peer.run import QUERY_OURS
+from bench.peer.run import FIND, QUERY_OURS, Options, sampled_customers
 from bench.report import median_table
-from bench.run import bench_policy, sample_bundles, seeded
+from bench.run import bench_policy, seeded
 from gateway.app import create_app
 from gateway.settings import CacheTtlSettings, load_settings
-from tests.harness import SimulatorUrls, migrate_database, running_simulators
+from tests.harness import SimulatorUrls, migrate_database, running_simulators, starlette_of
 
-FIND = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
 #: With the cache on, every record and answer outlives the run: a round of the other paths
 #: takes longer than the default TTLs (5 s for an answer, 30 s for a balance).
 KEPT = {
@@ -66,12 +64,6 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "cache off": {"cache": {"enabled": False}},
 }
-
-
-def _starlette(app: Any) -> Starlette:
-    while not isinstance(app, Starlette):
-        app = app.app  # the hub's own wrappers (RequestIds, DirectRoute, ...) keep .app
-    return app
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +86,7 @@ async def _served(
         cache=changes.get("cache", {}),
     )
     app = create_app(settings)
-    starlette = _starlette(app)
+    starlette = starlette_of(app)
     async with starlette.router.lifespan_context(starlette):
         issued = await starlette.state.keys.issue(subject="bench", role="agent", channel="agent")
         headers = {"X-Api-Key": issued.key, "X-Purpose": "service"}
@@ -197,11 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.concurrency <= 64 or not 1 <= args.sample <= 1_000:
         parser.error("--concurrency must be 1-64 and --sample 1-1000")
     data = seeded(args.customers, args.seed)
-    msisdns = [
-        next(s.msisdn for s in bundle.subscribers if s.status != "D")
-        for bundle in sample_bundles(args.customers, args.seed, args.sample)
-        if any(s.status != "D" for s in bundle.subscribers)
-    ]
+    sample = Options(scenarios=[], customers=args.customers, seed=args.seed, sample=args.sample)
+    msisdns = [msisdn for _, msisdn in sampled_customers(sample)]
     with tempfile.TemporaryDirectory() as folder, running_simulators(data) as sims:
         for number in range(len(PATHS)):
             (Path(folder) / f"hub-{number}").mkdir()

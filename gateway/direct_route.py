@@ -5,9 +5,9 @@ middlewares (``ServerErrorMiddleware``, ``ExceptionMiddleware``, each building i
 ``Request`` and send wrapper), the router's scan of every route and the route's own method
 check before reaching an endpoint that needs none of them (about 9 us of CPU a request, with
 an endpoint that answers at once): the /graphql stack answers every refusal itself with a
-coded error and raises no ``HTTPException``. Anything else (another
-path, another method, a websocket, the lifespan) goes on to the app unchanged, so the
-router's 404 and 405 answers stay its own.
+coded error and raises no ``HTTPException``. Anything else (another path, another method, a
+websocket, the lifespan) goes on to the app unchanged, so the router's 404 and 405 answers
+stay its own.
 
 An exception escaping the endpoint (a bug: the stack turns every bad input into a coded 4xx)
 reaches uvicorn, which logs it and answers 500 when no response has started, as

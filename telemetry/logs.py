@@ -88,8 +88,8 @@ class JsonLines(OrjsonFormatter):
         try:
             return super().jsonify_log_record(log_data)
         except TypeError:
-            # What orjson refuses (an int past 64 bits, a key that is not text): the standard
-            # library's encoder with python-json-logger's defaults, so the line is not lost.
+            # What orjson refuses (an int past 64 bits, a key of a type it cannot write): the
+            # standard library's encoder with python-json-logger's defaults; the line is kept.
             return json.dumps(log_data, cls=JsonEncoder, ensure_ascii=False)
 
     def add_fields(

@@ -12,11 +12,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 SWITCHBOARD = [sys.executable, "-m", "gateway.cli"]
+
+
+def starlette_of(app: Any) -> Any:
+    """The Starlette application inside the hub's ASGI wrappers (RequestIds, DirectRoute,
+    EventsFastPath: each keeps what it wraps as ``.app``), for its lifespan and state."""
+    from starlette.applications import Starlette
+
+    while not isinstance(app, Starlette):
+        app = app.app
+    return app
 
 
 def free_ports(count: int) -> list[int]:

@@ -26,7 +26,6 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from prometheus_client.mmap_dict import MmapedDict
-from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.settings import load_settings
@@ -40,6 +39,7 @@ from tests.harness import (
     issue_key,
     migrate_database,
     post_graphql,
+    starlette_of,
     start_gateway,
     stop,
 )
@@ -87,9 +87,7 @@ def in_process_settings(sims, tmp_path: Path, *, tracing_on: bool):
 @contextlib.asynccontextmanager
 async def in_process(app):
     """The app started (its lifespan), an agent key, and a function that posts to it."""
-    starlette = app.app  # inside RequestIds (and EventsFastPath, when events are on)
-    while not isinstance(starlette, Starlette):
-        starlette = starlette.app
+    starlette = starlette_of(app)
     async with starlette.router.lifespan_context(starlette):
         issued = await starlette.state.keys.issue(subject="t", role="agent", channel="agent")
         async with httpx.AsyncClient(
