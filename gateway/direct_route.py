@@ -10,15 +10,22 @@ websocket, the lifespan) goes on to the app unchanged, so the router's 404 and 4
 stay its own.
 
 An exception escaping the endpoint (a bug: the stack turns every bad input into a coded 4xx)
-reaches uvicorn, which logs it and answers 500 when no response has started, as
-``ServerErrorMiddleware`` did.
+is answered here as ``ServerErrorMiddleware`` answered it: a 500, when no response has
+started, sent through the middlewares outside this one (so it carries ``x-request-id`` and is
+logged with it), then the exception goes on to the server, which logs its traceback. The 500
+is coded like every other refusal (``INTERNAL_ERROR``) and says nothing of the exception.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.http_input import APPLICATION_JSON, MEDIA_TYPE_KEY, InputRefused, coded_response
+
+#: The answer to a request the endpoint failed on: the exception's text could hold anything.
+INTERNAL = InputRefused(500, "INTERNAL_ERROR", "Internal error.")
 
 
 class DirectRoute:
@@ -38,6 +45,23 @@ class DirectRoute:
         ):
             # What Starlette would have put in the scope: Request.app keeps working.
             scope["app"] = self.app
-            await self._endpoint(scope, receive, send)
+            await self._serve(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._endpoint(scope, receive, noting_send)
+        except Exception:
+            if not started:
+                media_type = scope.get(MEDIA_TYPE_KEY, APPLICATION_JSON)
+                await coded_response(INTERNAL, media_type)(scope, receive, send)
+            raise

@@ -86,3 +86,80 @@ async def test_the_hub_answers_graphql_directly_and_the_rest_through_its_router(
             assert put.status_code == 405
             beside = await client.post("/graphqlx", json={"query": "{ __typename }"})
             assert beside.status_code == 404
+
+
+class Failing:
+    """An endpoint with a bug: it raises, before its answer starts or halfway through it."""
+
+    def __init__(self, *, after_start: bool) -> None:
+        self.after_start = after_start
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.after_start:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("a bug holding +8613800000000")
+
+
+async def _sent_by_failing(after_start: bool) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def keep(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    route = DirectRoute(Recorder(), "/graphql", Failing(after_start=after_start), ("POST",))
+    scope = {"type": "http", "method": "POST", "path": "/graphql", "headers": []}
+    with pytest.raises(RuntimeError):  # on to the server, which logs its traceback
+        await route(scope, _nothing, keep)
+    return sent
+
+
+async def test_a_bug_before_the_answer_starts_is_a_coded_500_and_still_raises():
+    import json
+
+    sent = await _sent_by_failing(after_start=False)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 500
+    body = json.loads(sent[1]["body"])
+    assert body == {
+        "errors": [{"message": "Internal error.", "extensions": {"code": "INTERNAL_ERROR"}}]
+    }
+
+
+async def test_a_bug_after_the_answer_started_sends_no_second_start():
+    sent = await _sent_by_failing(after_start=True)
+    assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+@pytest.mark.usefixtures("no_config")
+async def test_a_bug_in_the_hubs_graphql_stack_answers_500_with_its_request_id(
+    sims, tmp_path, monkeypatch
+):
+    """Past DirectRoute the 500 still goes out through RequestIds: the caller gets the id
+    the log line and the server's traceback carry, and nothing of the exception's text."""
+    import httpx
+
+    from gateway.app import create_app
+    from gateway.graphql_http import GraphQLOverHTTP
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug holding +8613800000000")
+
+    app = create_app(in_process_settings(sims, tmp_path, tracing_on=False))
+    async with in_process(app) as ask:
+        key = (await ask("{ __typename }", {}, {})).request.headers["x-api-key"]
+        monkeypatch.setattr(GraphQLOverHTTP, "execute_single", broken)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://hub",
+            timeout=30,
+        ) as client:
+            answer = await client.post(
+                "/graphql",
+                # Another document than the first: the answer cache would serve that one.
+                json={"query": "query Bug { __typename }"},
+                headers={"X-Api-Key": key, "X-Purpose": "service", "X-Request-Id": "bug-1"},
+            )
+    assert answer.status_code == 500, answer.text
+    assert answer.headers["x-request-id"] == "bug-1"
+    assert answer.json()["errors"][0]["extensions"]["code"] == "INTERNAL_ERROR"
+    assert "8613800000000" not in answer.text
