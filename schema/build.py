@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -93,9 +94,12 @@ def build_schema(
         extensions.remove(OperationLimitsRule)
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
+        # Factories, as strawberry asks (a fresh extension per request, strawberry #4369):
+        # the LRU behind each is strawberry's own, one per size, shared by every request
+        # (validation's keyed by the schema as well).
         extensions += [
-            ParserCache(maxsize=document_cache_size),
-            ValidationCache(maxsize=document_cache_size),
+            partial(ParserCache, maxsize=document_cache_size),
+            partial(ValidationCache, maxsize=document_cache_size),
         ]
     query = _merged("Query", QUERY_ROOTS)
     assert query is not None  # QUERY_ROOTS is never empty
