@@ -371,6 +371,20 @@ class AuditSettings(SettingsModel):
     )
     retention_days: float = Field(default=183, ge=1, description="Records older are pruned.")
     max_batch: int = Field(default=256, ge=1, description="Records per group commit at most.")
+    wal_checkpoint_every_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="SQLite: how often the WAL the event loop's commits grow is copied into "
+        "the database (a passive checkpoint on the writer's thread; the loop's own commits "
+        "never checkpoint). Longer: a larger WAL between checkpoints.",
+    )
+    customer_hashes_remembered: int = Field(
+        default=4096,
+        ge=0,
+        description="Customer ids whose keyed hash each process keeps (an HMAC is ~3.5 us, a "
+        "third of building a record); past it the memory is emptied and refilled. 0: none.",
+    )
     trusted_public_key_file: Path | None = Field(
         default=None,
         description="The checkpoint public key (PEM) verification trusts (the page, "

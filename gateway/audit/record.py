@@ -294,7 +294,8 @@ class CustomerHasher:
         known = self._known.get(customer_id)
         if known is None:
             known = hmac.new(self._key, customer_id.encode(), hashlib.sha256).hexdigest()
-            if len(self._known) >= self._remembered:
-                self._known.clear()  # cheaper than keeping an order; refilled as they recur
-            self._known[customer_id] = known
+            if self._remembered:
+                if len(self._known) >= self._remembered:
+                    self._known.clear()  # cheaper than keeping an order; refilled as they recur
+                self._known[customer_id] = known
         return known

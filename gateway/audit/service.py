@@ -78,10 +78,16 @@ class AuditLog:
     def __init__(self, engine: AsyncEngine, settings: AuditSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.hasher = CustomerHasher(customer_key(settings))
+        self.hasher = CustomerHasher(
+            customer_key(settings), remembered=settings.customer_hashes_remembered
+        )
         self.signing_key = SigningKey(signing_key_path(settings))
         self.checkpoint_file = checkpoint_file_path(settings)
-        self.writer = AuditWriter(engine, max_batch=settings.max_batch)
+        self.writer = AuditWriter(
+            engine,
+            max_batch=settings.max_batch,
+            wal_checkpoint_every_s=settings.wal_checkpoint_every_s,
+        )
         self.reader = AuditLogReader(engine, self.hasher, self.verify_latest)
         self.refusals = RefusalCounter(
             codes=frozenset(settings.refusal_codes),

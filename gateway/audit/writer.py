@@ -230,10 +230,6 @@ class SqliteAppender:
             self._conn = None
 
 
-#: How often the WAL the inline appender grows is checkpointed (passive, on the thread).
-CHECKPOINT_EVERY_S = 1.0
-
-
 class AuditWriter:
     """SQLite: each batch is committed on the event loop itself when the write lock is free,
     on the writer's thread only when it is not. A hop to the thread and back cost more CPU
@@ -241,9 +237,13 @@ class AuditWriter:
     thread needs between SQLite's calls anyway); on the loop a batch blocks it for its own
     cost only, ~50 us a record chaining included (a WAL append without fsync)."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = 256, wal_checkpoint_every_s: float = 1.0
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        # How often the WAL the inline appender grows is checkpointed (passive, on the thread).
+        self._wal_checkpoint_every_s = wal_checkpoint_every_s
         self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # SQLite: each batch is committed on the loop (``_inline``) or in one hop to a thread
@@ -334,9 +334,10 @@ class AuditWriter:
 
     def _checkpoint_now_and_then(self, loop: asyncio.AbstractEventLoop) -> None:
         """The inline connection never checkpoints on commit: a passive checkpoint on the
-        thread at most every CHECKPOINT_EVERY_S keeps the WAL from growing without bound."""
+        thread at most every ``wal_checkpoint_every_s`` keeps the WAL from growing without
+        bound."""
         now = time.monotonic()
-        if now - self._checkpointed_at < CHECKPOINT_EVERY_S:
+        if now - self._checkpointed_at < self._wal_checkpoint_every_s:
             return
         if self._checkpoint is not None and not self._checkpoint.done():
             return
