@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -162,6 +163,104 @@ async def test_an_inserted_record_is_found_even_when_hashed_and_linked(audit: Au
     assert kinds(report) == [("inserted", 7)]
 
 
+async def test_a_row_reads_back_as_the_record_it_was_by_position_as_by_name(audit: AuditLog):
+    """``record_of`` reads a row by position (what verification re-hashes every record with):
+    the same record ``AuditRecord.from_dict`` makes of the row's columns by name, for rows of
+    every shape, aggregates and non-ASCII text included."""
+    from gateway.audit.store import _json_column, record_of
+
+    odd = [
+        record(11, code="RATE_LIMITED", outcome="refused", source="ab" * 32, refused_count=7,
+               window_end_us=T0 + 99, subject=None, role=None, channel=None, credential_id=None),
+        record(12, operation_name="Kundenübersicht", disclosed={}, customers=(), backends=()),
+        record(13, partner="p-1", code="INTERNAL_ERROR", outcome="error", latency_us=0),
+    ]  # fmt: skip
+    for one in odd:
+        await audit.append(one)
+    async with audit.engine.connect() as conn:
+        rows = (await conn.execute(select(audit_record).order_by(audit_record.c.seq))).all()
+    assert len(rows) == 13
+    for stored in rows:
+        mapping = dict(stored._mapping)
+        for name in ("customers", "disclosed", "backends"):
+            mapping[name] = _json_column(mapping[name])
+        assert record_of(stored) == AuditRecord.from_dict(mapping)
+        assert chain_hash(stored.prev_hash, record_of(stored)) == stored.hash
+    assert [record_of(r) for r in rows[-3:]] == odd
+    with pytest.raises(ValueError, match="whole audit_record row"):
+        record_of(rows[0][:5])
+
+
+TAMPERING = {
+    "edited at a batch's first row": lambda: [
+        update(audit_record).where(audit_record.c.seq == 5).values(purpose="fraud")
+    ],
+    "deleted across a batch's end": lambda: [
+        delete(audit_record).where(audit_record.c.seq.in_([4, 5]))
+    ],
+    "reordered across a chunk's end": lambda: [
+        update(audit_record).where(audit_record.c.seq == 3).values(seq=1000),
+        update(audit_record).where(audit_record.c.seq == 4).values(seq=3),
+        update(audit_record).where(audit_record.c.seq == 1000).values(seq=4),
+    ],
+}
+
+
+@pytest.mark.parametrize("tampering", TAMPERING)
+async def test_findings_do_not_depend_on_how_the_walk_is_cut(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch, tampering: str
+):
+    """The walk reads BATCH records a query and re-hashes CHECK_CHUNK at a time: tampering
+    at their edges is found exactly as in one piece."""
+    from gateway.audit import verify
+
+    await execute(audit, *TAMPERING[tampering]())
+    whole = kinds(await audit.verify())
+    assert whole
+    monkeypatch.setattr(verify, "BATCH", 4)  # batches 1-4, 5-8, 9-10
+    monkeypatch.setattr(verify, "CHECK_CHUNK", 3)  # chunks 1-3, 4 / 5-7, 8 / ...
+    assert kinds(await audit.verify()) == whole
+    report = await verify.verify_incremental(audit.engine, audit.signing_key.public_key)
+    assert kinds(report) == whole
+
+
+async def test_the_walk_gives_the_loop_a_turn_after_every_chunk(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+):
+    """A gateway verifies before each checkpoint while it serves: no step of the walk
+    re-hashes more than CHECK_CHUNK records, and other tasks run between steps."""
+    from gateway.audit import verify
+
+    await asyncio.gather(*(audit.append(record(i)) for i in range(11, 231)))  # 230 records
+    checked = verify._check_batch
+    steps: list[tuple[int, int]] = []  # (records re-hashed, other task's turns so far)
+    turns = 0
+
+    def noted(walk, rows, *args):
+        steps.append((len(rows), turns))
+        return checked(walk, rows, *args)
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    monkeypatch.setattr(verify, "_check_batch", noted)
+    monkeypatch.setattr(verify, "BATCH", 120)
+    monkeypatch.setattr(verify, "CHECK_CHUNK", 50)
+    ticking = asyncio.create_task(other_task())
+    try:
+        report = await audit.verify()
+    finally:
+        ticking.cancel()
+    assert report.ok and report.checked == 230, report.findings
+    assert sum(size for size, _ in steps) == 230
+    assert max(size for size, _ in steps) <= 50
+    # Between any two steps, the other task ran.
+    assert all(later > earlier for (_, earlier), (_, later) in itertools.pairwise(steps))
+
+
 async def test_records_appended_while_it_verifies_are_not_a_cut_tail(
     audit: AuditLog, monkeypatch: pytest.MonkeyPatch
 ):
@@ -257,6 +356,36 @@ async def test_pruning_keeps_the_chain_verifiable_from_its_checkpoint(audit: Aud
     # And deleting the first kept record is still found.
     await execute(audit, delete(audit_record).where(audit_record.c.seq == 7))
     assert kinds(await audit.verify()) == [("deleted", 7)]
+
+
+async def test_a_prune_while_it_verifies_is_not_tampering(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+):
+    """`audit prune` beside a serving hub: its records go between the anchor's choice (the
+    genesis here) and the walk, which then starts at a gap retention made. The log is
+    verified again from the new prune checkpoint; real tampering is still found."""
+    from gateway.audit import verify
+
+    walk = verify._walk
+    pruned: list[int] = []
+
+    async def prune_then_walk(*args: object, **kwargs: object) -> None:
+        if not pruned:
+            now = T0 + 6 * 1_000_000 + DAY_US + 500_000  # the cut after record 6
+            result = await prune(audit.engine, audit.signing_key, retention_days=1, now_us=now)
+            pruned.append(result.deleted)
+        await walk(*args, **kwargs)
+
+    monkeypatch.setattr(verify, "_walk", prune_then_walk)
+    report = await audit.verify()
+    assert pruned == [6]
+    assert report.ok, report.findings
+    assert report.anchor == "prune checkpoint at seq 6"
+    assert (report.first_seq, report.last_seq) == (7, 10)
+    monkeypatch.undo()
+    # Without a prune, a gap is still a finding (no second walk hides it).
+    await execute(audit, delete(audit_record).where(audit_record.c.seq == 8))
+    assert kinds(await audit.verify()) == [("deleted", 8)]
 
 
 async def test_search_by_customer_principal_time_and_clear_only(audit: AuditLog):
