@@ -15,6 +15,7 @@ from strawberry.types.graphql import OperationType
 from adapters.declared.registry import EMPTY, SystemRegistry
 from schema.audit import AuditQuery
 from schema.channel_rules import ChannelRules
+from schema.direct_fields import resolve_attributes_directly
 from schema.errors import CodedErrors, to_coded_error
 from schema.marketing import MarketingMutation, MarketingQuery
 from schema.operation_facts import OperationFacts
@@ -103,7 +104,7 @@ def build_schema(
         ]
     query = _merged("Query", QUERY_ROOTS)
     assert query is not None  # QUERY_ROOTS is never empty
-    return GraphSchema(
+    schema = GraphSchema(
         query=query,
         mutation=_merged("Mutation", mutation_roots),
         # "Subscription" is taken: it is a customer's line (the telecom word).
@@ -112,6 +113,9 @@ def build_schema(
         # One timestamp style in every answer: RFC 3339 in UTC (schema/timestamps.py).
         scalar_overrides=SCALAR_OVERRIDES,
     )
+    # The policy's rules on plain attributes, without strawberry's per-call chain.
+    resolve_attributes_directly(schema)
+    return schema
 
 
 def operation_names(schema: strawberry.Schema) -> set[str]:

@@ -19,9 +19,10 @@ from policies.masks import DataClass
 from policies.model import Level
 from schema.customer_scope import owner_of
 from schema.errors import GraphError
+from schema.field_info import FieldInfo
 
 
-def field_path(info: Info) -> str:
+def field_path(info: FieldInfo) -> str:
     """The response path without list indices or aliases: parent type names, then fields."""
     names: list[str] = []
     path: Path | None = info.path
@@ -34,14 +35,14 @@ def field_path(info: Info) -> str:
     return ".".join(reversed(names))
 
 
-def denied(info: Info) -> GraphError:
+def denied(info: FieldInfo) -> GraphError:
     return GraphError(
         "FIELD_DENIED",
         f"{info.field_name} is not disclosed to this caller.",
     )
 
 
-def disclose(info: Info, data_class: DataClass, value: Any) -> Any:
+def disclose(info: FieldInfo, data_class: DataClass, value: Any) -> Any:
     """A value of a class as the request's policy lets it out: clear, masked, or denied.
 
     For fields whose class depends on the value's origin (a crosswalk key's class is its
@@ -62,17 +63,24 @@ def disclose(info: Info, data_class: DataClass, value: Any) -> Any:
 
 
 class Classified(FieldExtension):
-    """Applies the request's disclosure decision for one data class to a field's value."""
+    """Applies the request's disclosure decision for one data class to a field's value.
+
+    ``applied`` is the whole rule: strawberry's chain calls it (``resolve``), and so does the
+    direct resolver of an attribute field (schema/direct_fields.py)."""
 
     def __init__(self, data_class: DataClass) -> None:
         super().__init__()
         self.data_class = data_class
 
-    def _apply(self, value: Any, info: Info) -> Any:
+    def _apply(self, value: Any, info: FieldInfo) -> Any:
         return disclose(info, self.data_class, value)
 
+    def applied(self, value: Any, source: Any, info: FieldInfo) -> Any:
+        """The field's value as this request may see it (or FIELD_DENIED)."""
+        return self._apply(value, info)
+
     def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
-        return self._apply(next_(source, info, **kwargs), info)
+        return self.applied(next_(source, info, **kwargs), source, info)
 
     async def resolve_async(
         self,
@@ -81,7 +89,7 @@ class Classified(FieldExtension):
         info: Info,
         **kwargs: Any,
     ) -> Any:
-        return self._apply(await next_(source, info, **kwargs), info)
+        return self.applied(await next_(source, info, **kwargs), source, info)
 
 
 class KeyClassified(Classified):
@@ -91,21 +99,11 @@ class KeyClassified(Classified):
     key goes out as its own system's class decides.
     """
 
-    def _class_of(self, source: Any, info: Info) -> DataClass:
+    def _class_of(self, source: Any, info: FieldInfo) -> DataClass:
         found = info.context.backends.key_classes.get(getattr(source, "system", ""))
         return DataClass(found) if found else self.data_class
 
-    def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
-        return disclose(info, self._class_of(source, info), next_(source, info, **kwargs))
-
-    async def resolve_async(
-        self,
-        next_: Callable[..., Awaitable[Any]],
-        source: Any,
-        info: Info,
-        **kwargs: Any,
-    ) -> Any:
-        value = await next_(source, info, **kwargs)
+    def applied(self, value: Any, source: Any, info: FieldInfo) -> Any:
         return disclose(info, self._class_of(source, info), value)
 
 

@@ -18,6 +18,7 @@ from strawberry.types import Info
 from policies.disclosure import Disclosure
 from policies.model import ROWS_VERIFIED_CUSTOMER
 from schema.errors import GraphError
+from schema.field_info import FieldInfo
 
 
 def not_in_scope() -> GraphError:
@@ -28,7 +29,7 @@ def not_in_scope() -> GraphError:
     )
 
 
-def owner_of(info: Info) -> str | None:
+def owner_of(info: FieldInfo) -> str | None:
     """The hub id of the customer whose object holds this field, if the request noted one."""
     owners = info.context.disclosure.owners
     if not owners:
@@ -68,7 +69,7 @@ def ensure_in_scope(info: Info, customer_id: str) -> None:
 class CustomerScope(FieldExtension):
     """On each field of Customer: note the owner, and refuse customers out of row scope."""
 
-    def _check(self, source: Any, info: Info) -> None:
+    def _check(self, source: Any, info: FieldInfo) -> None:
         disclosure = info.context.disclosure
         if not disclosure.enforced:
             return
@@ -79,7 +80,14 @@ class CustomerScope(FieldExtension):
         if not in_scope(disclosure, customer_id):
             raise not_in_scope()
 
+    def applied(self, value: Any, source: Any, info: FieldInfo) -> Any:
+        """For an attribute of the customer (schema/direct_fields.py): reading it first
+        fetches nothing, so checking after it is checking before."""
+        self._check(source, info)
+        return value
+
     def resolve(self, next_: Callable[..., Any], source: Any, info: Info, **kwargs: Any) -> Any:
+        # Before the resolver: a refused customer's data is never fetched.
         self._check(source, info)
         return next_(source, info, **kwargs)
 

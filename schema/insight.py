@@ -26,6 +26,7 @@ from policies.model import Level
 from schema.classified import Classified, denied, field_path
 from schema.customer_scope import owner_of
 from schema.errors import GraphError, identity_conflict, identity_unresolved
+from schema.field_info import FieldInfo
 
 #: Insight about a person (their tags, tier, segment, stage, churn risk) is personal data.
 INSIGHT = DataClass("insight")
@@ -35,7 +36,7 @@ class InsightClassified(Classified):
     """The insight class on a leaf. Insight has no partial form (half a churn score, some of
     the tags), so a masked decision withholds the value (null), whatever mask is declared."""
 
-    def _apply(self, value: Any, info: Info) -> Any:
+    def _apply(self, value: Any, info: FieldInfo) -> Any:
         disclosure = info.context.disclosure
         if not disclosure.enforced:
             return value
