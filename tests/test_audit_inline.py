@@ -114,7 +114,6 @@ async def test_two_writers_on_one_file_extend_one_chain(tmp_path: Path):
 async def test_the_loops_wal_is_checkpointed_on_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(audit_writer, "CHECKPOINT_EVERY_S", 0.0)
     checkpoints: list[str] = []
     real = audit_writer.SqliteAppender.checkpoint
 
@@ -124,7 +123,10 @@ async def test_the_loops_wal_is_checkpointed_on_the_thread(
 
     monkeypatch.setattr(audit_writer.SqliteAppender, "checkpoint", noted)
     database = tmp_path / "hub.db"
-    audit = await started_log(database, tmp_path)
+    # A checkpoint asked for after every batch (audit.wal_checkpoint_every_s).
+    often = settings(tmp_path).model_copy(update={"wal_checkpoint_every_s": 1e-6})
+    audit = AuditLog(await migrated_engine(f"sqlite+aiosqlite:///{database}"), often)
+    await audit.start()
     try:
         for i in range(5):
             await audit.append(record(i))
