@@ -14,8 +14,10 @@ not store its (older) answer.
 - A publish that fails (Redis down) is logged by error type and counted; the other processes
   then serve the old record for at most its TTL, as they did before the feed existed.
 - Messages are JSON ``{"origin": <process>, "keys": [...]}``; a process skips its own. A
-  message that does not decode, or holds more than ``MAX_KEYS`` keys, is dropped (counted,
-  logged by type): anyone able to publish on the channel can at most empty caches.
+  message that does not decode, holds more than ``scaled.eviction_max_keys`` keys or is
+  longer than ``scaled.eviction_max_message_bytes``, is dropped (counted, logged by type):
+  anyone able to publish on the channel can at most empty caches. A process publishes its
+  evictions in as many messages as those limits need, so every other process accepts them.
 
 Keys hold customer numbers and MSISDNs, as the cache's keys do in Redis: they go on the
 channel, never into a log line.
@@ -28,6 +30,7 @@ import contextlib
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -36,8 +39,13 @@ from adapters.cache import RecordCache
 
 log = logging.getLogger("switchboard.cache")
 
-MAX_KEYS = 10_000
-MAX_MESSAGE_BYTES = 1_048_576
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """The largest eviction message, published or accepted (the same on every process)."""
+
+    max_keys: int = 10_000
+    max_bytes: int = 1_048_576
 
 
 class EvictionFeed:
@@ -51,8 +59,10 @@ class EvictionFeed:
         *,
         timeout_s: float,
         reconnect_max_s: float,
+        limits: MessageLimits = MessageLimits(),
     ) -> None:
         self._redis = redis
+        self._limits = limits
         self._channel = channel
         self._cache = cache
         self._timeout_s = timeout_s
@@ -84,13 +94,13 @@ class EvictionFeed:
             self._task = None
 
     async def publish(self, keys: list[str]) -> None:
-        message = json.dumps({"origin": self._origin, "keys": keys})
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._redis.publish(self._channel, message)
-        except Exception as error:
-            self.publish_errors += 1
-            log.warning("cache eviction publish failed: %s", type(error).__name__)
+        for message in encode_messages(self._origin, keys, self._limits):
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._redis.publish(self._channel, message)
+            except Exception as error:
+                self.publish_errors += 1
+                log.warning("cache eviction publish failed: %s", type(error).__name__)
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -127,7 +137,7 @@ class EvictionFeed:
                     await pubsub.aclose()
 
     async def _apply(self, data: Any) -> None:
-        decoded = decode_message(data)
+        decoded = decode_message(data, self._limits)
         if decoded is None:
             self.dropped += 1
             log.warning("cache eviction message dropped: not a list of keys")
@@ -139,16 +149,39 @@ class EvictionFeed:
         self.applied += 1
 
 
-def decode_message(data: Any) -> tuple[object, list[str]] | None:
-    """(origin, keys) of a message, None for one that does not decode."""
+def encode_messages(origin: str, keys: list[str], limits: MessageLimits) -> list[str]:
+    """The messages carrying ``keys``, each within ``limits``. A key that cannot fit in a
+    message on its own is left out (logged by its length only): no receiver would take it,
+    and the other processes serve its old record for at most its TTL, as without the feed."""
+    messages: list[str] = []
+    batch: list[str] = []
+    empty = len(json.dumps({"origin": origin, "keys": []}))
+    size = empty
+    for key in keys:
+        encoded = len(json.dumps(key)) + 2  # ASCII (escaped), and ", " between keys
+        if empty + encoded > limits.max_bytes:
+            log.warning("cache eviction key of %d characters is too long to publish", len(key))
+            continue
+        if batch and (len(batch) == limits.max_keys or size + encoded > limits.max_bytes):
+            messages.append(json.dumps({"origin": origin, "keys": batch}))
+            batch, size = [], empty
+        batch.append(key)
+        size += encoded
+    if batch:
+        messages.append(json.dumps({"origin": origin, "keys": batch}))
+    return messages
+
+
+def decode_message(data: Any, limits: MessageLimits) -> tuple[object, list[str]] | None:
+    """(origin, keys) of a message, None for one that does not decode or is over the limits."""
     if isinstance(data, bytes | bytearray):
-        if len(data) > MAX_MESSAGE_BYTES:
+        if len(data) > limits.max_bytes:
             return None
         try:
             data = data.decode()
         except UnicodeDecodeError:
             return None
-    if not isinstance(data, str) or len(data) > MAX_MESSAGE_BYTES:
+    if not isinstance(data, str) or len(data) > limits.max_bytes:
         return None
     try:
         message = json.loads(data)
@@ -157,7 +190,7 @@ def decode_message(data: Any) -> tuple[object, list[str]] | None:
     if not isinstance(message, dict):
         return None
     keys = message.get("keys")
-    if not isinstance(keys, list) or len(keys) > MAX_KEYS:
+    if not isinstance(keys, list) or len(keys) > limits.max_keys:
         return None
     if not all(isinstance(k, str) for k in keys):
         return None

@@ -129,12 +129,14 @@ def _now() -> datetime:
 
 #: Systems whose resolution settles an identity for good (see IdentityStore's cache).
 SETTLED_WHEN_RESOLVED = ("billing", "care")
-SETTLED_CACHE_SIZE = 200_000
+#: Settled identities kept per process by default (setting ``settled_identities_remembered``).
+SETTLED_REMEMBERED = 200_000
 
 
 class IdentityStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, remembered: int = SETTLED_REMEMBERED) -> None:
         self._engine = engine
+        self._remembered = remembered
         # Identities resolved in every system never change afterwards (links are only added
         # for a system still unresolved), so they are kept in memory: the crosswalk then costs
         # no database round trip on the hot path, in every replica alike.
@@ -194,13 +196,18 @@ class IdentityStore:
         return {i.customer_no: i for i in identities.values()}
 
     def _remember(self, identities: dict[str, Identity]) -> dict[str, Identity]:
-        if len(self._settled_by_hub_id) > SETTLED_CACHE_SIZE:
-            self._settled_by_hub_id.clear()
-            self._settled_by_customer_no.clear()
         for identity in identities.values():
-            if all(identity.is_resolved(s) for s in SETTLED_WHEN_RESOLVED):
-                self._settled_by_hub_id[identity.hub_id] = identity
-                self._settled_by_customer_no[identity.customer_no] = identity
+            if self._remembered == 0 or not all(
+                identity.is_resolved(s) for s in SETTLED_WHEN_RESOLVED
+            ):
+                continue
+            if len(self._settled_by_hub_id) >= self._remembered:
+                # Emptied, not evicted one by one: settled identities never change, so the
+                # next lookups refill it from the table at one round trip per batch.
+                self._settled_by_hub_id.clear()
+                self._settled_by_customer_no.clear()
+            self._settled_by_hub_id[identity.hub_id] = identity
+            self._settled_by_customer_no[identity.customer_no] = identity
         return identities
 
     async def ensure_customers(self, customer_nos: Iterable[str]) -> dict[str, str]:

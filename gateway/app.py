@@ -687,7 +687,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
     engine = create_engine(settings.database_url)
     wiring = build_backends(settings, engine)
     backends = wiring.backends
-    keys = ApiKeyStore(engine)
+    keys = ApiKeyStore(engine, cache_s=settings.auth.key_cache_s)
     workflows = build_workflows(
         settings.database_url,
         settings.workflows,

@@ -38,7 +38,8 @@ api_key = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
-CACHE_SECONDS = 30.0
+#: How long a looked-up key is kept by default (``auth.key_cache_s``).
+KEY_CACHE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,11 @@ def key_id_of(key: str) -> str | None:
 
 
 class ApiKeyStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, cache_s: float = KEY_CACHE_S) -> None:
         self._engine = engine
+        self._cache_s = cache_s
         # Hash -> (principal, expiry). Saves a database round trip on every request; a revoked
-        # key stops working within CACHE_SECONDS in every worker.
+        # key stops working within ``cache_s`` in every worker.
         self._cache: dict[str, tuple[Principal, float]] = {}
 
     async def issue(
@@ -135,5 +137,6 @@ class ApiKeyStore:
             partner=row.partner,
             credential_id=row.key_id,
         )
-        self._cache[digest] = (principal, now + CACHE_SECONDS)
+        if self._cache_s > 0:
+            self._cache[digest] = (principal, now + self._cache_s)
         return principal

@@ -32,8 +32,6 @@ from starlette.types import Scope
 
 from gateway.settings import AuthSettings
 
-MAX_TRACKED = 100_000  # addresses (and ids) remembered before idle ones are forgotten
-
 
 class FailedAuthThrottle:
     """Failed attempts in the last ``failure_window_s`` seconds (a sliding window: no burst
@@ -65,13 +63,26 @@ class FailedAuthThrottle:
     def failed(self, source: str, key_id: str | None) -> None:
         """Count one failed attempt (a key was presented and did not authenticate)."""
         now = self._clock()
-        _note(self._by_source, source, now, self._settings.max_failures_per_source, self._horizon)
+        tracked = self._settings.failures_tracked
+        _note(
+            self._by_source,
+            source,
+            now,
+            self._settings.max_failures_per_source,
+            self._horizon,
+            tracked,
+        )
         if key_id is not None:
             _note(
-                self._by_key_id, key_id, now, self._settings.max_failures_per_key_id, self._horizon
+                self._by_key_id,
+                key_id,
+                now,
+                self._settings.max_failures_per_key_id,
+                self._horizon,
+                tracked,
             )
             self._pairs[(key_id, source)] = now
-            if len(self._pairs) > MAX_TRACKED:
+            if len(self._pairs) > tracked:
                 horizon = self._horizon()
                 self._pairs = {k: t for k, t in self._pairs.items() if t > horizon}
 
@@ -96,12 +107,13 @@ def _note(
     now: float,
     limit: int,
     horizon: Callable[[], float],
+    tracked: int,
 ) -> None:
     times = counts.get(key)
     if times is None:
         times = counts[key] = deque(maxlen=limit)
     times.append(now)
-    if len(counts) > MAX_TRACKED:  # forget whoever has not failed within the window
+    if len(counts) > tracked:  # forget whoever has not failed within the window
         cutoff = horizon()
         for idle in [k for k, t in counts.items() if t[-1] <= cutoff]:
             del counts[idle]

@@ -277,7 +277,7 @@ def build_backends(
         if spec.identity is not None
         for instance in spec.instance_names
     }
-    store = IdentityStore(engine)
+    store = IdentityStore(engine, remembered=settings.settled_identities_remembered)
     backends = Backends(
         customer_system=customer_system,
         billing=billing,

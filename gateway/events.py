@@ -103,6 +103,8 @@ def build_events(
         nats_url=e.nats_url,
         nats_fetch_batch=e.nats_fetch_batch,
         nats_ack_wait_s=e.nats_ack_wait_s,
+        max_line_lookups=e.max_line_lookups,
+        customer_keys_remembered=e.customer_keys_remembered,
     )
     customer_system = backends.customer_system
 

@@ -22,18 +22,29 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from adapters.resilience import BackendGuard
+from gateway.settings import ScaledSettings
 
 log = logging.getLogger("switchboard.replicas")
 
-#: Entries read for one summary at most (bounded time and memory whatever Redis holds).
-MAX_ENTRIES = 1000
-MAX_ENTRY_BYTES = 65_536
+
+@dataclass(frozen=True, slots=True)
+class SummaryLimits:
+    """What one summary reads at most (bounded time and memory whatever Redis holds):
+    ``scaled.summary_max_entries`` and ``scaled.summary_max_entry_bytes``."""
+
+    max_entries: int = 1000
+    max_entry_bytes: int = 65_536
+
+    @classmethod
+    def of(cls, scaled: ScaledSettings) -> SummaryLimits:
+        return cls(scaled.summary_max_entries, scaled.summary_max_entry_bytes)
 
 
 def breaker_states(guards: Mapping[str, BackendGuard]) -> dict[str, dict[str, Any]]:
@@ -71,8 +82,8 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _decoded(raw: Any) -> dict[str, Any] | None:
-    if not isinstance(raw, bytes | str) or len(raw) > MAX_ENTRY_BYTES:
+def _decoded(raw: Any, max_bytes: int) -> dict[str, Any] | None:
+    if not isinstance(raw, bytes | str) or len(raw) > max_bytes:
         return None
     try:
         entry = json.loads(raw)
@@ -103,8 +114,10 @@ class ReplicaBoard:
         heartbeat_s: float,
         ttl_s: float,
         timeout_s: float,
+        limits: SummaryLimits = SummaryLimits(),
     ) -> None:
         self._redis = redis
+        self._limits = limits
         self._prefix = prefix
         self.replica_id = replica_id
         self._worker = worker
@@ -161,20 +174,22 @@ class ReplicaBoard:
                     await self._redis.delete(self._key)
 
     async def summary(self) -> dict[str, Any]:
-        return await read_summary(self._redis, self._prefix, self._timeout_s * 4)
+        return await read_summary(self._redis, self._prefix, self._timeout_s * 4, self._limits)
 
 
-async def read_summary(redis: Redis, prefix: str, timeout_s: float) -> dict[str, Any]:
+async def read_summary(
+    redis: Redis, prefix: str, timeout_s: float, limits: SummaryLimits = SummaryLimits()
+) -> dict[str, Any]:
     """Every live entry under ``prefix``, summarised (raises on a Redis failure)."""
     started = time.monotonic()
     async with asyncio.timeout(timeout_s):
         keys: list[Any] = []
         async for key in redis.scan_iter(match=f"{prefix}:replicas:*", count=200):
             keys.append(key)
-            if len(keys) >= MAX_ENTRIES:
+            if len(keys) >= limits.max_entries:
                 break
         raws = await redis.mget(keys) if keys else []
-    entries = [e for e in (_decoded(raw) for raw in raws) if e is not None]
+    entries = [e for e in (_decoded(raw, limits.max_entry_bytes) for raw in raws) if e is not None]
     summary = summarise(entries)
     summary["read_ms"] = round((time.monotonic() - started) * 1000, 1)
     return summary

@@ -86,7 +86,7 @@ def _recover(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gateway.replica_board import read_summary
+    from gateway.replica_board import SummaryLimits, read_summary
     from gateway.scaled import redis_client
 
     settings = load_settings()
@@ -104,7 +104,7 @@ def _status(args: argparse.Namespace) -> int:
         redis = redis_client(scaled.redis_url, scaled.operation_timeout_s)
         try:
             timeout_s = max(2.0, scaled.operation_timeout_s)
-            return await read_summary(redis, scaled.key_prefix, timeout_s)
+            return await read_summary(redis, scaled.key_prefix, timeout_s, SummaryLimits.of(scaled))
         finally:
             await redis.aclose()
 

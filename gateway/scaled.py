@@ -16,10 +16,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from adapters.cache import RecordCache
-from adapters.cache_fanout import EvictionFeed
+from adapters.cache_fanout import EvictionFeed, MessageLimits
 from adapters.resilience import BackendGuard
 from gateway.auth_throttle import FailedAuthThrottle
-from gateway.replica_board import ReplicaBoard, breaker_states, summarise
+from gateway.replica_board import ReplicaBoard, SummaryLimits, breaker_states, summarise
 from gateway.settings import Settings
 from gateway.shared_limits import (
     AuthThrottle,
@@ -116,6 +116,7 @@ def build_scaled(
             cache,
             timeout_s=scaled.operation_timeout_s,
             reconnect_max_s=scaled.reconnect_max_s,
+            limits=MessageLimits(scaled.eviction_max_keys, scaled.eviction_max_message_bytes),
         )
     board = ReplicaBoard(
         redis,
@@ -126,6 +127,7 @@ def build_scaled(
         heartbeat_s=scaled.heartbeat_s,
         ttl_s=scaled.replica_ttl_s,
         timeout_s=scaled.operation_timeout_s,
+        limits=SummaryLimits.of(scaled),
     )
     return Scaled(
         limiter=SharedRequestLimiter(storage, scaled),

@@ -262,6 +262,30 @@ class ScaledSettings(SettingsModel):
     reconnect_max_s: float = Field(
         default=5.0, gt=0, description="Longest wait between two reconnects of the eviction feed."
     )
+    eviction_max_keys: int = Field(
+        default=10_000,
+        ge=1,
+        description="Cache keys in one eviction message at most: a write evicting more is "
+        "published in several; a received message with more is dropped (the same on every "
+        "replica).",
+    )
+    eviction_max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="Largest eviction message published or accepted (the same on every replica).",
+    )
+    summary_max_entries: int = Field(
+        default=1000,
+        ge=1,
+        description="Process entries one replica summary reads at most (/replicas, "
+        "`switchboard status`), whatever Redis holds.",
+    )
+    summary_max_entry_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest process entry a summary reads; a larger one is skipped.",
+    )
 
     @model_validator(mode="after")
     def _checked(self) -> ScaledSettings:
@@ -574,6 +598,19 @@ class AuthSettings(SettingsModel):
         description="Failed attempts naming one key id (sb_<id>.) in a window; past it, "
         "addresses that failed with that id get 429 (others are still checked).",
     )
+    failures_tracked: int = Field(
+        default=100_000,
+        ge=100,
+        description="Addresses, key ids and (key id, address) pairs with failures each process "
+        "remembers; past it, those without a failure in the window are forgotten.",
+    )
+    key_cache_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="How long a process keeps an API key it looked up: a revoked key stops "
+        "working within this in every worker; 0 reads the key's row on every request.",
+    )
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
 
@@ -657,6 +694,19 @@ class EventsSettings(SettingsModel):
     nats_fetch_batch: int = Field(default=256, ge=1, le=10_000)
     nats_ack_wait_s: float = Field(
         default=30, gt=0, description="JetStream redelivers a message not acked by then."
+    )
+    max_line_lookups: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Customer lookups by line (BOSS) in flight at once for events the "
+        "crosswalk cannot place by their key.",
+    )
+    customer_keys_remembered: int = Field(
+        default=100_000,
+        ge=0,
+        description="Event customer keys (system, key) whose hub id each process remembers; "
+        "past it the memory is emptied and refilled from the crosswalk; 0 remembers none.",
     )
     resolve_by_line: bool = Field(
         default=True,
@@ -790,6 +840,13 @@ class Settings(BaseSettings):
         le=600,
         description="With workers > 1: seconds a worker may take to answer the supervisor's "
         "health check (uvicorn's default, 5, kills workers still importing on a busy host).",
+    )
+    settled_identities_remembered: int = Field(
+        default=200_000,
+        ge=0,
+        description="Customers resolved in every system whose crosswalk identity each process "
+        "keeps in memory (no database round trip for them); past it the memory is emptied "
+        "and refilled; 0 keeps none.",
     )
     systems_dir: Path | None = Field(
         default=None,

@@ -27,7 +27,6 @@ log = logging.getLogger("switchboard.events")
 
 #: The line's BOSS customer number, or None (an adapter error is "not known now").
 LineOwner = Callable[[str], Awaitable[str | None]]
-CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +38,16 @@ class CustomerRef:
 
 class CustomerResolver:
     def __init__(
-        self, engine: AsyncEngine, line_owner: LineOwner | None, max_line_lookups: int = 16
+        self,
+        engine: AsyncEngine,
+        line_owner: LineOwner | None,
+        max_line_lookups: int = 16,
+        remembered: int = 100_000,
     ) -> None:
         self._engine = engine
         self._line_owner = line_owner
         self._lookups = asyncio.Semaphore(max_line_lookups)
+        self._remembered = remembered
         # Links are never changed once made, so a found key is remembered; an unknown one is
         # asked again next time (the customer may have been linked meanwhile).
         self._known: dict[tuple[str, str], str] = {}
@@ -104,7 +108,9 @@ class CustomerResolver:
                     )
                 )
                 found.update({(system, r.external_key): r.hub_id for r in rows})
-        if len(self._known) > CACHE_SIZE:
-            self._known.clear()
-        self._known.update({k: v for k, v in found.items() if k in missing})
+        new = {k: v for k, v in found.items() if k in missing}
+        if len(self._known) + len(new) > self._remembered:
+            self._known.clear()  # emptied, refilled from the crosswalk as keys recur
+        if len(new) <= self._remembered:
+            self._known.update(new)
         return found

@@ -45,6 +45,7 @@ class EventConfig:
     nats_fetch_timeout_s: float = 1.0
     nats_ack_wait_s: float = 30.0
     max_line_lookups: int = 16
+    customer_keys_remembered: int = 100_000
 
 
 class EventWiring:
@@ -62,7 +63,9 @@ class EventWiring:
         self.config = config
         self.sources = sources
         self.store = EventStore(engine)
-        resolver = CustomerResolver(engine, line_owner, config.max_line_lookups)
+        resolver = CustomerResolver(
+            engine, line_owner, config.max_line_lookups, config.customer_keys_remembered
+        )
         self.writer = GroupWriter(self.store, resolver, config.intake_max_batch)
         self.intake = Intake(
             sources,

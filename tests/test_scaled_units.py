@@ -18,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from adapters.cache import PROFILE, RecordCache
-from adapters.cache_fanout import EvictionFeed, decode_message
+from adapters.cache_fanout import EvictionFeed, MessageLimits, decode_message
 from adapters.resilience import BackendGuard, Endpoint
-from gateway.replica_board import ReplicaBoard, read_summary
+from gateway.replica_board import ReplicaBoard, SummaryLimits, read_summary
 from gateway.scaled import build_scaled
 from gateway.settings import AuthSettings, ScaledSettings, SettingsInvalid, load_settings
 from gateway.shared_limits import (
@@ -126,7 +126,9 @@ async def test_the_throttle_counts_in_process_while_redis_is_down() -> None:
 # --- the eviction feed ------------------------------------------------------------------------
 
 
-async def _feed(redis_url: str, channel: str) -> tuple[RecordCache, EvictionFeed]:
+async def _feed(
+    redis_url: str, channel: str, limits: MessageLimits | None = None
+) -> tuple[RecordCache, EvictionFeed]:
     cache = RecordCache.in_memory(namespace="sbtest-feed")
     feed = EvictionFeed(
         # Named, so that the test can cut exactly these connections (the server is shared).
@@ -135,6 +137,7 @@ async def _feed(redis_url: str, channel: str) -> tuple[RecordCache, EvictionFeed
         cache,
         timeout_s=0.5,
         reconnect_max_s=0.5,
+        limits=limits or MessageLimits(),
     )
     await feed.start(wait_s=5)
     assert feed.subscribed.is_set()
@@ -212,15 +215,44 @@ async def test_an_eviction_reaches_the_other_process_and_survives_a_lost_connect
         await feed_b.close()
 
 
+@pytest.mark.redis
+async def test_an_eviction_past_the_message_limit_reaches_the_other_process_whole(
+    redis_url,
+) -> None:
+    channel = f"sbtest-{uuid.uuid4().hex[:12]}:cache-evictions"
+    limits = MessageLimits(max_keys=3)
+    (a, feed_a), (b, feed_b) = (
+        await _feed(redis_url, channel, limits),
+        await _feed(redis_url, channel, limits),
+    )
+    try:
+        customers = [f"C{n}" for n in range(7)]
+        for cache in (a, b):
+            for customer in customers:
+                await _cached(cache, customer)
+        await a.evict([(PROFILE, c) for c in customers])  # 7 keys: three messages
+
+        async def b_lost_all() -> bool:
+            return feed_b.applied >= 3
+
+        await _until(b_lost_all, "three messages to reach b")
+        assert feed_b.dropped == 0
+        assert not any([await _cached(b, c) for c in customers])
+    finally:
+        await feed_a.close()
+        await feed_b.close()
+
+
 async def _resubscribed_too(feed: EvictionFeed) -> bool:
     return feed.resubscribes >= 1 and feed.subscribed.is_set()
 
 
 def test_feed_messages_are_decoded_strictly() -> None:
-    assert decode_message(json.dumps({"origin": "x", "keys": ["a"]})) == ("x", ["a"])
-    assert decode_message(b"[]") is None
-    assert decode_message(json.dumps({"keys": ["a"] * 10_001})) is None
-    assert decode_message(b"x" * 2_000_000) is None
+    limits = MessageLimits()  # the defaults: 10,000 keys, 1 MiB
+    assert decode_message(json.dumps({"origin": "x", "keys": ["a"]}), limits) == ("x", ["a"])
+    assert decode_message(b"[]", limits) is None
+    assert decode_message(json.dumps({"keys": ["a"] * 10_001}), limits) is None
+    assert decode_message(b"x" * 2_000_000, limits) is None
 
 
 async def test_a_publish_to_a_dead_redis_is_counted_not_raised() -> None:
@@ -302,6 +334,27 @@ async def test_the_board_lists_live_processes_and_forgets_dead_ones(redis_url, c
         await _clean(client, prefix)
 
 
+@pytest.mark.redis
+async def test_a_summary_reads_no_more_entries_nor_bigger_ones_than_its_limits(client) -> None:
+    prefix = f"sbtest-{uuid.uuid4().hex[:12]}"
+    entry = {"replica": "r", "breakers": {}}
+    try:
+        for n in range(4):
+            await client.set(f"{prefix}:replicas:r:w{n}", json.dumps({**entry, "worker": f"w{n}"}))
+        big = {**entry, "worker": "fat", "padding": "x" * 3000}
+        await client.set(f"{prefix}:replicas:r:fat", json.dumps(big))
+
+        def workers(summary: dict) -> list[str]:
+            return [w["worker"] for r in summary["replicas"] for w in r["workers"]]
+
+        assert len(workers(await read_summary(client, prefix, 2))) == 5  # the defaults
+        assert len(workers(await read_summary(client, prefix, 2, SummaryLimits(2)))) <= 2
+        small = await read_summary(client, prefix, 2, SummaryLimits(max_entry_bytes=2048))
+        assert sorted(workers(small)) == ["w0", "w1", "w2", "w3"]  # the fat one skipped
+    finally:
+        await _clean(client, prefix)
+
+
 # --- settings -----------------------------------------------------------------------------------
 
 
@@ -316,6 +369,15 @@ def test_the_scaled_settings_reach_the_code_from_the_environment_and_the_toml_fi
     from_env = build_scaled(load_settings(), None, lambda: "w", dict)
     assert isinstance(from_env.limiter, SharedRequestLimiter)
     assert from_env.replica_id == "from-env"
+    assert from_env.board is not None and from_env.board._limits == SummaryLimits()
+    monkeypatch.setenv("SWITCHBOARD_SCALED__SUMMARY_MAX_ENTRIES", "9")
+    monkeypatch.setenv("SWITCHBOARD_SCALED__EVICTION_MAX_KEYS", "5")
+    cache = RecordCache.in_memory(namespace="sbtest-wiring")
+    wired = build_scaled(load_settings(), cache, lambda: "w", dict)
+    assert wired.board is not None and wired.board._limits == SummaryLimits(max_entries=9)
+    assert wired.feed is not None and wired.feed._limits == MessageLimits(max_keys=5)
+    monkeypatch.delenv("SWITCHBOARD_SCALED__SUMMARY_MAX_ENTRIES")
+    monkeypatch.delenv("SWITCHBOARD_SCALED__EVICTION_MAX_KEYS")
     monkeypatch.delenv("SWITCHBOARD_SCALED__REDIS_URL")
     monkeypatch.delenv("SWITCHBOARD_SCALED__REPLICA_ID")
     config = tmp_path / "switchboard.toml"
