@@ -48,6 +48,21 @@ class IssuedKey:
     key: str  # shown once, never stored
 
 
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    """What an operator sees of an issued key: never its secret or its hash."""
+
+    key_id: str
+    subject: str
+    role: str
+    channel: str
+    scopes: tuple[str, ...]
+    partner: str | None
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -100,6 +115,40 @@ class ApiKeyStore:
                 )
             )
         return IssuedKey(key_id=key_id, key=key)
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke one key by its public id; False if no unrevoked key has it. Every process
+        stops accepting it within its key cache (``auth.key_cache_s``)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(api_key)
+                .where(api_key.c.key_id == key_id, api_key.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+        self._cache = {d: e for d, e in self._cache.items() if e[0].credential_id != key_id}
+        return bool(result.rowcount)
+
+    async def listing(self, *, include_revoked: bool = False) -> list[KeyListing]:
+        """Every issued key (the unrevoked ones unless asked), oldest first."""
+        query = select(api_key).order_by(api_key.c.created_at, api_key.c.key_id)
+        if not include_revoked:
+            query = query.where(api_key.c.revoked_at.is_(None))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            KeyListing(
+                key_id=row.key_id,
+                subject=row.subject,
+                role=row.role,
+                channel=row.channel,
+                scopes=tuple(row.scopes.split()),
+                partner=row.partner,
+                label=row.label,
+                created_at=row.created_at,
+                revoked_at=row.revoked_at,
+            )
+            for row in rows
+        ]
 
     async def revoke_where_label(self, label: str) -> None:
         async with self._engine.begin() as conn:

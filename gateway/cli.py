@@ -1,9 +1,8 @@
-"""The `switchboard` command: demo, serve, simulators, seed and keys."""
+"""The `switchboard` command: demo, serve, simulators, seed and keys (gateway/key_commands.py)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from gateway.audit.commands import add_audit_commands
 from gateway.campaign_commands import add_campaign_commands
 from gateway.insight_commands import add_insight_commands
+from gateway.key_commands import add_key_commands
 from gateway.migrate import DatabaseNotMigrated
 from gateway.migrate_commands import DatabaseUnreachable, add_migrate_command
 from gateway.replica_commands import add_replica_commands
@@ -154,32 +154,6 @@ def _seed(args: argparse.Namespace) -> int:
     argv = ["seed", "--data-dir", args.data_dir, "--customers", str(args.customers)]
     argv += ["--seed", str(args.seed)] + (["--force"] if args.force else [])
     return simulators_main(argv)
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    from gateway.auth import ApiKeyStore
-    from gateway.database import create_engine
-    from gateway.migrate import require_head
-
-    async def issue() -> str:
-        engine = create_engine(load_settings().database_url)
-        try:
-            await require_head(engine)
-            issued = await ApiKeyStore(engine).issue(
-                subject=args.subject,
-                role=args.role,
-                channel=args.channel,
-                scopes=args.scope,
-                partner=args.partner,
-                label=args.label,
-            )
-            return issued.key
-        finally:
-            await engine.dispose()
-
-    print(asyncio.run(issue()))
-    print("Store this key now: only its hash is kept.", file=sys.stderr)
-    return 0
 
 
 def _policy_path(args: argparse.Namespace) -> Path:
@@ -467,20 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_campaign_commands(commands)
     add_replica_commands(commands)
 
-    keys = commands.add_parser("keys", help="manage API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = key_commands.add_parser(
-        "create",
-        help="issue an API key for a principal (prints it once)",
-        description="Issue an API key. The key is printed once; only its hash is stored.",
-    )
-    create.add_argument("--subject", required=True, help="who holds the key")
-    create.add_argument("--role", required=True, help="e.g. agent, clerk, partner, auditor")
-    create.add_argument("--channel", required=True, help="e.g. app, web, store, agent, partner")
-    create.add_argument("--scope", action="append", default=[], help="repeatable")
-    create.add_argument("--partner", help="partner organisation, for partner keys")
-    create.add_argument("--label", default="", help="free label for operators")
-    create.set_defaults(run=_keys_create)
+    add_key_commands(commands)
     return parser
 
 
