@@ -32,6 +32,7 @@ import tempfile
 import time
 import types
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import strawberry
@@ -42,7 +43,7 @@ from bench import wrk
 from bench.run import Bench, Gateway, active_msisdns, bodies_360, sample_bundles, seeded
 from gateway.policy_store import DEFAULT_POLICY_FILE
 from policies.model import OperationLimits
-from schema.operation_limits import OperationLimitsRule
+from schema.operation_limits import DocumentMeasures, OperationLimitsRule
 from tests.harness import REPO, gateway_env, issue_key, running_gateway, running_simulators
 
 #: name -> (operation limits, read cache)
@@ -149,8 +150,9 @@ def _stub_context() -> types.SimpleNamespace:
 def in_process_cost(blocks: int = 10, per_block: int = 2000) -> dict:
     """CPU microseconds per operation with the limits and without, interleaved blocks."""
     caches = [lambda: ParserCache(maxsize=100), lambda: ValidationCache(maxsize=100)]
+    limits = partial(OperationLimitsRule, measures=DocumentMeasures())
     schemas = {
-        "on": strawberry.Schema(query=_StubQuery, extensions=[OperationLimitsRule, *caches]),
+        "on": strawberry.Schema(query=_StubQuery, extensions=[limits, *caches]),
         "off": strawberry.Schema(query=_StubQuery, extensions=caches),
     }
     context = _stub_context()

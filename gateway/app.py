@@ -714,6 +714,7 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> S
         settings.graphql.document_cache_size,
         wiring.registry,
         operation_limits=settings.graphql.operation_limits,
+        cached_document_max_chars=settings.graphql.cached_document_max_chars,
     )
     policies = PolicyStore(
         settings.policy_file or DEFAULT_POLICY_FILE,

@@ -114,7 +114,18 @@ class CareSettings(BackendSettings):
 class GraphQLSettings(SettingsModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
-    document_cache_size: int = Field(default=1024, ge=0)
+    document_cache_size: int = Field(
+        default=1024,
+        ge=0,
+        description="Documents whose parse, validation, token count and figures are kept "
+        "(each cache this many entries); 0 keeps none.",
+    )
+    cached_document_max_chars: int = Field(
+        default=32 * 1024,
+        ge=0,
+        description="Longest document whose token count and figures are kept; longer ones "
+        "are measured on every request (so a cache holds at most document_cache_size x this).",
+    )
     operation_limits: bool = Field(
         default=True,
         description="Off only to measure the operation limits' cost (bench/): no token, depth, "

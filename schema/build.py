@@ -19,7 +19,7 @@ from schema.direct_fields import resolve_attributes_directly
 from schema.errors import CodedErrors, to_coded_error
 from schema.marketing import MarketingMutation, MarketingQuery
 from schema.operation_facts import OperationFacts
-from schema.operation_limits import OperationLimitsRule
+from schema.operation_limits import DocumentMeasures, OperationLimitsRule
 from schema.query import Query as CustomerQuery
 from schema.stream_audit import StreamAudit
 from schema.system_fields import install_system_fields
@@ -75,6 +75,7 @@ def build_schema(
     registry: SystemRegistry = EMPTY,
     *,
     operation_limits: bool = True,
+    cached_document_max_chars: int = 32 * 1024,
 ) -> strawberry.Schema:
     """The schema, with the graph fields of the systems ``registry`` declares.
 
@@ -88,11 +89,16 @@ def build_schema(
         CodedErrors,
         ChannelRules,
         VerificationRules,
-        OperationLimitsRule,  # after the channel rules: a refused operation is not costed
         OperationFacts,
     ]
-    if not operation_limits:
-        extensions.remove(OperationLimitsRule)
+    if operation_limits:
+        # After the channel rules: a refused operation is not costed. Its measures of recent
+        # documents are the schema's own, sized like the document caches below.
+        measures = DocumentMeasures(document_cache_size, cached_document_max_chars)
+        extensions.insert(
+            extensions.index(VerificationRules) + 1,
+            partial(OperationLimitsRule, measures=measures),
+        )
     if document_cache_size:
         # Parsing and validation cost more than execution: cache both per document.
         # Factories, as strawberry asks (a fresh extension per request, strawberry #4369):

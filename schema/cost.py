@@ -29,7 +29,6 @@ GraphQL Armor calls max-depth, max-aliases and max-root-fields.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -146,20 +145,9 @@ class OperationFigures:
     paths: dict[str, int] = field(default_factory=dict)
 
 
-#: Documents up to this size are counted once and remembered (lexing the 360 query costs
-#: about 0.2 ms); bigger ones are counted each time, so the cache holds at most 1024 x this.
-CACHED_DOCUMENT_CHARS = 32 * 1024
-
-
 def count_tokens(text: str, stop_after: int | None = None) -> int:
     """Lexical tokens of a document, comments included (as the parser's `max_tokens` counts
     them); stops counting past `stop_after` (a run of comments is read whole first)."""
-    if len(text) <= CACHED_DOCUMENT_CHARS:
-        return _count_tokens_cached(text, stop_after)
-    return _count_tokens(text, stop_after)
-
-
-def _count_tokens(text: str, stop_after: int | None) -> int:
     lexer = Lexer(Source(text))
     previous = lexer.token
     count = 0
@@ -179,9 +167,6 @@ def _count_tokens(text: str, stop_after: int | None) -> int:
             previous = token
     except GraphQLError:
         return count  # a document that does not lex: the tokens before the error
-
-
-_count_tokens_cached = functools.lru_cache(maxsize=1024)(_count_tokens)
 
 
 def _is_list(field_def: GraphQLField) -> bool:

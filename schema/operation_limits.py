@@ -10,6 +10,7 @@ hold personal data) and the operation runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import OrderedDict
@@ -18,9 +19,10 @@ from typing import Any
 
 from graphql import DocumentNode, GraphQLSchema
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from policies.model import OperationLimits
-from schema.cost import CACHED_DOCUMENT_CHARS, OperationFigures, analyse_operation, count_tokens
+from schema.cost import OperationFigures, analyse_operation, count_tokens
 from schema.errors import GraphError
 
 log = logging.getLogger("switchboard.limits")
@@ -41,15 +43,25 @@ WHAT = {
 }
 
 
-class FiguresCache:
-    """The figures of recent operations: measuring the 360 query costs about 0.2 ms, and most
-    traffic repeats a few documents. Keyed by the document text, the operation, the integer
-    variables (only they can change a page size) and the max page size; bounded in entries,
-    and documents over CACHED_DOCUMENT_CHARS are measured each time."""
+class DocumentMeasures:
+    """The token counts and figures of recent documents: lexing the 360 query costs about
+    0.2 ms and measuring it as much, and most traffic repeats a few documents. Figures are
+    keyed by the document text, the operation, the integer variables (only they can change a
+    page size) and the max page size. At most ``maxsize`` entries of each
+    (``graphql.document_cache_size``; 0 caches nothing), and only documents of at most
+    ``max_chars`` characters (``graphql.cached_document_max_chars``): bigger ones are measured
+    each time, so each cache holds at most ``maxsize`` x ``max_chars`` of text."""
 
-    def __init__(self, maxsize: int = 1024) -> None:
+    def __init__(self, maxsize: int = 1024, max_chars: int = 32 * 1024) -> None:
         self._maxsize = maxsize
+        self._max_chars = max_chars if maxsize else -1
         self._entries: OrderedDict[tuple, OperationFigures] = OrderedDict()
+        self._tokens = functools.lru_cache(maxsize=max(maxsize, 1))(count_tokens)
+
+    def tokens(self, text: str, stop_after: int | None) -> int:
+        if len(text) > self._max_chars:
+            return count_tokens(text, stop_after)
+        return self._tokens(text, stop_after)
 
     def figures(
         self,
@@ -60,7 +72,7 @@ class FiguresCache:
         variables: Mapping[str, Any] | None,
         max_page_size: int,
     ) -> OperationFigures:
-        if len(text) > CACHED_DOCUMENT_CHARS:
+        if len(text) > self._max_chars:
             return analyse_operation(schema, document, operation_name, variables, max_page_size)
         numbers = tuple(sorted((k, v) for k, v in (variables or {}).items() if type(v) is int))
         key = (id(schema), text, operation_name, numbers, max_page_size)
@@ -73,9 +85,6 @@ class FiguresCache:
         else:
             self._entries.move_to_end(key)
         return found
-
-
-_FIGURES = FiguresCache()
 
 
 def excess(name: str, found: int, limits: OperationLimits, channel: str) -> GraphError | None:
@@ -95,6 +104,13 @@ def excess(name: str, found: int, limits: OperationLimits, channel: str) -> Grap
 class OperationLimitsRule(SchemaExtension):
     # Runs on every operation: the common case (within every limit) is kept to a few
     # attribute reads and comparisons on top of the cached figures (bench/limits_ab.py).
+    # One per request, from a factory holding the schema's measures (schema/build.py).
+
+    def __init__(
+        self, *, measures: DocumentMeasures, execution_context: ExecutionContext | None = None
+    ) -> None:
+        super().__init__(execution_context=execution_context)
+        self._measures = measures
 
     #: The channel's limits, read once per operation (in on_parse, again if it did not run).
     _found: tuple[OperationLimits, str] | bool | None = False
@@ -119,7 +135,7 @@ class OperationLimitsRule(SchemaExtension):
         query = self.execution_context.query
         if found is not None and query:
             limits, channel = found
-            tokens = count_tokens(query, limits.max_tokens)
+            tokens = self._measures.tokens(query, limits.max_tokens)
             if tokens > limits.max_tokens:
                 self._refuse("max_tokens", tokens, limits, channel)
         yield
@@ -130,7 +146,7 @@ class OperationLimitsRule(SchemaExtension):
         document = context.graphql_document
         if found is not None and document is not None:
             limits, channel = found
-            figures = _FIGURES.figures(
+            figures = self._measures.figures(
                 context.schema._schema,
                 context.query or "",
                 document,

@@ -218,9 +218,9 @@ def test_policy_explain_shows_the_cost_the_limits_and_the_search_rule(tmp_path):
 
 
 def test_remembered_figures_follow_the_page_size_variables():
-    from schema.operation_limits import FiguresCache
+    from schema.operation_limits import DocumentMeasures
 
-    cache = FiguresCache(maxsize=2)
+    cache = DocumentMeasures(maxsize=2)
     text = (
         "query($n: Int!, $m: String) { customers(first: $n) { nodes { billingAccounts "
         "{ bills(first: 1) { totalCount } } } } }"
