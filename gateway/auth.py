@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, select, update
+from sqlalchemy import Column, ColumnElement, DateTime, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from policies.principal import Principal
@@ -119,14 +119,9 @@ class ApiKeyStore:
     async def revoke(self, key_id: str) -> bool:
         """Revoke one key by its public id; False if no unrevoked key has it. Every process
         stops accepting it within its key cache (``auth.key_cache_s``)."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(api_key)
-                .where(api_key.c.key_id == key_id, api_key.c.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
-            )
+        revoked = await self._revoke_where(api_key.c.key_id == key_id)
         self._cache = {d: e for d, e in self._cache.items() if e[0].credential_id != key_id}
-        return bool(result.rowcount)
+        return revoked > 0
 
     async def listing(self, *, include_revoked: bool = False) -> list[KeyListing]:
         """Every issued key (the unrevoked ones unless asked), oldest first."""
@@ -151,12 +146,17 @@ class ApiKeyStore:
         ]
 
     async def revoke_where_label(self, label: str) -> None:
+        await self._revoke_where(api_key.c.label == label)
+
+    async def _revoke_where(self, condition: ColumnElement[bool]) -> int:
+        """Revoke the unrevoked keys matching ``condition``; how many there were."""
         async with self._engine.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 update(api_key)
-                .where(api_key.c.label == label, api_key.c.revoked_at.is_(None))
+                .where(condition, api_key.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC))
             )
+        return result.rowcount
 
     async def authenticate(self, key: str) -> Principal | None:
         """The principal of a valid, unrevoked key; None for anything else."""
