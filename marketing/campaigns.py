@@ -15,7 +15,14 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any
 
-from adapters.declared.yaml_lines import DeclarationInvalid, Problem, line_of, load_yaml, plain
+from adapters.declared.yaml_lines import (
+    DeclarationInvalid,
+    FileProblems,
+    Problem,
+    line_of,
+    load_yaml,
+    plain,
+)
 from marketing.events import EVENT_TYPES
 
 DEFAULT_CAMPAIGNS = Path(__file__).with_name("rules") / "campaigns.yaml"
@@ -158,13 +165,9 @@ def render_message(campaign: Campaign, payload: Mapping[str, Any]) -> str:
     return PLACEHOLDER.sub(fill, template)[:MAX_MESSAGE]
 
 
-class _Checker:
+class _Checker(FileProblems):
     def __init__(self, path: Path) -> None:
-        self.file = str(path)
-        self.problems: list[Problem] = []
-
-    def error(self, line: int, message: str) -> None:
-        self.problems.append(Problem(self.file, line, message))
+        super().__init__(str(path))
 
     def strings(self, value: Any, line: int, what: str) -> tuple[str, ...]:
         if value is None:
@@ -176,10 +179,8 @@ class _Checker:
             return ()
         return tuple(value)
 
-    def keys(self, spec: Mapping[str, Any], allowed: Iterable[str], line: int, what: str) -> None:
-        for key in spec:
-            if key != "__line__" and key not in allowed:
-                self.error(line, f"{what}: unknown key {key!r} (known: {', '.join(allowed)})")
+    def keys(self, spec: dict[str, Any], allowed: Iterable[str], line: int, what: str) -> None:
+        self.unknown_keys(spec, allowed, what, line)
 
 
 def _conditions(check: _Checker, spec: Any, line: int) -> tuple[Condition, ...]:

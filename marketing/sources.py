@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.declared.yaml_lines import LINE, DeclarationInvalid, Problem, load_yaml
+from adapters.declared.yaml_lines import (
+    LINE,
+    DeclarationInvalid,
+    FileProblems,
+    Problem,
+    load_yaml,
+)
 from marketing.events import EVENT_TYPES
 
 EVENTS_FILE = "events.yaml"
@@ -123,24 +129,12 @@ class EventSources:
         return self.sources.get(name)
 
 
-class _Reader:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-
-    def error(self, line: int, message: str) -> None:
-        self.problems.append(Problem(self.file, line, message))
-
+class _Reader(FileProblems):
     def mapping(self, value: Any, allowed: set[str], what: str, line: int) -> dict | None:
         if not isinstance(value, dict):
             self.error(line, f"{what} must be a mapping")
             return None
-        for key in value:
-            if key != LINE and key not in allowed:
-                self.error(
-                    value[LINE],
-                    f"unknown key '{key}' in {what} (known: {', '.join(sorted(allowed))})",
-                )
+        self.unknown_keys(value, allowed, what)
         return value
 
     def path(self, value: Any, line: int, what: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from adapters.declared.role_slots import ROLE_VARIABLES, ROLES
 from adapters.declared.yaml_lines import (
     LINE,
     DeclarationInvalid,
+    FileProblems,
     Problem,
     line_of,
     load_yaml,
@@ -341,24 +342,12 @@ def _path(value: Any) -> tuple[str, ...]:
     return tuple(step for step in re.split(r"[/.]", text) if step) if text else ()
 
 
-class _Reader:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-
-    def error(self, line: int, message: str) -> None:
-        self.problems.append(Problem(self.file, line, message))
-
+class _Reader(FileProblems):
     def keys(self, mapping: Any, allowed: set[str], what: str) -> bool:
         if not isinstance(mapping, dict):
             self.error(0, f"{what} must be a mapping")
             return False
-        for key in mapping:
-            if key != LINE and key not in allowed:
-                self.error(
-                    mapping[LINE],
-                    f"unknown key '{key}' in {what} (known: {', '.join(sorted(allowed))})",
-                )
+        self.unknown_keys(mapping, allowed, what)
         return True
 
     def number(

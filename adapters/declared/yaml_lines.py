@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,31 @@ class DeclarationInvalid(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+class FileProblems:
+    """The problems found in one declared file, each with its line: what every checker of a
+    YAML file (systems, event sources, campaigns) shares."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def error(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.file, line, message))
+
+    def unknown_keys(
+        self, mapping: dict, allowed: Iterable[str], what: str, line: int | None = None
+    ) -> None:
+        """One error per key of ``mapping`` not in ``allowed`` (at ``line``, else the
+        mapping's own)."""
+        known = set(allowed)
+        for key in mapping:
+            if key != LINE and key not in known:
+                self.error(
+                    mapping.get(LINE, 0) if line is None else line,
+                    f"unknown key '{key}' in {what} (known: {', '.join(sorted(known))})",
+                )
 
 
 class LineLoader(yaml.SafeLoader):
