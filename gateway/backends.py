@@ -284,6 +284,7 @@ def build_backends(
         care=care,
         identity_store=store,
         identity_resolver=IdentityResolver(store, billing, care),
+        max_offers=settings.graphql.max_offers,
         max_page_size=settings.graphql.max_page_size,
         verifications=SqlVerificationStore(engine),
         systems=systems,

@@ -46,8 +46,6 @@ KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "ES512": ("EC", "P-521"),
     "EdDSA": ("OKP", None),
 }
-MAX_CLAIM_LENGTH = 128
-MAX_SCOPES = 64
 
 
 def _unauthenticated(reason: str, message: str = "Invalid bearer token.") -> CredentialRefused:
@@ -241,7 +239,7 @@ class JwtVerifier:
         if not isinstance(algorithm, str) or algorithm not in settings.algorithms:
             raise _unauthenticated("algorithm not allowed")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not kid or len(kid) > MAX_CLAIM_LENGTH:
+        if not isinstance(kid, str) or not kid or len(kid) > settings.max_kid_length:
             raise _unauthenticated("no kid in the token header")
         key = await self._keys.get(kid)
         if key is None:
@@ -304,7 +302,9 @@ class JwtVerifier:
             subject=subject,
             role=role,
             channel=channel,
-            scopes=_scopes(claims.get(settings.scope_claim)),
+            scopes=_scopes(
+                claims.get(settings.scope_claim), settings.max_scopes, settings.max_scope_length
+            ),
             partner=partner,
             credential_id=credential_id_of(settings.issuer, kid, subject),
         )
@@ -317,14 +317,15 @@ def _name(claims: Mapping[str, Any], claim: str, max_length: int) -> str | None:
     return None
 
 
-def _scopes(value: Any) -> frozenset[str]:
-    """``scope`` as OAuth2 sends it (space-separated), or a list claim (``scp``, Azure)."""
+def _scopes(value: Any, max_scopes: int, max_length: int) -> frozenset[str]:
+    """``scope`` as OAuth2 sends it (space-separated), or a list claim (``scp``, Azure): more
+    than ``max_scopes`` items is a refusal, an item longer than ``max_length`` is dropped."""
     if isinstance(value, str):
         items = value.split()
     elif isinstance(value, list):
         items = [item for item in value if isinstance(item, str)]
     else:
         return frozenset()
-    if len(items) > MAX_SCOPES:
+    if len(items) > max_scopes:
         raise _unauthenticated("too many scopes")
-    return frozenset(item for item in items if 0 < len(item) <= MAX_CLAIM_LENGTH)
+    return frozenset(item for item in items if 0 < len(item) <= max_length)

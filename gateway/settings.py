@@ -114,6 +114,13 @@ class CareSettings(BackendSettings):
 class GraphQLSettings(SettingsModel):
     graphiql: bool = Field(default=False, description="Serve GraphiQL on GET /graphql.")
     max_page_size: int = Field(default=200, ge=1, le=1000)
+    max_offers: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Largest `first` of Customer.nextBestOffers; more (or less than 1): "
+        "BAD_USER_INPUT naming the limit.",
+    )
     document_cache_size: int = Field(
         default=1024,
         ge=0,
@@ -220,6 +227,13 @@ class WorkflowSettings(SettingsModel):
         ge=0,
         description="At start, how long to wait for this executor id's liveness lock (held "
         "by a process still running under the same id) before refusing to start.",
+    )
+    max_description_chars: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Longest complaint description fileComplaint accepts (characters, after "
+        "trimming); longer: BAD_USER_INPUT naming the limit, nothing starts.",
     )
 
 
@@ -477,6 +491,13 @@ class AuditSettings(SettingsModel):
         le=100_000,
         description="Records an export reads and writes at a time (its memory per download).",
     )
+    max_search_page: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        description="Largest `first` of auditLog (records per page); more (or less than 1): "
+        "BAD_USER_INPUT naming the limit.",
+    )
 
 
 #: Signature algorithms a bearer token may use: asymmetric only. ``none`` and the HMAC family
@@ -533,6 +554,25 @@ class OidcSettings(SettingsModel):
     )
     jwks_max_bytes: int = Field(
         default=262_144, ge=1024, description="Largest JWKS document read (file or URL)."
+    )
+    max_kid_length: int = Field(
+        default=128,
+        ge=1,
+        le=1024,
+        description="Longest `kid` a token header may name (characters); longer: 401.",
+    )
+    max_scopes: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Scope items a token may carry (the scope claim split); more: 401.",
+    )
+    max_scope_length: int = Field(
+        default=128,
+        ge=1,
+        le=1024,
+        description="Longest scope item kept (characters); a longer one is dropped, the "
+        "token still counts without it.",
     )
     channel_claim: str = Field(default="channel", min_length=1)
     role_claim: str = Field(default="role", min_length=1)

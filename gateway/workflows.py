@@ -65,5 +65,10 @@ def build_workflows(
     )
     return WorkflowWiring(
         engine=WorkflowEngine(config, runtime),
-        services=Workflows(store, bus, workflow_settings.subscription_poll_s),
+        services=Workflows(
+            store,
+            bus,
+            workflow_settings.subscription_poll_s,
+            max_description_chars=workflow_settings.max_description_chars,
+        ),
     )

@@ -35,12 +35,21 @@ def _workflow(kind: str) -> Any:
 class Workflows:
     """Start and signal workflows; read requests through ``store``."""
 
-    def __init__(self, store: RequestStore, bus: EventBus, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: RequestStore,
+        bus: EventBus,
+        poll_s: float = 1.0,
+        *,
+        max_description_chars: int,
+    ) -> None:
         self.store = store
         self.bus = bus
         #: How often a subscription looks at the history table without an in-process wake-up
         #: (events written by another replica).
         self.poll_s = poll_s
+        #: The longest complaint description fileComplaint accepts (characters).
+        self.max_description_chars = max_description_chars
 
     async def start(
         self,

@@ -20,8 +20,9 @@ from schema.timestamps import from_micros
 from schema.types import GraphInfo, PageInfo
 
 AUDITOR_ROLE = "auditor"
-MAX_PAGE = 200
-MAX_FILTER_TEXT = 128  # the longest text column a filter compares (subject, operation)
+#: Fixed, not a setting: the widest text column a filter is compared with (subject,
+#: operation_name: 128 characters); a longer value could match nothing.
+MAX_FILTER_TEXT = 128
 CURSOR_PREFIX = "seq:"
 
 
@@ -298,8 +299,9 @@ class AuditQuery:
         after: str | None = None,
     ) -> AuditConnection:
         reader = _auditor_log(info)
-        if not 1 <= first <= MAX_PAGE:
-            raise bad_input(f"first must be between 1 and {MAX_PAGE}.")
+        limit = reader.max_search_page
+        if not 1 <= first <= limit:
+            raise bad_input(f"first must be between 1 and {limit}.")
         page = await reader.search(_search(filter), first, _after(after) if after else None)
         nodes = [AuditRecord.of(e) for e in page.entries]
         return AuditConnection(

@@ -96,6 +96,9 @@ class VerificationReport:
 
 
 class AuditReader(Protocol):
+    #: The largest ``first`` a search may ask for (setting ``audit.max_search_page``).
+    max_search_page: int
+
     async def search(self, search: AuditSearch, first: int, after_seq: int | None) -> AuditPage:
         """Records matching the filter, newest first, at most ``first``."""
         ...

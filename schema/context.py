@@ -33,6 +33,8 @@ class Backends:
     care: CareSystem
     identity_store: IdentityStore
     identity_resolver: IdentityResolver
+    #: The largest ``first`` of ``Customer.nextBestOffers`` (setting ``graphql.max_offers``).
+    max_offers: int
     max_page_size: int = 200
     #: Where verifications (OTP, ID-card checks) are kept; None where nothing verifies.
     verifications: VerificationStore | None = None

@@ -40,7 +40,6 @@ IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 #: Offers and the campaigns that made them say what the hub inferred about the customer:
 #: their own data class, decided by the policy like every other personal field.
 OFFER_CLASS = DataClass("marketing_offer")
-MAX_OFFERS = 20
 
 
 def _marketing(info: GraphInfo) -> MarketingServices:
@@ -132,8 +131,9 @@ def _ranked(rows: list[OfferRow], first: int) -> list[NextBestOffer]:
 
 
 async def next_best_offers(info: GraphInfo, customer_id: str, first: int) -> list[NextBestOffer]:
-    if not 1 <= first <= MAX_OFFERS:
-        raise bad_input(f"first must be between 1 and {MAX_OFFERS}.")
+    limit = info.context.backends.max_offers  # graphql.max_offers
+    if not 1 <= first <= limit:
+        raise bad_input(f"first must be between 1 and {limit}.")
     services = info.context.backends.marketing
     if services is None:
         return []

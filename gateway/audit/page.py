@@ -26,7 +26,9 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 
-PAGE_SIZES = (10, 25, 50, 100, 200)  # the API's MAX_PAGE is 200
+#: Up to audit.max_search_page at its default (200); with a smaller setting the API refuses
+#: the larger sizes (BAD_USER_INPUT, shown on the page).
+PAGE_SIZES = (10, 25, 50, 100, 200)
 
 PAGE = """<!doctype html>
 <html lang="en">

@@ -70,10 +70,12 @@ class AuditLogReader:
         engine: AsyncEngine,
         hasher: CustomerHasher,
         verify: Callable[[bool], Awaitable[VerificationReport]],
+        max_search_page: int,
     ) -> None:
         self._engine = engine
         self._hasher = hasher
         self._verify = verify
+        self.max_search_page = max_search_page
 
     async def search(self, search: AuditSearch, first: int, after_seq: int | None) -> AuditPage:
         query = search_query(search, self._hasher)

@@ -88,7 +88,9 @@ class AuditLog:
             max_batch=settings.max_batch,
             wal_checkpoint_every_s=settings.wal_checkpoint_every_s,
         )
-        self.reader = AuditLogReader(engine, self.hasher, self.verify_latest)
+        self.reader = AuditLogReader(
+            engine, self.hasher, self.verify_latest, max_search_page=settings.max_search_page
+        )
         self.refusals = RefusalCounter(
             codes=frozenset(settings.refusal_codes),
             window_s=settings.refusal_window_s,
