@@ -26,8 +26,8 @@ from policies.masks import DataClass
 from schema.classified import classified
 from schema.cost import FieldCost, ListSize, declare_field_cost
 from schema.customer_scope import CustomerScope
-from schema.errors import bad_input, identity_conflict
-from schema.types import Customer, Money
+from schema.errors import identity_conflict
+from schema.types import Customer, Money, check_page
 
 PYTHON_TYPES: dict[str, type] = {
     "string": str,
@@ -91,13 +91,6 @@ def _page_type(name: str, item: type) -> type:
     return strawberry.type(type(name, (), namespace), name=name)
 
 
-def _check_page(first: int, offset: int, limit: int) -> None:
-    if not 1 <= first <= limit:
-        raise bad_input(f"first must be between 1 and {limit}.")
-    if offset < 0:
-        raise bad_input("offset must not be negative.")
-
-
 def _instance(record_type: type, values: Record, located: tuple[str, str] | None) -> Any:
     names = {f.python_name for f in get_object_definition(record_type, strict=True).fields}
     nested = _NESTED_TYPES.get(record_type, {})
@@ -121,10 +114,11 @@ def _instance(record_type: type, values: Record, located: tuple[str, str] | None
 def _connection_field(spec: SystemSpec, connection: ConnectionSpec, item_type: type) -> Any:
     page_type = _page_type(f"{connection.type}Page", item_type)
     operation = spec.operations[connection.operation]
-    limit = operation.max_limit or 200
 
     async def resolve(root: Any, info: Info, first: int = connection.first, offset: int = 0) -> Any:
-        _check_page(first, offset, limit)
+        # The hub's page limit (what the cost limit assumes), and the system's own if lower.
+        hub_limit = info.context.backends.max_page_size
+        check_page(first, offset, min(operation.max_limit or hub_limit, hub_limit))
         instance, _ = root._located
         key = getattr(root, connection.key)
         if key is None:

@@ -239,11 +239,17 @@ class PaymentPage:
     items: list[Payment]
 
 
-def _check_page(first: int, offset: int, limit: int = 200) -> None:
+def check_page(first: int, offset: int, limit: int) -> None:
+    """A page's arguments: 1 to ``limit`` items from a non-negative offset."""
     if not 1 <= first <= limit:
         raise bad_input(f"first must be between 1 and {limit}.")
     if offset < 0:
         raise bad_input("offset must not be negative.")
+
+
+def _check_page(info: GraphInfo, first: int, offset: int) -> None:
+    # Within graphql.max_page_size: what the cost limit assumes a page holds at most.
+    check_page(first, offset, info.context.backends.max_page_size)
 
 
 @strawberry.type(description="An account in the billing system.")
@@ -279,7 +285,7 @@ class BillingAccount:
 
     @strawberry.field(description="Monthly bills, newest first.")
     async def bills(self, info: GraphInfo, first: int = 12, offset: int = 0) -> BillPage | None:
-        _check_page(first, offset)
+        _check_page(info, first, offset)
         page = await info.context.backends.billing.list_bills(self.id, offset, first)
         return BillPage(total_count=page.total, items=[Bill.of(b) for b in page.items])
 
@@ -287,7 +293,7 @@ class BillingAccount:
     async def payments(
         self, info: GraphInfo, first: int = 10, offset: int = 0
     ) -> PaymentPage | None:
-        _check_page(first, offset)
+        _check_page(info, first, offset)
         page = await info.context.backends.billing.list_payments(self.id, offset, first)
         return PaymentPage(
             total_count=page.total,
@@ -431,7 +437,7 @@ class Customer:
         extensions=[CustomerScope()],
     )
     async def tickets(self, info: GraphInfo, first: int = 10) -> list[Ticket] | None:
-        _check_page(first, 0)
+        _check_page(info, first, 0)
         per_party = await info.context.loaders.tickets.load_many(self._keys_of("care"))
         tickets = sorted(
             (t for found in per_party for t in found),
@@ -444,7 +450,7 @@ class Customer:
         description="Interactions in the care system, newest first.", extensions=[CustomerScope()]
     )
     async def interactions(self, info: GraphInfo, first: int = 10) -> list[Interaction] | None:
-        _check_page(first, 0)
+        _check_page(info, first, 0)
         per_party = await info.context.loaders.interactions.load_many(self._keys_of("care"))
         found = sorted(
             (i for items in per_party for i in items),

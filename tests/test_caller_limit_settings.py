@@ -28,6 +28,7 @@ from gateway.policy_store import DEFAULT_POLICY_FILE
 from gateway.settings import OidcSettings, load_settings
 from simulators.seed import seed_dataset
 from tests.harness import gateway_env, issue_key, post_graphql, running_gateway, running_simulators
+from tests.test_systems import members
 from tests.workflow_hub import active_line, clean_customers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,6 +202,7 @@ class LimitedHub:
     url: str
     keys: dict[str, str]
     customer_id: str
+    member_customer_id: str  # a customer with a loyalty membership (a declared connection)
 
     def post(self, channel: str, document: str, variables: dict) -> dict:
         response = post_graphql(self.url, self.keys[channel], document, variables)
@@ -228,20 +230,24 @@ def limited_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedHub
             SWITCHBOARD_GRAPHQL__MAX_OFFERS="3",
             SWITCHBOARD_AUDIT__MAX_SEARCH_PAGE="3",
             SWITCHBOARD_WORKFLOWS__MAX_DESCRIPTION_CHARS="12",
+            SWITCHBOARD_GRAPHQL__MAX_PAGE_SIZE="5",
         )
         keys = {
             "agent": issue_key(env, channel="agent", role="agent", scopes=("customer:read",)),
             "audit": issue_key(env, channel="audit", role="auditor"),
         }
         with running_gateway(env, state / "gateway.log") as url:
+
+            def found_by(msisdn: str) -> str:
+                document = "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }"
+                answer = post_graphql(url, keys["agent"], document, {"m": msisdn}).json()
+                return answer["data"]["customerByMsisdn"]["id"]
+
             msisdn = active_line(next(clean_customers(SEED, CUSTOMERS))).msisdn
-            found = post_graphql(
-                url,
-                keys["agent"],
-                "query($m: String!) { customerByMsisdn(msisdn: $m) { id } }",
-                {"m": msisdn},
-            ).json()
-            yield LimitedHub(url, keys, found["data"]["customerByMsisdn"]["id"])
+            member = next(m for m in members(data_dir) if m["status"] == "ACTIVE")
+            yield LimitedHub(
+                url, keys, found_by(msisdn), found_by(member["msisdn"].removeprefix("+86"))
+            )
 
 
 def _refused(answer: dict, message: str) -> None:
@@ -287,3 +293,24 @@ def test_a_complaint_description_takes_at_most_workflows_max_description_chars(l
     answer = complaint("No signal!!!")  # exactly 12
     assert "errors" not in answer, answer["errors"]
     assert answer["data"]["fileComplaint"]["kind"] == "complaint"
+
+
+NESTED_PAGES = """
+query($id: ID!, $n: Int!) { customer(id: $id) {
+  billingAccounts { bills(first: $n) { totalCount } payments(first: $n) { totalCount } }
+  tickets(first: $n) { id } interactions(first: $n) { id }
+  loyaltyMembers { pointsHistory(first: $n) { totalCount } } } }"""
+
+
+def test_every_nested_page_takes_at_most_graphql_max_page_size(limited_hub):
+    """bills, payments, tickets, interactions and a declared system's connection alike:
+    past graphql.max_page_size (5 here) a page is refused, as the cost limit assumes."""
+    for customer in (limited_hub.customer_id, limited_hub.member_customer_id):
+        answer = limited_hub.post("agent", NESTED_PAGES, {"id": customer, "n": 6})
+        messages = {(e["extensions"]["code"], e["message"]) for e in answer["errors"]}
+        assert messages == {("BAD_USER_INPUT", "first must be between 1 and 5.")}, answer
+        answer = limited_hub.post("agent", NESTED_PAGES, {"id": customer, "n": 5})
+        assert "errors" not in answer, answer["errors"]
+    member = limited_hub.post("agent", NESTED_PAGES, {"id": limited_hub.member_customer_id, "n": 6})
+    refused = {tuple(e["path"][-1:]) for e in member["errors"]}
+    assert ("pointsHistory",) in refused and ("bills",) in refused
