@@ -118,7 +118,8 @@ def _connection_field(spec: SystemSpec, connection: ConnectionSpec, item_type: t
     async def resolve(root: Any, info: Info, first: int = connection.first, offset: int = 0) -> Any:
         # The hub's page limit (what the cost limit assumes), and the system's own if lower.
         hub_limit = info.context.backends.max_page_size
-        check_page(first, offset, min(operation.max_limit or hub_limit, hub_limit))
+        limit = min(operation.max_limit or hub_limit, hub_limit)
+        first = check_page(first, offset, limit, connection.first)
         instance, _ = root._located
         key = getattr(root, connection.key)
         if key is None:

@@ -239,17 +239,22 @@ class PaymentPage:
     items: list[Payment]
 
 
-def check_page(first: int, offset: int, limit: int) -> None:
-    """A page's arguments: 1 to ``limit`` items from a non-negative offset."""
+def check_page(first: int, offset: int, limit: int, default: int) -> int:
+    """A page's size: 1 to ``limit`` items from a non-negative offset. The field's own
+    default, when above the limit, is cut to it: a caller that did not choose a size is not
+    refused for the hub's setting."""
+    if first == default:
+        first = min(first, limit)
     if not 1 <= first <= limit:
         raise bad_input(f"first must be between 1 and {limit}.")
     if offset < 0:
         raise bad_input("offset must not be negative.")
+    return first
 
 
-def _check_page(info: GraphInfo, first: int, offset: int) -> None:
+def _check_page(info: GraphInfo, first: int, offset: int, default: int) -> int:
     # Within graphql.max_page_size: what the cost limit assumes a page holds at most.
-    check_page(first, offset, info.context.backends.max_page_size)
+    return check_page(first, offset, info.context.backends.max_page_size, default)
 
 
 @strawberry.type(description="An account in the billing system.")
@@ -285,7 +290,7 @@ class BillingAccount:
 
     @strawberry.field(description="Monthly bills, newest first.")
     async def bills(self, info: GraphInfo, first: int = 12, offset: int = 0) -> BillPage | None:
-        _check_page(info, first, offset)
+        first = _check_page(info, first, offset, default=12)
         page = await info.context.backends.billing.list_bills(self.id, offset, first)
         return BillPage(total_count=page.total, items=[Bill.of(b) for b in page.items])
 
@@ -293,7 +298,7 @@ class BillingAccount:
     async def payments(
         self, info: GraphInfo, first: int = 10, offset: int = 0
     ) -> PaymentPage | None:
-        _check_page(info, first, offset)
+        first = _check_page(info, first, offset, default=10)
         page = await info.context.backends.billing.list_payments(self.id, offset, first)
         return PaymentPage(
             total_count=page.total,
@@ -437,7 +442,7 @@ class Customer:
         extensions=[CustomerScope()],
     )
     async def tickets(self, info: GraphInfo, first: int = 10) -> list[Ticket] | None:
-        _check_page(info, first, 0)
+        first = _check_page(info, first, 0, default=10)
         per_party = await info.context.loaders.tickets.load_many(self._keys_of("care"))
         tickets = sorted(
             (t for found in per_party for t in found),
@@ -450,7 +455,7 @@ class Customer:
         description="Interactions in the care system, newest first.", extensions=[CustomerScope()]
     )
     async def interactions(self, info: GraphInfo, first: int = 10) -> list[Interaction] | None:
-        _check_page(info, first, 0)
+        first = _check_page(info, first, 0, default=10)
         per_party = await info.context.loaders.interactions.load_many(self._keys_of("care"))
         found = sorted(
             (i for items in per_party for i in items),

@@ -314,3 +314,22 @@ def test_every_nested_page_takes_at_most_graphql_max_page_size(limited_hub):
     member = limited_hub.post("agent", NESTED_PAGES, {"id": limited_hub.member_customer_id, "n": 6})
     refused = {tuple(e["path"][-1:]) for e in member["errors"]}
     assert ("pointsHistory",) in refused and ("bills",) in refused
+
+
+DEFAULT_PAGES = """
+query($id: ID!) { customer(id: $id) {
+  billingAccounts { bills { totalCount items { id } } payments { totalCount } }
+  tickets { id } interactions { id }
+  loyaltyMembers { pointsHistory { totalCount items { entryId } } } } }"""
+
+
+def test_a_field_s_default_page_above_the_setting_is_cut_to_it_not_refused(limited_hub):
+    """The defaults (bills 12, the others 10) are above max_page_size (5): a caller that chose
+    no size gets at most 5 items, not an error."""
+    answer = limited_hub.post("agent", DEFAULT_PAGES, {"id": limited_hub.member_customer_id})
+    assert "errors" not in answer, answer["errors"]
+    customer = answer["data"]["customer"]
+    assert all(len(a["bills"]["items"]) <= 5 for a in customer["billingAccounts"])
+    assert len(customer["tickets"]) <= 5 and len(customer["interactions"]) <= 5
+    (member,) = customer["loyaltyMembers"]
+    assert len(member["pointsHistory"]["items"]) <= 5
