@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,6 +235,14 @@ class WorkflowSettings(SettingsModel):
         le=100_000,
         description="Longest complaint description fileComplaint accepts (characters, after "
         "trimming); longer: BAD_USER_INPUT naming the limit, nothing starts.",
+    )
+    max_agent_credit: Decimal = Field(
+        default=Decimal("500.00"),
+        gt=0,
+        le=1_000_000,
+        decimal_places=2,
+        description="Largest billing credit an agent may grant with resolveComplaint(credit:); "
+        "more: BAD_USER_INPUT naming the limit, nothing is signalled.",
     )
 
 

@@ -70,5 +70,6 @@ def build_workflows(
             bus,
             workflow_settings.subscription_poll_s,
             max_description_chars=workflow_settings.max_description_chars,
+            max_agent_credit=workflow_settings.max_agent_credit,
         ),
     )

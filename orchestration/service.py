@@ -10,6 +10,7 @@ caller reads the request's state from the hub's tables.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
@@ -42,6 +43,7 @@ class Workflows:
         poll_s: float = 1.0,
         *,
         max_description_chars: int,
+        max_agent_credit: Decimal = Decimal("500.00"),
     ) -> None:
         self.store = store
         self.bus = bus
@@ -50,6 +52,8 @@ class Workflows:
         self.poll_s = poll_s
         #: The longest complaint description fileComplaint accepts (characters).
         self.max_description_chars = max_description_chars
+        #: The largest credit resolveComplaint(credit:) grants.
+        self.max_agent_credit = max_agent_credit
 
     async def start(
         self,

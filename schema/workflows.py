@@ -38,7 +38,6 @@ REQUEST_ID = re.compile(r"(complaint|plan_change|handoff)-[0-9a-f]{24}")
 OFFERING_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 ID_CARD = re.compile(r"[0-9]{17}[0-9X]")
 SERVICES = ("SIM_REPLACEMENT", "OWNERSHIP_CHECK")
-MAX_CREDIT = Decimal("500.00")
 
 #: Scopes a partner credential needs per mutation (other channels: their channel profile).
 PARTNER_SCOPES = {
@@ -359,16 +358,17 @@ class WorkflowMutation:
         key = _check_key(idempotency_key)
         message: dict[str, Any] = {"action": "resolve", "actor": principal.credential_id}
         if credit is not None:
+            limit = _workflows(info).max_agent_credit  # workflows.max_agent_credit
             try:
                 amount = Decimal(credit)
             except InvalidOperation:
                 raise bad_input("credit must be an amount such as 10.00.") from None
             if (
                 not amount.is_finite()
-                or not (0 < amount <= MAX_CREDIT)
+                or not (0 < amount <= limit)
                 or amount != amount.quantize(Decimal("0.01"))
             ):
-                raise bad_input(f"credit must be above 0 and at most {MAX_CREDIT}, in cents.")
+                raise bad_input(f"credit must be above 0 and at most {limit}, in cents.")
             message["credit"] = str(amount)
         row = await _request(info, str(request_id), "complaint")
         _act_for(info, row.customer_id)

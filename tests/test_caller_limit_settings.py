@@ -38,6 +38,7 @@ LIMITS = [
     ("graphql", "max_offers", 20, 0, 1001),
     ("audit", "max_search_page", 200, 0, 1001),
     ("workflows", "max_description_chars", 2000, 0, 100_001),
+    ("workflows", "max_agent_credit", 500, 0, 1_000_001),
     ("auth.oidc", "max_kid_length", 128, 0, 1025),
     ("auth.oidc", "max_scopes", 64, 0, 1025),
     ("auth.oidc", "max_scope_length", 128, 0, 1025),
@@ -231,6 +232,7 @@ def limited_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedHub
             SWITCHBOARD_AUDIT__MAX_SEARCH_PAGE="3",
             SWITCHBOARD_WORKFLOWS__MAX_DESCRIPTION_CHARS="12",
             SWITCHBOARD_GRAPHQL__MAX_PAGE_SIZE="5",
+            SWITCHBOARD_WORKFLOWS__MAX_AGENT_CREDIT="5.00",
         )
         keys = {
             "agent": issue_key(env, channel="agent", role="agent", scopes=("customer:read",)),
@@ -333,3 +335,19 @@ def test_a_field_s_default_page_above_the_setting_is_cut_to_it_not_refused(limit
     assert len(customer["tickets"]) <= 5 and len(customer["interactions"]) <= 5
     (member,) = customer["loyaltyMembers"]
     assert len(member["pointsHistory"]["items"]) <= 5
+
+
+RESOLVE = """
+mutation($id: ID!, $key: String!, $credit: String) {
+  resolveComplaint(requestId: $id, idempotencyKey: $key, credit: $credit) { id } }"""
+
+
+def test_an_agent_credit_takes_at_most_workflows_max_agent_credit(limited_hub):
+    unknown = {"id": "complaint-" + "0" * 24, "key": f"test-{uuid.uuid4().hex[:16]}"}
+    _refused(
+        limited_hub.post("agent", RESOLVE, {**unknown, "credit": "5.01"}),
+        "credit must be above 0 and at most 5.00, in cents.",
+    )
+    within = limited_hub.post("agent", RESOLVE, {**unknown, "credit": "5.00"})
+    # Past the credit check: the request itself is looked up next (and is not there).
+    assert [e["extensions"]["code"] for e in within["errors"]] != ["BAD_USER_INPUT"], within
