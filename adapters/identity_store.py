@@ -2,7 +2,10 @@
 
 Stored with SQLAlchemy (SQLite by default, PostgreSQL when scaled). Resolution is recorded per
 customer and system, so a system that could not be asked stays unresolved and is asked again
-later, while what was settled is never re-guessed.
+later, while a link or a conflict is never re-guessed. "Absent" (the system had no record for
+the customer) is not final: systems open records every day, so an absent outcome older than
+``absent_recheck_s`` counts as unresolved again, and the next request that needs the system
+asks it once more (then linked, or absent for another period).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     Column,
@@ -107,6 +110,8 @@ class Identity:
     links: tuple[Link, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     outcomes: dict[str, str] = field(default_factory=dict)
+    #: When the oldest "absent" outcome in ``outcomes`` falls due to be asked again.
+    recheck_at: datetime | None = None
 
     def keys(self, system: str) -> tuple[str, ...]:
         return tuple(link.key for link in self.links if link.system == system)
@@ -129,14 +134,29 @@ def _now() -> datetime:
 
 #: Systems whose resolution settles an identity for good (see IdentityStore's cache).
 SETTLED_WHEN_RESOLVED = ("billing", "care")
-#: Settled identities kept per process by default (setting ``settled_identities_remembered``).
+#: Settled identities kept per process by default (setting ``identity.settled_remembered``).
 SETTLED_REMEMBERED = 200_000
+#: How long "absent in a system" holds before the system is asked again, by default
+#: (setting ``identity.absent_recheck_s``).
+ABSENT_RECHECK_S = 3600.0
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class IdentityStore:
-    def __init__(self, engine: AsyncEngine, *, remembered: int = SETTLED_REMEMBERED) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        remembered: int = SETTLED_REMEMBERED,
+        absent_recheck_s: float = ABSENT_RECHECK_S,
+    ) -> None:
         self._engine = engine
         self._remembered = remembered
+        self._absent_recheck = timedelta(seconds=absent_recheck_s)
         # Identities resolved in every system never change afterwards (links are only added
         # for a system still unresolved), so they are kept in memory: the crosswalk then costs
         # no database round trip on the hot path, in every replica alike.
@@ -163,8 +183,14 @@ class IdentityStore:
         settled: dict[str, Identity],
         key_of: Callable[[Identity], str],
     ) -> dict[str, Identity]:
-        """Identities by one of their keys: settled ones from memory, the rest from the table."""
-        found = {k: settled[k] for k in keys if k in settled}
+        """Identities by one of their keys: settled ones from memory, the rest from the table
+        (and those whose "absent" outcome falls due to be asked again)."""
+        now = _now()
+        found = {
+            k: i
+            for k in keys
+            if (i := settled.get(k)) is not None and (i.recheck_at is None or i.recheck_at > now)
+        }
         missing = [k for k in keys if k not in found]
         if missing:
             async with self._engine.connect() as conn:
@@ -269,14 +295,26 @@ class IdentityStore:
                 await conn.execute(self._insert_ignoring_duplicates(identity_link), links)
             if conflicts:
                 await conn.execute(identity_conflict.insert(), conflicts)
-            await conn.execute(self._insert_ignoring_duplicates(identity_resolution), outcomes)
+            await conn.execute(self._outcomes_upsert(), outcomes)
 
     def _insert_ignoring_duplicates(self, table: Table):  # type: ignore[no-untyped-def]
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
+        return self._dialect().insert(table).on_conflict_do_nothing()
 
-    @staticmethod
-    async def _assemble(conn: AsyncConnection, pairs: dict[str, str]) -> dict[str, Identity]:
+    def _outcomes_upsert(self):  # type: ignore[no-untyped-def]
+        """New outcomes are inserted; one over an existing "absent" (asked again once due)
+        replaces it, with its time; a link or conflict already recorded is kept (two
+        requests racing to resolve the same customer)."""
+        insert = self._dialect().insert(identity_resolution)
+        return insert.on_conflict_do_update(
+            index_elements=[identity_resolution.c.hub_id, identity_resolution.c.system],
+            set_={"outcome": insert.excluded.outcome, "resolved_at": insert.excluded.resolved_at},
+            where=identity_resolution.c.outcome == "absent",
+        )
+
+    def _dialect(self):  # type: ignore[no-untyped-def]
+        return postgresql if self._engine.dialect.name == "postgresql" else sqlite
+
+    async def _assemble(self, conn: AsyncConnection, pairs: dict[str, str]) -> dict[str, Identity]:
         if not pairs:
             return {}
         ids = list(pairs)
@@ -291,9 +329,17 @@ class IdentityStore:
         ):
             conflicts[r.hub_id].append(Conflict(r.system, r.kind, r.detail))
         outcomes: dict[str, dict[str, str]] = {h: {} for h in ids}
+        recheck_at: dict[str, datetime] = {}
+        due = _now() - self._absent_recheck
         for r in await conn.execute(
             select(identity_resolution).where(identity_resolution.c.hub_id.in_(ids))
         ):
+            if r.outcome == "absent":
+                resolved_at = _aware(r.resolved_at)
+                if resolved_at <= due:
+                    continue  # due to be asked again: unresolved until then
+                again = resolved_at + self._absent_recheck
+                recheck_at[r.hub_id] = min(recheck_at.get(r.hub_id, again), again)
             outcomes[r.hub_id][r.system] = r.outcome
         return {
             hub_id: Identity(
@@ -302,6 +348,7 @@ class IdentityStore:
                 links=tuple(links[hub_id]),
                 conflicts=tuple(conflicts[hub_id]),
                 outcomes=outcomes[hub_id],
+                recheck_at=recheck_at.get(hub_id),
             )
             for hub_id, customer_no in pairs.items()
         }

@@ -277,7 +277,11 @@ def build_backends(
         if spec.identity is not None
         for instance in spec.instance_names
     }
-    store = IdentityStore(engine, remembered=settings.settled_identities_remembered)
+    store = IdentityStore(
+        engine,
+        remembered=settings.identity.settled_remembered,
+        absent_recheck_s=settings.identity.absent_recheck_s,
+    )
     backends = Backends(
         customer_system=customer_system,
         billing=billing,

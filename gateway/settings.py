@@ -674,6 +674,25 @@ class AuthSettings(SettingsModel):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
 
+class IdentitySettings(SettingsModel):
+    """The identity crosswalk (adapters/identity_store.py, docs/architecture.md "Identity")."""
+
+    absent_recheck_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=366 * 86400,
+        description="A system that had no record for a customer is asked again after this "
+        "(systems open records every day); shorter: more lookups of customers still absent.",
+    )
+    settled_remembered: int = Field(
+        default=200_000,
+        ge=0,
+        description="Customers resolved in every system whose crosswalk identity each process "
+        "keeps in memory (no database round trip for them); past it the memory is emptied "
+        "and refilled; 0 keeps none.",
+    )
+
+
 class WebSocketSettings(SettingsModel):
     """Limits on one websocket connection (gateway/ws_limits.py, docs/security.md)."""
 
@@ -901,13 +920,6 @@ class Settings(BaseSettings):
         description="With workers > 1: seconds a worker may take to answer the supervisor's "
         "health check (uvicorn's default, 5, kills workers still importing on a busy host).",
     )
-    settled_identities_remembered: int = Field(
-        default=200_000,
-        ge=0,
-        description="Customers resolved in every system whose crosswalk identity each process "
-        "keeps in memory (no database round trip for them); past it the memory is emptied "
-        "and refilled; 0 keeps none.",
-    )
     systems_dir: Path | None = Field(
         default=None,
         description="Folder of declared systems (one sub-folder each: system.yaml + "
@@ -947,6 +959,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     trusted_documents: TrustedDocumentsSettings = Field(default_factory=TrustedDocumentsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)

@@ -32,7 +32,8 @@ SETTINGS = [
     ("scaled", "eviction_max_message_bytes", 4096, 1023, 1_048_576),
     ("scaled", "summary_max_entries", 2, 0, 1000),
     ("scaled", "summary_max_entry_bytes", 2048, 1023, 65_536),
-    (None, "settled_identities_remembered", 0, -1, 200_000),
+    ("identity", "settled_remembered", 0, -1, 200_000),
+    ("identity", "absent_recheck_s", 60.0, 0, 3600.0),
 ]
 
 
@@ -152,11 +153,13 @@ async def test_the_hub_keeps_as_many_settled_identities_as_its_setting(sims, tmp
     from gateway.backends import build_backends
     from gateway.database import create_engine
 
-    monkeypatch.setenv("SWITCHBOARD_SETTLED_IDENTITIES_REMEMBERED", "7")
+    monkeypatch.setenv("SWITCHBOARD_IDENTITY__SETTLED_REMEMBERED", "7")
+    monkeypatch.setenv("SWITCHBOARD_IDENTITY__ABSENT_RECHECK_S", "90")
     settings = in_process_settings(sims, tmp_path, tracing_on=False)
     engine = create_engine(settings.database_url)
     try:
-        assert build_backends(settings, engine).backends.identity_store._remembered == 7
+        store = build_backends(settings, engine).backends.identity_store
+        assert (store._remembered, store._absent_recheck.total_seconds()) == (7, 90)
     finally:
         await engine.dispose()
 

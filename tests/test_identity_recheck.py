@@ -1,0 +1,76 @@
+"""A customer a declared system had no record for is linked once the system opens one: the
+"absent" outcome is asked again after ``identity.absent_recheck_s`` (here 1 s), through the
+real gateway, the real loyalty simulator and its own store (a member row added behind the
+hub's back, as the loyalty team would enrol the customer)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from simulators.seed import seed_dataset
+from tests.harness import gateway_env, issue_key, post_graphql, running_gateway, running_simulators
+from tests.test_systems import members
+from tests.workflow_hub import clean_customers
+
+SEED = 6161
+CUSTOMERS = 40
+MEMBERS = (
+    """query($m: String!) { customerByMsisdn(msisdn: $m) { id loyaltyMembers { memberNo } } }"""
+)
+
+
+def _not_a_member(data_dir: Path) -> tuple[str, dict]:
+    """A customer's MSISDN (national) that no member has, owned by the same loyalty instance
+    (same prefix range) as an existing member, whose row serves as a template."""
+    enrolled = members(data_dir)
+    numbers = {m["msisdn"] for m in enrolled}
+    for bundle in clean_customers(SEED, CUSTOMERS):
+        for line in bundle.subscribers:
+            e164 = "+86" + line.msisdn.removeprefix("+86")
+            if line.status == "A" and e164 not in numbers:
+                template = next(m for m in enrolled if m["msisdn"][3:6] == e164[3:6])
+                return e164.removeprefix("+86"), template
+    raise AssertionError("every customer of the dataset is a member")
+
+
+def _enrol(data_dir: Path, msisdn: str, template: dict) -> str:
+    member_no = template["member_no"][:-4] + "9999"
+    row = {**template, "member_no": member_no, "msisdn": "+86" + msisdn, "member_index": 99_999}
+    with sqlite3.connect(data_dir / "loyalty.db") as conn:
+        columns = ", ".join(row)
+        conn.execute(
+            f"INSERT INTO member ({columns}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+    return member_no
+
+
+def test_a_customer_absent_from_a_system_is_linked_once_the_system_has_a_record(tmp_path):
+    data_dir = tmp_path / "simdata"
+    data_dir.mkdir()
+    seed_dataset(data_dir, CUSTOMERS, SEED)
+    msisdn, template = _not_a_member(data_dir)
+    with running_simulators(data_dir) as sims:
+        env = gateway_env(
+            sims,
+            f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+            SWITCHBOARD_CACHE__ENABLED="false",
+            SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
+            SWITCHBOARD_IDENTITY__ABSENT_RECHECK_S="1",
+        )
+        key = issue_key(env, channel="agent", role="agent")
+        with running_gateway(env, tmp_path / "gateway.log") as url:
+
+            def memberships() -> list[dict]:
+                answer = post_graphql(url, key, MEMBERS, {"m": msisdn}).json()
+                assert "errors" not in answer, answer
+                return answer["data"]["customerByMsisdn"]["loyaltyMembers"]
+
+            assert memberships() == []  # resolved: absent in loyalty
+            member_no = _enrol(data_dir, msisdn, template)
+            deadline = time.monotonic() + 30
+            while (found := memberships()) == [] and time.monotonic() < deadline:
+                time.sleep(0.5)  # asked again once the absent outcome is a second old
+            assert found == [{"memberNo": member_no}]
