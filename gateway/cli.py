@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -75,6 +76,21 @@ def _export(overrides: dict[str, object], prefix: str = ENV_PREFIX) -> None:
             )
 
 
+def _app_or_refusal(settings: Settings) -> Any:
+    """The hub's app, or SettingsInvalid listing what is wrong in a file it reads at start-up
+    (a declared system, the policy, campaigns, insight rules, trusted documents, a JWKS)."""
+    from adapters.declared.yaml_lines import DeclarationInvalid
+    from gateway.app import create_app
+    from gateway.jwt_auth import JwksInvalid
+    from gateway.trusted_documents import ManifestInvalid
+    from policies.loader import PolicyInvalid
+
+    try:
+        return create_app(settings)
+    except (DeclarationInvalid, PolicyInvalid, ManifestInvalid, JwksInvalid) as error:
+        raise SettingsInvalid(f"cannot start:\n{error}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -94,8 +110,12 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         # Before any worker starts: each writes its metrics there, /metrics sums them.
         prepare_multiprocess_dir(replica_state_dir(settings.database_url), settings.port)
+    # The app built here first: a mistake in a file it reads stops the start with its
+    # problems (file:line each) instead of a traceback from inside uvicorn or every worker.
+    # One worker serves this very app; several import gateway.asgi and build their own.
+    app = _app_or_refusal(settings)
     uvicorn.run(
-        "gateway.asgi:app",
+        app if settings.workers == 1 else "gateway.asgi:app",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

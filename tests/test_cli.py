@@ -157,3 +157,38 @@ def test_every_settings_table_refuses_unknown_keys():
     assert {"billing", "cache.ttl_s", "workflows", "audit"} <= set(found)
     for path, model in found.items():
         assert model.model_config.get("extra") == "forbid", path
+
+
+@pytest.mark.parametrize("broken", ["system", "policy"])
+def test_serve_refuses_a_broken_file_with_its_problems_not_a_traceback(broken, tmp_path):
+    """A typo in a declared system or the policy stops `serve` before it listens: exit 2,
+    the problem with its file:line, no Python traceback."""
+    import shutil
+
+    from tests.harness import migrate_database
+
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
+    migrate_database(database_url)
+    env = {"PATH": "/usr/bin:/bin", "SWITCHBOARD_DATABASE_URL": database_url,
+           "SWITCHBOARD_CONFIG": str(tmp_path / "none.toml"),
+           "SWITCHBOARD_AUDIT__STATE_DIR": str(tmp_path / "keys"),
+           "SWITCHBOARD_PORT": str(free_ports(1)[0])}  # fmt: skip
+    if broken == "system":
+        systems = tmp_path / "systems"
+        shutil.copytree(REPO / "systems", systems)
+        mapping = systems / "loyalty" / "mapping.yaml"
+        mapping.write_text(mapping.read_text().replace("graph:", "graf:", 1))
+        env["SWITCHBOARD_SYSTEMS_DIR"] = str(systems)
+        where = f"{mapping}:"
+    else:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text((REPO / "policies/rules/default.yaml").read_text() + "colour: red\n")
+        env["SWITCHBOARD_POLICY_FILE"] = str(policy)
+        where = f"{policy}:"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot start" in done.stderr and where in done.stderr, done.stderr
