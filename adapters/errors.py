@@ -8,7 +8,26 @@ so it is never copied into one.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
+
+#: What a backend's error code may look like to be shown: a short token (``CRM-404``,
+#: ``102010002``, ``500``). A backend writes its codes itself, so one may hold anything, a
+#: phone, ID-card or bank card number included: eleven digits or more (separators left
+#: out) are taken for one of those.
+_SHOWN_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}")
+_LONG_NUMBER = re.compile(r"\d{11,}")
+_SEPARATORS = re.compile(r"[._:/-]")
+
+
+def shown_code(code: object) -> str | None:
+    """The backend's code if it is safe to log and show, else None (withheld)."""
+    if code is None:
+        return None
+    text = str(code)
+    if not _SHOWN_CODE.fullmatch(text) or _LONG_NUMBER.search(_SEPARATORS.sub("", text)):
+        return None
+    return text
 
 
 class AdapterError(Exception):
@@ -22,8 +41,9 @@ class AdapterError(Exception):
         super().__init__(f"{system}: {message}")
         self.system = system
         self.message = message
-        #: The backend's own error code (e.g. a BOSS ResultCode), safe to log and show.
-        self.backend_code = backend_code
+        #: The backend's own error code (e.g. a BOSS ResultCode) when it is a short token
+        #: with no long number in it: safe to log and show; anything else is withheld.
+        self.backend_code = shown_code(backend_code)
 
 
 class NotFound(AdapterError):

@@ -452,3 +452,25 @@ async def test_the_declared_boss_sends_its_settings_in_every_request_header(sims
             await moved.get_offerings()
     finally:
         await moved.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "shown"),
+    [
+        ("102010002", "102010002"),  # a BOSS result code
+        ("LTY-422", "LTY-422"),
+        ("500", "500"),
+        ("13800138000", None),  # a mobile number
+        ("138-0013-8000", None),
+        ("110101199003078888", None),  # an ID-card number
+        ("13800138000 110101199003078888", None),
+        ("x" * 33, None),  # long text
+        ("{'phone': '13800138000'}", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_a_backend_s_error_code_is_shown_only_when_it_is_a_short_token(code, shown):
+    from adapters.errors import BusinessRejected
+
+    assert BusinessRejected("billing", "refused", backend_code=code).backend_code == shown
