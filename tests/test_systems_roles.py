@@ -305,3 +305,64 @@ def test_customer_role_mistakes_are_refused_with_file_and_line(tmp_path, file, o
     found = [p for p in problems_of(folder) if expected in p]
     assert found, problems_of(folder)
     assert all(p.startswith(f"{path}:") and p.split(":")[1].isdigit() for p in found)
+
+
+# --- a role's answer for another record than the one asked for --------------------------------
+
+
+def _role(name: str) -> object:
+    spec = load_registry(BUNDLED_SYSTEMS_DIR).playing(name)
+    assert spec is not None
+    return play(spec, Endpoint("boss" if name == "customer" else name, "http://127.0.0.1:1"))
+
+
+@pytest.mark.parametrize(
+    "answered",
+    [
+        [("BA2", "B1")],  # another account's bill: its filter ignored
+        [("BA1", f"B{n}") for n in range(5)],  # more than the page asked for
+    ],
+)
+async def test_a_page_of_another_account_or_past_the_limit_is_refused(answered, monkeypatch):
+    from adapters.errors import BadResponse
+    from adapters.records import Page
+
+    billing = _role("billing")
+    bills = tuple(to_canonical("Bill", {"id": b, "accountId": a}) for a, b in answered)
+    assert all(b.account_id == a for b, (a, _) in zip(bills, answered, strict=True))
+
+    async def page(*args, **kwargs):
+        return Page(len(bills), bills)
+
+    monkeypatch.setattr(billing, "_page", page)
+    with pytest.raises(BadResponse, match="not asked for"):
+        await billing.list_bills("BA1", 0, 3)
+    monkeypatch.setattr(billing, "_page", page)
+    with pytest.raises(BadResponse, match="not asked for"):
+        await billing.list_payments("BA1", 0, 3)
+
+
+async def test_the_line_or_customer_of_another_number_is_refused(monkeypatch):
+    from adapters.errors import BadResponse
+
+    boss = _role("customer")
+    line = to_canonical("Subscription", {"subscriberNo": "S1", "msisdn": "13996702908"})
+
+    async def lookup(*args, **kwargs):
+        return [line]
+
+    monkeypatch.setattr(boss, "_by_number", lookup)
+    with pytest.raises(BadResponse, match="another line"):
+        await boss.find_subscription_by_msisdn("18899407311")
+    assert (await boss.find_subscription_by_msisdn("+86 139 9670 2908")) is line  # same number
+    profile = to_canonical(
+        "CustomerProfile", {"customerNo": "1", "certificateNo": "11010119900307888X"}
+    )
+
+    async def by_certificate(*args, **kwargs):
+        return [profile]
+
+    monkeypatch.setattr(boss, "_lookup", by_certificate)
+    with pytest.raises(BadResponse, match="another customer"):
+        await boss.find_customer_by_certificate("110101199003078888")
+    assert await boss.find_customer_by_certificate("11010119900307888x") is profile

@@ -20,6 +20,7 @@ from adapters.declared.spec import InstanceSpec, SystemSpec
 from adapters.declared.system import DeclaredSystem
 from adapters.errors import BadResponse, BusinessRejected, NotFound
 from adapters.parsing import unique
+from adapters.phone import to_e164
 from adapters.records import (
     Balance,
     Bill,
@@ -289,10 +290,20 @@ class DeclaredBilling(_RoleAdapter):
         return await self._keyed("balances", "Balance", account_ids)
 
     async def list_bills(self, account_id: str, offset: int, limit: int) -> Page[Bill]:
-        return await self._page("bills", "Bill", account_id, offset, limit)
+        page = await self._page("bills", "Bill", account_id, offset, limit)
+        return self._only_of(page, "bills", account_id, limit)
 
     async def list_payments(self, account_id: str, offset: int, limit: int) -> Page[Payment]:
-        return await self._page("payments", "Payment", account_id, offset, limit)
+        page = await self._page("payments", "Payment", account_id, offset, limit)
+        return self._only_of(page, "payments", account_id, limit)
+
+    def _only_of(self, page: Page, slot: str, account_id: str, limit: int) -> Page:
+        """A page of one account's records, as asked. A system that ignored its filter (or
+        its page size) would show one customer another's bills: refused, not filtered, since
+        the total it tells cannot be trusted either."""
+        if len(page.items) > limit or any(i.account_id != account_id for i in page.items):
+            raise BadResponse(self.name, f"answered {slot} with records it was not asked for")
+        return page
 
     async def adjust_balance(
         self, account_id: str, amount: Money, reason: str, idempotency_key: str
@@ -406,6 +417,9 @@ class DeclaredCustomerSystem(_RoleAdapter):
         found = await self._lookup("customers_by_certificate", "CustomerProfile", [certificate_no])
         if not found:
             raise NotFound(self.name, "has no customer with that certificate")
+        # Another customer's record for the asked certificate would be shown as this one's.
+        if found[0].certificate_no.strip().upper() != certificate_no.strip().upper():
+            raise BadResponse(self.name, "answered with another customer than the one asked for")
         return found[0]
 
     async def get_subscriptions(
@@ -417,6 +431,9 @@ class DeclaredCustomerSystem(_RoleAdapter):
         found = await self._by_number("subscriptions_by_msisdn", "Subscription", [msisdn])
         if not found:
             raise BadResponse(self.name, "answered without the subscriber")
+        # The line of another number would make customerByMsisdn show another customer.
+        if to_e164(found[0].msisdn) != to_e164(msisdn):
+            raise BadResponse(self.name, "answered with another line than the one asked for")
         return found[0]
 
     async def search_customers(
