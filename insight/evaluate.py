@@ -109,6 +109,10 @@ def evaluate(rules: InsightRules, figures: Mapping[str, float]) -> Insight:
                 f"mou {figures['mou']:g} >= {band.mou_min:g} (line {band.line})"
             )
             break
+    else:
+        # Below every band's minimum (a negative ARPU after refunds): the lowest tier.
+        tier = rules.value_tiers[-1].tier
+        why["value_tier"] = f"{tier}: below every band (line {rules.value_tiers[-1].line})"
     facts["value_tier"] = tier
 
     rfm, rfm_why = rfm_of(rules.rfm, figures)

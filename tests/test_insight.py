@@ -540,3 +540,12 @@ def test_the_shipped_model_is_the_one_train_reports():
     trained = model["trained"]
     assert trained["seed"] == 42 and trained["customers"] == 20000
     assert trained["holdout_auc"] > 0.7
+
+
+def test_a_customer_below_every_value_band_gets_the_lowest_tier():
+    """A negative ARPU (refunds) is below every band's minimum: the lowest tier, not a crash."""
+    rules = load_rules()
+    records, _ = history_records(HUB_SEED, 0)
+    figures = {**compute_features(records, operator_today()), "arpu": -50.0}
+    insight = evaluate(rules, figures)
+    assert insight.value_tier == rules.value_tiers[-1].tier

@@ -362,3 +362,57 @@ def test_result_required_needs_a_result_code(tmp_path):
     text = mapping.read_text()
     mapping.write_text(text.replace("  result_code: resultCode\n", "  result_required: true\n"))
     assert any("result_required needs result_code" in p for p in problems_of(folder))
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        ("decimal", "NaN"),
+        ("decimal", "sNaN"),
+        ("decimal", "Infinity"),
+        ("decimal", "1e400"),
+        ("decimal", "1E+999999999"),
+        ("decimal", "1e-400"),
+        ("money", {"value": "Infinity", "unit": "CNY"}),
+        ("money", "-1e20"),
+        ("float", "nan"),
+        ("float", "inf"),
+        ("int", 2**31),
+        ("int", "-2147483649"),
+        ("int", "1" + "0" * 5000),
+    ],
+)
+def test_a_value_the_graph_cannot_carry_is_a_bad_response(kind, raw):
+    """Out-of-range numbers from a system (NaN, 1e400, integers past 32 bits) are refused at
+    the system's field, not shown as amounts nor failing the caller's answer at output."""
+    from adapters.declared.spec import FieldSpec
+
+    with pytest.raises(BadResponse, match="not a"):
+        convert(raw, FieldSpec("amount", ("amount",), type=kind), "billing")
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "value"),
+    [("decimal", "12.50", "12.50"), ("money", {"value": 0.1}, "0.1"), ("int", 2**31 - 1, None)],
+)
+def test_values_within_range_pass(kind, raw, value):
+    from decimal import Decimal
+
+    from adapters.declared.spec import FieldSpec
+
+    got = convert(raw, FieldSpec("amount", ("amount",), type=kind), "billing")
+    if kind == "money":
+        assert got.amount == Decimal(value)
+    elif kind == "decimal":
+        assert got == Decimal(value)
+    else:
+        assert got == raw
+
+
+@pytest.mark.parametrize("raw", ["-1", "2147483648", "1e3", None, True, "x"])
+def test_a_list_total_must_be_a_whole_number_in_range(raw):
+    from adapters.declared.values import count_of
+
+    with pytest.raises(BadResponse, match="without a total"):
+        count_of(raw, "billing", "bills")
+    assert count_of(" 42 ", "billing", "bills") == 42

@@ -18,7 +18,7 @@ import httpx
 
 from adapters.declared.faults import classify
 from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec
-from adapters.declared.values import fill_template, json_find
+from adapters.declared.values import count_of, fill_template, json_find
 from adapters.errors import BadResponse, NotFound
 from adapters.parsing import read_json
 from adapters.resilience import Endpoint, make_backend_pool, status_error, transport_error
@@ -133,7 +133,4 @@ def total_at(answer: RestAnswer, operation: OperationSpec, system: str) -> int:
         raw: Any = answer.headers.get(path[0].partition(":")[2])
     else:
         raw = json_find(answer.body, path)
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise BadResponse(system, f"answered {operation.name} without a total") from None
+    return count_of(raw, system, operation.name)

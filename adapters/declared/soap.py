@@ -32,7 +32,7 @@ from zeep.transports import AsyncTransport
 from adapters.declared.faults import classify
 from adapters.declared.soap_envelope import PreparedOperation, Refused, prepare
 from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec, fill_settings
-from adapters.declared.values import xml_find, xml_find_all, xml_text
+from adapters.declared.values import count_of, xml_find, xml_find_all, xml_text
 from adapters.errors import AdapterError, BadResponse, BusinessRejected
 from adapters.parsing import read_xml
 from adapters.resilience import Endpoint, make_backend_pool, status_error, transport_error
@@ -288,7 +288,4 @@ def records_at(payload: etree._Element, operation: OperationSpec) -> list[etree.
 
 def total_at(payload: etree._Element, operation: OperationSpec, system: str) -> int:
     found = xml_find(payload, operation.total_path or ())
-    try:
-        return int((found.text or "") if found is not None else "")
-    except ValueError:
-        raise BadResponse(system, f"answered {operation.name} without a total") from None
+    return count_of(found.text if found is not None else None, system, operation.name)

@@ -9,10 +9,11 @@ answer a BadResponse (the system's fields fail, nothing else does).
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from typing import Any
 
 from lxml import etree
@@ -157,6 +158,36 @@ def json_find(value: Any, path: tuple[str, ...]) -> Any:
     return value
 
 
+#: What the graph can carry: GraphQL's Int is 32 bits; amounts beyond these (1e400, NaN,
+#: Infinity) are a broken or hostile answer, not data, and would fail the caller's answer
+#: (or the insight rules) far from the system that sent them.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+def _bounded_int(value: int) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError("out of range")
+    return value
+
+
+def _bounded_decimal(value: Decimal) -> Decimal:
+    # By the exponent first: comparing 1E+999999999 itself would overflow the context.
+    if not value.is_finite() or (value and not -30 <= value.adjusted() < 15):
+        raise ValueError("out of range")
+    return value
+
+
+def count_of(raw: Any, system: str, operation: str) -> int:
+    """A list's total as a system tells it: a whole number from 0 to 2^31 - 1."""
+    try:
+        total = int(str(raw).strip()) if raw is not None and not isinstance(raw, bool) else None
+    except ValueError:
+        total = None
+    if total is None or not 0 <= total <= INT_MAX:
+        raise BadResponse(system, f"answered {operation} without a total")
+    return total
+
+
 def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
     """One field's value in its declared type (None stays None)."""
     if raw is None or raw == "":
@@ -182,11 +213,14 @@ def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
         if kind == "int":
             if isinstance(raw, bool | float):
                 raise ValueError("not an integer")
-            return int(raw)
+            return _bounded_int(int(raw))
         if kind == "float":
-            return float(raw)
+            real = float(raw)
+            if not math.isfinite(real):
+                raise ValueError("not finite")
+            return real
         if kind == "decimal":
-            return Decimal(str(raw))
+            return _bounded_decimal(Decimal(str(raw)))
         if kind == "bool":
             text = str(raw).lower()
             if text not in ("true", "false", "1", "0"):
@@ -200,12 +234,12 @@ def convert(raw: Any, spec: FieldSpec, system: str) -> Any:
                 value, unit = raw, "CNY"
             if value is None or isinstance(value, bool | dict | list):
                 raise ValueError("not an amount")
-            return Money(Decimal(str(value)), str(unit))
+            return Money(_bounded_decimal(Decimal(str(value))), str(unit))
         if kind == "date":
             return date.fromisoformat(str(raw)[:10])
         if kind == "datetime":
             return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except (ValueError, TypeError, InvalidOperation, OverflowError):
+    except (ValueError, TypeError, DecimalException, OverflowError):
         raise BadResponse(system, f"sent a {spec.name} that is not a {spec.type}") from None
     raise BadResponse(system, f"field {spec.name} has an unknown type")
 
