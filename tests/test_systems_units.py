@@ -416,3 +416,16 @@ def test_a_list_total_must_be_a_whole_number_in_range(raw):
     with pytest.raises(BadResponse, match="without a total"):
         count_of(raw, "billing", "bills")
     assert count_of(" 42 ", "billing", "bills") == 42
+
+
+def test_a_rest_answer_without_a_body_is_bad_not_empty():
+    """An empty 200 body or JSON null is no answer: read as "no records", a first sight
+    would settle the customer as absent from the system."""
+    from adapters.declared.rest import RestAnswer, records_at
+    from adapters.declared.spec import OperationSpec
+
+    operation = OperationSpec("accounts", "BillingAccount")
+    with pytest.raises(BadResponse, match="without a body"):
+        records_at(RestAnswer(None, {}), operation, "billing")
+    assert records_at(RestAnswer([], {}), operation, "billing") == []
+    assert records_at(RestAnswer({"items": []}, {}), operation, "billing") == [{"items": []}]

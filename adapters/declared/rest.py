@@ -120,7 +120,11 @@ class RestEngine:
         return RestAnswer(body, response.headers)
 
 
-def records_at(answer: RestAnswer, operation: OperationSpec) -> list[Any]:
+def records_at(answer: RestAnswer, operation: OperationSpec, system: str) -> list[Any]:
+    if answer.body is None:
+        # An empty body, or JSON null: no answer at all, not "no records". Read as none, a
+        # first sight would settle the customer as absent from the system.
+        raise BadResponse(system, f"answered {operation.name} without a body")
     found = json_find(answer.body, operation.list_path) if operation.list_path else answer.body
     if found is None:
         return []

@@ -313,7 +313,7 @@ class DeclaredSystem:
         name = instance.spec.name
         if isinstance(instance.engine, soap.SoapEngine):
             return [from_xml(e, record, name) for e in soap.records_at(answer, op)]
-        return [from_json(item, record, name) for item in rest.records_at(answer, op)]
+        return [from_json(item, record, name) for item in rest.records_at(answer, op, name)]
 
     def _total(self, instance: _Instance, op: OperationSpec, answer: Any) -> int:
         if isinstance(instance.engine, soap.SoapEngine):
