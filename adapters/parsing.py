@@ -21,6 +21,7 @@ The body's size is capped before it gets here, by the transport (``adapters/tran
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Iterator
@@ -234,22 +235,38 @@ def read_xml(
 
 
 def _census(system: str, content: bytes, limits: ReplyLimits) -> None:
-    parser = etree.XMLParser(target=_XmlCensus(limits), **_XML_OPTIONS)
-    try:
-        etree.fromstring(content, parser)
-    except _TooMuchXml as exceeded:
-        if exceeded.limit == "depth":
-            raise BadResponse(
-                system,
-                f"answered with XML nested over {limits.max_depth} levels (max_response_depth)",
-            ) from None
+    exceeded = _census_outcome(content, limits)
+    if exceeded is not None:
+        # lxml keeps the exception the census raised inside its parser, in a reference cycle
+        # with all the parse made (one element with 860,000 attributes is a 100 MB dict):
+        # left to the garbage collector's own pace, a backend sending such replies grew the
+        # hub by gigabytes. Collected now, on this path only (a refused reply of over
+        # max_items elements and attributes: rare, and dearer to parse than to collect).
+        gc.collect()
+    if exceeded == "depth":
+        raise BadResponse(
+            system, f"answered with XML nested over {limits.max_depth} levels (max_response_depth)"
+        )
+    if exceeded == "items":
         raise BadResponse(
             system,
             f"answered with more than {limits.max_items} XML elements and attributes "
             "(max_response_items)",
-        ) from None
+        )
+    if exceeded == "syntax":
+        raise BadResponse(system, "answered with a body that is not XML")
+
+
+def _census_outcome(content: bytes, limits: ReplyLimits) -> str | None:
+    """Which limit the body passes ("depth", "items"), "syntax" if it does not parse, or None."""
+    parser = etree.XMLParser(target=_XmlCensus(limits), **_XML_OPTIONS)
+    try:
+        etree.fromstring(content, parser)
+    except _TooMuchXml as error:
+        return error.limit
     except etree.XMLSyntaxError:
-        raise BadResponse(system, "answered with a body that is not XML") from None
+        return "syntax"
+    return None
 
 
 # --- values --------------------------------------------------------------------------------

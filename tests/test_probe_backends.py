@@ -497,3 +497,24 @@ def test_xml_within_the_limits_is_read_and_past_them_refused():
         with pytest.raises(BadResponse) as refused:
             read_xml("boss", body, "text/xml", LIMITS)
         assert limit in refused.value.message
+
+
+def test_a_refused_xml_census_leaves_nothing_for_the_garbage_collector():
+    """One element with many attributes, refused by the census: what the parse made is
+    freed as the call returns, not held in a reference cycle until the collector runs
+    (a backend sending such replies grew the hub by gigabytes)."""
+    import gc
+
+    from adapters.errors import BadResponse
+    from adapters.parsing import ReplyLimits, read_xml
+
+    attributes = " ".join(f'a{n}="{n}"' for n in range(5000))
+    body = f"<Envelope><Body {attributes}/></Envelope>".encode()
+    gc.collect()
+    gc.disable()  # no collection of its own while the reply is read
+    try:
+        with pytest.raises(BadResponse, match="max_response_items"):
+            read_xml("boss", body, "text/xml", ReplyLimits(max_items=1000))
+        assert gc.collect() == 0  # nothing was left in a cycle
+    finally:
+        gc.enable()
