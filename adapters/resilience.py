@@ -323,6 +323,8 @@ class Endpoint:
     #: A timed-out attempt counts against the breaker only if it reached the backend with at
     #: least this share of the timeout left.
     breaker_min_budget_share: float = 0.5
+    #: A list read whole, page after page (``all_pages``): all its calls together at most this.
+    list_read_timeout_s: float = 8.0
     #: The backend's shared guard; None builds one from the fields above.
     guard: BackendGuard | None = field(default=None, compare=False, repr=False)
 

@@ -137,6 +137,7 @@ def _endpoint(system: str, backend: BackendSettings) -> Endpoint:
         max_response_items=backend.max_response_items,
         max_concurrency_per_request=backend.max_concurrency_per_request,
         breaker_min_budget_share=backend.breaker_min_budget_share,
+        list_read_timeout_s=backend.list_read_timeout_s,
     )
     # The guard is built here, not in the adapter, so that /readyz and /metrics can see it.
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
@@ -169,6 +170,7 @@ def _instance_endpoint(spec: SystemSpec, name: str, base_url: str) -> Endpoint:
         breaker_reset_s=call.breaker_reset_s,
         max_concurrency=call.max_concurrency,
         max_concurrency_per_request=call.max_concurrency_per_request,
+        list_read_timeout_s=call.list_read_timeout_s,
     )
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
 

@@ -95,6 +95,13 @@ class BackendSettings(SettingsModel):
         description="A timed-out attempt counts against the breaker only if it reached the "
         "backend with at least this share of timeout_s left (else the hub's queueing used it).",
     )
+    list_read_timeout_s: float = Field(
+        default=8.0,
+        gt=0,
+        le=600,
+        description="A list read whole, page after page (all_pages): all its calls together "
+        "at most this long, then BACKEND_TIMEOUT.",
+    )
 
 
 class BossSettings(BackendSettings):

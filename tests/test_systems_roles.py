@@ -366,3 +366,35 @@ async def test_the_line_or_customer_of_another_number_is_refused(monkeypatch):
     with pytest.raises(BadResponse, match="another customer"):
         await boss.find_customer_by_certificate("110101199003078888")
     assert await boss.find_customer_by_certificate("11010119900307888x") is profile
+
+
+async def test_list_read_timeout_reaches_the_role_systems_from_the_file_and_the_environment(
+    tmp_path, monkeypatch
+):
+    """``list_read_timeout_s`` (all pages of one list read together) reaches the declared
+    role system's instances from the role's table in the file and from the environment."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/hub.db")
+    off = {"cache": {"enabled": False}}
+
+    def list_timeouts(wiring) -> tuple[float, float]:
+        billing = wiring.backends.billing.system.instances.values()
+        care = wiring.backends.care.system.instances.values()
+        return next(iter(billing)).list_read_timeout_s, next(iter(care)).list_read_timeout_s
+
+    wirings = []
+    try:
+        monkeypatch.setenv("SWITCHBOARD_CONFIG", str(tmp_path / "none.toml"))
+        wirings.append(build_backends(load_settings(**off), engine))
+        assert list_timeouts(wirings[-1]) == (8.0, 8.0)
+        config = tmp_path / "switchboard.toml"
+        config.write_text(
+            '[billing]\nbase_url = "http://127.0.0.1:8102"\nlist_read_timeout_s = 3.5\n'
+        )
+        monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
+        monkeypatch.setenv("SWITCHBOARD_CARE__LIST_READ_TIMEOUT_S", "4.5")
+        wirings.append(build_backends(load_settings(**off), engine))
+        assert list_timeouts(wirings[-1]) == (3.5, 4.5)
+    finally:
+        for wiring in wirings:
+            await wiring.close()
+        await engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from adapters.declared.soap import SoapEngine
 from adapters.declared.system import DeclaredSystem
 from adapters.declared.values import convert, from_json
 from adapters.declared.yaml_lines import DeclarationInvalid
-from adapters.errors import BadResponse, BusinessRejected, NotFound, Unavailable
+from adapters.errors import BadResponse, BusinessRejected, NotFound, TimedOut, Unavailable
 from adapters.phone import to_e164
 from adapters.resilience import Endpoint
 from gateway.policy_store import PolicyStore
@@ -429,3 +430,60 @@ def test_a_rest_answer_without_a_body_is_bad_not_empty():
         records_at(RestAnswer(None, {}), operation, "billing")
     assert records_at(RestAnswer([], {}), operation, "billing") == []
     assert records_at(RestAnswer({"items": []}, {}), operation, "billing") == [{"items": []}]
+
+
+def _billing_with_endless_pages(delay_s: float, list_s: float) -> tuple[DeclaredSystem, list]:
+    """Billing whose accounts list tells a total it never reaches: every page is full."""
+    from adapters.declared.rest import RestAnswer
+
+    spec = load_registry(REPO / "systems").systems["billing"]
+    endpoints = {
+        i.name: Endpoint(system=i.name, base_url=i.base_url, list_read_timeout_s=list_s)
+        for i in spec.instances
+    }
+    system = DeclaredSystem(spec, endpoints)
+    asked: list = []
+
+    async def endless(operation, values):
+        asked.append(values["$offset"])
+        await asyncio.sleep(delay_s)
+        page = [
+            {"id": f"BA{values['$offset'] + n}", "state": "active"} for n in range(values["$limit"])
+        ]
+        return RestAnswer(page, {"X-Total-Count": "2000000000"})
+
+    for instance in system.instances.values():
+        instance.engine.call = endless  # type: ignore[method-assign]
+    return system, asked
+
+
+async def test_a_list_read_whole_is_bounded_in_time_by_the_calls_timeout():
+    """Full pages, slowly, with a total never reached: the read ends at its time budget
+    (list_read_timeout_s) as BACKEND_TIMEOUT, not when the system stops."""
+    system, asked = _billing_with_endless_pages(delay_s=0.02, list_s=0.3)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimedOut, match="took too long to list"):
+        await system.lookup_keys("accountsByCertificate", ["110101199001011234"])
+    took = asyncio.get_running_loop().time() - started
+    assert len(asked) > 1  # it did follow the pages
+    assert took < 3  # generous: a loaded machine; without the budget it runs ~20 s
+
+
+async def test_a_list_read_whole_stops_at_the_item_limit_when_pages_are_fast():
+    system, asked = _billing_with_endless_pages(delay_s=0, list_s=30)
+    for instance in system.instances.values():
+        instance.max_items = 1000
+    with pytest.raises(BadResponse, match="longer than the limit"):
+        await system.lookup_keys("accountsByCertificate", ["110101199001011234"])
+    assert len(asked) == 1000 // 200 + 1
+
+
+def test_a_system_files_call_settings_set_the_list_read_timeout(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "system.yaml"
+    text = mapping.read_text()
+    assert "\ncall:\n" in text
+    mapping.write_text(text.replace("\ncall:\n", "\ncall:\n  list_read_timeout_s: 2.5\n", 1))
+    assert load_registry(folder).systems["loyalty"].call.list_read_timeout_s == 2.5
+    mapping.write_text(text.replace("\ncall:\n", "\ncall:\n  list_read_timeout_s: 0\n", 1))
+    assert any("list_read_timeout_s" in p for p in problems_of(folder))

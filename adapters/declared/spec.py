@@ -53,6 +53,7 @@ OWNS_KEYS = {"msisdn_prefix", "key_prefix"}
 CALL_KEYS = {
     "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
     "max_concurrency_per_request", "breaker_failure_threshold", "breaker_reset_s",
+    "list_read_timeout_s",
 }  # fmt: skip
 MAPPING_KEYS = {
     "system", "records", "operations", "errors", "identity", "graph", "writes", "role",
@@ -290,6 +291,8 @@ class CallSpec:
     max_concurrency_per_request: int = 5
     breaker_failure_threshold: int = 5
     breaker_reset_s: float = 5.0
+    #: A list read whole (``all_pages``): all its pages together at most this long.
+    list_read_timeout_s: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,6 +666,7 @@ def _call(spec: dict, s: _Reader) -> CallSpec:
             spec, "breaker_failure_threshold", 5, 1, 1000, integer=True
         ),
         breaker_reset_s=s.number(spec, "breaker_reset_s", 5.0, 0.01, 3600),
+        list_read_timeout_s=s.number(spec, "list_read_timeout_s", 8.0, 0.01, 600),
     )
 
 

@@ -9,6 +9,7 @@ the operation's ``batch`` limit, and each instance's batches run concurrently.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from adapters.declared import rest, soap
 from adapters.declared.plugin import PluginCaller
 from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, SystemSpec
 from adapters.declared.values import Record, decode, encode, fill_template, from_json, from_xml
-from adapters.errors import AdapterError, BadResponse, BusinessRejected
+from adapters.errors import AdapterError, BadResponse, BusinessRejected, TimedOut
 from adapters.parsing import chunks, unique
 from adapters.phone import national, to_e164
 from adapters.resilience import CallPolicy, Endpoint
@@ -39,6 +40,7 @@ class _Instance:
         self.spec = instance
         self.policy = CallPolicy(endpoint)
         self.max_items = endpoint.reply_limits.max_items
+        self.list_read_timeout_s = endpoint.list_read_timeout_s
         self.engine: soap.SoapEngine | rest.RestEngine | PluginCaller
         if spec.protocol == "soap":
             self.engine = soap.SoapEngine(spec, instance, endpoint)
@@ -258,18 +260,26 @@ class DeclaredSystem:
         if not op.all_pages:
             answer = await instance.policy.read(op.name, self._call, instance, op, values)
             return self._extract(instance, op, record, answer)
-        # A filtered list read whole, page after page, within the reply item limit.
+        # A filtered list read whole, page after page, within the reply item limit and
+        # within list_read_timeout_s for all its pages together: a system telling an endless
+        # total, or answering slowly page after page, cannot hold the request for longer.
         found: list[Record] = []
         limit = op.max_limit or 200
-        while True:
-            paged = {**values, "$offset": len(found), "$limit": limit}
-            answer = await instance.policy.read(op.name, self._call, instance, op, paged)
-            page = self._extract(instance, op, record, answer)
-            found += page
-            if len(found) > instance.max_items:
-                raise BadResponse(instance.spec.name, "answered a list longer than the limit")
-            if not page or len(found) >= self._total(instance, op, answer):
-                return found
+        try:
+            async with asyncio.timeout(instance.list_read_timeout_s):
+                while True:
+                    paged = {**values, "$offset": len(found), "$limit": limit}
+                    answer = await instance.policy.read(op.name, self._call, instance, op, paged)
+                    page = self._extract(instance, op, record, answer)
+                    found += page
+                    if len(found) > instance.max_items:
+                        raise BadResponse(
+                            instance.spec.name, "answered a list longer than the limit"
+                        )
+                    if not page or len(found) >= self._total(instance, op, answer):
+                        return found
+        except TimeoutError:
+            raise TimedOut(instance.spec.name, f"took too long to list {op.name}") from None
 
     async def read(
         self, operation: str, values: dict[str, Any], instance_name: str | None = None
