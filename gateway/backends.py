@@ -43,6 +43,7 @@ from gateway.verification_store import SqlVerificationStore
 from insight.provider import InsightEngine
 from insight.rules import InsightRules
 from insight.store import RulesStore
+from orchestration.store import RequestStore
 from schema.context import Backends
 
 
@@ -296,6 +297,7 @@ def build_backends(
         systems=systems,
         linkers=linkers,
         key_classes=key_classes,
+        mutation_keys=RequestStore(engine),
     )
     system_guards = {
         name: endpoint.guard for name, endpoint in system_endpoints.items() if endpoint.guard

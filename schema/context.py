@@ -16,6 +16,7 @@ from adapters.request_share import open_request_share
 from insight.provider import InsightEngine
 from marketing.services import MarketingServices
 from orchestration.service import Workflows
+from orchestration.store import RequestStore
 from policies.disclosure import Disclosure
 from policies.model import Policy
 from policies.principal import Principal
@@ -49,6 +50,9 @@ class Backends:
     key_classes: Mapping[str, str] = field(default_factory=dict)
     #: Customer insight (tags, tiers, churn risk) under the rules in force; None: not offered.
     insight: InsightEngine | None = None
+    #: The callers' idempotency keys and the input each was first used with (declared
+    #: writes); None: not recorded, a repeat is the system's own to recognise.
+    mutation_keys: RequestStore | None = None
 
 
 @dataclass(slots=True)

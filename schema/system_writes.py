@@ -7,7 +7,10 @@ verification requirements (by its name, like any root field), the credential's s
 channel's row scope, the access log (the customer noted, as a keyed hash), and the system's
 breaker and bulkhead. It is sent once: the system receives a request id derived from the
 caller's credential and the idempotency key, so a caller's repeat is answered with the first
-result, and two callers' keys never collide.
+result, and two callers' keys never collide. The hub records each (caller, key) with a digest
+of the input it was first used with: the same key with another input, or for another mutation,
+is refused (``IDEMPOTENCY_KEY_REUSED``) before anything is sent, since the system would answer
+it with the first input's result.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from strawberry.types import Info
 
 from adapters.declared.registry import SystemRegistry
 from adapters.declared.spec import SystemSpec, WriteSpec
+from orchestration.store import KeyReused, input_hash
 from schema.customer_scope import ensure_in_scope
 from schema.errors import GraphError, bad_input, not_found
 from schema.system_fields import PYTHON_TYPES, record_type
@@ -38,6 +42,34 @@ class DeclaredWriteDone:
 def request_id(caller: str, idempotency_key: str) -> str:
     """The id the system sees: the caller's key, kept apart from other callers' keys."""
     return hashlib.sha256(f"{caller}\x00{idempotency_key}".encode()).hexdigest()[:40]
+
+
+def key_label(write: str) -> str:
+    """The write's name as the key record keeps it (40 characters at most), still unique."""
+    if len(write) <= 40:
+        return write
+    return write[:23] + "~" + hashlib.sha256(write.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """A value as the input digest sees it: JSON's own types kept, others (Decimal) as text."""
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
+async def _claim_key(
+    info: Info, write: WriteSpec, caller: str, key: str, payload: dict[str, Any], sent_as: str
+) -> None:
+    store = info.context.backends.mutation_keys
+    if store is None:
+        return
+    digest = input_hash(write.name, {k: _plain(v) for k, v in payload.items()})
+    try:
+        await store.claim_key(caller, key, key_label(write.name), digest, sent_as)
+    except KeyReused:
+        raise GraphError(
+            "IDEMPOTENCY_KEY_REUSED",
+            "This idempotency key was used before with another input; use a new key.",
+        ) from None
 
 
 def _mutation(spec: SystemSpec, write: WriteSpec) -> Any:
@@ -73,6 +105,11 @@ def _mutation(spec: SystemSpec, write: WriteSpec) -> Any:
         caller = principal.credential_id or principal.subject
         values = {f"${name}": kwargs[name] for name in write.arguments}
         values["$idempotencyKey"] = request_id(caller, kwargs["idempotency_key"])
+        payload = {"customerId": customer_id, write.key: key}
+        payload.update({name: kwargs[name] for name in write.arguments})
+        await _claim_key(
+            info, write, caller, kwargs["idempotency_key"], payload, values["$idempotencyKey"]
+        )
         context.backends_called.add(instance)
         record = await context.backends.systems[spec.name].write(write.name, instance, key, values)
         if record is None:

@@ -241,6 +241,12 @@ def test_a_declared_write_needs_its_scope_goes_out_once_per_key_and_evicts(
         again = ask(url, redeemer, REDEEM, args, purpose="service")  # a caller's retry
         assert again["data"]["redeemLoyaltyPoints"] == done
         assert redemptions(hub_data_dir, rich["member_no"]) == 1  # in the system's own store
+        # The same key with another input is refused before anything is sent: the system
+        # would answer it with the first redemption, and the caller would think it made two.
+        reused = ask(url, redeemer, REDEEM, {**args, "points": 101}, purpose="service")
+        assert reused["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED", reused
+        assert reused["data"]["redeemLoyaltyPoints"] is None
+        assert redemptions(hub_data_dir, rich["member_no"]) == 1
         # The write evicted the cached member: the next read shows the new balance.
         after = ask(url, redeemer, BALANCE, {"id": hub_id}, purpose="service")
         assert after["data"]["customer"]["loyaltyMembers"][0]["pointsBalance"] == start - 100
