@@ -65,6 +65,16 @@ class Unavailable(AdapterError):
     retryable = True
 
 
+class Throttled(Unavailable):
+    """The system said it is taking too many calls (HTTP 429).
+
+    Not retried within the call: a repeat only adds to the load it asked to shed. It counts
+    against the circuit like any other sign of a system not serving, so a system that keeps
+    throttling is left alone for the breaker's cool-down instead of being asked again."""
+
+    retryable = False
+
+
 class TimedOut(AdapterError):
     """The system did not answer within the call's timeout."""
 

@@ -34,7 +34,7 @@ from tenacity import (
 )
 
 from adapters.breaker import Bulkhead, CircuitBreaker, NoFreeSlot, is_failure
-from adapters.errors import AdapterError, BadResponse, TimedOut, Unavailable
+from adapters.errors import AdapterError, BadResponse, Throttled, TimedOut, Unavailable
 from adapters.parsing import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS, ReplyLimits
 from adapters.read_ledger import note_direct
 from adapters.request_share import NoRequestSlot, current_share
@@ -463,7 +463,10 @@ def transport_error(system: str, error: httpx.HTTPError) -> AdapterError:
 
 
 def status_error(system: str, status: int) -> AdapterError | None:
-    """Server-side HTTP statuses that mean the system is not serving right now."""
+    """HTTP statuses that mean the system is not serving right now: its server-side failures
+    and 429, its own "too many calls"."""
+    if status == 429:
+        return Throttled(system, "is throttling calls (HTTP 429)", backend_code="429")
     if status in (502, 503, 504):
         return Unavailable(system, f"is unavailable (HTTP {status})", backend_code=str(status))
     if status >= 500:

@@ -331,3 +331,44 @@ async def test_readiness_reports_an_open_circuit_without_probing(clock):
     # ...and a success closes the circuit.
     assert (report["status"], report["circuit"]) == ("up", "closed")
     assert pings == 4
+
+
+async def test_a_429_is_throttling_not_retried_and_counted_against_the_circuit(clock):
+    """HTTP 429 is the system asking for fewer calls: BACKEND_UNAVAILABLE with backendCode
+    429 from every engine, not a refusal of the caller's input, and not retried at once."""
+    from types import SimpleNamespace
+
+    from adapters.declared.registry import load_registry
+    from adapters.declared.system import DeclaredSystem
+    from adapters.errors import Throttled
+    from tests.harness import REPO
+
+    registry = load_registry(REPO / "systems")
+    throttled = SimpleNamespace(status_code=429, headers={"retry-after": "5"}, content=b"")
+    for name in ("billing", "boss"):
+        spec = registry.systems[name]
+        endpoints = {i.name: Endpoint(system=i.name, base_url=i.base_url) for i in spec.instances}
+        engine = next(iter(DeclaredSystem(spec, endpoints).instances.values())).engine
+        operation = next(iter(spec.operations.values()))
+        with pytest.raises(Throttled) as raised:
+            if name == "boss":
+                engine.answer(operation, 429, b"")  # type: ignore[call-arg, arg-type]
+            else:
+                engine.answer(operation, throttled)  # type: ignore[call-arg, arg-type]
+        assert (raised.value.code, raised.value.backend_code) == ("BACKEND_UNAVAILABLE", "429")
+
+    guard = guarded("billing", clock, threshold=5)
+    policy = CallPolicy(
+        Endpoint("billing", "http://unused", timeout_s=1.0, retry_attempts=3, guard=guard)
+    )
+    calls = 0
+
+    async def throttling() -> None:
+        nonlocal calls
+        calls += 1
+        raise Throttled("billing", "is throttling calls (HTTP 429)", backend_code="429")
+
+    with pytest.raises(Throttled):
+        await policy.read("test", throttling)
+    assert calls == 1
+    assert guard.breaker.snapshot().consecutive_failures == 1

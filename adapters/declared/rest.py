@@ -96,7 +96,7 @@ class RestEngine:
 
     def answer(self, operation: OperationSpec, response: Response) -> RestAnswer:
         status = response.status_code
-        if status >= 500 or status in (502, 503, 504):
+        if status >= 500 or status == 429:
             raise status_error(self.name, status) or BadResponse(self.name, f"HTTP {status}")
         content_type = response.headers.get("content-type")
         # Content type, depth and size checked (adapters/parsing.py), the body never quoted.
