@@ -487,3 +487,31 @@ def test_a_system_files_call_settings_set_the_list_read_timeout(tmp_path):
     assert load_registry(folder).systems["loyalty"].call.list_read_timeout_s == 2.5
     mapping.write_text(text.replace("\ncall:\n", "\ncall:\n  list_read_timeout_s: 0\n", 1))
     assert any("list_read_timeout_s" in p for p in problems_of(folder))
+
+
+async def test_a_keyed_read_answered_with_another_record_is_a_bad_response():
+    """Asked for one account's balance, answered with another's: not "no balance" for the
+    one asked (a silent null), and the stray record is not kept."""
+    from adapters.declared.rest import RestAnswer
+
+    spec = load_registry(REPO / "systems").systems["billing"]
+    endpoints = {i.name: Endpoint(system=i.name, base_url=i.base_url) for i in spec.instances}
+    system = DeclaredSystem(spec, endpoints)
+    (instance_name,) = system.instances
+
+    def balance(account: str) -> dict:
+        return {"billingAccount": {"id": account}, "amount": {"value": 1, "unit": "CNY"}}
+
+    async def answer_with(accounts: list[str]):
+        async def call(operation, values):
+            return RestAnswer([balance(a) for a in accounts], {"X-Total-Count": str(len(accounts))})
+
+        system.instances[instance_name].engine.call = call  # type: ignore[method-assign]
+        return await system.read_by_keys("balances", [(instance_name, "BA1")])
+
+    assert set(await answer_with(["BA1"])) == {(instance_name, "BA1")}
+    assert await answer_with([]) == {}  # not found is an answer
+    with pytest.raises(BadResponse, match="not asked for"):
+        await answer_with(["BA2"])
+    with pytest.raises(BadResponse, match="not asked for"):
+        await answer_with(["BA1", "BA2"])

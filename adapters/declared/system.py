@@ -189,11 +189,19 @@ class DeclaredSystem:
         answers = await gather_all([self._records(instance, op, batch) for batch in batches])
         found: dict[str, Record] = {}
         key_field = op.key_field
+        asked = set(keys)
         for records in answers:
             for record in records:
                 key = record.get(key_field) if key_field else None
                 if key is None:
                     raise BadResponse(instance_name, f"answered {op.name} without record keys")
+                if str(key) not in asked:
+                    # Another record than the ones asked for (a key written differently, a
+                    # filter the system ignored): read as "not found", the asked record
+                    # would silently be null and the stray one cached under its own key.
+                    raise BadResponse(
+                        instance_name, f"answered {op.name} with a record it was not asked for"
+                    )
                 found[str(key)] = record
         return found
 
