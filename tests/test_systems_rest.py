@@ -5,6 +5,8 @@ simulator's TMF API (tests/systems/billing_view), linked by certificate + MSISDN
 from __future__ import annotations
 
 import json
+import sqlite3
+import uuid
 
 import pytest
 
@@ -36,14 +38,15 @@ def rest_gateway(sims, tmp_path_factory):
         SWITCHBOARD_AUDIT__STATE_DIR=str(state),
     )
     key = issue_key(env, channel="agent", role="agent", scopes=("customer:read",))
+    writer = issue_key(env, channel="agent", role="agent", scopes=("billing:adjust",))
     with running_gateway(env, state / "gateway.log") as url:
-        yield url, key
+        yield url, key, writer
 
 
 def test_a_declared_rest_system_links_on_first_sight_and_reads_like_the_bundled_one(
     rest_gateway, customers
 ):
-    url, key = rest_gateway
+    url, key, _ = rest_gateway
     bundle = customers[11]
     msisdn = bundle.subscribers[0].msisdn
     body = post_graphql(url, key, QUERY, {"m": msisdn}, purpose="service").json()
@@ -69,3 +72,50 @@ def test_a_declared_rest_system_links_on_first_sight_and_reads_like_the_bundled_
     assert shown["certificateNumber"] == cert[:6] + "*" * 8 + cert[-4:]
     assert all("****" in number for number in shown["serviceNumbers"])
     assert shown["id"] != view["id"] and shown["id"].endswith(view["id"][-4:])
+
+
+CREDIT = """
+mutation Credit($id: ID!, $account: String!, $amount: Decimal!, $key: String!) {
+  creditBillingView(customerId: $id, accountId: $account, amount: $amount,
+                    idempotencyKey: $key) { id amount status }
+}
+"""
+FIND = "query F($m: String!) { customerByMsisdn(msisdn: $m) { id billingView { id } } }"
+
+
+def adjustments(data_dir, account_id: str) -> int:
+    with sqlite3.connect(data_dir / "billing.db") as conn:
+        return conn.execute(
+            "SELECT count(*) FROM adjustment WHERE account_id = ?", (account_id,)
+        ).fetchone()[0]
+
+
+def test_a_declared_rest_write_sends_its_idempotency_key_in_a_header_once_per_key(
+    rest_gateway, customers, hub_data_dir
+):
+    """idempotency: header:X-Idempotency-Key: the billing system recognises the repeat by
+    that header (its own store counts one adjustment); another input under the key is
+    refused by the hub; a decimal argument goes out as a JSON number."""
+    url, key, writer = rest_gateway
+    bundle = customers[12]
+    found = post_graphql(url, key, FIND, {"m": bundle.subscribers[0].msisdn}, purpose="service")
+    customer = found.json()["data"]["customerByMsisdn"]
+    account = bundle.account.id
+    before = adjustments(hub_data_dir, account)
+    args = {"id": customer["id"], "account": account, "amount": "12.50", "key": uuid.uuid4().hex}
+
+    first = post_graphql(url, writer, CREDIT, args, purpose="service").json()
+    assert "errors" not in first, first
+    done = first["data"]["creditBillingView"]
+    assert done["status"] == "completed" and float(done["amount"]) == 12.5
+    again = post_graphql(url, writer, CREDIT, args, purpose="service").json()
+    assert again["data"]["creditBillingView"] == done
+    assert adjustments(hub_data_dir, account) == before + 1
+
+    reused = post_graphql(url, writer, CREDIT, {**args, "amount": "13"}, purpose="service").json()
+    assert reused["errors"][0]["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    unscoped = post_graphql(
+        url, key, CREDIT, {**args, "key": uuid.uuid4().hex}, purpose="service"
+    ).json()
+    assert unscoped["errors"][0]["extensions"]["code"] == "SCOPE_REQUIRED"
+    assert adjustments(hub_data_dir, account) == before + 1

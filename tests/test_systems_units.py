@@ -515,3 +515,65 @@ async def test_a_keyed_read_answered_with_another_record_is_a_bad_response():
         await answer_with(["BA2"])
     with pytest.raises(BadResponse, match="not asked for"):
         await answer_with(["BA1", "BA2"])
+
+
+def copy_billing_view(tmp_path: Path) -> Path:
+    folder = tmp_path / "systems"
+    shutil.copytree(REPO / "tests" / "systems" / "billing_view", folder / "billing_view")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            ("headers: {X-Idempotency-Key: $idempotencyKey}", "headers: {X-Idempotency-Key: $key}"),
+            "headers.X-Idempotency-Key must be $idempotencyKey",
+        ),
+        (("idempotency: header:X-Idempotency-Key", "idempotency: 'header:'"), "headers.?"),
+        (("    path: /tmf-api/prepayBalanceManagement/v4/adjustBalance\n", ""), "path (the"),
+        (("headers: {X-Idempotency-Key: $idempotencyKey}", "headers: [1]"), "headers must be"),
+        (
+            (
+                "headers: {X-Idempotency-Key: $idempotencyKey}",
+                "headers: {X-Idempotency-Key: $idempotencyKey, X-Who: $who}",
+            ),
+            "unknown variable '$who'",
+        ),
+        (("idempotency: header:X-Idempotency-Key", "idempotency: requestId"), "request.requestId"),
+    ],
+)
+def test_a_rest_writes_header_idempotency_is_checked_with_its_line(tmp_path, change, problem):
+    folder = copy_billing_view(tmp_path)
+    mapping = folder / "billing_view" / "mapping.yaml"
+    text = mapping.read_text()
+    assert change[0] in text
+    mapping.write_text(text.replace(change[0], change[1], 1))
+    line = line_of(mapping, "creditBillingView:") + 1  # a mapping's line: its first entry
+    assert any(f"mapping.yaml:{line}:" in p and problem in p for p in problems_of(folder)), (
+        problems_of(folder)
+    )
+
+
+def test_a_soap_write_cannot_put_its_key_in_a_header(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    text = mapping.read_text()
+    assert "    idempotency: requestId\n" in text
+    mapping.write_text(
+        text.replace("    idempotency: requestId\n", "    idempotency: header:X-Key\n")
+    )
+    assert any("header: is for REST systems" in p for p in problems_of(folder))
+
+
+def test_the_contract_check_covers_writes(tmp_path):
+    from adapters.declared.contract_check import check_contract
+
+    folder = copy_billing_view(tmp_path)
+    spec = load_registry(folder).systems["billing_view"]
+    assert check_contract(spec, "http://127.0.0.1:1") == []
+    openapi = folder / "billing_view" / "openapi.json"
+    openapi.write_text(openapi.read_text().replace("/v4/adjustBalance", "/v4/adjust"))
+    spec = load_registry(folder).systems["billing_view"]
+    (problem,) = check_contract(spec, "http://127.0.0.1:1")
+    assert "write 'creditBillingView': the OpenAPI document has no path" in str(problem)

@@ -1,8 +1,8 @@
 """Checks a system's mapping against its contract: the WSDL or OpenAPI document it names.
 
-Every mapped operation must exist in the contract (the WSDL binding's operations; the OpenAPI
-document's paths and methods), and a SOAP request template may only use the operation's
-input parts. Problems name the mapping file and the operation's line.
+Every mapped operation and every declared write must exist in the contract (the WSDL
+binding's operations; the OpenAPI document's paths and methods), and a SOAP request template
+may only use the operation's input parts. Problems name the mapping file and the line.
 """
 
 from __future__ import annotations
@@ -16,8 +16,15 @@ import httpx
 import yaml
 
 from adapters.declared.soap import binding_of, contract_location, load_client
-from adapters.declared.spec import SystemSpec
+from adapters.declared.spec import OperationSpec, SystemSpec
 from adapters.declared.yaml_lines import Problem
+
+
+def _calls(spec: SystemSpec) -> list[tuple[str, OperationSpec]]:
+    """What the mapping sends: its operations and its writes, each with how to name it."""
+    calls = [(f"operation '{op.name}'", op) for op in spec.operations.values()]
+    calls += [(f"write '{w.name}'", w.operation) for w in spec.writes.values()]
+    return calls
 
 
 def check_contract(spec: SystemSpec, base_url: str, timeout_s: float = 5.0) -> list[Problem]:
@@ -45,14 +52,14 @@ def _check_wsdl(spec: SystemSpec, base_url: str, timeout_s: float) -> list[Probl
     binding = binding_of(client, spec.soap_binding)
     operations = binding._operations
     problems: list[Problem] = []
-    for op in spec.operations.values():
+    for label, op in _calls(spec):
         found = operations.get(str(op.call))
         if found is None:
             problems.append(
                 Problem(
                     spec.mapping_file,
                     op.line,
-                    f"operation '{op.name}': the WSDL has no "
+                    f"{label}: the WSDL has no "
                     f"operation '{op.call}' (it has: {', '.join(sorted(operations))})",
                 )
             )
@@ -64,7 +71,7 @@ def _check_wsdl(spec: SystemSpec, base_url: str, timeout_s: float) -> list[Probl
                     Problem(
                         spec.mapping_file,
                         op.line,
-                        f"operation '{op.name}': '{name}' is "
+                        f"{label}: '{name}' is "
                         f"not an input of {op.call} (inputs: {', '.join(sorted(parts))})",
                     )
                 )
@@ -99,7 +106,7 @@ def _check_openapi(spec: SystemSpec, base_url: str, timeout_s: float) -> list[Pr
     shapes = {re.sub(r"\{[^}]+\}", "{}", p): p for p in paths}
     prefixes = [s.get("url", "") for s in document.get("servers") or [] if isinstance(s, dict)]
     problems: list[Problem] = []
-    for op in spec.operations.values():
+    for label, op in _calls(spec):
         path = re.sub(r"\{[^}]+\}", "{}", str(op.path))
         found = shapes.get(path)
         if found is None:
@@ -114,7 +121,7 @@ def _check_openapi(spec: SystemSpec, base_url: str, timeout_s: float) -> list[Pr
                 Problem(
                     spec.mapping_file,
                     op.line,
-                    f"operation '{op.name}': the OpenAPI document has no path {op.path}",
+                    f"{label}: the OpenAPI document has no path {op.path}",
                 )
             )
         elif op.method.lower() not in paths[found]:
@@ -122,7 +129,7 @@ def _check_openapi(spec: SystemSpec, base_url: str, timeout_s: float) -> list[Pr
                 Problem(
                     spec.mapping_file,
                     op.line,
-                    f"operation '{op.name}': {op.path} has no {op.method} in the OpenAPI document",
+                    f"{label}: {op.path} has no {op.method} in the OpenAPI document",
                 )
             )
     return problems

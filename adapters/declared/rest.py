@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -78,7 +79,7 @@ class RestEngine:
         if operation.method != "GET" and operation.request is not None:
             # A change that leaves every part out is still a JSON object ({}), not no body.
             filled = fill_template(operation.request, values)
-            body = json.dumps({} if filled is None else filled).encode()
+            body = json.dumps({} if filled is None else filled, default=_json_number).encode()
             headers = {"Content-Type": "application/json", **headers}
         if operation.headers:
             # A header whose variable has no value (a change without an idempotency key) is
@@ -118,6 +119,13 @@ class RestEngine:
         if status != 200 and status != 201:
             raise BadResponse(self.name, f"answered {operation.name} with HTTP {status}")
         return RestAnswer(body, response.headers)
+
+
+def _json_number(value: Any) -> Any:
+    """A write's ``decimal`` argument as a JSON number (what TMF amounts are)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def records_at(answer: RestAnswer, operation: OperationSpec, system: str) -> list[Any]:

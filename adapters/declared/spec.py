@@ -60,8 +60,10 @@ MAPPING_KEYS = {
 }  # fmt: skip
 WRITE_KEYS = {
     "call", "method", "path", "description", "key", "arguments", "request", "idempotency",
-    "scope", "record", "list", "evicts",
+    "scope", "record", "list", "evicts", "headers",
 }  # fmt: skip
+#: ``idempotency: header:Idempotency-Key``: a REST write's key travels in that header.
+IDEMPOTENCY_HEADER = "header:"
 ARGUMENT_TYPES = frozenset({"string", "int", "float", "decimal", "bool"})
 FIELD_KEYS = {
     "path", "type", "class", "map", "required", "description", "many", "record", "personal",
@@ -1077,6 +1079,36 @@ def _graph(
     )
 
 
+def _write_idempotency(
+    idempotency: Any, request: Any, headers: dict, protocol: str, m: _Reader, name: Any, line: int
+) -> bool:
+    """Whether a write says where its idempotency key goes, and puts ``$idempotencyKey``
+    there: a part of its request (``idempotency: requestId``) or, REST only, a header
+    (``idempotency: header:Idempotency-Key``, the request then optional)."""
+    if not isinstance(idempotency, str) or not idempotency:
+        m.error(line, f"write '{name}': idempotency (where its key goes) is required")
+        return False
+    if idempotency.startswith(IDEMPOTENCY_HEADER):
+        header = idempotency[len(IDEMPOTENCY_HEADER) :].strip()
+        if protocol != "rest":
+            m.error(line, f"write '{name}': idempotency: header: is for REST systems")
+            return False
+        if request is not None and not isinstance(request, dict):
+            m.error(line, f"write '{name}': request must be a mapping (the body's template)")
+            return False
+        if not header or headers.get(header) != "$idempotencyKey":
+            m.error(line, f"write '{name}': headers.{header or '?'} must be $idempotencyKey")
+            return False
+        return True
+    if not isinstance(request, dict):
+        m.error(line, f"write '{name}': request (the change's template) is required")
+        return False
+    if request.get(idempotency) != "$idempotencyKey":
+        m.error(line, f"write '{name}': request.{idempotency} must be $idempotencyKey")
+        return False
+    return True
+
+
 def _writes(
     specs: Any,
     m: _Reader,
@@ -1124,14 +1156,20 @@ def _writes(
         for arg in sorted(reserved & arguments.keys()):
             m.error(line, f"write '{name}': argument '{arg}' is reserved")
         request = plain(spec.get("request"))
-        idempotency = spec.get("idempotency")
-        if not isinstance(idempotency, str) or not isinstance(request, dict):
-            m.error(line, f"write '{name}': request and idempotency (its key's part) are required")
+        headers = plain(spec.get("headers") or {})
+        if not isinstance(headers, dict):
+            m.error(line, f"write '{name}': headers must be a mapping: name -> value")
+            headers = {}
+        if headers and protocol != "rest":
+            m.error(line, f"write '{name}': headers are for REST systems (SOAP: soap.headers)")
+        if not _write_idempotency(
+            spec.get("idempotency"), request, headers, protocol, m, name, line
+        ):
             continue
-        if request.get(idempotency) != "$idempotencyKey":
-            m.error(line, f"write '{name}': request.{idempotency} must be $idempotencyKey")
+        if protocol == "rest" and not isinstance(spec.get("path"), str):
+            m.error(line, f"write '{name}': path (the resource the change is sent to) is required")
         allowed = {"$key", "$idempotencyKey"} | {f"${a}" for a in arguments}
-        for variable in sorted(_variables(request) - allowed):
+        for variable in sorted((_variables(request) | _variables(headers)) - allowed):
             m.error(line, f"write '{name}': unknown variable '{variable}'")
         record = spec.get("record")
         if record is not None and record not in records:
@@ -1151,6 +1189,7 @@ def _writes(
             path=spec.get("path"),
             request=request,
             list_path=_path(spec.get("list", "")),
+            headers=headers,
             line=line,
         )
         found[str(name)] = WriteSpec(
@@ -1158,7 +1197,7 @@ def _writes(
             key=key,
             arguments=arguments,
             operation=operation,
-            idempotency=idempotency,
+            idempotency=str(spec["idempotency"]),
             scope=str(scope) if scope else None,
             evicts=evicts,
             description=spec.get("description"),
