@@ -241,8 +241,9 @@ def _policy_explain(args: argparse.Namespace) -> int:
     except PolicyInvalid as invalid:
         print(invalid, file=sys.stderr)
         return 1
-    if args.purpose and args.purpose not in policy.purposes:
-        print(f"unknown purpose '{args.purpose}' (known: {', '.join(sorted(policy.purposes))})")
+    unknown = policy.unknown_terms(args.channel, args.purpose)
+    if unknown is not None:
+        print(unknown)
         return 2
     principal = Principal(subject="explain", role=args.role, channel=args.channel)
     if args.verified and args.verified not in policy.verification_levels:

@@ -151,6 +151,10 @@ def _try(args: argparse.Namespace) -> int:
         print(f"switchboard: {args.system} has no instance '{instance}'")
         return 2
     policy, _ = _policy()
+    unknown = policy.unknown_terms(args.channel, args.purpose)
+    if unknown is not None:
+        print(f"switchboard: {unknown}")
+        return 2
     principal = Principal(subject="systems-try", role=args.role, channel=args.channel)
     systems, _ = build_systems(registry, load_settings(), None)
     system = systems[spec.name]

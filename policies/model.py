@@ -181,6 +181,16 @@ class Policy:
     data_classes: Mapping[DataClass, DeclaredMask] = field(default_factory=dict)
     _decisions: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def unknown_terms(self, channel: str | None, purpose: str | None) -> str | None:
+        """What a command asked for that this policy does not know (a channel, a purpose),
+        as one line; None if both are known. An unknown one would quietly decide as the
+        default, which reads like an answer."""
+        if channel is not None and channel not in self.channels:
+            return f"unknown channel '{channel}' (known: {', '.join(sorted(self.channels))})"
+        if purpose and purpose not in self.purposes:
+            return f"unknown purpose '{purpose}' (known: {', '.join(sorted(self.purposes))})"
+        return None
+
     def decide(
         self,
         data_class: DataClass,

@@ -87,6 +87,8 @@ def test_policy_explain_shows_what_a_verification_level_changes(tmp_path):
     assert "clear" in line and "store-clerk-id-card-after-id-check" in line
     unknown = switchboard(*common, "--verified", "retina")
     assert unknown.returncode == 2 and "unknown verification level" in unknown.stdout
+    stranger = switchboard(*common[:2], "--channel", "telepathy", *common[4:])
+    assert stranger.returncode == 2 and "unknown channel 'telepathy'" in stranger.stdout
 
 
 def _settings_env(**extra: str) -> dict[str, str]:

@@ -263,3 +263,40 @@ def test_a_declared_write_needs_its_scope_goes_out_once_per_key_and_evicts(
         partner = ask(url, keys["partner"], REDEEM, {**args, "key": "redeem-0004"})
         assert partner["errors"][0]["extensions"]["code"] == "OPERATION_NOT_ALLOWED"
         assert redemptions(hub_data_dir, rich["member_no"]) == 1
+
+
+def test_systems_try_shows_one_call_masked_and_refuses_terms_the_policy_does_not_know(
+    sims, hub_data_dir
+):
+    """``systems try``: the records of one live call, masked as the channel and purpose
+    would see them; a channel or purpose the policy does not know stops it (exit 2) rather
+    than quietly masking as the policy's default."""
+    import subprocess
+    import sys
+
+    member = next(m for m in members(hub_data_dir) if m["msisdn"].startswith("+8613"))
+    env = {
+        "SWITCHBOARD_CONFIG": "/nonexistent.toml",
+        "PATH": "/usr/bin:/bin",
+        "SWITCHBOARD_SYSTEM_URLS": json.dumps({"loyalty-north": sims.loyalty_north}),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "systems", "try", "loyalty", "members", *args],
+            capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+        )  # fmt: skip
+
+    done = run("--key", member["member_no"], "--instance", "loyalty-north")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = json.loads(done.stdout)
+    (record,) = shown["records"]
+    # Masked for an agent without a purpose, as the graph would show it.
+    assert record["memberNo"] == "******" + member["member_no"][-4:]
+    assert record["pointsBalance"] == member["points_balance"]
+    for args, unknown in (
+        (("--channel", "telepathy"), "unknown channel 'telepathy'"),
+        (("--purpose", "curiosity"), "unknown purpose 'curiosity'"),
+    ):
+        refused = run("--key", member["member_no"], *args)
+        assert refused.returncode == 2 and unknown in refused.stdout, refused.stdout
