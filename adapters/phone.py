@@ -28,6 +28,21 @@ def to_e164(value: str, region: str = HOME_REGION) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+#: How a system writes the numbers it is asked by: ``+8618899407311``, ``18899407311``,
+#: ``8618899407311``.
+MSISDN_FORMATS = ("e164", "national", "digits")
+
+
+def in_format(value: str, form: str, region: str = HOME_REGION) -> str | None:
+    """The number as a system that writes it in ``form`` (MSISDN_FORMATS) knows it."""
+    e164 = to_e164(value, region)
+    if e164 is None or form == "e164":
+        return e164
+    if form == "digits":
+        return e164[1:]
+    return str(phonenumbers.parse(e164).national_number)
+
+
 def national(value: str, region: str = HOME_REGION) -> str | None:
     """The national significant number (``18899407311``), for prefix routing."""
     e164 = to_e164(value, region)

@@ -577,3 +577,46 @@ def test_the_contract_check_covers_writes(tmp_path):
     spec = load_registry(folder).systems["billing_view"]
     (problem,) = check_contract(spec, "http://127.0.0.1:1")
     assert "write 'creditBillingView': the OpenAPI document has no path" in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("form", "sent"),
+    [(None, "+8613912345678"), ("national", "13912345678"), ("digits", "8613912345678")],
+)
+async def test_msisdns_go_out_in_the_form_the_system_writes_them(tmp_path, form, sent):
+    """A system that keeps national numbers is asked by national numbers
+    (``msisdn_format: national``), whatever form the caller typed."""
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    if form is not None:
+        text = mapping.read_text()
+        assert "    input: msisdns\n" in text
+        mapping.write_text(
+            text.replace("    input: msisdns\n", f"    input: msisdns\n    msisdn_format: {form}\n")
+        )
+    spec = load_registry(folder).systems["loyalty"]
+    endpoints = {i.name: Endpoint(system=i.name, base_url=i.base_url) for i in spec.instances}
+    system = DeclaredSystem(spec, endpoints)
+    asked: list = []
+
+    async def capture(operation, request):
+        asked.append(request)
+        raise BusinessRejected("loyalty-north", "captured")  # not retried
+
+    system.instances["loyalty-north"].engine.call = capture  # type: ignore[method-assign]
+    for typed in ("13912345678", "+86 139 1234 5678", "8613912345678"):
+        with pytest.raises(BusinessRejected):
+            await system.lookup_msisdns("membersByMsisdn", [typed])
+    assert [r["msisdns"]["msisdn"] for r in asked] == [[sent]] * 3
+
+
+def test_an_unknown_msisdn_format_is_refused_at_its_line(tmp_path):
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    text = mapping.read_text()
+    mapping.write_text(
+        text.replace("    input: msisdns\n", "    input: msisdns\n    msisdn_format: local\n")
+    )
+    assert any(
+        "msisdn_format must be one of e164, national, digits" in p for p in problems_of(folder)
+    )

@@ -26,6 +26,7 @@ from adapters.declared.yaml_lines import (
     load_yaml,
     plain,
 )
+from adapters.phone import MSISDN_FORMATS
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
@@ -73,6 +74,7 @@ MAX_NESTING = 4
 OPERATION_KEYS = {
     "call", "method", "path", "query", "request", "batch", "list", "record", "key",
     "total", "max_limit", "input", "description", "headers", "all_pages", "maps",
+    "msisdn_format",
 }  # fmt: skip
 ERROR_KEYS = {
     "fault_code", "result_code", "result_required", "ok", "not_found", "rejected",
@@ -141,6 +143,10 @@ class OperationSpec:
     max_limit: int | None = None
     #: What the $keys are: the system's own keys, or MSISDNs (routed by the instances' ranges).
     input: str = "keys"
+    #: How the system writes the MSISDNs it is asked by (``e164``, ``national``, ``digits``):
+    #: each asked number is sent in that form. None: E.164 for ``input: msisdns``, else as
+    #: the hub has it.
+    msisdn_format: str | None = None
     #: REST: request headers of this operation (templates: an idempotency key header).
     headers: Mapping[str, Any] = field(default_factory=dict)
     #: Follow $offset/$limit pages until the total (a filtered list read whole).
@@ -876,6 +882,13 @@ def _operations(
         kind = spec.get("input", "keys")
         if kind not in ("keys", "msisdns"):
             m.error(line, f"operation '{name}': input must be keys or msisdns")
+        msisdn_format = spec.get("msisdn_format")
+        if msisdn_format is not None and msisdn_format not in MSISDN_FORMATS:
+            m.error(
+                line,
+                f"operation '{name}': msisdn_format must be one of {', '.join(MSISDN_FORMATS)}",
+            )
+            msisdn_format = None
         headers = plain(spec.get("headers") or {})
         if not isinstance(headers, dict):
             m.error(line, f"operation '{name}': headers must be a mapping: name -> value")
@@ -903,6 +916,7 @@ def _operations(
             total_path=_path(total) if total is not None else None,
             max_limit=max_limit,
             input=kind,
+            msisdn_format=msisdn_format,
             headers=headers,
             all_pages=bool(spec.get("all_pages", False)),
             maps=maps,

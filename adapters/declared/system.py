@@ -23,7 +23,7 @@ from adapters.declared.spec import InstanceSpec, OperationSpec, RecordSpec, Syst
 from adapters.declared.values import Record, decode, encode, fill_template, from_json, from_xml
 from adapters.errors import AdapterError, BadResponse, BusinessRejected, TimedOut
 from adapters.parsing import chunks, unique
-from adapters.phone import national, to_e164
+from adapters.phone import in_format, national, to_e164
 from adapters.resilience import CallPolicy, Endpoint
 
 
@@ -230,6 +230,9 @@ class DeclaredSystem:
     async def _lookup(self, op: OperationSpec, by_instance: dict[str, list[str]]) -> list[Located]:
         async def one(name: str, values: list[str]) -> list[Located]:
             instance = self.instances[name]
+            if op.msisdn_format is not None:
+                # Numbers as the system writes them; one no form fits is no number to ask.
+                values = [n for v in values if (n := in_format(v, op.msisdn_format))]
             batches = list(chunks(unique(values), op.batch or 1))
             answers = await gather_all([self._records(instance, op, b) for b in batches])
             return [Located(name, record) for records in answers for record in records]
