@@ -164,6 +164,10 @@ def _simulators(args: argparse.Namespace) -> int:
             str(args.billing_port),
             "--care-port",
             str(args.care_port),
+            "--loyalty-north-port",
+            str(args.loyalty_north_port),
+            "--loyalty-south-port",
+            str(args.loyalty_south_port),
         ]
     )
 
@@ -369,14 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sims = commands.add_parser(
         "simulators",
-        help="run the BOSS (SOAP), billing and care (REST) simulators",
-        description="Run the three legacy simulators in one process over a seeded data dir.",
+        help="run the BOSS (SOAP), billing and care (REST) and loyalty (SOAP 1.2) simulators",
+        description="Run the legacy simulators (BOSS, billing, care and the two loyalty "
+        "instances) in one process over a seeded data dir.",
     )
     sims.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="seeded stores")
     sims.add_argument("--host", default="127.0.0.1")
     sims.add_argument("--boss-port", type=int, default=8101)
     sims.add_argument("--billing-port", type=int, default=8102)
     sims.add_argument("--care-port", type=int, default=8103)
+    sims.add_argument(
+        "--loyalty-north-port", type=int, default=8104, help="loyalty of MSISDNs 130-159"
+    )
+    sims.add_argument(
+        "--loyalty-south-port", type=int, default=8105, help="loyalty of MSISDNs 160-199"
+    )
     sims.set_defaults(run=_simulators)
 
     seed = commands.add_parser(

@@ -43,14 +43,19 @@ def test_serve_refuses_an_unseeded_dir(tmp_path: Path, capsys: pytest.CaptureFix
     assert "seed" in capsys.readouterr().err
 
 
-def test_serve_stops_cleanly_on_sigint(data_dir: Path, free_ports: list[int]) -> None:
+SERVE_COMMANDS = {
+    "python -m simulators serve": [sys.executable, "-m", "simulators", "serve"],
+    "switchboard simulators": [sys.executable, "-m", "gateway.cli", "simulators"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(SERVE_COMMANDS))
+def test_serve_stops_cleanly_on_sigint(data_dir: Path, free_ports: list[int], command) -> None:
+    """Every port moves by flag, the loyalty instances' too, from both commands."""
     ports = free_ports
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "simulators",
-            "serve",
+            *SERVE_COMMANDS[command],
             "--data-dir",
             str(data_dir),
             "--boss-port",
@@ -73,7 +78,9 @@ def test_serve_stops_cleanly_on_sigint(data_dir: Path, free_ports: list[int]) ->
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("simulators ready: boss=http://127.0.0.1:")
-        assert httpx.get(f"http://127.0.0.1:{ports[1]}/_sim/health").status_code == 200
+        for port in ports:
+            assert f"http://127.0.0.1:{port}" in line
+            assert httpx.get(f"http://127.0.0.1:{port}/_sim/health").status_code == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
     finally:
