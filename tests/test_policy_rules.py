@@ -282,3 +282,13 @@ disclosure:
     # Line 8 (also unverified requests) only partly overlaps line 9: reported once.
     assert [w.line for w in warnings] == [9]
     assert "overlaps rule 'needs-otp'" in warnings[0].message
+
+
+def test_a_policy_key_written_twice_is_refused_with_its_line():
+    text = DEFAULT_POLICY_FILE.read_text()
+    doubled = text.replace('version: "', 'version: "0"\nversion: "', 1)
+    assert doubled != text
+    with pytest.raises(PolicyInvalid) as raised:
+        parse_policy(doubled, "rules.yaml")
+    (problem,) = raised.value.problems
+    assert "duplicate key 'version'" in problem.message and problem.line >= 2

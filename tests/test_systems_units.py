@@ -620,3 +620,16 @@ def test_an_unknown_msisdn_format_is_refused_at_its_line(tmp_path):
     assert any(
         "msisdn_format must be one of e164, national, digits" in p for p in problems_of(folder)
     )
+
+
+def test_a_key_written_twice_is_refused_at_its_second_line(tmp_path):
+    """YAML's loaders keep a repeated key's last value silently; half a mapping would be
+    lost without a word."""
+    folder = copy_loyalty(tmp_path)
+    mapping = folder / "loyalty" / "mapping.yaml"
+    text = mapping.read_text()
+    assert "    batch: 100\n" in text
+    mapping.write_text(text.replace("    batch: 100\n", "    batch: 100\n    batch: 50\n", 1))
+    (problem,) = problems_of(folder)
+    line = line_of(mapping, "batch: 50")
+    assert f"mapping.yaml:{line}: error: not valid YAML: duplicate key 'batch'" in problem

@@ -60,6 +60,18 @@ class LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line of every mapping."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # A key written twice would silently keep only its last value (YAML's own loaders
+        # do): one of the two is a mistake, so name its line.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: the base loader refuses it itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
         mapping = super().construct_mapping(node, deep=True)
         mapping[LINE] = node.start_mark.line + 1
         return mapping
