@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.declared.yaml_lines import DeclarationInvalid, Problem
 
 if TYPE_CHECKING:
-    from adapters.declared.spec import FieldSpec
+    from adapters.declared.spec import FieldSpec, OperationSpec
 
 PERSONAL_NAME_HINT = ("name", "msisdn", "phone", "mobile", "email", "address", "cert", "birth")
 
@@ -209,7 +210,32 @@ def _try(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    for note in _path_notes(spec.mapping_file, operation, fields, records):
+        print(note, file=sys.stderr)
     return 0
+
+
+def _path_notes(
+    mapping_file: str,
+    operation: OperationSpec,
+    fields: tuple[FieldSpec, ...],
+    records: list[Mapping[str, Any]],
+) -> list[str]:
+    """Hints at paths that found nothing in this answer (a typo reads as "empty"): no
+    record at all, or a field empty in every record. Hints, not errors: a system may well
+    leave a field empty for these keys."""
+    if not records:
+        where = "/".join(operation.list_path) or "the answer itself"
+        return [
+            f"note: no records; if the system holds some for these keys, check the "
+            f"operation's list: path ({where}) at {mapping_file}:{operation.line}"
+        ]
+    return [
+        f"note: field '{field.name}' was empty in all {len(records)} record(s): check its "
+        f"path ({'/'.join(field.path)}) at {mapping_file}:{field.line}"
+        for field in fields
+        if all(record.get(field.name) in (None, (), []) for record in records)
+    ]
 
 
 def _scaffold(args: argparse.Namespace) -> int:

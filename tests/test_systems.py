@@ -266,7 +266,7 @@ def test_a_declared_write_needs_its_scope_goes_out_once_per_key_and_evicts(
 
 
 def test_systems_try_shows_one_call_masked_and_refuses_terms_the_policy_does_not_know(
-    sims, hub_data_dir
+    sims, hub_data_dir, tmp_path
 ):
     """``systems try``: the records of one live call, masked as the channel and purpose
     would see them; a channel or purpose the policy does not know stops it (exit 2) rather
@@ -300,3 +300,20 @@ def test_systems_try_shows_one_call_masked_and_refuses_terms_the_policy_does_not
     ):
         refused = run("--key", member["member_no"], *args)
         assert refused.returncode == 2 and unknown in refused.stdout, refused.stdout
+
+    # A path that finds nothing reads as "empty": try says so, with the field's line.
+    folder = tmp_path / "systems"
+    shutil.copytree(LOYALTY, folder / "loyalty")
+    mapping = folder / "loyalty" / "mapping.yaml"
+    mapping.write_text(
+        mapping.read_text().replace("path: pointsBalance,", "path: pointBalance,", 1)
+    )
+    typo = run("--key", member["member_no"], "--dir", str(folder))
+    assert typo.returncode == 0, typo.stdout + typo.stderr
+    line = next(i for i, t in enumerate(mapping.read_text().splitlines(), 1) if "pointBalance" in t)
+    assert (
+        f"note: field 'pointsBalance' was empty in all 1 record(s): check its path "
+        f"(pointBalance) at {mapping}:{line}"
+    ) in typo.stderr
+    nobody = run("--key", "0000000000")
+    assert nobody.returncode == 0 and "note: no records" in nobody.stderr
