@@ -101,6 +101,16 @@ def _check(args: argparse.Namespace) -> int:
                             "warning",
                         )
                     )
+        if spec.graph is None and spec.role is None:
+            warnings.append(
+                Problem(
+                    spec.mapping_file,
+                    1,
+                    f"system '{spec.name}' adds nothing to the graph: declare identity: and "
+                    "graph: (or role:) for its records to be read (docs/systems.md)",
+                    "warning",
+                )
+            )
         if not args.offline:
             first = spec.instances[0]
             problems += check_contract(spec, _base_url(spec, first))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
@@ -291,6 +292,20 @@ def test_systems_scaffold_starts_a_mapping_from_a_wsdl(tmp_path):
     out = tmp_path / "systems" / "aurora"
     code, printed = run_cli("systems", "scaffold", str(wsdl), "--name", "aurora", "--out", str(out))
     assert code == 0, printed
+    # Not usable before review: each placeholder would go to the system as it is.
+    unreviewed = problems_of(tmp_path / "systems")
+    assert unreviewed and all("is the scaffold's placeholder" in p for p in unreviewed)
+    assert any("<memberNos>" in p for p in unreviewed)
+    mapping = out / "mapping.yaml"
+    text = mapping.read_text()
+    assert "redeemPoints:  # a change? move it under writes:" in text
+    mapping.write_text(re.sub(r"<[\w.-]+>", "$key", text))
+    system = (out / "system.yaml").read_text()
+    # The contract travels with the folder; the address is the WSDL's own.
+    assert "contract: MemberService.wsdl\n" in system and (out / "MemberService.wsdl").exists()
+    assert "base_url: http://127.0.0.1:8104" in system
+    code, checked = run_cli("systems", "check", "--dir", str(tmp_path / "systems"), "--offline")
+    assert code == 0 and "system 'aurora' adds nothing to the graph" in checked, checked
     spec = load_registry(tmp_path / "systems").systems["aurora"]
     assert {op.call for op in spec.operations.values()} == {
         "getMembersByMsisdn", "getMembers", "getPointsHistory", "redeemPoints", "ping",

@@ -10,8 +10,10 @@ to pass ``switchboard systems check`` after that review, not before.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -32,6 +34,26 @@ PERSONAL = (
     (re.compile(r"name", re.I), "name"),
     (re.compile(r"description|note|remark|comment|reason|text", re.I), "free_text"),
 )
+
+
+#: Operation names that say they change something: such an operation is a write (sent once,
+#: never retried), not a read; the scaffold says so where it lists it.
+CHANGE = re.compile(
+    r"^(add|apply|cancel|change|create|delete|modify|pay|post|redeem|register|remove|reset|"
+    r"set|submit|top_?up|transfer|update|upsert)",
+    re.I,
+)
+#: Where no contract says where the system lives: a port nothing listens on, so that a
+#: forgotten base_url fails loudly rather than calling something else (8000 is the hub's).
+UNKNOWN_BASE_URL = "http://127.0.0.1:1"
+
+
+def _origin(url: str) -> str | None:
+    """``http://host:port`` of an absolute URL, None for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _suggest(name: str) -> str | None:
@@ -90,7 +112,9 @@ def _find_list(complex_type: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str
     return None
 
 
-def scaffold_wsdl(location: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def scaffold_wsdl(
+    location: str, name: str, contract: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     import zeep
 
     client = zeep.Client(location)
@@ -114,10 +138,14 @@ def scaffold_wsdl(location: str, name: str) -> tuple[dict[str, Any], dict[str, A
     service = next(iter(client.wsdl.services.values()))
     port = next(iter(service.ports.values()))
     address = getattr(port.binding_options, "get", lambda _k: None)("address") or ""
-    return _files(name, "soap", location, records, operations, address=address)
+    return _files(
+        name, "soap", contract or location, records, operations, address, _origin(address)
+    )
 
 
 def scaffold_openapi(document: dict[str, Any], location: str, name: str):  # type: ignore[no-untyped-def]
+    servers = [s.get("url", "") for s in document.get("servers") or [] if isinstance(s, dict)]
+    base_url = next((o for url in servers if (o := _origin(str(url)))), None)
     schemas = (document.get("components") or {}).get("schemas") or document.get("definitions") or {}
     records: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -157,7 +185,7 @@ def scaffold_openapi(document: dict[str, Any], location: str, name: str):  # typ
         if queries:
             entry["query"] = {q: f"<{q}>" for q in queries}
         operations[_camel(get.get("operationId") or path)] = entry
-    return _files(name, "rest", location, records, operations)
+    return _files(name, "rest", location, records, operations, base_url=base_url)
 
 
 def _files(
@@ -167,13 +195,15 @@ def _files(
     records: dict[str, Any],
     operations: dict[str, Any],
     address: str = "",
+    base_url: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    instance = {"name": name.replace("_", "-")[:16], "base_url": base_url or UNKNOWN_BASE_URL}
     system: dict[str, Any] = {
         "name": name,
         "title": name,
         "protocol": protocol,
         "contract": location,
-        "instances": [{"name": name.replace("_", "-")[:16], "base_url": "http://127.0.0.1:8000"}],
+        "instances": [instance],
         "call": {"timeout_s": 2.0, "retry_attempts": 3, "max_concurrency": 20},
         "readiness": "optional",
         "first_sight": "lazy",
@@ -196,6 +226,16 @@ def render(document: dict[str, Any], header: str) -> str:
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
     # Suggested classes are guesses from field names: say so where the engineer reads them.
     text = re.sub(r"(class: \w+)(\})?$", r"\1\2  # check", text, flags=re.M)
+    text = re.sub(r"^(  base_url: .*)$", r"\1  # where the system listens: check", text, flags=re.M)
+    text = re.sub(r"^(\s+\w+: )(<[\w.-]+>)$", r"\1\2  # a variable or a value", text, flags=re.M)
+    for name in (document.get("operations") or {}) if "system" in document else ():
+        if CHANGE.match(name):
+            text = re.sub(
+                rf"^(  {re.escape(name)}:)$",
+                r"\1  # a change? move it under writes: (sent once; docs/systems.md, Writes)",
+                text,
+                flags=re.M,
+            )
     return header + text
 
 
@@ -203,13 +243,20 @@ def scaffold(source: str, name: str, out: Path) -> list[Path]:
     """Write system.yaml and mapping.yaml for ``source`` (a WSDL or OpenAPI URL or file)."""
     is_url = source.startswith(("http://", "https://"))
     text = httpx.get(source, timeout=10).text if is_url else Path(source).read_text("utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    # A contract on disk is copied beside the files it describes and named relatively, so
+    # that the folder works wherever it is moved (a URL stays a URL).
+    contract = source
+    if not is_url:
+        contract = Path(source).name
+        if Path(source).resolve() != (out / contract).resolve():
+            shutil.copyfile(source, out / contract)
     if "definitions" in text[:2000] and "wsdl" in text[:2000].lower():
         location = source if is_url else str(Path(source).resolve())
-        system, mapping = scaffold_wsdl(location, name)
+        system, mapping = scaffold_wsdl(location, name, contract)
     else:
         document = yaml.safe_load(text)
-        system, mapping = scaffold_openapi(document, source, name)
-    out.mkdir(parents=True, exist_ok=True)
+        system, mapping = scaffold_openapi(document, contract, name)
     header = (
         f"# Scaffolded by `switchboard systems scaffold` from {source}.\n"
         "# Review every line (docs/systems.md), then run `switchboard systems check`.\n"

@@ -894,6 +894,7 @@ def _operations(
             m.error(line, f"operation '{name}': headers must be a mapping: name -> value")
             headers = {}
         used = _variables(request) | _variables(query) | _variables(headers)
+        _refuse_placeholders(m, line, f"operation '{name}'", request, query, headers)
         maps = _maps(spec, m, str(name), used)
         for variable in used | _path_variables(spec):
             if variable not in VARIABLES | ROLE_VARIABLES:
@@ -956,6 +957,28 @@ def _variables(template: Any) -> set[str]:
     if isinstance(template, list):
         return set().union(*(_variables(v) for v in template))
     return {template} if isinstance(template, str) and template.startswith("$") else set()
+
+
+#: ``<memberNos>``: what ``systems scaffold`` writes where the engineer decides the value.
+PLACEHOLDER = re.compile(r"<[A-Za-z_][\w.-]*>")
+
+
+def _placeholders(template: Any) -> set[str]:
+    if isinstance(template, dict):
+        return set().union(*(_placeholders(v) for v in template.values()))
+    if isinstance(template, list):
+        return set().union(*(_placeholders(v) for v in template))
+    return {template} if isinstance(template, str) and PLACEHOLDER.fullmatch(template) else set()
+
+
+def _refuse_placeholders(m: _Reader, line: int, what: str, *templates: Any) -> None:
+    """A scaffold's placeholder left in a template would be sent to the system as it is."""
+    for placeholder in sorted(set().union(*(_placeholders(t) for t in templates))):
+        m.error(
+            line,
+            f"{what}: {placeholder} is the scaffold's placeholder: put a variable "
+            "($keys, $key, $offset, $limit, ...) or a fixed value",
+        )
 
 
 def _path_variables(spec: dict) -> set[str]:
@@ -1182,6 +1205,7 @@ def _writes(
             continue
         if protocol == "rest" and not isinstance(spec.get("path"), str):
             m.error(line, f"write '{name}': path (the resource the change is sent to) is required")
+        _refuse_placeholders(m, line, f"write '{name}'", request, headers)
         allowed = {"$key", "$idempotencyKey"} | {f"${a}" for a in arguments}
         for variable in sorted((_variables(request) | _variables(headers)) - allowed):
             m.error(line, f"write '{name}': unknown variable '{variable}'")
