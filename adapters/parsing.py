@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,7 +163,16 @@ _XML_OPTIONS: dict[str, Any] = {
     "load_dtd": False,
     "huge_tree": False,
 }
-_XML_PARSER = etree.XMLParser(**_XML_OPTIONS)
+#: One parser per thread: lxml's parsers must not be used by two threads at once, and big
+#: replies are parsed in worker threads (``parse_in_thread_above_bytes``).
+_PARSERS = threading.local()
+
+
+def _xml_parser() -> etree.XMLParser:
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = etree.XMLParser(**_XML_OPTIONS)
+    return parser
 
 
 class _TooMuchXml(Exception):
@@ -222,7 +232,7 @@ def read_xml(
     if content.count(b"<") + content.count(b"=") > limits.max_items:
         _census(system, content, limits)
     try:
-        root = etree.fromstring(content, _XML_PARSER)
+        root = etree.fromstring(content, _xml_parser())
     except etree.XMLSyntaxError:
         raise BadResponse(system, "answered with a body that is not XML") from None
     if root.getroottree().docinfo.internalDTD is not None:

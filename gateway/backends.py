@@ -139,6 +139,7 @@ def _endpoint(system: str, backend: BackendSettings) -> Endpoint:
         max_concurrency_per_request=backend.max_concurrency_per_request,
         breaker_min_budget_share=backend.breaker_min_budget_share,
         list_read_timeout_s=backend.list_read_timeout_s,
+        parse_in_thread_above_bytes=backend.parse_in_thread_above_bytes,
     )
     # The guard is built here, not in the adapter, so that /readyz and /metrics can see it.
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
@@ -172,6 +173,7 @@ def _instance_endpoint(spec: SystemSpec, name: str, base_url: str) -> Endpoint:
         max_concurrency=call.max_concurrency,
         max_concurrency_per_request=call.max_concurrency_per_request,
         list_read_timeout_s=call.list_read_timeout_s,
+        parse_in_thread_above_bytes=call.parse_in_thread_above_bytes,
     )
     return replace(endpoint, guard=BackendGuard.for_endpoint(endpoint))
 

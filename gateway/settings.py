@@ -95,6 +95,12 @@ class BackendSettings(SettingsModel):
         description="A timed-out attempt counts against the breaker only if it reached the "
         "backend with at least this share of timeout_s left (else the hub's queueing used it).",
     )
+    parse_in_thread_above_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="A reply body longer than this is parsed in a worker thread, so the event "
+        "loop serves other requests meanwhile (0: every reply).",
+    )
     list_read_timeout_s: float = Field(
         default=8.0,
         gt=0,

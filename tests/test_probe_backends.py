@@ -518,3 +518,64 @@ def test_a_refused_xml_census_leaves_nothing_for_the_garbage_collector():
         assert gc.collect() == 0  # nothing was left in a cycle
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("threshold", [0, 1 << 30])
+async def test_big_replies_are_parsed_off_the_event_loop(
+    sims, hub_data_dir, monkeypatch, threshold
+):
+    """parse_in_thread_above_bytes: a reply longer than it is parsed in a worker thread (the
+    loop serves others meanwhile); one within it on the loop, where a thread costs more
+    than the parse. Against the live loyalty (SOAP) and billing (REST) simulators."""
+    import sqlite3
+    import threading
+
+    import adapters.declared.rest as rest_engine
+    import adapters.declared.soap as soap_engine
+    from adapters.declared.registry import load_registry
+    from adapters.declared.system import DeclaredSystem
+    from adapters.resilience import Endpoint
+    from tests.harness import REPO
+
+    threads: list[tuple[str, bool]] = []
+
+    def watched(name, reader):
+        def read(*args, **kwargs):
+            threads.append((name, threading.current_thread() is threading.main_thread()))
+            return reader(*args, **kwargs)
+
+        return read
+
+    monkeypatch.setattr(soap_engine, "read_xml", watched("soap", soap_engine.read_xml))
+    monkeypatch.setattr(rest_engine, "read_json", watched("rest", rest_engine.read_json))
+    registry = load_registry(REPO / "systems")
+    with sqlite3.connect(hub_data_dir / "loyalty.db") as conn:
+        member_no = conn.execute(
+            "SELECT member_no FROM member WHERE msisdn LIKE '+8613%' LIMIT 1"
+        ).fetchone()[0]
+    with sqlite3.connect(hub_data_dir / "billing.db") as conn:
+        account_id = conn.execute("SELECT id FROM account LIMIT 1").fetchone()[0]
+    urls = {"loyalty-north": sims.loyalty_north, "loyalty-south": sims.loyalty_south}
+    for name, operation, key in (
+        ("loyalty", "members", ("loyalty-north", member_no)),
+        ("billing", "accounts", ("billing", account_id)),
+    ):
+        spec = registry.systems[name]
+        endpoints = {
+            i.name: Endpoint(
+                system=i.name,
+                base_url=urls.get(i.name, sims.billing),
+                parse_in_thread_above_bytes=threshold,
+            )
+            for i in spec.instances
+        }
+        system = DeclaredSystem(spec, endpoints)
+        await system.start()
+        try:
+            found = await system.read_by_keys(operation, [key])
+        finally:
+            await system.close()
+        assert key in found
+    on_loop = threshold > 0
+    assert {kind for kind, _ in threads} == {"soap", "rest"}
+    assert all(main is on_loop for _, main in threads), threads

@@ -111,6 +111,7 @@ class SoapEngine:
         self._http = make_backend_pool(endpoint)
         self._zeep_http = httpx.AsyncClient()
         self._limits = endpoint.reply_limits
+        self._thread_above = endpoint.parse_in_thread_above_bytes
         self._service: Any = None
         self._starting = asyncio.Lock()
         settings = spec.settings
@@ -213,7 +214,12 @@ class SoapEngine:
         except httpx.HTTPError as error:
             raise transport_error(self.name, error) from None
         content_type = response.headers.get("content-type")
-        return self.answer(operation, response.status_code, response.content, content_type)
+        status, content = response.status_code, response.content
+        if len(content) > self._thread_above:
+            # Parsing a big reply takes the loop for tens of milliseconds (a 5 MB one about
+            # 300): in a worker thread, where lxml lets go of the GIL, others go on meanwhile.
+            return await asyncio.to_thread(self.answer, operation, status, content, content_type)
+        return self.answer(operation, status, content, content_type)
 
     def answer(
         self,

@@ -54,7 +54,7 @@ OWNS_KEYS = {"msisdn_prefix", "key_prefix"}
 CALL_KEYS = {
     "timeout_s", "retry_attempts", "retry_backoff_s", "max_connections", "max_concurrency",
     "max_concurrency_per_request", "breaker_failure_threshold", "breaker_reset_s",
-    "list_read_timeout_s",
+    "list_read_timeout_s", "parse_in_thread_above_bytes",
 }  # fmt: skip
 MAPPING_KEYS = {
     "system", "records", "operations", "errors", "identity", "graph", "writes", "role",
@@ -301,6 +301,8 @@ class CallSpec:
     breaker_reset_s: float = 5.0
     #: A list read whole (``all_pages``): all its pages together at most this long.
     list_read_timeout_s: float = 8.0
+    #: Replies longer than this are parsed in a worker thread, off the event loop.
+    parse_in_thread_above_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,6 +677,9 @@ def _call(spec: dict, s: _Reader) -> CallSpec:
         ),
         breaker_reset_s=s.number(spec, "breaker_reset_s", 5.0, 0.01, 3600),
         list_read_timeout_s=s.number(spec, "list_read_timeout_s", 8.0, 0.01, 600),
+        parse_in_thread_above_bytes=s.number(
+            spec, "parse_in_thread_above_bytes", 256 * 1024, 0, 1 << 30, integer=True
+        ),
     )
 
 
