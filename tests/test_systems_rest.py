@@ -119,3 +119,28 @@ def test_a_declared_rest_write_sends_its_idempotency_key_in_a_header_once_per_ke
     ).json()
     assert unscoped["errors"][0]["extensions"]["code"] == "SCOPE_REQUIRED"
     assert adjustments(hub_data_dir, account) == before + 1
+
+
+CONFLICTS = """
+query C($m: String!) {
+  customerByMsisdn(msisdn: $m) {
+    billingView { id }
+    identity { links { system } conflicts { system kind } }
+  }
+}
+"""
+
+
+def test_a_record_serving_the_customers_number_under_another_id_card_is_a_conflict(
+    rest_gateway, typo_customer
+):
+    """certificate+msisdn with msisdn_lookup: the account that carries the customer's number
+    under a mistyped ID card is reported, not linked, and not silently missing."""
+    url, key, _ = rest_gateway
+    msisdn = typo_customer.subscribers[0].msisdn
+    body = post_graphql(url, key, CONFLICTS, {"m": msisdn}, purpose="service").json()
+    customer = body["data"]["customerByMsisdn"]
+    conflicts = customer["identity"]["conflicts"]
+    assert {"system": "billing-view", "kind": "msisdn_under_other_certificate"} in conflicts
+    assert all(link["system"] != "billing-view" for link in customer["identity"]["links"])
+    assert not customer["billingView"]

@@ -648,3 +648,29 @@ def test_a_key_written_twice_is_refused_at_its_second_line(tmp_path):
     (problem,) = problems_of(folder)
     line = line_of(mapping, "batch: 50")
     assert f"mapping.yaml:{line}: error: not valid YAML: duplicate key 'batch'" in problem
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            ("msisdn_lookup: accountsByMsisdn", "msisdn_lookup: nowhere"),
+            "identity.msisdn_lookup 'nowhere' must name an operation",
+        ),
+        (
+            ("match: certificate+msisdn", "match: certificate"),
+            "identity.msisdn_lookup is for match: certificate+msisdn",
+        ),
+        (
+            ("msisdn_lookup: accountsByMsisdn", "msisdn_lookup: bills"),
+            "must find the same record as identity.lookup",
+        ),
+    ],
+)
+def test_an_identity_msisdn_lookup_is_checked(tmp_path, change, problem):
+    folder = copy_billing_view(tmp_path)
+    mapping = folder / "billing_view" / "mapping.yaml"
+    text = mapping.read_text()
+    assert change[0] in text
+    mapping.write_text(text.replace(change[0], change[1], 1))
+    assert any(problem in p for p in problems_of(folder)), problems_of(folder)

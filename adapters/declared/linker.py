@@ -3,7 +3,9 @@
 ``match: msisdn``: a record carrying one of the customer's numbers (compared in E.164,
 whatever form each side writes) is linked; if the record also carries an ID-card number that
 is not the customer's, it is a conflict instead. ``match: certificate`` and
-``certificate+msisdn`` follow the bundled systems' rule (``adapters.identity.match``).
+``certificate+msisdn`` follow the bundled systems' rule (``adapters.identity.match``); with
+``msisdn_lookup`` the records found by the customer's numbers are asked too, so that one
+serving a number under another ID card (a mistyped card) is a conflict, not unseen.
 Resolution is recorded per instance: an instance that owns none of the customer's numbers is
 settled as absent without a call, and one that fails stays unresolved and is asked again.
 """
@@ -120,26 +122,40 @@ class DeclaredLinker:
             found = await self.system.lookup_keys(
                 rule.lookup, [c.certificate_no for c in customers]
             )
+            by_number: list[Located] = []
+            if rule.msisdn_lookup is not None:
+                numbers = [n for c in customers for n in c.msisdns]
+                by_number = await self.system.lookup_msisdns(rule.msisdn_lookup, numbers)
         except AdapterError as error:
             return Resolved({}, {name: error for name in self.instances})
         outcome: dict[str, list[SystemResolution]] = {}
+
+        def candidates(records: list[Located], instance: str) -> list[Candidate]:
+            return [
+                Candidate(
+                    key=str(x.record.get(rule.key)),
+                    certificate_nos=(str(x.record.get(rule.certificate or "")),),
+                    msisdns=_numbers(x.record.get(rule.msisdn or ""))
+                    if rule.match == "certificate+msisdn"
+                    else (),
+                )
+                for x in records
+                if x.instance == instance
+            ]
+
         for customer in customers:
             resolutions = []
             for instance in self.instances:
-                candidates = [
-                    Candidate(
-                        key=str(x.record.get(rule.key)),
-                        certificate_nos=(str(x.record.get(rule.certificate or "")),),
-                        msisdns=_numbers(x.record.get(rule.msisdn or ""))
-                        if rule.match == "certificate+msisdn"
-                        else (),
-                    )
-                    for x in found
-                    if x.instance == instance
-                ]
                 e164 = CustomerKeys(
                     customer.customer_no, customer.certificate_no, _numbers(list(customer.msisdns))
                 )
-                resolutions.append(match(instance, e164, candidates, ()))
+                resolutions.append(
+                    match(
+                        instance,
+                        e164,
+                        candidates(found, instance),
+                        candidates(by_number, instance),
+                    )
+                )
             outcome[customer.customer_no] = resolutions
         return Resolved(outcome, {})

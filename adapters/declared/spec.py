@@ -80,7 +80,9 @@ ERROR_KEYS = {
     "fault_code", "result_code", "result_required", "ok", "not_found", "rejected",
     "unavailable", "code",
 }  # fmt: skip
-IDENTITY_KEYS = {"match", "lookup", "key", "key_class", "msisdn", "certificate"}
+IDENTITY_KEYS = {
+    "match", "lookup", "key", "key_class", "msisdn", "certificate", "msisdn_lookup",
+}  # fmt: skip
 GRAPH_KEYS = {"field", "type", "description", "record", "read", "connections"}
 CONNECTION_KEYS = {"operation", "key", "type", "first", "description"}
 
@@ -187,6 +189,9 @@ class IdentitySpec:
     key_class: str
     msisdn: str | None = None
     certificate: str | None = None
+    #: ``certificate+msisdn``: an operation finding records by the customer's numbers, so
+    #: that a record serving one of them under another ID card is seen (a conflict).
+    msisdn_lookup: str | None = None
     line: int = 0
 
 
@@ -1046,6 +1051,15 @@ def _identity(
         m.error(
             line, "identity.certificate (the record's ID-card field) is required for this match"
         )
+    msisdn_lookup = spec.get("msisdn_lookup")
+    if msisdn_lookup is not None:
+        by_number = operations.get(str(msisdn_lookup))
+        if match != "certificate+msisdn":
+            m.error(line, "identity.msisdn_lookup is for match: certificate+msisdn")
+        elif by_number is None:
+            m.error(line, f"identity.msisdn_lookup '{msisdn_lookup}' must name an operation")
+        elif by_number.record != lookup.record:
+            m.error(line, "identity.msisdn_lookup must find the same record as identity.lookup")
     return IdentitySpec(
         match=str(match),
         lookup=lookup.name,
@@ -1053,6 +1067,7 @@ def _identity(
         key_class=str(spec.get("key_class")),
         msisdn=spec.get("msisdn"),
         certificate=spec.get("certificate"),
+        msisdn_lookup=str(msisdn_lookup) if msisdn_lookup is not None else None,
         line=line,
     )
 
