@@ -216,6 +216,13 @@ def _below_depth(max_depth: int) -> etree.XPath:
     return etree.XPath("boolean(" + "/*" * (max_depth + 1) + ")")
 
 
+def needs_census(content: bytes, limits: ReplyLimits) -> bool:
+    """Whether an XML body must be counted exactly before it is parsed. Every element and
+    attribute needs a "<" or a "=": fewer of those than the limit, and the count needs no
+    parse. More, and they are counted exactly before any tree exists."""
+    return content.count(b"<") + content.count(b"=") > limits.max_items
+
+
 def read_xml(
     system: str,
     content: bytes,
@@ -227,9 +234,7 @@ def read_xml(
     """The root element of an XML reply body, within its backend's limits; else BadResponse."""
     if media_type(content_type) not in media_types:
         raise BadResponse(system, "answered with a content type that is not SOAP XML")
-    # Every element and attribute needs a "<" or a "=": fewer of those than the limit, and
-    # the count needs no parse. More, and they are counted exactly before any tree exists.
-    if content.count(b"<") + content.count(b"=") > limits.max_items:
+    if needs_census(content, limits):
         _census(system, content, limits)
     try:
         root = etree.fromstring(content, _xml_parser())

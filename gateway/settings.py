@@ -98,8 +98,8 @@ class BackendSettings(SettingsModel):
     parse_in_thread_above_bytes: int = Field(
         default=256 * 1024,
         ge=0,
-        description="A reply body longer than this is parsed in a worker thread, so the event "
-        "loop serves other requests meanwhile (0: every reply).",
+        description="A SOAP reply body longer than this is parsed in a worker thread, so the "
+        "event loop serves other requests meanwhile (0: every reply).",
     )
     list_read_timeout_s: float = Field(
         default=8.0,

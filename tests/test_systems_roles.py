@@ -381,28 +381,29 @@ async def test_list_read_and_parse_settings_reach_the_role_systems_from_file_and
         care = wiring.backends.care.system.instances.values()
         return next(iter(billing)).list_read_timeout_s, next(iter(care)).list_read_timeout_s
 
-    def parse_thresholds(wiring) -> tuple[int, int]:
-        billing = next(iter(wiring.backends.billing.system.instances.values()))
-        care = next(iter(wiring.backends.care.system.instances.values()))
-        return billing.engine._thread_above, care.engine._thread_above
+    def parse_threshold(wiring) -> int:  # a SOAP engine's: REST replies stay on the loop
+        boss = next(iter(wiring.backends.customer_system.system.instances.values()))
+        return boss.engine._thread_above
 
     wirings = []
     try:
         monkeypatch.setenv("SWITCHBOARD_CONFIG", str(tmp_path / "none.toml"))
         wirings.append(build_backends(load_settings(**off), engine))
         assert list_timeouts(wirings[-1]) == (8.0, 8.0)
-        assert parse_thresholds(wirings[-1]) == (262144, 262144)
+        assert parse_threshold(wirings[-1]) == 262144
         config = tmp_path / "switchboard.toml"
         config.write_text(
             '[billing]\nbase_url = "http://127.0.0.1:8102"\nlist_read_timeout_s = 3.5\n'
-            "parse_in_thread_above_bytes = 0\n"
+            '[boss]\nbase_url = "http://127.0.0.1:8101"\nparse_in_thread_above_bytes = 0\n'
         )
         monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
         monkeypatch.setenv("SWITCHBOARD_CARE__LIST_READ_TIMEOUT_S", "4.5")
-        monkeypatch.setenv("SWITCHBOARD_CARE__PARSE_IN_THREAD_ABOVE_BYTES", "1000")
         wirings.append(build_backends(load_settings(**off), engine))
         assert list_timeouts(wirings[-1]) == (3.5, 4.5)
-        assert parse_thresholds(wirings[-1]) == (0, 1000)
+        assert parse_threshold(wirings[-1]) == 0
+        monkeypatch.setenv("SWITCHBOARD_BOSS__PARSE_IN_THREAD_ABOVE_BYTES", "1000")
+        wirings.append(build_backends(load_settings(**off), engine))
+        assert parse_threshold(wirings[-1]) == 1000
     finally:
         for wiring in wirings:
             await wiring.close()

@@ -9,7 +9,6 @@ without one a refusal, 5xx and 502-504 mean the system is not serving.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -56,7 +55,6 @@ class RestEngine:
         self.name = instance.name
         self._http = make_backend_pool(endpoint)
         self._limits = endpoint.reply_limits
-        self._thread_above = endpoint.parse_in_thread_above_bytes
         self._headers = dict(spec.rest_headers)
 
     async def start(self) -> None:
@@ -95,10 +93,6 @@ class RestEngine:
             )
         except httpx.HTTPError as error:
             raise transport_error(self.name, error) from None
-        if len(response.content) > self._thread_above:
-            # A big body's decoding in a worker thread: the loop gets its turns meanwhile
-            # (the json module keeps the GIL, but yields it every switch interval).
-            return await asyncio.to_thread(self.answer, operation, response)
         return self.answer(operation, response)
 
     def answer(self, operation: OperationSpec, response: Response) -> RestAnswer:

@@ -34,7 +34,7 @@ from adapters.declared.soap_envelope import PreparedOperation, Refused, prepare
 from adapters.declared.spec import InstanceSpec, OperationSpec, SystemSpec, fill_settings
 from adapters.declared.values import count_of, xml_find, xml_find_all, xml_text
 from adapters.errors import AdapterError, BadResponse, BusinessRejected
-from adapters.parsing import read_xml
+from adapters.parsing import needs_census, read_xml
 from adapters.resilience import Endpoint, make_backend_pool, status_error, transport_error
 from adapters.transport import DEFAULT_MAX_RESPONSE_BYTES, CappedSyncTransport
 
@@ -215,9 +215,12 @@ class SoapEngine:
             raise transport_error(self.name, error) from None
         content_type = response.headers.get("content-type")
         status, content = response.status_code, response.content
-        if len(content) > self._thread_above:
+        if len(content) > self._thread_above and not needs_census(content, self._limits):
             # Parsing a big reply takes the loop for tens of milliseconds (a 5 MB one about
             # 300): in a worker thread, where lxml lets go of the GIL, others go on meanwhile.
+            # A reply that must first be counted (more "<" and "=" than the item limit: a
+            # swarm) stays on the loop: the census is Python work that holds the GIL, and in
+            # threads it would only crowd the others' parses past their deadlines.
             return await asyncio.to_thread(self.answer, operation, status, content, content_type)
         return self.answer(operation, status, content, content_type)
 
