@@ -43,6 +43,14 @@ def owner_of(info: FieldInfo) -> str | None:
     return None
 
 
+def row_scoped(disclosure: Disclosure) -> bool:
+    """Whether the request's channel acts for its verified customer only."""
+    if not disclosure.enforced:
+        return False
+    profile = disclosure.policy.channel(disclosure.principal.channel)
+    return profile is not None and profile.rows == ROWS_VERIFIED_CUSTOMER
+
+
 def in_scope(disclosure: Disclosure, customer_id: str) -> bool:
     """Whether the request may act on this customer: always, unless its channel's profile
     says ``rows: verified_customer`` and the request's verification names someone else."""

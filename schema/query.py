@@ -7,7 +7,9 @@ import re
 
 import strawberry
 
+from adapters.errors import NotFound
 from adapters.records import StarLevel as RecordStarLevel
+from schema.customer_scope import in_scope, not_in_scope, row_scoped
 from schema.errors import bad_input, not_found
 from schema.search_rules import ensure_may_search
 from schema.types import (
@@ -48,6 +50,11 @@ class Query:
         if not HUB_ID.fullmatch(id):
             raise bad_input("id must be a hub customer id (cus_ followed by 20 hex digits).")
         info.context.customers_touched.add(str(id))
+        scoped = row_scoped(info.context.disclosure)
+        if scoped and not in_scope(info.context.disclosure, str(id)):
+            # Asked before the lookup: "no such customer" and "someone else" must not be
+            # told apart by a channel that acts for one customer (an existence oracle).
+            raise not_in_scope()
         identity = await info.context.loaders.identity_by_hub_id.load(str(id))
         if identity is None:
             raise not_found("customer")
@@ -60,11 +67,24 @@ class Query:
         if not MSISDN.fullmatch(msisdn):
             raise bad_input("msisdn must be 11 digits starting with 13-19.")
         info.context.backends_called.add(info.context.backends.customer_system.name)
-        line = await info.context.backends.customer_system.find_subscription_by_msisdn(msisdn)
+        disclosure = info.context.disclosure
+        scoped = row_scoped(disclosure)
+        try:
+            line = await info.context.backends.customer_system.find_subscription_by_msisdn(msisdn)
+        except NotFound:
+            if scoped:
+                # A channel that acts for one customer learns nothing of other numbers:
+                # unknown and someone else's answer alike (no existence oracle).
+                raise not_in_scope() from None
+            raise
         identity = await info.context.loaders.identity_by_customer_no.load(line.customer_no)
         if identity is None:
+            if scoped:
+                raise not_in_scope()
             raise not_found("customer")
         info.context.customers_touched.add(identity.hub_id)
+        if scoped and not in_scope(disclosure, identity.hub_id):
+            raise not_in_scope()
         return Customer.of(identity)
 
     @strawberry.field(description="Customers page by page, in the customer system's order.")

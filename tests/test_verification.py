@@ -427,6 +427,18 @@ def test_the_app_acts_for_its_verified_customer_only(gateway, sims, customers):
     assert by_number["errors"][0]["extensions"]["code"] == "CUSTOMER_NOT_IN_SCOPE"
     assert other_id not in str(by_number)
 
+    # Nobody's number and nobody's id answer exactly as someone else's: a channel that acts
+    # for one customer cannot probe which numbers or ids exist.
+    for document, variables in (
+        ("query($m: String!) { customerByMsisdn(msisdn: $m) { id } }", {"m": "13000000000"}),
+        ("query($m: ID!) { customer(id: $m) { id } }", {"m": "cus_" + "0" * 20}),
+        ("query($m: ID!) { customer(id: $m) { id } }", {"m": other_id}),
+    ):
+        probe = post(gateway, document, variables, channel="app", token=token).json()
+        (error,) = probe["errors"]
+        assert error["extensions"] == by_number["errors"][0]["extensions"], probe
+        assert error["message"] == by_number["errors"][0]["message"]
+
 
 def test_the_app_without_a_verification_reads_no_customer(gateway, customers):
     bundle = with_active_line(customers, 62)[0]
