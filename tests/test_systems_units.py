@@ -674,3 +674,25 @@ def test_an_identity_msisdn_lookup_is_checked(tmp_path, change, problem):
     assert change[0] in text
     mapping.write_text(text.replace(change[0], change[1], 1))
     assert any(problem in p for p in problems_of(folder)), problems_of(folder)
+
+
+@pytest.mark.parametrize(("status", "error"), [(404, NotFound), (400, BusinessRejected)])
+def test_a_rest_error_status_with_a_non_json_page_is_read_by_its_status(status, error):
+    """A web server's text/plain or HTML error page: the status decides, as for a JSON one;
+    not 'a content type that is not JSON'."""
+    from types import SimpleNamespace
+
+    spec = load_registry(REPO / "systems").systems["billing"]
+    endpoints = {i.name: Endpoint(system=i.name, base_url=i.base_url) for i in spec.instances}
+    engine = next(iter(DeclaredSystem(spec, endpoints).instances.values())).engine
+    page = SimpleNamespace(
+        status_code=status, headers={"content-type": "text/plain"}, content=b"Not Found"
+    )
+    with pytest.raises(error) as raised:
+        engine.answer(spec.operations["accounts"], page)  # type: ignore[union-attr, arg-type]
+    assert raised.value.backend_code in (str(status), None)
+    ok_page = SimpleNamespace(
+        status_code=200, headers={"content-type": "text/html"}, content=b"<p>"
+    )
+    with pytest.raises(BadResponse, match="not JSON"):
+        engine.answer(spec.operations["accounts"], ok_page)  # type: ignore[union-attr, arg-type]

@@ -101,11 +101,18 @@ class RestEngine:
             raise status_error(self.name, status) or BadResponse(self.name, f"HTTP {status}")
         content_type = response.headers.get("content-type")
         # Content type, depth and size checked (adapters/parsing.py), the body never quoted.
-        body = (
-            read_json(self.name, response.content, content_type, self._limits)
-            if response.content
-            else None
-        )
+        try:
+            body = (
+                read_json(self.name, response.content, content_type, self._limits)
+                if response.content
+                else None
+            )
+        except BadResponse:
+            if status < 400:
+                raise
+            # An error page that is not JSON (a web server's text/plain 404): the status
+            # still says what happened; there is only no code to read from it.
+            body = None
         if status >= 400:
             path = self.spec.errors.code
             code = json_find(body, path) if path else None
