@@ -142,6 +142,7 @@ def _json_value(value: Any) -> Any:
 
 def _try(args: argparse.Namespace) -> int:
     from adapters.errors import AdapterError
+    from adapters.phone import in_format
     from gateway.backends import build_systems
     from gateway.settings import load_settings
     from policies.masks import DataClass
@@ -155,7 +156,17 @@ def _try(args: argparse.Namespace) -> int:
         return 2
     operation = spec.operations.get(args.operation)
     if operation is None:
-        print(f"switchboard: {args.system} has no operation '{args.operation}'")
+        if args.operation in spec.writes:
+            print(
+                f"switchboard: '{args.operation}' is a write: try reads only (a write changes "
+                "the system; send it through the gateway's mutation, docs/systems.md)"
+            )
+        else:
+            print(f"switchboard: {args.system} has no operation '{args.operation}'")
+        return 2
+    refusal = _keys_refusal(operation, args.key)
+    if refusal is not None:
+        print(f"switchboard: {args.operation} {refusal}")
         return 2
     instance = args.instance or spec.instances[0].name
     if instance not in spec.instance_names:
@@ -169,9 +180,13 @@ def _try(args: argparse.Namespace) -> int:
     principal = Principal(subject="systems-try", role=args.role, channel=args.channel)
     systems, _ = build_systems(registry, load_settings(), None)
     system = systems[spec.name]
-    values: dict[str, Any] = {"$keys": args.key, "$offset": args.offset, "$limit": args.limit}
-    if args.key:
-        values["$key"] = args.key[0]
+    keys = list(args.key)
+    if operation.msisdn_format is not None:
+        # As the gateway sends them: the numbers in the form the system writes them.
+        keys = [in_format(k, operation.msisdn_format) or k for k in keys]
+    values: dict[str, Any] = {"$keys": keys, "$offset": args.offset, "$limit": args.limit}
+    if keys:
+        values["$key"] = keys[0]
 
     async def run() -> Any:
         try:
@@ -223,6 +238,28 @@ def _try(args: argparse.Namespace) -> int:
     for note in _path_notes(spec.mapping_file, operation, fields, records):
         print(note, file=sys.stderr)
     return 0
+
+
+def _keys_refusal(operation: OperationSpec, keys: list[str]) -> str | None:
+    """Why these --key values cannot be tried as one call, or None."""
+    request = [operation.request, dict(operation.query), dict(operation.headers)]
+    takes_key = "{key}" in str(operation.path or "") or any(
+        _uses_variable(t, "$key") for t in request
+    )
+    takes_keys = any(_uses_variable(t, "$keys") for t in request)
+    if (takes_key or takes_keys) and not keys:
+        return "needs a key: give --key"
+    if takes_key and not takes_keys and len(keys) > 1:
+        return "takes one key per call ($key): give one --key"
+    return None
+
+
+def _uses_variable(template: Any, variable: str) -> bool:
+    if isinstance(template, dict):
+        return any(_uses_variable(v, variable) for v in template.values())
+    if isinstance(template, list):
+        return any(_uses_variable(v, variable) for v in template)
+    return template == variable
 
 
 def _path_notes(

@@ -317,3 +317,21 @@ def test_systems_try_shows_one_call_masked_and_refuses_terms_the_policy_does_not
     ) in typo.stderr
     nobody = run("--key", "0000000000")
     assert nobody.returncode == 0 and "note: no records" in nobody.stderr
+    for args, refusal in (
+        ((), "members needs a key: give --key"),
+        (("--key", "1", "--key", "2"), None),  # $keys: one call with both
+    ):
+        done = run(*args)
+        assert (done.returncode == 2) is (refusal is not None), done.stdout + done.stderr
+        assert refusal is None or refusal in done.stdout
+    history = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "systems", "try", "loyalty", "pointsHistory",
+         "--key", member["member_no"], "--key", "0000000001"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    assert history.returncode == 2 and "takes one key per call" in history.stdout
+    write = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "systems", "try", "loyalty", "redeemLoyaltyPoints"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    assert write.returncode == 2 and "is a write: try reads only" in write.stdout
