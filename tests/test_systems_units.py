@@ -696,3 +696,61 @@ def test_a_rest_error_status_with_a_non_json_page_is_read_by_its_status(status, 
     )
     with pytest.raises(BadResponse, match="not JSON"):
         engine.answer(spec.operations["accounts"], ok_page)  # type: ignore[union-attr, arg-type]
+
+
+def test_systems_scaffold_reads_an_openapi_page_wrapper_and_its_changes(tmp_path):
+    """A list answered inside a page ({items: [...], total}) becomes list: items with the item
+    record; a POST becomes an operation with its body's fields, marked as a change."""
+    import json
+
+    contract = {
+        "openapi": "3.0.3",
+        "info": {"title": "CRM", "version": "1"},
+        "servers": [{"url": "http://127.0.0.1:9310/crm/v1"}],
+        "paths": {
+            "/crm/v1/contacts": {
+                "get": {
+                    "operationId": "listContacts",
+                    "parameters": [{"name": "msisdn", "in": "query"}],
+                    "responses": {"200": {"content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ContactPage"}}}}},
+                }
+            },
+            "/crm/v1/contacts/{contactId}/notes": {
+                "post": {
+                    "operationId": "addContactNote",
+                    "requestBody": {"content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/NoteInput"}}}},
+                    "responses": {"201": {"content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Note"}}}}},
+                }
+            },
+        },
+        "components": {"schemas": {
+            "ContactPage": {"properties": {
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}},
+                "total": {"type": "integer"}}},
+            "Contact": {"properties": {"contactId": {"type": "string"},
+                                       "msisdn": {"type": "string"}}},
+            "NoteInput": {"properties": {"text": {"type": "string"}}},
+            "Note": {"properties": {"noteId": {"type": "string"}}},
+        }},
+    }  # fmt: skip
+    source = tmp_path / "crm-openapi.json"
+    source.write_text(json.dumps(contract))
+    out = tmp_path / "systems" / "crm"
+    code, printed = run_cli("systems", "scaffold", str(source), "--name", "crm", "--out", str(out))
+    assert code == 0, printed
+    mapping = (out / "mapping.yaml").read_text()
+    assert "addContactNote:  # a change? move it under writes:" in mapping
+    system = (out / "system.yaml").read_text()
+    assert "base_url: http://127.0.0.1:9310" in system and "contract: crm-openapi.json" in system
+    import yaml
+
+    operations = yaml.safe_load(mapping)["operations"]
+    assert operations["listContacts"]["list"] == "items"
+    assert operations["listContacts"]["record"] == "Contact"
+    assert operations["addContactNote"]["method"] == "POST"
+    assert operations["addContactNote"]["request"] == {"text": "<text>"}
+    assert operations["addContactNote"]["record"] == "Note"
+    assert yaml.safe_load(mapping)["errors"] == {"not_found": ["404"], "rejected": []}

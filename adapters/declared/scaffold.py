@@ -150,6 +150,22 @@ def scaffold_openapi(document: dict[str, Any], location: str, name: str):  # typ
     records: dict[str, Any] = {}
     operations: dict[str, Any] = {}
 
+    def properties(schema: Any) -> dict[str, Any]:
+        if not isinstance(schema, dict):
+            return {}
+        target = str(schema.get("$ref", "")).rpartition("/")[2]
+        found = (schemas.get(target) or {}) if target else schema
+        return found.get("properties") or {}
+
+    def page_of(schema: Any) -> tuple[str, Any] | None:
+        """A page wrapper ({items: [Contact], total}): the list's key and its item schema."""
+        for prop, prop_schema in properties(schema).items():
+            if (prop_schema or {}).get("type") == "array" and "$ref" in (
+                prop_schema.get("items") or {}
+            ):
+                return prop, prop_schema["items"]
+        return None
+
     def record_of(schema: Any) -> str | None:
         if not isinstance(schema, dict):
             return None
@@ -170,14 +186,38 @@ def scaffold_openapi(document: dict[str, Any], location: str, name: str):  # typ
         records.setdefault(target, fields)
         return target
 
+    def answer_schema(operation: dict[str, Any]) -> Any:
+        responses = operation.get("responses") or {}
+        ok = responses.get("200") or responses.get("201") or {}
+        content = (ok.get("content") or {}).get("application/json") or {}
+        return content.get("schema") or ok.get("schema")
+
     for path, methods in sorted((document.get("paths") or {}).items()):
+        for method in ("post", "put", "patch"):
+            change = (methods or {}).get(method)
+            if not isinstance(change, dict):
+                continue
+            # A change: listed with its body's fields, to be moved under writes:.
+            body = ((change.get("requestBody") or {}).get("content") or {}).get(
+                "application/json"
+            ) or {}
+            entry = {
+                "method": method.upper(),
+                "path": re.sub(r"\{[^}]+\}", "{key}", path),
+                "request": {p: f"<{p}>" for p in properties(body.get("schema"))},
+            }
+            record = record_of(answer_schema(change))
+            if record:
+                entry["record"] = record
+            operations[_camel(change.get("operationId") or f"{method} {path}")] = entry
         get = (methods or {}).get("get")
         if not isinstance(get, dict):
             continue
-        ok = (get.get("responses") or {}).get("200") or {}
-        content = (ok.get("content") or {}).get("application/json") or {}
-        schema = content.get("schema") or ok.get("schema")
-        entry: dict[str, Any] = {"method": "GET", "path": re.sub(r"\{[^}]+\}", "{key}", path)}
+        schema = answer_schema(get)
+        entry = {"method": "GET", "path": re.sub(r"\{[^}]+\}", "{key}", path)}
+        page = page_of(schema)
+        if page is not None:
+            entry["list"], schema = page
         record = record_of(schema)
         if record:
             entry["record"] = record
@@ -217,7 +257,10 @@ def _files(
         "system": name,
         "records": mapping_records,
         "operations": operations,
-        "errors": {"ok": ["0"], "not_found": [], "rejected": []},
+        # SOAP systems here answer result codes ("0" is success); REST ones say it by status.
+        "errors": {"ok": ["0"], "not_found": [], "rejected": []}
+        if protocol == "soap"
+        else {"not_found": ["404"], "rejected": []},
     }
     return system, mapping
 
@@ -228,8 +271,9 @@ def render(document: dict[str, Any], header: str) -> str:
     text = re.sub(r"(class: \w+)(\})?$", r"\1\2  # check", text, flags=re.M)
     text = re.sub(r"^(  base_url: .*)$", r"\1  # where the system listens: check", text, flags=re.M)
     text = re.sub(r"^(\s+\w+: )(<[\w.-]+>)$", r"\1\2  # a variable or a value", text, flags=re.M)
-    for name in (document.get("operations") or {}) if "system" in document else ():
-        if CHANGE.match(name):
+    operations = (document.get("operations") or {}) if "system" in document else {}
+    for name, entry in operations.items():
+        if CHANGE.match(name) or entry.get("method", "GET") != "GET":
             text = re.sub(
                 rf"^(  {re.escape(name)}:)$",
                 r"\1  # a change? move it under writes: (sent once; docs/systems.md, Writes)",
