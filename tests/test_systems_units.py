@@ -754,3 +754,22 @@ def test_systems_scaffold_reads_an_openapi_page_wrapper_and_its_changes(tmp_path
     assert operations["addContactNote"]["request"] == {"text": "<text>"}
     assert operations["addContactNote"]["record"] == "Note"
     assert yaml.safe_load(mapping)["errors"] == {"not_found": ["404"], "rejected": []}
+
+
+def test_the_contract_check_knows_an_operations_query_parameters(tmp_path):
+    """A misspelt filter is ignored by many systems, which then answer everything: the
+    check names a query parameter the contract does not declare for that path."""
+    from adapters.declared.contract_check import check_contract
+
+    folder = copy_billing_view(tmp_path)
+    mapping = folder / "billing_view" / "mapping.yaml"
+    text = mapping.read_text()
+    assert "query: {certificateNumber: $keys" in text
+    mapping.write_text(
+        text.replace("query: {certificateNumber: $keys", "query: {certificateNo: $keys")
+    )
+    spec = load_registry(folder).systems["billing_view"]
+    (problem,) = check_contract(spec, "http://127.0.0.1:1")
+    assert "operation 'accountsByCertificate': query parameter 'certificateNo' is not one" in str(
+        problem
+    )

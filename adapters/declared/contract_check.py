@@ -132,4 +132,34 @@ def _check_openapi(spec: SystemSpec, base_url: str, timeout_s: float) -> list[Pr
                     f"{label}: {op.path} has no {op.method} in the OpenAPI document",
                 )
             )
+        else:
+            problems += _query_problems(spec, label, op, paths[found])
     return problems
+
+
+def _query_problems(
+    spec: SystemSpec, label: str, op: OperationSpec, path_item: dict[str, Any]
+) -> list[Problem]:
+    """Query parameters the contract does not declare for this path and method: a system
+    that ignores an unknown filter answers everything, which reads like a lookup."""
+    operation = path_item.get(op.method.lower()) or {}
+    declared = [
+        p
+        for p in [*(path_item.get("parameters") or []), *(operation.get("parameters") or [])]
+        if isinstance(p, dict)
+    ]
+    if any("$ref" in p for p in declared):
+        return []  # parameters defined elsewhere: not followed, so not judged
+    names = {str(p.get("name")) for p in declared if p.get("in") == "query"}
+    if not declared:
+        return []  # the contract lists no parameters at all: nothing to compare with
+    return [
+        Problem(
+            spec.mapping_file,
+            op.line,
+            f"{label}: query parameter '{name}' is not one of {op.method} {op.path}'s in the "
+            f"OpenAPI document ({', '.join(sorted(names)) or 'none'})",
+        )
+        for name in op.query
+        if name not in names
+    ]
