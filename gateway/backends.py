@@ -8,6 +8,7 @@ ones too (its lookups pass through uncached).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -45,6 +46,8 @@ from insight.rules import InsightRules
 from insight.store import RulesStore
 from orchestration.store import RequestStore
 from schema.context import Backends
+
+log = logging.getLogger("switchboard.systems")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,10 @@ def build_backends(
         "care": _endpoint("care", settings.care),
     }
     registry = registry if registry is not None else load_systems(settings)
+    for name in registry.unknown_instances(settings.instance_urls):
+        # Not fatal (a shared settings file may name instances of systems deployed elsewhere),
+        # but said: a misspelt name would otherwise leave the instance at its file's URL.
+        log.warning("system_urls names '%s', which no declared system has as an instance", name)
     customer_system: CustomerSystem = _role_adapter(
         registry,
         settings,

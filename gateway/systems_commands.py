@@ -75,6 +75,18 @@ def _check(args: argparse.Namespace) -> int:
         problems += registry.class_problems(known)
     except PolicyInvalid as invalid:
         problems += invalid.problems
+    from gateway.settings import load_settings
+
+    for name in registry.unknown_instances(load_settings().instance_urls):
+        warnings.append(
+            Problem(
+                str(registry.folder),
+                0,
+                f"system_urls names '{name}', which no declared system has as an instance "
+                f"(instances: {', '.join(sorted(i for s in registry for i in s.instance_names))})",
+                "warning",
+            )
+        )
     for spec in registry:
         for record in spec.records.values():
             for field in record.fields:

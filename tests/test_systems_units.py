@@ -773,3 +773,23 @@ def test_the_contract_check_knows_an_operations_query_parameters(tmp_path):
     assert "operation 'accountsByCertificate': query parameter 'certificateNo' is not one" in str(
         problem
     )
+
+
+def test_systems_check_warns_of_system_urls_for_no_instance(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "systems", "check", "--offline"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={
+            "SWITCHBOARD_CONFIG": "/nonexistent.toml",
+            "PATH": "/usr/bin:/bin",
+            "SWITCHBOARD_SYSTEM_URLS": '{"loyalty-nrth": "http://127.0.0.1:1"}',
+        },
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout
+    assert "warning: system_urls names 'loyalty-nrth', which no declared system" in done.stdout

@@ -8,7 +8,7 @@ reports every one at once, and the gateway refuses to start on any.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,11 @@ class SystemRegistry:
 
     def __len__(self) -> int:
         return len(self.systems)
+
+    def unknown_instances(self, names: Iterable[str]) -> list[str]:
+        """Of ``names`` (``system_urls`` keys), those no declared system has as an instance."""
+        known = {i for s in self for i in s.instance_names}
+        return sorted(set(names) - known)
 
     def playing(self, role: str) -> SystemSpec | None:
         """The system that plays one of the hub's roles (``role:`` in its mapping)."""
