@@ -417,9 +417,18 @@ class CallPolicy:
     ) -> R:
         # Once, never retried: a timed-out write may have happened; its workflow repeats it
         # with the same idempotency key.
-        return await self.guard.attempt(
-            operation, 1, self._deadline(), self._timeout_s, call, *args, **kwargs
-        )
+        try:
+            return await self.guard.attempt(
+                operation, 1, self._deadline(), self._timeout_s, call, *args, **kwargs
+            )
+        except TimedOut as timed_out:
+            # Said to the caller: the change may have been made, and a repeat is safe.
+            raise TimedOut(
+                timed_out.system,
+                f"{timed_out.message}; the change may have been made: repeat it with the "
+                "same idempotency key to learn its outcome",
+                backend_code=timed_out.backend_code,
+            ) from None
 
 
 def make_http_client(endpoint: Endpoint) -> httpx.AsyncClient:

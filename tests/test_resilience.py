@@ -372,3 +372,21 @@ async def test_a_429_is_throttling_not_retried_and_counted_against_the_circuit(c
         await policy.read("test", throttling)
     assert calls == 1
     assert guard.breaker.snapshot().consecutive_failures == 1
+
+
+async def test_a_timed_out_write_says_a_repeat_with_the_same_key_is_safe(clock):
+    guard = guarded("billing", clock, threshold=5)
+    policy = CallPolicy(Endpoint("billing", "http://unused", timeout_s=0.2, guard=guard))
+    calls = 0
+
+    async def hang() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.Event().wait()
+
+    with pytest.raises(TimedOut) as raised:
+        await asyncio.wait_for(policy.write("test", hang), 10)
+    assert calls == 1  # sent once, never retried
+    assert raised.value.code == "BACKEND_TIMEOUT"
+    assert "repeat it with the same idempotency key" in raised.value.message
+    assert guard.breaker.snapshot().consecutive_failures == 1
