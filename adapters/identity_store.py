@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    delete,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -296,6 +297,21 @@ class IdentityStore:
             if conflicts:
                 await conn.execute(identity_conflict.insert(), conflicts)
             await conn.execute(self._outcomes_upsert(), outcomes)
+
+    async def forget_absent(self, system: str, hub_id: str | None = None) -> int:
+        """Make "absent in ``system``" outcomes unresolved now (of one customer, or all): the
+        next request that needs the system asks it again. For a mapping or a system fixed
+        since; links and conflicts are never touched. The count forgotten."""
+        condition = (identity_resolution.c.system == system) & (
+            identity_resolution.c.outcome == "absent"
+        )
+        if hub_id is not None:
+            condition = condition & (identity_resolution.c.hub_id == hub_id)
+        async with self._engine.begin() as conn:
+            done = await conn.execute(delete(identity_resolution).where(condition))
+        self._settled_by_hub_id.clear()
+        self._settled_by_customer_no.clear()
+        return int(done.rowcount or 0)
 
     def _insert_ignoring_duplicates(self, table: Table):  # type: ignore[no-untyped-def]
         return self._dialect().insert(table).on_conflict_do_nothing()

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from gateway.audit.commands import add_audit_commands
 from gateway.campaign_commands import add_campaign_commands
+from gateway.identity_commands import add_identity_commands
 from gateway.insight_commands import add_insight_commands
 from gateway.key_commands import add_key_commands
 from gateway.migrate import DatabaseNotMigrated
@@ -474,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replica_commands(commands)
 
     add_key_commands(commands)
+    add_identity_commands(commands)
     return parser
 
 

@@ -74,3 +74,50 @@ def test_a_customer_absent_from_a_system_is_linked_once_the_system_has_a_record(
             while (found := memberships()) == [] and time.monotonic() < deadline:
                 time.sleep(0.5)  # asked again once the absent outcome is a second old
             assert found == [{"memberNo": member_no}]
+
+
+def test_identity_recheck_asks_a_system_again_after_a_fix(tmp_path):
+    """``switchboard identity recheck SYSTEM``: absent outcomes (held an hour by default)
+    become unresolved now; after a restart the next request asks the system again and links
+    the record opened since. Without it the restart alone keeps the customer absent."""
+    import subprocess
+
+    from tests.harness import SWITCHBOARD
+
+    data_dir = tmp_path / "simdata"
+    data_dir.mkdir()
+    seed_dataset(data_dir, CUSTOMERS, SEED)
+    msisdn, template = _not_a_member(data_dir)
+    with running_simulators(data_dir) as sims:
+        env = gateway_env(
+            sims,
+            f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+            SWITCHBOARD_CACHE__ENABLED="false",
+            SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
+        )
+        key = issue_key(env, channel="agent", role="agent")
+
+        def memberships(url: str) -> list[dict]:
+            answer = post_graphql(url, key, MEMBERS, {"m": msisdn}).json()
+            assert "errors" not in answer, answer
+            return answer["data"]["customerByMsisdn"]["loyaltyMembers"]
+
+        with running_gateway(env, tmp_path / "first.log") as url:
+            assert memberships(url) == []  # absent in loyalty, for an hour
+        member_no = _enrol(data_dir, msisdn, template)
+        with running_gateway(env, tmp_path / "second.log") as url:
+            assert memberships(url) == []  # a restart alone asks nobody again
+        owner = "loyalty-north" if int(msisdn[:3]) < 160 else "loyalty-south"
+        for args, code, printed in (
+            (["nowhere"], 2, "no system 'nowhere' links customers"),
+            ([owner, "--customer", "cus_x"], 2, "--customer must be a hub customer id"),
+            ([owner], 0, f"absent outcome(s) in {owner} will be asked again"),
+        ):
+            done = subprocess.run(
+                [*SWITCHBOARD, "identity", "recheck", *args],
+                capture_output=True, text=True, env=env, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == code and printed in done.stdout, done.stdout + done.stderr
+        assert not done.stdout.startswith("0 ")
+        with running_gateway(env, tmp_path / "third.log") as url:
+            assert memberships(url) == [{"memberNo": member_no}]
