@@ -39,6 +39,14 @@ def not_found(what: str) -> GraphError:
     return GraphError("NOT_FOUND", f"No {what} with that identifier.")
 
 
+def key_reused() -> GraphError:
+    """A caller's idempotency key used before with another input (or another mutation)."""
+    return GraphError(
+        "IDEMPOTENCY_KEY_REUSED",
+        "This idempotency key was used before with another input; use a new key.",
+    )
+
+
 def identity_conflict(system: str) -> GraphError:
     return GraphError(
         "IDENTITY_CONFLICT",

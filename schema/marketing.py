@@ -30,7 +30,7 @@ from orchestration.store import KeyReused, hub_request
 from policies.masks import DataClass
 from schema.classified import classified
 from schema.customer_scope import ensure_in_scope
-from schema.errors import GraphError, bad_input, not_found
+from schema.errors import GraphError, bad_input, key_reused, not_found
 from schema.query import HUB_ID
 from schema.types import GraphInfo
 
@@ -286,10 +286,7 @@ async def _start_plan_change(info: GraphInfo, row: OfferRow, key: str) -> str:
             detail={"offeringId": offering_id, "offerId": row.id},
         )
     except KeyReused:
-        raise GraphError(
-            "IDEMPOTENCY_KEY_REUSED",
-            "This idempotency key was used before with another input; use a new key.",
-        ) from None
+        raise key_reused() from None
 
 
 @strawberry.type

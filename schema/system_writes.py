@@ -27,7 +27,7 @@ from adapters.declared.registry import SystemRegistry
 from adapters.declared.spec import SystemSpec, WriteSpec
 from orchestration.store import KeyReused, input_hash
 from schema.customer_scope import ensure_in_scope
-from schema.errors import GraphError, bad_input, not_found
+from schema.errors import GraphError, bad_input, key_reused, not_found
 from schema.system_fields import PYTHON_TYPES, record_type
 
 HUB_ID = re.compile(r"cus_[0-9a-f]{20}")
@@ -66,10 +66,7 @@ async def _claim_key(
     try:
         await store.claim_key(caller, key, key_label(write.name), digest, sent_as)
     except KeyReused:
-        raise GraphError(
-            "IDEMPOTENCY_KEY_REUSED",
-            "This idempotency key was used before with another input; use a new key.",
-        ) from None
+        raise key_reused() from None
 
 
 def _mutation(spec: SystemSpec, write: WriteSpec) -> Any:

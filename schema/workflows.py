@@ -29,7 +29,7 @@ from orchestration.service import TERMINAL_STATES, Workflows
 from orchestration.store import EventRow, KeyReused, RequestRow, input_hash
 from policies.principal import Principal
 from schema.customer_scope import ensure_in_scope
-from schema.errors import GraphError, bad_input, not_found
+from schema.errors import GraphError, bad_input, key_reused, not_found
 from schema.query import HUB_ID, MSISDN
 from schema.types import GraphInfo
 
@@ -51,13 +51,6 @@ AGENT_ONLY = ("resolveComplaint", "escalateComplaint")
 
 
 # --- errors -----------------------------------------------------------------------------------
-
-
-def key_reused() -> GraphError:
-    return GraphError(
-        "IDEMPOTENCY_KEY_REUSED",
-        "This idempotency key was used before with another input; use a new key.",
-    )
 
 
 def not_waiting(what: str) -> GraphError:
