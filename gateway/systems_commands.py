@@ -254,24 +254,16 @@ def _try(args: argparse.Namespace) -> int:
 
 def _keys_refusal(operation: OperationSpec, keys: list[str]) -> str | None:
     """Why these --key values cannot be tried as one call, or None."""
-    request = [operation.request, dict(operation.query), dict(operation.headers)]
-    takes_key = "{key}" in str(operation.path or "") or any(
-        _uses_variable(t, "$key") for t in request
-    )
-    takes_keys = any(_uses_variable(t, "$keys") for t in request)
+    from adapters.declared.spec import uses_variable
+
+    request = [operation.path, operation.request, dict(operation.query), dict(operation.headers)]
+    takes_key = any(uses_variable(t, "$key") for t in request)
+    takes_keys = any(uses_variable(t, "$keys") for t in request)
     if (takes_key or takes_keys) and not keys:
         return "needs a key: give --key"
     if takes_key and not takes_keys and len(keys) > 1:
         return "takes one key per call ($key): give one --key"
     return None
-
-
-def _uses_variable(template: Any, variable: str) -> bool:
-    if isinstance(template, dict):
-        return any(_uses_variable(v, variable) for v in template.values())
-    if isinstance(template, list):
-        return any(_uses_variable(v, variable) for v in template)
-    return template == variable
 
 
 def _path_notes(

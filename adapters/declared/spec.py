@@ -10,7 +10,7 @@ The formats are described in docs/systems.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -835,11 +835,13 @@ def _resolve_nested(records: dict[str, RecordSpec], m: _Reader) -> dict[str, Rec
     return resolved
 
 
-def _uses(template: Any, variable: str) -> bool:
+def uses_variable(template: Any, variable: str) -> bool:
+    """Whether a template (request, query, headers, or a path string) uses ``variable``:
+    as a value of its own, or as ``{key}`` inside a string."""
     if isinstance(template, dict):
-        return any(_uses(v, variable) for k, v in template.items() if k != LINE)
+        return any(uses_variable(v, variable) for k, v in template.items() if k != LINE)
     if isinstance(template, list):
-        return any(_uses(v, variable) for v in template)
+        return any(uses_variable(v, variable) for v in template)
     return template == variable or (
         isinstance(template, str) and "{" + variable[1:] + "}" in template
     )
@@ -874,8 +876,10 @@ def _operations(
         batch = spec.get("batch")
         # An operation that takes one key per call (a system without batch reads) says
         # $key with batch: 1; the engine still reads a whole list of keys, one call each.
-        takes_keys = _uses(request, "$keys") or _uses(query, "$keys")
-        takes_keys = takes_keys or (batch == 1 and (_uses(request, "$key") or _uses(query, "$key")))
+        takes_keys = uses_variable(request, "$keys") or uses_variable(query, "$keys")
+        takes_keys = takes_keys or (
+            batch == 1 and (uses_variable(request, "$key") or uses_variable(query, "$key"))
+        )
         if batch is not None and (not isinstance(batch, int) or not 1 <= batch <= 10000):
             m.error(line, f"operation '{name}': batch must be keys per call, 1-10000")
             batch = None
@@ -934,7 +938,7 @@ def _operations(
             line=line,
         )
         if spec.get("all_pages") and not (
-            total is not None and _uses(query, "$offset") and _uses(query, "$limit")
+            total is not None and uses_variable(query, "$offset") and uses_variable(query, "$limit")
         ):
             m.error(line, f"operation '{name}': all_pages needs total and $offset/$limit")
     return operations
@@ -961,29 +965,30 @@ def _maps(spec: dict, m: _Reader, name: str, used: set[str]) -> dict[str, dict[s
     return maps
 
 
-def _variables(template: Any) -> set[str]:
+def _text_leaves(template: Any) -> Iterator[str]:
+    """Every text value of a template, however deep."""
     if isinstance(template, dict):
-        return set().union(*(_variables(v) for v in template.values()))
-    if isinstance(template, list):
-        return set().union(*(_variables(v) for v in template))
-    return {template} if isinstance(template, str) and template.startswith("$") else set()
+        for value in template.values():
+            yield from _text_leaves(value)
+    elif isinstance(template, list):
+        for value in template:
+            yield from _text_leaves(value)
+    elif isinstance(template, str):
+        yield template
+
+
+def _variables(template: Any) -> set[str]:
+    return {text for text in _text_leaves(template) if text.startswith("$")}
 
 
 #: ``<memberNos>``: what ``systems scaffold`` writes where the engineer decides the value.
 PLACEHOLDER = re.compile(r"<[A-Za-z_][\w.-]*>")
 
 
-def _placeholders(template: Any) -> set[str]:
-    if isinstance(template, dict):
-        return set().union(*(_placeholders(v) for v in template.values()))
-    if isinstance(template, list):
-        return set().union(*(_placeholders(v) for v in template))
-    return {template} if isinstance(template, str) and PLACEHOLDER.fullmatch(template) else set()
-
-
 def _refuse_placeholders(m: _Reader, line: int, what: str, *templates: Any) -> None:
     """A scaffold's placeholder left in a template would be sent to the system as it is."""
-    for placeholder in sorted(set().union(*(_placeholders(t) for t in templates))):
+    found = {text for t in templates for text in _text_leaves(t) if PLACEHOLDER.fullmatch(text)}
+    for placeholder in sorted(found):
         m.error(
             line,
             f"{what}: {placeholder} is the scaffold's placeholder: put a variable "
