@@ -29,7 +29,7 @@ def _recheck(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     registry = load_systems(settings)
-    known = sorted({*(i for s in registry for i in s.instance_names), "billing", "care"})
+    known = sorted(registry.instance_names | {"billing", "care"})
     if args.system not in known:
         print(f"switchboard: no system '{args.system}' links customers (known: {', '.join(known)})")
         return 2

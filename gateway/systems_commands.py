@@ -83,7 +83,7 @@ def _check(args: argparse.Namespace) -> int:
                 str(registry.folder),
                 0,
                 f"system_urls names '{name}', which no declared system has as an instance "
-                f"(instances: {', '.join(sorted(i for s in registry for i in s.instance_names))})",
+                f"(instances: {', '.join(sorted(registry.instance_names))})",
                 "warning",
             )
         )

@@ -145,10 +145,10 @@ class DeclaredLinker:
 
         for customer in customers:
             resolutions = []
+            e164 = CustomerKeys(
+                customer.customer_no, customer.certificate_no, _numbers(list(customer.msisdns))
+            )
             for instance in self.instances:
-                e164 = CustomerKeys(
-                    customer.customer_no, customer.certificate_no, _numbers(list(customer.msisdns))
-                )
                 resolutions.append(
                     match(
                         instance,

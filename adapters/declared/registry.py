@@ -32,10 +32,14 @@ class SystemRegistry:
     def __len__(self) -> int:
         return len(self.systems)
 
+    @property
+    def instance_names(self) -> frozenset[str]:
+        """Every declared system's instances (what ``system_urls`` and identity links name)."""
+        return frozenset(i for s in self for i in s.instance_names)
+
     def unknown_instances(self, names: Iterable[str]) -> list[str]:
         """Of ``names`` (``system_urls`` keys), those no declared system has as an instance."""
-        known = {i for s in self for i in s.instance_names}
-        return sorted(set(names) - known)
+        return sorted(set(names) - self.instance_names)
 
     def playing(self, role: str) -> SystemSpec | None:
         """The system that plays one of the hub's roles (``role:`` in its mapping)."""
