@@ -47,19 +47,28 @@ def _enrol(data_dir: Path, msisdn: str, template: dict) -> str:
     return member_no
 
 
-def test_a_customer_absent_from_a_system_is_linked_once_the_system_has_a_record(tmp_path):
+def _seeded(tmp_path: Path) -> tuple[Path, str, dict]:
+    """The dataset, and a customer's number no member has with the member row to copy."""
     data_dir = tmp_path / "simdata"
     data_dir.mkdir()
     seed_dataset(data_dir, CUSTOMERS, SEED)
-    msisdn, template = _not_a_member(data_dir)
+    return (data_dir, *_not_a_member(data_dir))
+
+
+def _env(sims, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return gateway_env(
+        sims,
+        f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+        SWITCHBOARD_CACHE__ENABLED="false",
+        SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
+        **extra,
+    )
+
+
+def test_a_customer_absent_from_a_system_is_linked_once_the_system_has_a_record(tmp_path):
+    data_dir, msisdn, template = _seeded(tmp_path)
     with running_simulators(data_dir) as sims:
-        env = gateway_env(
-            sims,
-            f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
-            SWITCHBOARD_CACHE__ENABLED="false",
-            SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
-            SWITCHBOARD_IDENTITY__ABSENT_RECHECK_S="1",
-        )
+        env = _env(sims, tmp_path, SWITCHBOARD_IDENTITY__ABSENT_RECHECK_S="1")
         key = issue_key(env, channel="agent", role="agent")
         with running_gateway(env, tmp_path / "gateway.log") as url:
 
@@ -84,17 +93,9 @@ def test_identity_recheck_asks_a_system_again_after_a_fix(tmp_path):
 
     from tests.harness import SWITCHBOARD
 
-    data_dir = tmp_path / "simdata"
-    data_dir.mkdir()
-    seed_dataset(data_dir, CUSTOMERS, SEED)
-    msisdn, template = _not_a_member(data_dir)
+    data_dir, msisdn, template = _seeded(tmp_path)
     with running_simulators(data_dir) as sims:
-        env = gateway_env(
-            sims,
-            f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
-            SWITCHBOARD_CACHE__ENABLED="false",
-            SWITCHBOARD_AUDIT__STATE_DIR=str(tmp_path / "keys"),
-        )
+        env = _env(sims, tmp_path)
         key = issue_key(env, channel="agent", role="agent")
 
         def memberships(url: str) -> list[dict]:

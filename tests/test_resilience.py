@@ -37,6 +37,17 @@ def guarded(system: str, clock: FakeClock, *, threshold: int, max_concurrency: i
     return BackendGuard(system, breaker=breaker, max_concurrency=max_concurrency)
 
 
+class Hanging:
+    """A backend call that never answers, counting how often it was made."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        await asyncio.Event().wait()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -276,17 +287,11 @@ async def test_an_attempt_is_cut_at_the_deadline_and_not_retried_past_it(clock):
     policy = CallPolicy(
         Endpoint("billing", "http://unused", timeout_s=0.2, retry_attempts=5, guard=guard)
     )
-    calls = 0
-
-    async def hang() -> None:
-        nonlocal calls
-        calls += 1
-        await asyncio.Event().wait()
-
+    hang = Hanging()
     # The outer wait_for only keeps a broken budget from hanging the suite.
     with pytest.raises(TimedOut):
         await asyncio.wait_for(policy.read("test", hang), 10)
-    assert calls == 1
+    assert hang.calls == 1
     assert guard.breaker.snapshot().consecutive_failures == 1
 
 
@@ -377,16 +382,10 @@ async def test_a_429_is_throttling_not_retried_and_counted_against_the_circuit(c
 async def test_a_timed_out_write_says_a_repeat_with_the_same_key_is_safe(clock):
     guard = guarded("billing", clock, threshold=5)
     policy = CallPolicy(Endpoint("billing", "http://unused", timeout_s=0.2, guard=guard))
-    calls = 0
-
-    async def hang() -> None:
-        nonlocal calls
-        calls += 1
-        await asyncio.Event().wait()
-
+    hang = Hanging()
     with pytest.raises(TimedOut) as raised:
         await asyncio.wait_for(policy.write("test", hang), 10)
-    assert calls == 1  # sent once, never retried
+    assert hang.calls == 1  # sent once, never retried
     assert raised.value.code == "BACKEND_TIMEOUT"
     assert "repeat it with the same idempotency key" in raised.value.message
     assert guard.breaker.snapshot().consecutive_failures == 1

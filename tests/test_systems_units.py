@@ -33,6 +33,13 @@ def copy_loyalty(tmp_path: Path) -> Path:
     return folder
 
 
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the first ``old`` in a copied file, which must hold it."""
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
 def problems_of(folder: Path) -> list[str]:
     with pytest.raises(DeclarationInvalid) as raised:
         load_registry(folder)
@@ -561,9 +568,7 @@ def copy_billing_view(tmp_path: Path) -> Path:
 def test_a_rest_writes_header_idempotency_is_checked_with_its_line(tmp_path, change, problem):
     folder = copy_billing_view(tmp_path)
     mapping = folder / "billing_view" / "mapping.yaml"
-    text = mapping.read_text()
-    assert change[0] in text
-    mapping.write_text(text.replace(change[0], change[1], 1))
+    edit(mapping, *change)
     line = line_of(mapping, "creditBillingView:") + 1  # a mapping's line: its first entry
     assert any(f"mapping.yaml:{line}:" in p and problem in p for p in problems_of(folder)), (
         problems_of(folder)
@@ -573,11 +578,7 @@ def test_a_rest_writes_header_idempotency_is_checked_with_its_line(tmp_path, cha
 def test_a_soap_write_cannot_put_its_key_in_a_header(tmp_path):
     folder = copy_loyalty(tmp_path)
     mapping = folder / "loyalty" / "mapping.yaml"
-    text = mapping.read_text()
-    assert "    idempotency: requestId\n" in text
-    mapping.write_text(
-        text.replace("    idempotency: requestId\n", "    idempotency: header:X-Key\n")
-    )
+    edit(mapping, "    idempotency: requestId\n", "    idempotency: header:X-Key\n")
     assert any("header: is for REST systems" in p for p in problems_of(folder))
 
 
@@ -604,11 +605,7 @@ async def test_msisdns_go_out_in_the_form_the_system_writes_them(tmp_path, form,
     folder = copy_loyalty(tmp_path)
     mapping = folder / "loyalty" / "mapping.yaml"
     if form is not None:
-        text = mapping.read_text()
-        assert "    input: msisdns\n" in text
-        mapping.write_text(
-            text.replace("    input: msisdns\n", f"    input: msisdns\n    msisdn_format: {form}\n")
-        )
+        edit(mapping, "    input: msisdns\n", f"    input: msisdns\n    msisdn_format: {form}\n")
     spec = load_registry(folder).systems["loyalty"]
     endpoints = {i.name: Endpoint(system=i.name, base_url=i.base_url) for i in spec.instances}
     system = DeclaredSystem(spec, endpoints)
@@ -627,10 +624,10 @@ async def test_msisdns_go_out_in_the_form_the_system_writes_them(tmp_path, form,
 
 def test_an_unknown_msisdn_format_is_refused_at_its_line(tmp_path):
     folder = copy_loyalty(tmp_path)
-    mapping = folder / "loyalty" / "mapping.yaml"
-    text = mapping.read_text()
-    mapping.write_text(
-        text.replace("    input: msisdns\n", "    input: msisdns\n    msisdn_format: local\n")
+    edit(
+        folder / "loyalty" / "mapping.yaml",
+        "    input: msisdns\n",
+        "    input: msisdns\n    msisdn_format: local\n",
     )
     assert any(
         "msisdn_format must be one of e164, national, digits" in p for p in problems_of(folder)
@@ -642,9 +639,7 @@ def test_a_key_written_twice_is_refused_at_its_second_line(tmp_path):
     lost without a word."""
     folder = copy_loyalty(tmp_path)
     mapping = folder / "loyalty" / "mapping.yaml"
-    text = mapping.read_text()
-    assert "    batch: 100\n" in text
-    mapping.write_text(text.replace("    batch: 100\n", "    batch: 100\n    batch: 50\n", 1))
+    edit(mapping, "    batch: 100\n", "    batch: 100\n    batch: 50\n")
     (problem,) = problems_of(folder)
     line = line_of(mapping, "batch: 50")
     assert f"mapping.yaml:{line}: error: not valid YAML: duplicate key 'batch'" in problem
@@ -669,10 +664,7 @@ def test_a_key_written_twice_is_refused_at_its_second_line(tmp_path):
 )
 def test_an_identity_msisdn_lookup_is_checked(tmp_path, change, problem):
     folder = copy_billing_view(tmp_path)
-    mapping = folder / "billing_view" / "mapping.yaml"
-    text = mapping.read_text()
-    assert change[0] in text
-    mapping.write_text(text.replace(change[0], change[1], 1))
+    edit(folder / "billing_view" / "mapping.yaml", *change)
     assert any(problem in p for p in problems_of(folder)), problems_of(folder)
 
 
@@ -762,11 +754,10 @@ def test_the_contract_check_knows_an_operations_query_parameters(tmp_path):
     from adapters.declared.contract_check import check_contract
 
     folder = copy_billing_view(tmp_path)
-    mapping = folder / "billing_view" / "mapping.yaml"
-    text = mapping.read_text()
-    assert "query: {certificateNumber: $keys" in text
-    mapping.write_text(
-        text.replace("query: {certificateNumber: $keys", "query: {certificateNo: $keys")
+    edit(
+        folder / "billing_view" / "mapping.yaml",
+        "query: {certificateNumber: $keys",
+        "query: {certificateNo: $keys",
     )
     spec = load_registry(folder).systems["billing_view"]
     (problem,) = check_contract(spec, "http://127.0.0.1:1")
