@@ -45,7 +45,4 @@ def in_format(value: str, form: str, region: str = HOME_REGION) -> str | None:
 
 def national(value: str, region: str = HOME_REGION) -> str | None:
     """The national significant number (``18899407311``), for prefix routing."""
-    e164 = to_e164(value, region)
-    if e164 is None:
-        return None
-    return str(phonenumbers.parse(e164).national_number)
+    return in_format(value, "national", region)

@@ -325,8 +325,9 @@ class Endpoint:
     breaker_min_budget_share: float = 0.5
     #: A list read whole, page after page (``all_pages``): all its calls together at most this.
     list_read_timeout_s: float = 8.0
-    #: A reply body longer than this is parsed and checked in a worker thread, so that the
-    #: event loop serves other requests meanwhile (lxml parses without holding the GIL).
+    #: A SOAP reply body longer than this (and within the item limit, so needing no census)
+    #: is parsed and checked in a worker thread, so that the event loop serves other
+    #: requests meanwhile (lxml parses without holding the GIL).
     parse_in_thread_above_bytes: int = 256 * 1024
     #: The backend's shared guard; None builds one from the fields above.
     guard: BackendGuard | None = field(default=None, compare=False, repr=False)

@@ -306,7 +306,7 @@ class CallSpec:
     breaker_reset_s: float = 5.0
     #: A list read whole (``all_pages``): all its pages together at most this long.
     list_read_timeout_s: float = 8.0
-    #: Replies longer than this are parsed in a worker thread, off the event loop.
+    #: SOAP replies longer than this are parsed in a worker thread, off the event loop.
     parse_in_thread_above_bytes: int = 256 * 1024
 
 
